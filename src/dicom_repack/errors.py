@@ -1,0 +1,40 @@
+"""The errors the job can end with, each naming the file it is about.
+
+Every door turns these into a one-line message and a non-zero exit (or a DIMSE
+failure status); nothing else should escape the job.
+"""
+
+from __future__ import annotations
+
+
+class RepackError(Exception):
+    """Base of every error that means "this instance was not filed"."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class NotDicomError(RepackError):
+    """The input is not a DICOM Part 10 file (empty, no 'DICM' after the preamble)."""
+
+
+class TruncatedError(RepackError):
+    """The input starts as DICOM but ends before its last element does."""
+
+
+class MissingElementError(RepackError):
+    """An element the layout or the records cannot do without is absent or empty."""
+
+
+class PlacementError(RepackError):
+    """The file could not be put at its destination (disk full, permissions, ...)."""
+
+
+class RecordError(RepackError):
+    """The file was placed but a pypx record could not be written."""
+
+
+class TemplateError(ValueError):
+    """A layout template names an unknown keyword or function (refused at start)."""
