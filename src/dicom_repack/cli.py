@@ -15,7 +15,7 @@ SUBCOMMANDS: dict[str, str] = {
     "batch": "dicom_repack.batch",
     "listen": "dicom_repack.listen",
     "bench": "dicom_repack.bench.cli",
-    "corpus": "dicom_repack.bench.cli",
+    "corpus": "dicom_repack.bench.corpus",
 }
 
 
@@ -25,8 +25,6 @@ def main(argv: list[str] | None = None) -> int:
         import importlib
 
         module = importlib.import_module(SUBCOMMANDS[args[0]])
-        if args[0] == "corpus":
-            return int(module.main(args))
         return int(module.main(args[1:]))
     from .instance import main as instance_main
 
