@@ -2,27 +2,54 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
-
-@dataclass(slots=True)
 class Outcome:
     """The result of one instance through the job.
 
     ``missing`` lists the layout keywords that were absent (or empty under the rx
     layout) and so were replaced by their keyword, as rx-repack reports them.
     ``error`` is None on success, else a one-line reason naming the file.
+    (A plain class, not a dataclass: ``dataclasses`` imports ``re`` and ``inspect``,
+    several milliseconds the per-instance door cannot afford.)
     """
 
-    src: str
-    dst: str | None = None
-    size: int = 0
-    patient_id: str | None = None
-    study_uid: str | None = None
-    series_uid: str | None = None
-    sop_uid: str | None = None
-    missing: tuple[str, ...] = field(default_factory=tuple)
-    error: str | None = None
+    __slots__ = (
+        "dst",
+        "error",
+        "missing",
+        "patient_id",
+        "series_uid",
+        "size",
+        "skipped",
+        "sop_uid",
+        "src",
+        "study_uid",
+    )
+
+    def __init__(
+        self,
+        src: str,
+        dst: str | None = None,
+        size: int = 0,
+        patient_id: str | None = None,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        missing: tuple[str, ...] = (),
+        error: str | None = None,
+        skipped: bool = False,
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.size = size
+        self.patient_id = patient_id
+        self.study_uid = study_uid
+        self.series_uid = series_uid
+        self.sop_uid = sop_uid
+        self.missing = missing
+        self.error = error
+        #: True when the input was not DICOM at all (a batch skips it, not a failure)
+        self.skipped = skipped
 
     @property
     def ok(self) -> bool:
@@ -41,3 +68,13 @@ class Outcome:
             "missing": list(self.missing),
             "error": self.error,
         }
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        for k, v in zip(self.__slots__, state, strict=True):
+            setattr(self, k, v)
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.src!r} -> {self.dst!r}, error={self.error!r})"

@@ -1,38 +1,164 @@
 """One instance through the job: header -> layout -> place -> records -> Outcome.
 
 Every door (per-instance, batch, listen, bench) calls :class:`Repacker`; none of
-them re-implements a step. (Stub: being written.)
+them re-implements a step. A bad instance never raises out of here: the
+:class:`~.outcome.Outcome` carries a one-line error naming the file, and nothing
+is left half-done (no partial file, no source removed before its copy is
+complete, no file without its records).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 
+from .errors import MissingElementError, PlacementError, RecordError, RepackError
+from .header import read_header
+from .layout import Layout
 from .outcome import Outcome
+from .place import place_bytes, place_file
+from .records import RECORD_KEYWORDS, RecordWriter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["REQUIRED", "Config", "Repacker"]
+
+#: Without these an instance cannot be filed or recorded (rx-repack refuses them too).
+REQUIRED = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
-@dataclass(frozen=True, slots=True)
 class Config:
     """Where to file instances and how to name them."""
 
-    datadir: str
-    logdir: str | None = None
-    layout: object = None  # layout.Layout; None means the rx-repack 1.0 layout
+    __slots__ = ("datadir", "layout", "logdir")
+
+    def __init__(
+        self, datadir: str, logdir: str | None = None, layout: Layout | None = None
+    ) -> None:
+        self.datadir = datadir
+        self.logdir = logdir
+        self.layout = layout if layout is not None else Layout.rx()
 
 
 class Repacker:
-    """Files instances under ``config``; keeps small bounded caches between calls."""
+    """Files instances under one :class:`Config`; cheap to call once per instance."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.datadir = os.path.abspath(config.datadir)
+        self.layout = config.layout
+        self.records = RecordWriter(config.logdir) if config.logdir else None
+        self.keywords = tuple(dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS))
 
     def repack_path(self, src: str, *, move: bool = False) -> Outcome:
-        """File the Part 10 file at ``src`` (copied, or moved when ``move``). Never raises
-        for a bad instance: the Outcome carries the error."""
-        raise NotImplementedError
+        """File the Part 10 file at ``src`` (copied, or moved when ``move``).
+
+        Never raises for a bad instance: the Outcome carries the error.
+        """
+        out = Outcome(src)
+        try:
+            header = read_header(src, self.keywords)
+            directory, name = self._plan(src, header.values, header.empty, out)
+            dst = f"{directory}/{name}"
+            existed = os.path.lexists(dst)
+            try:
+                st = place_file(src, directory, name, move=move)
+            except OSError as exc:
+                raise PlacementError(src, f"cannot place at {dst}: {exc.strerror or exc}") from None
+            out.dst, out.size = dst, st.st_size
+            try:
+                self._record(header.values, directory, name, st, dst, src)
+            except RecordError:
+                self._undo(src, dst, move=move, existed=existed)
+                raise
+        except RepackError as exc:
+            out.error = str(exc)
+            out.skipped = _is_not_dicom(exc)
+            out.dst = None
+        return out
 
     def repack_buffer(self, data: bytes | memoryview, *, origin: str = "<network>") -> Outcome:
-        """File a complete Part 10 file held in memory (preamble, 'DICM', file meta,
-        dataset), e.g. as a receiver got it. Written once, straight to its final
-        path (temporary file in the destination folder, then rename)."""
-        raise NotImplementedError
+        """File a complete Part 10 file held in memory (preamble, 'DICM', meta, dataset).
+
+        Written once, straight to its final path (temporary file in the
+        destination folder, then rename), then recorded.
+        """
+        out = Outcome(origin)
+        try:
+            header = read_header(data, self.keywords)
+            directory, name = self._plan(origin, header.values, header.empty, out)
+            dst = f"{directory}/{name}"
+            existed = os.path.lexists(dst)
+            try:
+                st = place_bytes(data, directory, name)
+            except OSError as exc:
+                raise PlacementError(
+                    origin, f"cannot place at {dst}: {exc.strerror or exc}"
+                ) from None
+            out.dst, out.size = dst, st.st_size
+            try:
+                self._record(header.values, directory, name, st, dst, origin)
+            except RecordError:
+                self._undo(None, dst, move=False, existed=existed)
+                raise
+        except RepackError as exc:
+            out.error = str(exc)
+            out.skipped = _is_not_dicom(exc)
+            out.dst = None
+        return out
+
+    # -- steps -------------------------------------------------------------------
+
+    def _plan(
+        self, origin: str, vals: Mapping[str, str], empty: frozenset[str], out: Outcome
+    ) -> tuple[str, str]:
+        out.patient_id = vals.get("PatientID")
+        out.study_uid = vals.get("StudyInstanceUID")
+        out.series_uid = vals.get("SeriesInstanceUID")
+        out.sop_uid = vals.get("SOPInstanceUID")
+        lacking = [k for k in REQUIRED if not (vals.get(k) or "").strip() or k in empty]
+        if lacking:
+            raise MissingElementError(origin, f"missing or empty {', '.join(lacking)}; not filed")
+        plan = self.layout.plan(vals, empty)
+        out.missing = plan.missing
+        return f"{self.datadir}/{plan.series_dir}", plan.image
+
+    def _record(
+        self,
+        values: Mapping[str, str],
+        directory: str,
+        name: str,
+        st: os.stat_result,
+        dst: str,
+        origin: str,
+    ) -> None:
+        if self.records is None:
+            return
+        from .dump import header_dump
+
+        self.records.write(
+            values,
+            series_base_dir=directory,
+            file_name=name,
+            stat=st,
+            dump=lambda: header_dump(dst),
+            origin=origin,
+        )
+
+    @staticmethod
+    def _undo(src: str | None, dst: str, *, move: bool, existed: bool) -> None:
+        """Put things back after the records failed: no file may stand without its records."""
+        try:
+            if move and src is not None:
+                os.rename(dst, src)
+            elif not existed:
+                os.unlink(dst)
+        except OSError:
+            pass
+
+
+def _is_not_dicom(exc: RepackError) -> bool:
+    from .errors import NotDicomError
+
+    return isinstance(exc, NotDicomError)

@@ -1,0 +1,272 @@
+"""The batch door: repack whole folders (or a list of paths on stdin) in one process tree.
+
+One interpreter start for the whole corpus instead of one per instance, and a
+worker per core. The walk is streamed into the pool (the pool's pipe bounds what
+is in flight), so memory stays flat however large the corpus is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from .outcome import Outcome
+from .repack import Config, Repacker
+
+__all__ = ["Summary", "iter_paths", "main", "run"]
+
+
+class Summary:
+    """Counters of one batch run (what the closing line reports)."""
+
+    __slots__ = ("bytes", "elapsed", "failed", "filed", "skipped")
+
+    def __init__(self) -> None:
+        self.filed = 0
+        self.bytes = 0
+        self.skipped = 0
+        self.failed = 0
+        self.elapsed = 0.0
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.error is None:
+            self.filed += 1
+            self.bytes += outcome.size
+        elif outcome.skipped:
+            self.skipped += 1
+        else:
+            self.failed += 1
+
+    def as_dict(self) -> dict[str, object]:
+        rate = self.filed / self.elapsed if self.elapsed > 0 else 0.0
+        return {
+            "instances": self.filed,
+            "bytes": self.bytes,
+            "skipped_not_dicom": self.skipped,
+            "failed": self.failed,
+            "elapsed_s": round(self.elapsed, 3),
+            "instances_per_s": round(rate, 1),
+        }
+
+    def line(self) -> str:
+        d = self.as_dict()
+        mb = self.bytes / 1e6
+        return (
+            f"{d['instances']} instances filed ({mb:.1f} MB), "
+            f"{d['skipped_not_dicom']} skipped (not DICOM), {d['failed']} failed, "
+            f"in {d['elapsed_s']:.2f} s ({d['instances_per_s']:.0f} instances/s)"
+        )
+
+
+def iter_paths(
+    paths: Iterable[str], *, exclude: Iterable[str] = (), stdin: Iterable[str] | None = None
+) -> Iterator[str]:
+    """Every regular file under ``paths`` (recursively), streamed; ``-`` reads paths from stdin.
+
+    Folders in ``exclude`` (the data and log folders, when they sit inside an
+    input) are not entered, so a run never picks up its own output. Symbolic
+    links to folders are not followed (no loops).
+    """
+    skip = {os.path.realpath(p) for p in exclude}
+    for top in paths:
+        if top == "-":
+            for line in stdin if stdin is not None else sys.stdin:
+                line = line.rstrip("\n")
+                if line:
+                    yield line
+            continue
+        if not os.path.isdir(top):
+            yield top
+            continue
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            if os.path.realpath(folder) in skip:
+                continue
+            try:
+                with os.scandir(folder) as it:
+                    subdirs = []
+                    for entry in it:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                subdirs.append(entry.path)
+                            elif entry.is_file():
+                                yield entry.path
+                        except OSError:
+                            yield entry.path  # let the job report what is wrong with it
+            except OSError as exc:
+                sys.stderr.write(
+                    f"dicom-repack: error: cannot read folder {folder}: {exc.strerror}\n"
+                )
+                continue
+            stack.extend(reversed(subdirs))
+
+
+# -- worker side ---------------------------------------------------------------------
+
+_worker: tuple[Repacker, bool] | None = None
+
+
+def _init_worker(config: Config, move: bool) -> None:
+    global _worker
+    _worker = (Repacker(config), move)
+
+
+def _work(path: str) -> Outcome:
+    assert _worker is not None
+    repacker, move = _worker
+    return repacker.repack_path(path, move=move)
+
+
+def run(
+    paths: Iterable[str],
+    config: Config,
+    *,
+    move: bool = False,
+    jobs: int | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> Summary:
+    """Repack every path; call ``on_outcome`` for each (in completion order)."""
+    jobs = jobs or os.cpu_count() or 1
+    summary = Summary()
+    start = time.perf_counter()
+    if jobs == 1:
+        repacker = Repacker(config)
+        for path in paths:
+            outcome = repacker.repack_path(path, move=move)
+            summary.add(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(jobs, initializer=_init_worker, initargs=(config, move)) as pool:
+            for outcome in pool.imap_unordered(_work, paths, chunksize=16):
+                summary.add(outcome)
+                if on_outcome:
+                    on_outcome(outcome)
+    summary.elapsed = time.perf_counter() - start
+    return summary
+
+
+# -- command line ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .layout import add_layout_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="dicom-repack batch",
+        description=(
+            "Repack every DICOM file under the given folders (recursively), or the paths listed "
+            "on stdin with '-', on all cores, into the tag-named tree under --datadir, and write "
+            "the pypx records under --logdir. Files that are not DICOM are skipped and counted; "
+            "any other failure is listed and makes the exit status 1. Sources are never modified; "
+            "with --cleanup each is removed only after its copy is complete."
+        ),
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="folders or files; '-' reads paths from stdin"
+    )
+    parser.add_argument("-d", "--datadir", required=True, help="root of the packed tree")
+    parser.add_argument(
+        "-l", "--logdir", help="pypx log folder (records are written only when given)"
+    )
+    parser.add_argument("--cleanup", action="store_true", help="move instead of copy")
+    parser.add_argument(
+        "-j", "--jobs", type=int, default=None, help="worker processes (default: all cores)"
+    )
+    parser.add_argument(
+        "--log-ndjson", action="store_true", help="one JSON line per instance on stdout"
+    )
+    parser.add_argument(
+        "--summary-json", metavar="FILE", help="also write the summary as JSON to FILE"
+    )
+    parser.add_argument("--strict", action="store_true", help="count non-DICOM files as failures")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar even on a terminal"
+    )
+    add_layout_arguments(parser)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from .errors import TemplateError
+    from .jsonio import dumps
+    from .layout import layout_from_arguments
+
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.jobs is not None and ns.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    try:
+        layout = layout_from_arguments(ns)
+    except TemplateError as exc:
+        parser.error(str(exc))
+    for p in ns.paths:
+        if p != "-" and not os.path.exists(p):
+            parser.error(f"no such file or folder: {p}")
+    config = Config(ns.datadir, ns.logdir, layout)
+    exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
+    out = sys.stdout
+    summary_stream = sys.stderr if ns.log_ndjson else sys.stdout
+    progress = None
+    if not ns.no_progress and sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(
+            TextColumn("repacking"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.completed} instances"),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        task = progress.add_task("repack", total=None)
+        progress.start()
+    skipped_names: list[str] = []
+
+    def report(outcome: Outcome) -> None:
+        if ns.log_ndjson:
+            out.write(dumps(outcome.as_dict(), indent=None) + "\n")
+        if outcome.error is not None:
+            if outcome.skipped and not ns.strict:
+                if len(skipped_names) < 20:
+                    skipped_names.append(outcome.src)
+            else:
+                sys.stderr.write(f"dicom-repack: error: {outcome.error}\n")
+        if progress is not None:
+            progress.update(task, advance=1)
+
+    try:
+        summary = run(
+            iter_paths(ns.paths, exclude=exclude),
+            config,
+            move=ns.cleanup,
+            jobs=ns.jobs,
+            on_outcome=report,
+        )
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "dicom-repack: interrupted; files already filed stay filed, nothing is half-written\n"
+        )
+        return 130
+    finally:
+        if progress is not None:
+            progress.stop()
+    if ns.strict:
+        summary.failed += summary.skipped
+    for name in skipped_names:
+        sys.stderr.write(f"dicom-repack: skipped (not DICOM): {name}\n")
+    if summary.skipped > len(skipped_names):
+        sys.stderr.write(
+            f"dicom-repack: ... and {summary.skipped - len(skipped_names)} more not-DICOM files\n"
+        )
+    summary_stream.write(summary.line() + "\n")
+    if ns.summary_json:
+        with open(ns.summary_json, "w", encoding="utf-8") as fh:
+            fh.write(dumps(summary.as_dict()) + "\n")
+    return 1 if summary.failed else 0
