@@ -1,0 +1,341 @@
+"""``dicom-repack listen``: a DICOM Storage SCP that repacks in process.
+
+storescp + one repack process per instance pays a process start per instance,
+whatever language the repacker is in. This door receives in process instead
+(like oxidicom): each C-STORE's data set is written once, straight to its final
+path under the layout, and its pypx records written, *before* the success
+response goes back, so a success always means "filed"; any failure answers a
+failure status and leaves nothing behind, so the sender can retry.
+
+Every option can also come from the environment (``DICOM_REPACK_LISTEN_<OPTION>``,
+e.g. ``DICOM_REPACK_LISTEN_MAX_ASSOCIATIONS=8``), as oxidicom is configured in
+containers; a flag on the command line wins. See docs/listen.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import threading
+import time
+from typing import IO
+
+from .errors import TemplateError
+from .layout import add_layout_arguments, layout_from_arguments
+from .listen_assoc import Policy
+from .listen_scp import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_SUCCESS,
+    ServerConfig,
+    StorageServer,
+    StoreInfo,
+)
+from .repack import Config, Repacker
+from .series_watch import SeriesWatch
+
+__all__ = ["ENV_PREFIX", "Filer", "build_parser", "main"]
+
+ENV_PREFIX = "DICOM_REPACK_LISTEN_"
+LOG = logging.getLogger("dicom_repack.listen")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class _Lines:
+    """Thread-safe NDJSON output (one ``write`` + flush per line, so lines never interleave)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, obj: dict[str, object]) -> None:
+        line = json.dumps(obj, separators=(",", ":")) + "\n"
+        with self._lock:
+            self.stream.write(line)
+            self.stream.flush()
+
+
+class Filer:
+    """The store handler: one received instance through the core job.
+
+    One :class:`~.repack.Repacker` per association thread, so its caches need no
+    lock; the record writer's own locking keeps concurrent series consistent.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        ndjson: _Lines | None = None,
+        watch: SeriesWatch | None = None,
+    ) -> None:
+        self.config = config
+        self.ndjson = ndjson
+        self.watch = watch
+        self._local = threading.local()
+
+    def __call__(self, data: bytearray, info: StoreInfo) -> tuple[int, str]:
+        repacker: Repacker | None = getattr(self._local, "repacker", None)
+        if repacker is None:
+            repacker = self._local.repacker = Repacker(self.config)
+        origin = f"dicom://{info.calling_ae}@{info.peer}/{info.sop_instance_uid}"
+        outcome = repacker.repack_buffer(data, origin=origin)
+        if self.ndjson is not None:
+            self.ndjson(
+                {
+                    **outcome.as_dict(),
+                    "CallingAETitle": info.calling_ae,
+                    "TransferSyntaxUID": info.transfer_syntax,
+                }
+            )
+        if outcome.error is None:
+            if self.watch is not None and outcome.dst:
+                self.watch.seen(
+                    os.path.dirname(outcome.dst),
+                    outcome.patient_id or "",
+                    outcome.study_uid or "",
+                    outcome.series_uid or "",
+                )
+            return STATUS_SUCCESS, ""
+        LOG.warning("%s", outcome.error)
+        return _status_for(outcome.error, outcome.skipped), outcome.error
+
+
+def _status_for(error: str, not_dicom: bool) -> int:
+    """A failure the sender can fix by retrying later (disk, permissions) is "out of
+    resources" (0xA700); one about the instance itself is "cannot understand" (0xC000).
+
+    The Outcome carries the reason as text only, so this keys on the core's
+    PlacementError/RecordError wording.
+    """
+    if not_dicom:
+        return STATUS_CANNOT_UNDERSTAND
+    lowered = error.lower()
+    if "cannot place" in lowered or "record" in lowered:
+        return STATUS_OUT_OF_RESOURCES
+    return STATUS_CANNOT_UNDERSTAND
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dicom-repack listen",
+        description="DICOM Storage SCP (C-ECHO, C-STORE) that files each instance in process. "
+        f"Every option may also be set as an environment variable {ENV_PREFIX}<OPTION> "
+        "(upper case, '-' as '_'); flags win.",
+    )
+    net = p.add_argument_group("network")
+    net.add_argument("--port", type=int, default=11112, help="TCP port (0: pick a free one)")
+    net.add_argument("--bind", default="0.0.0.0", help="address to listen on (default: all)")
+    net.add_argument("--aet", default="DICOM-REPACK", help="our AE title")
+    net.add_argument(
+        "--require-called-aet",
+        action="store_true",
+        help="refuse associations whose called AE title is not --aet",
+    )
+    net.add_argument(
+        "--allow-calling",
+        action="append",
+        metavar="AE[,AE...]",
+        help="only these calling AE titles may associate (repeatable; default: any)",
+    )
+    net.add_argument(
+        "--promiscuous",
+        action="store_true",
+        help="accept any abstract syntax for storage, not only the known storage SOP classes",
+    )
+    net.add_argument("--max-associations", type=int, default=16, help="concurrent associations")
+    net.add_argument(
+        "--max-pdu", type=int, default=131072, help="maximum PDU length we announce (0: unlimited)"
+    )
+    net.add_argument(
+        "--acse-timeout", type=float, default=30.0, help="s to wait for the association request"
+    )
+    net.add_argument(
+        "--dimse-timeout",
+        type=float,
+        default=60.0,
+        help="s a message may stall between two of its PDUs",
+    )
+    net.add_argument(
+        "--network-timeout",
+        type=float,
+        default=120.0,
+        help="s an association may stay idle between messages",
+    )
+    net.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="on SIGTERM/SIGINT, s to finish the instances being received",
+    )
+    net.add_argument(
+        "--max-instance-size",
+        type=int,
+        default=1 << 30,
+        help="largest instance accepted, in bytes (held in memory until filed)",
+    )
+    tls = p.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", help="PEM certificate chain: turns TLS on")
+    tls.add_argument("--tls-key", help="PEM private key (default: in --tls-cert)")
+    tls.add_argument("--tls-ca", help="PEM CA bundle: clients must present a certificate it signed")
+    out = p.add_argument_group("output")
+    out.add_argument("-d", "--datadir", required=True, help="root of the packed tree")
+    out.add_argument("-l", "--logdir", help="pypx log folder (records are written when given)")
+    out.add_argument("--ndjson", metavar="PATH", help="one JSON line per instance ('-': stdout)")
+    out.add_argument(
+        "--series-idle",
+        type=float,
+        default=0.0,
+        help="s without a new instance after which a series counts as complete "
+        "(default: off, or 10 with --on-series-complete)",
+    )
+    out.add_argument(
+        "--on-series-complete",
+        metavar="CMD",
+        help="command run per complete series; {folder} {patient_id} {study_uid} {series_uid} "
+        "{instances} are replaced (also in DICOM_REPACK_SERIES_* env vars). Without it, an "
+        "event line is written (to --ndjson, else stdout)",
+    )
+    out.add_argument("--log-level", default="warning", help="debug, info, warning, error")
+    add_layout_arguments(p)
+    _env_defaults(p)
+    return p
+
+
+def _env_defaults(parser: argparse.ArgumentParser) -> None:
+    """Take each option's default from DICOM_REPACK_LISTEN_<DEST> when it is set."""
+    for action in parser._actions:  # argparse has no public iterator over its options
+        if not action.option_strings or action.dest == "help":
+            continue
+        name = ENV_PREFIX + action.dest.upper()
+        action.help = f"{action.help or ''} [env: {name}]".strip()
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            action.default = raw.strip().lower() in _TRUE
+        elif isinstance(action, argparse._AppendAction):
+            action.default = [raw]
+        else:
+            action.default = action.type(raw) if callable(action.type) else raw
+        action.required = False
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls_ca:
+        ctx.load_verify_locations(args.tls_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _allowed(values: list[str] | None) -> frozenset[str]:
+    return frozenset(ae.strip() for v in values or () for ae in v.split(",") if ae.strip())
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        format="dicom-repack listen: %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        layout = layout_from_arguments(args)
+        ctx = _ssl_context(args)
+    except (TemplateError, OSError, ssl.SSLError) as exc:
+        print(f"dicom-repack listen: {exc}", file=sys.stderr)
+        return 2
+
+    ndjson_file: IO[str] | None = None
+    lines: _Lines | None = None
+    if args.ndjson == "-":
+        lines = _Lines(sys.stdout)
+    elif args.ndjson:
+        try:
+            ndjson_file = open(args.ndjson, "a", encoding="utf-8")  # noqa: SIM115 - open for the run
+        except OSError as exc:
+            print(f"dicom-repack listen: --ndjson: {exc}", file=sys.stderr)
+            return 2
+        lines = _Lines(ndjson_file)
+
+    idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
+    watch: SeriesWatch | None = None
+    if idle > 0:
+        emit = lines if lines is not None else _Lines(sys.stdout)
+        watch = SeriesWatch(idle, args.on_series_complete, emit)
+
+    config = ServerConfig(
+        host=args.bind,
+        port=args.port,
+        policy=Policy(
+            ae_title=args.aet,
+            allowed_calling=_allowed(args.allow_calling),
+            require_called=args.require_called_aet,
+            promiscuous=args.promiscuous,
+            max_pdu=args.max_pdu,
+        ),
+        max_associations=args.max_associations,
+        acse_timeout=args.acse_timeout,
+        dimse_timeout=args.dimse_timeout,
+        network_timeout=args.network_timeout,
+        shutdown_grace=args.shutdown_grace,
+        max_instance_bytes=args.max_instance_size,
+        ssl_context=ctx,
+    )
+    filer = Filer(Config(args.datadir, args.logdir, layout), lines, watch)
+    server = StorageServer(config, filer)
+    try:
+        host, port = server.bind()
+    except OSError as exc:
+        print(
+            f"dicom-repack listen: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+
+    def on_signal(signum: int, _frame: object) -> None:
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    print(
+        f"dicom-repack listen: listening on {host}:{port} as {args.aet}{' (TLS)' if ctx else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if watch is not None:
+        watch.start()
+    server.serve_forever()
+    if watch is not None:
+        watch.close(flush=True)
+    summary = _summary(server, watch, time.monotonic() - started)
+    print(f"dicom-repack listen: {summary['line']}", file=sys.stderr, flush=True)
+    if lines is not None:
+        lines({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
+    if ndjson_file is not None:
+        ndjson_file.close()
+    return 0
+
+
+def _summary(server: StorageServer, watch: SeriesWatch | None, elapsed: float) -> dict[str, object]:
+    c = server.counters.snapshot()
+    rate = c["stored"] / elapsed if elapsed > 0 else 0.0
+    out: dict[str, object] = {**c, "elapsed_s": round(elapsed, 3)}
+    if watch is not None:
+        out["series_complete"] = watch.fired
+        out["series_hook_failures"] = watch.hook_failures
+    out["line"] = (
+        f"{c['stored']} instances filed ({c['bytes'] / 1e6:.1f} MB), {c['failed']} failed, "
+        f"{c['echoes']} echoes; {c['associations']} associations ({c['rejected']} rejected, "
+        f"{c['aborted']} aborted, {c['released']} released) in {elapsed:.1f} s "
+        f"({rate:.1f} instances/s while up)"
+    )
+    return out
