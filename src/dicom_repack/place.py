@@ -16,10 +16,13 @@ _counter = 0
 
 
 def temp_name(directory: str, name: str) -> str:
-    """A hidden, unique temporary path beside ``directory/name`` (same filesystem)."""
+    """A hidden, unique temporary path beside ``directory/name`` (same filesystem).
+
+    The name is cut so that the temporary name, too, stays within NAME_MAX.
+    """
     global _counter
     _counter += 1
-    return f"{directory}/.{name}.{os.getpid()}.{_counter}.tmp"
+    return f"{directory}/.{name[:200]}.{os.getpid()}.{_counter}.tmp"
 
 
 def ensure_dir(path: str) -> None:

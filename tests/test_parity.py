@@ -1,0 +1,137 @@
+"""Parity with what the real px-repack 3.12.6 wrote, and with rx-repack 1.0's tree.
+
+The expected trees and records are in ../shared/data/expected/<corpus>/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPORA, EXPECTED, dicom_files, run_cli
+
+
+def tree(root: Path) -> dict[str, tuple[int, str]]:
+    return {
+        p.relative_to(root).as_posix(): (
+            p.stat().st_size,
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+        )
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def expected_tree(tsv: Path) -> dict[str, tuple[int, str]]:
+    rows = tsv.read_text().splitlines()[1:]
+    return {path: (int(size), sha) for path, size, sha in (r.split("\t") for r in rows)}
+
+
+def first_in_dump(corpus: str) -> str:
+    """The SOPInstanceUID whose header px-repack dumped into the series record.
+
+    That record is written by a series' first instance (first writer wins, as in
+    px-repack), and px-repack's order was its folder listing's; the test files
+    that instance first so the dumps are comparable.
+    """
+    for f in (EXPECTED / corpus / "log" / "studyData").glob("*-series/*.json"):
+        (entry,) = json.loads(f.read_text()).values()
+        return str(entry["DICOM"]["SOPInstanceUID"]["value"])
+    raise AssertionError("no series record in expected output")
+
+
+def repack_corpus(src: Path, out: Path, corpus: str, *extra: str) -> tuple[Path, Path]:
+    data, log = out / "data", out / "log"
+    files = dicom_files(src)
+    first = first_in_dump(corpus)
+    lead = next(f for f in files if first in f.name or _sop(f) == first)
+    run_cli("--xcrdirfile", str(lead), "--datadir", str(data), "--logdir", str(log), *extra)
+    run_cli(
+        "batch", str(src), "--datadir", str(data), "--logdir", str(log), "--no-progress", *extra
+    )
+    return data, log
+
+
+def _sop(path: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def normalise_expected(obj: object, datadir: str) -> object:
+    text = json.dumps(obj).replace("{datadir}", datadir)
+    return json.loads(text)
+
+
+def cut_image_obj(record: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """Keep only size and FSlocation of each imageObj stat entry (as the expected files do)."""
+    for entry in record.values():
+        images = entry.get("imageObj")
+        if isinstance(images, dict):
+            for name, stat in images.items():
+                images[name] = {"size": stat["size"], "FSlocation": stat["FSlocation"]}
+    return record
+
+
+@pytest.mark.parametrize("corpus", list(CORPORA))
+def test_px_layout_tree_and_records_equal_px_repack(
+    corpora: dict[str, Path], tmp_path: Path, corpus: str
+) -> None:
+    data, log = repack_corpus(corpora[corpus], tmp_path, corpus, "--layout", "px")
+    assert tree(data) == expected_tree(EXPECTED / corpus / "data-tree.tsv")
+
+    expected_log = EXPECTED / corpus / "log"
+    want = sorted(p.relative_to(expected_log).as_posix() for p in expected_log.rglob("*.json"))
+    got = sorted(p.relative_to(log).as_posix() for p in log.rglob("*") if p.is_file())
+    assert got == want, "the log folder holds other files than px-repack's"
+    datadir = str(data.resolve())
+    for rel in want:
+        expected = normalise_expected(json.loads((expected_log / rel).read_text()), datadir)
+        actual = json.loads((log / rel).read_text())
+        if "-img/" in rel:
+            actual = cut_image_obj(actual)
+        assert actual == expected, rel
+
+
+@pytest.mark.parametrize("corpus", list(CORPORA))
+def test_default_layout_is_rx_repack_tree(
+    corpora: dict[str, Path], tmp_path: Path, corpus: str
+) -> None:
+    data = tmp_path / "data"
+    run_cli("batch", str(corpora[corpus]), "--datadir", str(data), "--no-progress")
+    assert tree(data) == expected_tree(EXPECTED / corpus / "rx-layout-tree.tsv")
+    assert not (tmp_path / "log").exists(), "no --logdir, no records"
+
+
+@pytest.mark.parametrize("corpus", list(CORPORA))
+def test_per_instance_door_builds_the_same_tree(
+    corpora: dict[str, Path], tmp_path: Path, corpus: str
+) -> None:
+    """storescp -xcr style: one process per instance, into the rx tree, moving the sources."""
+    import shutil
+
+    incoming = tmp_path / "incoming"
+    shutil.copytree(corpora[corpus], incoming)
+    data, log = tmp_path / "data", tmp_path / "log"
+    files = dicom_files(incoming)[:12]
+    for f in files:
+        run_cli(
+            "--xcrdir",
+            str(incoming),
+            "--xcrfile",
+            f.name,
+            "--datadir",
+            str(data),
+            "--logdir",
+            str(log),
+            "--cleanup",
+        )
+        assert not f.exists(), "--cleanup moves the source"
+    want = {k: v for k, v in expected_tree(EXPECTED / corpus / "rx-layout-tree.tsv").items()}
+    got = tree(data)
+    assert len(got) == len(files)
+    for rel, facts in got.items():
+        assert want[rel] == facts
