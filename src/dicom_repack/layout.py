@@ -94,10 +94,34 @@ def safe_name(text: str, suffix: str = "") -> str:
     return name
 
 
-def _seahash_hex(text: str) -> str:
-    import seahash
+_MASK64 = (1 << 64) - 1
+_SEAHASH_P = 0x6EED0E9DA4D94A4F
+_SEAHASH_SEED = (0x16F11FE89B0D677C, 0xB480A793D8E6C86C, 0x6FE2E5AAF078EBC9, 0x14F994A4C5259381)
 
-    return format(seahash.hash(text.encode("utf-8")), "x")
+
+def _diffuse(x: int) -> int:
+    x = (x * _SEAHASH_P) & _MASK64
+    x ^= (x >> 32) >> (x >> 60)
+    return (x * _SEAHASH_P) & _MASK64
+
+
+def seahash64(data: bytes) -> int:
+    """SeaHash (64-bit, default seeds) of ``data``: rx-repack's series-folder suffix.
+
+    Hand-written because loading the ``seahash`` C extension costs ~0.5 ms, more
+    than hashing a UID here (~3 µs), and the per-instance door pays every import.
+    tests/test_layout.py holds it equal to the ``seahash`` package on random input.
+    """
+    lanes = list(_SEAHASH_SEED)
+    for i in range(0, len(data), 8):
+        j = (i >> 3) & 3
+        lanes[j] = _diffuse(lanes[j] ^ int.from_bytes(data[i : i + 8], "little"))
+    return _diffuse(lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3] ^ len(data))
+
+
+def _seahash_hex(text: str) -> str:
+    """Lower-case hex without zero padding, as rx-repack and pypx print it."""
+    return format(seahash64(text.encode("utf-8")), "x")
 
 
 class _Field:
@@ -109,8 +133,7 @@ class _Field:
         self.arg = arg
 
 
-def _is_keyword_char(ch: str) -> bool:
-    return ch.isascii() and ch.isalnum()
+_KEYWORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
 def parse_template(template: str, option: str = "template") -> tuple[str | _Field, ...]:
@@ -122,12 +145,13 @@ def parse_template(template: str, option: str = "template") -> tuple[str | _Fiel
     literal: list[str] = []
     i, n = 0, len(template)
     while i < n:
-        ch = template[i]
-        if ch != "%":
-            literal.append(ch)
-            i += 1
-            continue
-        i += 1
+        pct = template.find("%", i)
+        if pct < 0:
+            literal.append(template[i:])
+            break
+        if pct > i:
+            literal.append(template[i:pct])
+        i = pct + 1
         func = arg = ""
         if i < n and template[i] == "_":
             end = template.find("_", i + 1)
@@ -144,7 +168,7 @@ def parse_template(template: str, option: str = "template") -> tuple[str | _Fiel
                 )
             i = end + 1
         start = i
-        while i < n and _is_keyword_char(template[i]):
+        while i < n and template[i] in _KEYWORD_CHARS:
             i += 1
         keyword = template[start:i]
         if not keyword:

@@ -1,0 +1,34 @@
+"""The records' JSON encoder/decoder must be indistinguishable from the json module's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dicom_repack import jsonio
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+documents = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(documents)
+@settings(max_examples=400)
+def test_dumps_is_json_dumps_indent_4_and_one_line(doc: object) -> None:
+    assert jsonio.dumps(doc) == json.dumps(doc, indent=4)
+    assert jsonio.dumps(doc, indent=None) == json.dumps(doc)
+    assert jsonio.loads(jsonio.dumps(doc)) == json.loads(json.dumps(doc))
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": ', "[1, 2", '{"a": 1} x', "nul", "{'a': 1}"])
+def test_loads_refuses_broken_json(text: str) -> None:
+    with pytest.raises(jsonio.JSONError):
+        jsonio.loads(text)
