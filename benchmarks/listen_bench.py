@@ -1,0 +1,312 @@
+"""Receivers side by side, each fed by dcmtk's storescu (TCP_NODELAY=1 on both sides).
+
+Contestants (a fresh receiver per run; order rotated every repetition):
+
+- ``storescp``            dcmtk storescp, plain receive (no repack)
+- ``storescp-xcr-true``   storescp ``-xcr /bin/true -xs``: the floor any per-instance
+                          repacker pays (a process start per instance)
+- ``storescp-xcr-door``   storescp ``-xcr "dicom-repack --xcrdir #p --xcrfile #f ..." -xs``
+- ``pynetdicom``          minimal pynetdicom SCP writing ``event.encoded_dataset()``
+- ``pynetdicom-repack``   the same, filing through ``Repacker.repack_buffer`` with records
+- ``listen``              ``dicom-repack listen`` with records
+
+Measured per run: instances/s (storescu wall clock), receiver CPU per instance
+(utime+stime of the receiver and its waited-for children, from /proc, between the
+receiver being ready and storescu returning), receiver peak RSS (VmHWM). Then a
+concurrency run: 8 storescu at once against storescp plain and listen.
+
+    python benchmarks/listen_bench.py --reps 5 --json /tmp/listen-bench.json
+
+Corpora: SAG-anon (shared) and a small-file corpus made by ``dicom-repack corpus``
+(5,460 instances of ~20 KB). Per-instance-process contestants get the first
+``--xcr-limit`` instances of the small corpus (their rate does not depend on count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import compile_package, dicom_files, unpack_shared
+
+EXE = str(Path(sys.executable).parent / "dicom-repack")
+TICK = os.sysconf("SC_CLK_TCK")
+PER_PROCESS = {"storescp-xcr-true", "storescp-xcr-door"}
+
+
+@dataclass
+class Run:
+    contestant: str
+    corpus: str
+    instances: int
+    seconds: float
+    cpu_s: float
+    peak_rss_mb: float
+    streams: int = 1
+    bytes: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.instances / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu_s / self.instances
+
+
+def dcmtk(tool: str) -> str:
+    exe = f"/usr/bin/{tool}"
+    if not os.path.exists(exe):
+        sys.exit(f"{exe} missing: apt-get install dcmtk")
+    return exe
+
+
+def env_nodelay() -> dict[str, str]:
+    return dict(os.environ, TCP_NODELAY="1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def receiver_argv(name: str, port: int, out: Path) -> list[str]:
+    data, log = out / "data", out / "log"
+    data.mkdir(parents=True, exist_ok=True)
+    scp = dcmtk("storescp")
+    if name == "storescp":
+        return [scp, "-od", str(data), str(port)]
+    if name == "storescp-xcr-true":
+        return [scp, "-od", str(data), "-xcr", "/bin/true", "-xs", str(port)]
+    if name == "storescp-xcr-door":
+        incoming = out / "incoming"
+        incoming.mkdir()
+        door = f"{EXE} --xcrdir #p --xcrfile #f --datadir {data} --logdir {log} --cleanup"
+        return [scp, "-od", str(incoming), "-xcr", door, "-xs", str(port)]
+    if name in ("pynetdicom", "pynetdicom-repack"):
+        script = str(Path(__file__).resolve().parent / "listen_pynetdicom_scp.py")
+        argv = [sys.executable, script, "--port", str(port), "--out", str(data)]
+        return argv + (["--repack", "--logdir", str(log)] if name.endswith("repack") else [])
+    if name == "listen":
+        return [EXE, "listen", "--bind", "127.0.0.1", "--port", str(port),
+                "--datadir", str(data), "--logdir", str(log)]  # fmt: skip
+    raise ValueError(name)
+
+
+def cpu_of(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid`` (children it has waited for), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"receiver exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                pass
+            time.sleep(0.2)  # let it log and forget the probe
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("receiver never listened")
+
+
+def one_run(name: str, corpus: str, files: list[Path], work: Path, streams: int = 1) -> Run:
+    port = free_port()
+    out = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
+    proc = subprocess.Popen(
+        receiver_argv(name, port, out),
+        env=env_nodelay(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=out,
+    )
+    try:
+        wait_listening(port, proc)
+        cpu0 = cpu_of(proc.pid)
+        t0 = time.perf_counter()
+        parts = [files[i::streams] for i in range(streams)]
+        senders = [
+            subprocess.Popen(
+                [dcmtk("storescu"), "-aec", "ANY", "127.0.0.1", str(port), *map(str, part)],
+                env=env_nodelay(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for part in parts
+        ]
+        for s in senders:
+            _, err = s.communicate()
+            if s.returncode != 0:
+                raise RuntimeError(f"storescu failed against {name}: {err.decode()[-500:]}")
+        seconds = time.perf_counter() - t0
+        cpu = cpu_of(proc.pid) - cpu0
+        rss = peak_rss_mb(proc.pid)
+        landed = sum(1 for f in (out / "data").rglob("*") if f.is_file())
+        if landed < len(files):
+            raise RuntimeError(f"{name}: only {landed} of {len(files)} files landed")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(out, ignore_errors=True)
+    size = sum(f.stat().st_size for f in files)
+    return Run(name, corpus, len(files), seconds, cpu, rss, streams, size)
+
+
+def summarise(runs: list[Run]) -> list[dict[str, object]]:
+    groups: dict[tuple[str, str, int], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.corpus, r.contestant, r.streams), []).append(r)
+    rows = []
+    for (corpus, name, streams), rs in groups.items():
+        rows.append(
+            {
+                "corpus": corpus,
+                "contestant": name,
+                "streams": streams,
+                "instances": rs[0].instances,
+                "reps": len(rs),
+                "instances_per_s": round(statistics.median(r.rate for r in rs), 1),
+                "mb_per_s": round(statistics.median(r.bytes / 1e6 / r.seconds for r in rs), 1),
+                "cpu_ms_per_instance": round(statistics.median(r.cpu_ms for r in rs), 3),
+                "peak_rss_mb": round(max(r.peak_rss_mb for r in rs), 1),
+            }
+        )
+    return rows
+
+
+def ratios(rows: list[dict[str, object]]) -> list[str]:
+    out = []
+    by = {(r["corpus"], r["contestant"], r["streams"]): r for r in rows}
+    for corpus in sorted({str(r["corpus"]) for r in rows}):
+        listen = by.get((corpus, "listen", 1))
+        if not listen:
+            continue
+        for base in ("storescp", "storescp-xcr-true", "storescp-xcr-door", "pynetdicom-repack"):
+            b = by.get((corpus, base, 1))
+            if not b:
+                continue
+            speed = float(listen["instances_per_s"]) / float(b["instances_per_s"])  # type: ignore[arg-type]
+            cpu = float(listen["cpu_ms_per_instance"]) / float(b["cpu_ms_per_instance"])  # type: ignore[arg-type]
+            out.append(
+                f"{corpus}: listen / {base}: {speed:.2f}x instances/s, {cpu:.2f}x CPU per instance"
+            )
+    return out
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    head = (
+        "| corpus | receiver | streams | instances | reps | instances/s | MB/s "
+        "| CPU ms/instance | peak RSS MB |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['corpus']} | {r['contestant']} | {r['streams']} | {r['instances']} | "
+            f"{r['reps']} | {r['instances_per_s']} | {r['mb_per_s']} | "
+            f"{r['cpu_ms_per_instance']} | {r['peak_rss_mb']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    p.add_argument("--small-instances", type=int, default=5460)
+    p.add_argument("--xcr-limit", type=int, default=1000)
+    p.add_argument(
+        "--contestants",
+        default="storescp,storescp-xcr-true,storescp-xcr-door,pynetdicom,pynetdicom-repack,listen",
+    )
+    p.add_argument("--corpora", default="SAG-anon,small")
+    p.add_argument("--concurrency", type=int, default=8, help="streams in the concurrency run")
+    p.add_argument("--json", type=Path, help="write every run and the summary here")
+    args = p.parse_args(argv)
+
+    compile_package()
+    work = args.work or Path(tempfile.mkdtemp(prefix="listen-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    corpora: dict[str, list[Path]] = {}
+    for corpus in args.corpora.split(","):
+        if corpus == "small":
+            small = work / "small-corpus"
+            if not small.exists():
+                subprocess.run(
+                    [EXE, "corpus", str(small), "--instances", str(args.small_instances), "-q"],
+                    check=True,
+                )
+            corpora["small"] = dicom_files(small)
+        else:
+            corpora[corpus] = dicom_files(unpack_shared(corpus, work / "corpora"))
+    names = args.contestants.split(",")
+    runs: list[Run] = []
+    log: Callable[[Run], None] = lambda r: print(  # noqa: E731
+        f"  {r.corpus:9} {r.contestant:18} x{r.streams} {r.rate:8.1f} inst/s "
+        f"{r.cpu_ms:7.2f} ms CPU/inst  {r.peak_rss_mb:6.1f} MB",
+        flush=True,
+    )
+    for rep in range(args.reps):
+        print(f"repetition {rep + 1}/{args.reps}", flush=True)
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for corpus, files in corpora.items():
+            for name in order:
+                subset = files
+                if corpus == "small" and name in PER_PROCESS:
+                    subset = files[: args.xcr_limit]
+                run = one_run(name, corpus, subset, work)
+                runs.append(run)
+                log(run)
+            if args.concurrency > 1:
+                for name in ("storescp", "listen"):
+                    if name in names:
+                        run = one_run(name, corpus, files, work, streams=args.concurrency)
+                        runs.append(run)
+                        log(run)
+    rows = summarise(runs)
+    print()
+    print(table(rows))
+    print()
+    for line in ratios(rows):
+        print(line)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"runs": [asdict(r) for r in runs], "summary": rows, "ratios": ratios(rows)},
+                indent=1,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
