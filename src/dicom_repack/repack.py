@@ -135,14 +135,12 @@ class Repacker:
     ) -> None:
         if self.records is None:
             return
-        from .dump import header_dump
-
         self.records.write(
             values,
             series_base_dir=directory,
             file_name=name,
             stat=st,
-            dump=lambda: header_dump(dst),
+            dump=lambda: _dump(dst),
             origin=origin,
         )
 
@@ -156,6 +154,13 @@ class Repacker:
                 os.unlink(dst)
         except OSError:
             pass
+
+
+def _dump(path: str) -> dict[str, str]:
+    """The series record's full-header dump (pydicom, imported only when a series starts)."""
+    from .dump import header_dump
+
+    return header_dump(path)
 
 
 def _is_not_dicom(exc: RepackError) -> bool:

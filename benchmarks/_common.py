@@ -1,0 +1,51 @@
+"""Helpers shared by the benchmark scripts (not part of the package)."""
+
+from __future__ import annotations
+
+import compileall
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"
+INNER = {"SAG-anon": "SAG-anon", "example-dicom-structural": "example-dicom-structural/dicoms"}
+
+
+def compile_package() -> None:
+    """Write the package's .pyc files.
+
+    An editable install does not, and PYTHONDONTWRITEBYTECODE=1 (set on these
+    machines) stops the interpreter from caching them: every per-instance start
+    would then recompile every module (~1 ms each). A wheel install compiles.
+    """
+    compileall.compile_dir(str(REPO / "src" / "dicom_repack"), quiet=1)
+
+
+def unpack_shared(name: str, dest: Path) -> Path:
+    """Unpack one of the shared corpora and return the folder holding its instances."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(SHARED / f"{name}.tar.gz") as tf:
+        tf.extractall(dest, filter="data")
+    return dest / INNER[name]
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` whose name ends in .dcm, sorted."""
+    return sorted(p for p in folder.rglob("*.dcm") if p.is_file())
+
+
+def cpu_times_children() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+
+
+def python() -> str:
+    return sys.executable
