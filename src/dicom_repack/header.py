@@ -658,6 +658,10 @@ def _render(vr: str, raw: bytes, little: bool, codec: str | None) -> tuple[str, 
         text = _decode_text(raw, codec)
         return _strings([s.rstrip("\0 ") for s in text.split("\\")])
     if vr == "PN":
+        if codec is None:
+            # pydicom re-encodes names with the character set (ISO 2022 code paths
+            # that even raise on some values): not reproduced
+            raise _Unsupported("PN with an unsupported SpecificCharacterSet")
         text = _decode_text(raw.rstrip(b"\x00 "), codec)
         names = []
         for name in text.split("\\"):
