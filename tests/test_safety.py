@@ -204,13 +204,17 @@ def test_cleanup_across_filesystems_copies_fsyncs_then_removes(
     shutil.copy(seed, src)
     digest = sha(src)
     calls: list[str] = []
-    real_rename, real_fsync, real_unlink = os.rename, os.fsync, os.unlink
+    real_rename, real_fsync, real_unlink, real_link = os.rename, os.fsync, os.unlink, os.link
 
     def rename(a: str, b: str) -> None:
         if str(a) == str(src):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        calls.append("rename")
+        calls.append("name")
         real_rename(a, b)
+
+    def link(a: str, b: str, **kw: object) -> None:
+        calls.append("name")
+        real_link(a, b, **kw)  # type: ignore[arg-type]
 
     def fsync(fd: int) -> None:
         calls.append("fsync")
@@ -224,9 +228,10 @@ def test_cleanup_across_filesystems_copies_fsyncs_then_removes(
     monkeypatch.setattr(os, "rename", rename)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, "link", link)
     outcome = Repacker(Config(str(tmp_path / "data"))).repack_path(str(src), move=True)
     assert outcome.error is None
-    assert calls == ["fsync", "rename", "unlink-source"]
+    assert calls[0] == "fsync" and calls[-1] == "unlink-source" and "name" in calls
     assert not src.exists()
     assert sha(Path(outcome.dst or "")) == digest
 
@@ -375,3 +380,18 @@ def test_bad_template_is_refused_before_anything_is_done(
         assert proc.returncode == 2
         assert message in proc.stderr
         assert not (tmp_path / "data").exists()
+
+
+def test_without_o_tmpfile_named_temporaries_leave_nothing_behind(
+    seed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernels or filesystems without O_TMPFILE get hidden temporary names instead."""
+    monkeypatch.setattr(place, "_tmpfile_works", False)
+    data, log = tmp_path / "data", tmp_path / "log"
+    repacker = Repacker(Config(str(data), str(log)))
+    for _ in range(2):  # the second time replaces: same instance, one file
+        outcome = repacker.repack_path(str(seed))
+        assert outcome.error is None
+    assert len(all_files(data)) == 1
+    assert not [p for p in all_files(tmp_path) if p.name.endswith(".tmp")]
+    assert sha(Path(outcome.dst or "")) == sha(seed)

@@ -25,7 +25,7 @@ import time
 from . import jsonio
 from .errors import RecordError
 from .layout import safe_name
-from .place import ensure_dir, place_bytes, temp_name
+from .place import ensure_dir, place_bytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,8 +54,9 @@ SERIES_FIELDS = (
 #: Every element the records read from the header.
 RECORD_KEYWORDS = tuple(dict.fromkeys(PATIENT_FIELDS + STUDY_FIELDS + SERIES_FIELDS))
 
-#: How many (patient, study) pairs a long-running process remembers as filed.
+#: How many records a long-running process remembers as written, and for how long.
 _CACHE_MAX = 4096
+_KNOWN_TTL = 30.0
 
 
 def _model(fields: tuple[str, ...], values: Mapping[str, str]) -> dict[str, object]:
@@ -101,7 +102,8 @@ class RecordWriter:
         self.patient_dir = f"{self.logdir}/patientData"
         self.study_dir = f"{self.logdir}/studyData"
         self.series_dir = f"{self.logdir}/seriesData"
-        self._filed: dict[tuple[str, str], None] = {}
+        self._filed: dict[tuple[str, str], float] = {}
+        self._known: dict[str, float] = {}
 
     def write(
         self,
@@ -184,33 +186,32 @@ class RecordWriter:
         place_bytes(self._encode(obj), directory, name)
 
     def _create_if_absent(self, directory: str, name: str, make: Callable[[], object]) -> None:
-        """Write ``directory/name`` unless it exists; the first writer wins, atomically."""
+        """Write ``directory/name`` unless it exists; the first writer wins, atomically.
+
+        Paths known to exist are remembered for a while (bounded, and re-checked
+        after _KNOWN_TTL seconds), so a batch or a receiver does not stat three
+        records per instance; a folder deleted under a long-running receiver is
+        noticed again within that time.
+        """
         path = f"{directory}/{name}"
-        if os.path.exists(path):
+        now = time.monotonic()
+        seen = self._known.get(path)
+        if seen is not None and now - seen < _KNOWN_TTL:
             return
-        data = self._encode(make())
-        tmp = temp_name(directory, name)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:
-            ensure_dir(directory)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
+        if not os.path.exists(path):
             try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)
+                place_bytes(self._encode(make()), directory, name, replace=False)
             except FileExistsError:
                 pass  # another writer got there first with the same facts
-        finally:
-            os.unlink(tmp)
+        if len(self._known) >= _CACHE_MAX:
+            self._known.clear()
+        self._known[path] = now
 
     def _patient(self, patient_id: str, study_uid: str, values: Mapping[str, str]) -> None:
         """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must change."""
         key = (patient_id, study_uid)
-        if key in self._filed:
+        seen = self._filed.get(key)
+        if seen is not None and time.monotonic() - seen < _KNOWN_TTL:
             return
         name = safe_name(patient_id, ".json")
         path = f"{self.patient_dir}/{name}"
@@ -238,7 +239,7 @@ class RecordWriter:
                 os.close(dirfd)  # releases the lock
         if len(self._filed) >= _CACHE_MAX:
             self._filed.clear()
-        self._filed[key] = None
+        self._filed[key] = time.monotonic()
 
     def _patient_has(self, path: str, patient_id: str, study_uid: str) -> bool:
         record = self._read(path)
