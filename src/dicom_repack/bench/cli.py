@@ -40,7 +40,7 @@ from .contestants import (
 
 __all__ = ["BenchOptions", "main", "run_bench"]
 
-DEFAULT_INSTANCES = 400
+DEFAULT_INSTANCES = 200
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -135,7 +135,6 @@ class EnergyMeter:
                 output_file="emissions.csv",
                 measure_power_secs=self.measure_power_secs,
                 log_level="error",
-                save_to_file=True,
                 tracking_mode="machine",
                 allow_multiple_runs=True,
             )

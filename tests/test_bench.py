@@ -1,0 +1,349 @@
+"""`dicom-repack bench` and `dicom-repack corpus`, tested from the outside.
+
+What a user would notice: the corpus is what was asked for (and the same for the same
+seed); every contestant is in results.json with its figures and correctness; a
+contestant that loses or damages an instance is FAILED whatever its speed; the
+report has its charts and ratios; Ctrl-C keeps what finished. Tiny corpora, one
+repetition, no timing thresholds, no network.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("psutil")
+pytest.importorskip("matplotlib")
+
+from dicom_repack.bench import cli as bench_cli
+from dicom_repack.bench import corpus as corpus_mod
+from dicom_repack.bench.energy import detect_rapl
+from dicom_repack.bench.measure import run_tree
+
+PROGRAM = str(Path(sys.executable).parent / "dicom-repack")
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.dcm"))
+    }
+
+
+# -- corpus -----------------------------------------------------------------------------
+
+
+def test_corpus_has_the_asked_size_fresh_uids_and_is_reproducible(tmp_path: Path) -> None:
+    import pydicom
+
+    spec = corpus_mod.CorpusSpec(
+        instances=20, patients=2, studies_per_patient=2, series_per_study=2
+    )
+    a = corpus_mod.generate_corpus(tmp_path / "a", spec)
+    corpus_mod.generate_corpus(tmp_path / "b", spec)
+    assert a.instances == 20 and (a.patients, a.studies, a.series) == (2, 4, 8)
+    files = corpus_mod.find_instances(tmp_path / "a")
+    assert len(files) == 20  # corpus.json is not counted
+    assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")  # same seed, same bytes
+
+    sops = set()
+    series = set()
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        sops.add(ds.SOPInstanceUID)
+        series.add(ds.SeriesInstanceUID)
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert len(ds.SOPInstanceUID) <= 64
+    assert len(sops) == 20 and len(series) == 8
+
+    other = corpus_mod.generate_corpus(tmp_path / "c", corpus_mod.CorpusSpec(instances=20, seed=1))
+    assert other.instances == 20
+    assert _tree_digest(tmp_path / "c").values() != _tree_digest(tmp_path / "a").values()
+
+
+def test_corpus_command_grows_a_seed_folder_to_a_size(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    corpus_mod.generate_corpus(seeds, corpus_mod.CorpusSpec(instances=3, patients=1))
+    (seeds / "README.md").write_text("not DICOM")
+    out = tmp_path / "grown"
+    rc = corpus_mod.main([str(out), "--from", str(seeds), "--size", "200kB", "-q"])
+    assert rc == 0
+    manifest = json.loads((out / "corpus.json").read_text())
+    assert manifest["bytes"] >= 200_000
+    assert len(corpus_mod.find_instances(out)) == manifest["instances"]
+
+
+def test_parse_size() -> None:
+    assert corpus_mod.parse_size("76GB") == 76 * 10**9
+    assert corpus_mod.parse_size("1.5GiB") == int(1.5 * 2**30)
+    assert corpus_mod.parse_size("500") == 500
+    with pytest.raises(ValueError):
+        corpus_mod.parse_size("lots")
+
+
+# -- measurement ---------------------------------------------------------------------------
+
+
+def test_run_tree_counts_grandchildren_cpu(tmp_path: Path) -> None:
+    """The tree's CPU includes processes started by the root's children, and the summed
+    RSS is sampled; each grandchild reports its own CPU so the check needs no threshold."""
+    work = (
+        "import resource; sum(i * i for i in range(3 * 10**6)); "
+        "u = resource.getrusage(resource.RUSAGE_SELF); print(u.ru_utime + u.ru_stime)"
+    )
+    report = tmp_path / "cpu.txt"
+    script = f"{sys.executable} -c '{work}' >> {report} & {sys.executable} -c '{work}' >> {report} & wait"
+    m = run_tree(["sh", "-c", f'sh -c "{script}"'], sample_interval=0.02)
+    own = sum(float(x) for x in report.read_text().split())
+    assert m.exit_code == 0
+    assert m.cpu_s >= own * 0.999
+    assert m.max_process_rss_bytes > 0
+
+
+def test_rapl_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert detect_rapl(tmp_path / "nothing")[0] == "absent"
+    zone = tmp_path / "intel-rapl:0"
+    zone.mkdir()
+    (zone / "energy_uj").write_text("123\n")
+    assert detect_rapl(tmp_path) == ("readable", None)
+
+    real_open = open
+
+    def deny(path: object, *args: object, **kwargs: object) -> object:
+        if str(path).endswith("energy_uj"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", deny)
+    state, hint = detect_rapl(tmp_path)
+    assert state == "unreadable"
+    assert hint is not None and "chmod -R a+r /sys/class/powercap/intel-rapl" in hint
+
+
+# -- the bench ------------------------------------------------------------------------------
+
+
+def _bench(tmp_path: Path, *extra: str, name: str = "out") -> tuple[int, Path]:
+    out = tmp_path / name
+    argv = [
+        "--instances",
+        "20",
+        "--repeat",
+        "1",
+        "--concurrency",
+        "4",
+        "--out",
+        str(out),
+        "--workdir",
+        str(tmp_path / "work"),
+        "-q",
+        *extra,
+    ]
+    return bench_cli.main(argv), out
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
+    """One real bench over every contestant available here, with CodeCarbon."""
+    tmp = tmp_path_factory.mktemp("bench")
+    return _bench(tmp)
+
+
+def test_bench_reports_every_contestant_correct(full_run: tuple[int, Path]) -> None:
+    rc, out = full_run
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is True
+    names = {c["name"] for c in results["contestants"]}
+    assert {"px-repack", "rx-repack", "dicom-repack", "batch-copy", "batch-move", "listen"} <= names
+    for c in results["contestants"]:
+        if not c["available"]:
+            assert c["skip_reason"]  # says why, e.g. "px-repack not found on PATH ..."
+    ran = {r["contestant"] for r in results["runs"]}
+    assert ran == {c["name"] for c in results["contestants"] if c["available"]}
+    assert {"dicom-repack", "batch-copy", "batch-move"} <= ran
+    for run in results["runs"]:
+        assert run["status"] == "ok", run["problems"]
+        assert run["correct"] is True
+        assert run["missing"] == 0 and run["damaged"] == 0
+        assert run["records"] > 0 and run["records_unparseable"] == 0
+        assert run["wall_s"] > 0 and run["cpu_s"] > 0
+        assert run["peak_tree_rss_bytes"] > 0
+        assert run["instances"] == 20
+        assert run["energy_kwh"] is not None and run["co2_kg"] is not None
+    assert results["corpus"]["instances"] == 20
+    assert results["machine"]["logical_cpus"]
+    assert results["energy_method"]["rapl"] in ("readable", "unreadable", "absent")
+    assert results["energy_method"]["summary"]
+    assert "warm cache" in results["settings"]["cache"]
+
+
+def test_bench_ratios_against_px_or_the_slowest(full_run: tuple[int, Path]) -> None:
+    _, out = full_run
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    rows = {r["contestant"]: r for r in summary["contestants"]}
+    base = summary["baseline"]
+    assert base in rows
+    if "px-repack" not in rows:
+        assert "slowest" in summary["baseline_basis"]
+        assert all(r["speedup"] >= 1.0 for r in rows.values())
+    assert rows[base]["speedup"] == pytest.approx(1.0)
+    for r in rows.values():
+        assert r["extrapolated_76GB"]["wall_s"] > r["wall_s"]
+
+
+def test_bench_writes_csv_emissions_and_report(full_run: tuple[int, Path]) -> None:
+    _, out = full_run
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    results = json.loads((out / "results.json").read_text())
+    assert len(rows) == len(results["runs"])
+    assert {"wall_s", "cpu_s", "peak_tree_rss_bytes", "energy_kwh", "co2_kg", "correct"} <= set(
+        rows[0]
+    )
+    assert rows[0]["corpus_instances"] == "20"
+    assert (out / "emissions.csv").read_text().count("\n") >= len(
+        rows
+    ) + 1  # header + a row per run
+
+    html = (out / "report.html").read_text()
+    assert html.count("src='data:image/png;base64,") == 5  # time, energy, CO2, CPU, memory
+    assert "http://" not in html and "https://" not in html  # nothing fetched at view time
+    assert "as published" in html and "4.8 h" in html and "1.74 kWh" in html
+    assert "Extrapolation to the seed" in html
+    assert "speed vs base" in html
+
+
+def test_a_contestant_that_loses_or_damages_an_instance_fails(tmp_path: Path) -> None:
+    """Two fakes: one silently drops one instance, one truncates each output by a byte.
+    Both exit 0 like a correct program, and both must be reported FAILED."""
+    drop = (
+        'lossy=sh -c \'case "$0/$1" in */P0001/ST01/SE001/IM000001.dcm) exit 0;; esac; '
+        f'exec {PROGRAM} --xcrdir "$0" --xcrfile "$1" --datadir "$2" --logdir "$3"\' '
+        "{xcrdir} {xcrfile} {datadir} {logdir}"
+    )
+    truncate = (
+        "damaging=sh -c '"
+        f'dst=$({PROGRAM} --xcrdir "$0" --xcrfile "$1" --datadir "$2" --logdir "$3" --log-ndjson '
+        f'| {sys.executable} -c "import json,sys; print(json.loads(sys.stdin.readline())[\\"dst\\"])"); '
+        'truncate -s -1 "$dst"\' {xcrdir} {xcrfile} {datadir} {logdir}'
+    )
+    rc, out = _bench(
+        tmp_path,
+        "--only",
+        "batch-copy,lossy,damaging",
+        "--per-instance",
+        drop,
+        "--per-instance",
+        truncate,
+        "--no-energy",
+    )
+    assert rc == 1
+    results = json.loads((out / "results.json").read_text())
+    runs = {r["contestant"]: r for r in results["runs"]}
+    assert runs["batch-copy"]["status"] == "ok"
+    assert runs["lossy"]["status"] == "failed"
+    assert runs["lossy"]["missing"] == 1
+    assert any("missing" in p for p in runs["lossy"]["problems"])
+    assert runs["damaging"]["status"] == "failed"
+    assert runs["damaging"]["damaged"] == 20
+    rows = {r["contestant"]: r for r in results["summary"]["contestants"]}
+    assert rows["lossy"]["speedup"] is None  # no ratio for a failed contestant
+    assert results["summary"]["baseline"] == "batch-copy"
+    assert "FAILED" in (out / "report.html").read_text()
+
+
+def test_list_and_selection(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_cli.main(["--list"]) == 0
+    text = capsys.readouterr().out
+    assert "dicom-repack" in text and "batch-move" in text
+    with pytest.raises(SystemExit):
+        bench_cli.main(["--only", "no-such-contestant", "--list"])
+
+
+def test_bench_on_a_given_corpus_ignores_non_dicom_files(tmp_path: Path) -> None:
+    corpus = tmp_path / "given"
+    corpus_mod.generate_corpus(corpus, corpus_mod.CorpusSpec(instances=12, patients=1))
+    (corpus / "README.md").write_text("not DICOM")
+    rc, out = _bench(
+        tmp_path, "--corpus", str(corpus), "--only", "batch-copy,dicom-repack", "--no-energy"
+    )
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["corpus"]["instances"] == 12
+    assert (corpus / "README.md").exists() and len(corpus_mod.find_instances(corpus)) == 12
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
+    """A slow contestant is interrupted mid-run: the finished run is kept, the bench's
+    files are still written, and everything is marked incomplete."""
+    out = tmp_path / "out"
+    work = tmp_path / "work"
+    slow = (
+        f'slow=sh -c \'sleep 1; exec {PROGRAM} --xcrdir "$0" --xcrfile "$1" --datadir "$2" '
+        '--logdir "$3"\' {xcrdir} {xcrfile} {datadir} {logdir}'
+    )
+    proc = subprocess.Popen(
+        [
+            PROGRAM,
+            "bench",
+            "--instances",
+            "20",
+            "--repeat",
+            "1",
+            "--concurrency",
+            "1",
+            "--only",
+            "batch-copy,slow",
+            "--per-instance",
+            slow,
+            "--no-energy",
+            "--out",
+            str(out),
+            "--workdir",
+            str(work),
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(work.glob("*/runs/slow-1")):
+        time.sleep(0.1)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output.decode()
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is False
+    runs = {r["contestant"]: r for r in results["runs"]}
+    assert runs["batch-copy"]["status"] == "ok"
+    assert runs["slow"]["status"] == "incomplete"
+    assert runs["slow"]["driver"]["stopped"] is True
+    assert "INCOMPLETE" in (out / "report.html").read_text()
+    assert not list(work.glob("dicom-repack-bench-*"))  # scratch removed without --keep
+
+
+@pytest.mark.skipif(
+    not (shutil.which("px-repack") or os.environ.get("PX_REPACK")),
+    reason="px-repack not installed (benchmarks/setup-px-repack.sh; or PX_REPACK=path)",
+)
+def test_px_repack_contestant_is_checked_against_the_px_layout(tmp_path: Path) -> None:
+    px = os.environ.get("PX_REPACK") or shutil.which("px-repack") or ""
+    rc, out = _bench(tmp_path, "--only", "px-repack,batch-copy", "--px-repack", px, "--no-energy")
+    results = json.loads((out / "results.json").read_text())
+    runs = {r["contestant"]: r for r in results["runs"]}
+    assert runs["px-repack"]["layout"] == "px"
+    assert runs["px-repack"]["status"] == "ok", runs["px-repack"]["problems"]
+    assert results["summary"]["baseline"] == "px-repack"
+    assert rc == 0
