@@ -25,58 +25,55 @@ def dumps(obj: object, indent: int | None = 4) -> str:
 
     ``indent=None`` gives json's one-line form (``", "`` and ``": "`` separators).
     """
-    out: list[str] = []
-    _encode(obj, out, 0, None if indent is None else " " * indent)
-    return "".join(out)
+    return _encode(obj, "\n", None if indent is None else " " * indent)
 
 
-def _newline(unit: str | None, level: int) -> str:
-    return "" if unit is None else "\n" + unit * level
-
-
-def _encode(obj: object, out: list[str], level: int, unit: str | None) -> None:
+def _encode(obj: object, newline: str, unit: str | None) -> str:
+    """Encode ``obj`` whose opening line is indented by ``newline`` (a newline + indent)."""
+    if type(obj) is str:
+        return _encode_str(obj)
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
     if isinstance(obj, str):
-        out.append(_encode_str(obj))
-    elif obj is None:
-        out.append("null")
-    elif obj is True:
-        out.append("true")
-    elif obj is False:
-        out.append("false")
-    elif isinstance(obj, int):
-        out.append(int.__repr__(obj))
-    elif isinstance(obj, float):
-        out.append(_float(obj))
-    elif isinstance(obj, dict):
+        return _encode_str(obj)
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    if isinstance(obj, float):
+        return _float(obj)
+    if isinstance(obj, dict):
         if not obj:
-            out.append("{}")
-            return
-        inner = _newline(unit, level + 1)
-        sep = "," + inner if unit is not None else ", "
-        out.append("{")
-        first = True
-        for key, value in obj.items():
-            out.append(inner if first else sep)
-            first = False
-            out.append(_encode_str(_key(key)))
-            out.append(": ")
-            _encode(value, out, level + 1, unit)
-        out.append(_newline(unit, level) + "}")
-    elif isinstance(obj, (list, tuple)):
+            return "{}"
+        if unit is None:
+            return (
+                "{"
+                + ", ".join(
+                    f"{_encode_str(_key(k))}: {_encode(v, '', None)}" for k, v in obj.items()
+                )
+                + "}"
+            )
+        inner = newline + unit
+        sep = "," + inner
+        return (
+            "{"
+            + inner
+            + sep.join(f"{_encode_str(_key(k))}: {_encode(v, inner, unit)}" for k, v in obj.items())
+            + newline
+            + "}"
+        )
+    if isinstance(obj, (list, tuple)):
         if not obj:
-            out.append("[]")
-            return
-        inner = _newline(unit, level + 1)
-        sep = "," + inner if unit is not None else ", "
-        out.append("[")
-        first = True
-        for value in obj:
-            out.append(inner if first else sep)
-            first = False
-            _encode(value, out, level + 1, unit)
-        out.append(_newline(unit, level) + "]")
-    else:
-        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+            return "[]"
+        if unit is None:
+            return "[" + ", ".join(_encode(v, "", None) for v in obj) + "]"
+        inner = newline + unit
+        return (
+            "[" + inner + ("," + inner).join(_encode(v, inner, unit) for v in obj) + newline + "]"
+        )
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 def _key(key: object) -> str:

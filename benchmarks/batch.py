@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""Batch door vs ``cp -r`` vs px-repack, side by side, in one run (issue #3, targets 2-5).
+
+Builds a corpus of small instances with ``dicom-repack corpus`` (fresh UIDs over several
+patients, studies and series, from pydicom's bundled examples: ~21 KB each), then runs,
+alternating, with fresh output folders each repetition:
+
+- ``cp -r``                         the disk's floor for copying the corpus;
+- ``dicom-repack batch`` (copy)     with records;
+- ``dicom-repack batch --cleanup``  (move) with records, on a staged copy (staging untimed);
+- ``px-repack --parseAllFilesWithSubStr ,`` (px-repack's own batch mode) on a flat sample;
+- ``px-repack`` per instance on a small sample (the energy proxy's reference).
+
+Reports medians and ratios: wall, CPU-seconds of the whole process tree (wait4 rusage, which
+includes the pool workers the batch process reaps), CPU per instance, instances/s, and peak
+RSS of the tree (psutil, sampled every 10 ms). ``--scale 50000`` adds the scaling check:
+instances/s at 50,000 instances against the run at ``--instances``.
+
+    .venv/bin/python benchmarks/batch.py --px-repack .venv-px/bin/px-repack --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import compile_package, dicom_files, unpack_shared  # noqa: E402
+
+
+class Run:
+    """One timed run of one command: wall, tree CPU, tree peak RSS."""
+
+    def __init__(self, wall: float, cpu: float, rss: int) -> None:
+        self.wall, self.cpu, self.rss = wall, cpu, rss
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+    except psutil.Error:
+        return 0
+
+
+def timed(argv: list[str], *, stdin: int | None = None) -> Run:
+    """Run ``argv`` to completion; measure wall, CPU (process tree) and peak tree RSS."""
+    peak = 0
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=stdin)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            done.wait(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}\n{err}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, peak)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--instances", type=int, default=5460, help="corpus size (default 5460, ~115 MB)"
+    )
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--px-repack", help="a real px-repack (pip install pypx 'pydicom<3' in its own venv)"
+    )
+    ap.add_argument(
+        "--px-batch-sample", type=int, default=300, help="instances for px-repack's batch mode"
+    )
+    ap.add_argument(
+        "--px-instance-sample", type=int, default=8, help="instances for px-repack per instance"
+    )
+    ap.add_argument(
+        "--scale", type=int, default=0, help="also measure batch copy at this many instances"
+    )
+    ap.add_argument("--shared", action="store_true", help="also run the two shared corpora")
+    ap.add_argument("--jobs", type=int, default=None, help="batch --jobs (default: all cores)")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="scratch folder (default: a temp folder)"
+    )
+    args = ap.parse_args()
+
+    exe = str(Path(sys.executable).parent / "dicom-repack")
+    compile_package()
+    work = Path(tempfile.mkdtemp(prefix="batch-bench-", dir=args.workdir))
+    print(f"scratch: {work} ({os.cpu_count()} cores); caches warm (corpus just written or read)")
+    try:
+        corpora: list[tuple[str, Path]] = []
+        corpus = work / "corpus"
+        subprocess.run(
+            [exe, "corpus", str(corpus), "--instances", str(args.instances), "-q"], check=True
+        )
+        corpora.append((f"generated {args.instances}", corpus))
+        if args.shared:
+            for name in ("SAG-anon", "example-dicom-structural"):
+                corpora.append((name, unpack_shared(name, work / "shared" / name)))
+        jobs = [] if args.jobs is None else ["--jobs", str(args.jobs)]
+        results: dict[str, dict[str, object]] = {}
+        for label, root in corpora:
+            results[label] = bench_corpus(label, root, work, exe, jobs, args)
+        if args.scale:
+            big = work / "corpus-big"
+            subprocess.run(
+                [exe, "corpus", str(big), "--instances", str(args.scale), "-q"], check=True
+            )
+            scale_check(corpus, big, work, exe, jobs, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def bench_corpus(
+    label: str, corpus: Path, work: Path, exe: str, jobs: list[str], args: argparse.Namespace
+) -> dict[str, object]:
+    files = [p for p in dicom_files(corpus)]
+    n = len(files)
+    size = sum(p.stat().st_size for p in files)
+    print(
+        f"\n== {label}: {n} instances, {size / 1e6:.0f} MB; {args.repeat} repetitions, alternated"
+    )
+    runs: dict[str, list[Run]] = {"cp -r": [], "batch copy": [], "batch move": []}
+    px_flat = None
+    if args.px_repack:
+        runs["px-repack batch"] = []
+        runs["px-repack per instance"] = []
+        px_flat = work / f"px-flat-{label.replace(' ', '_')}"
+        px_flat.mkdir()
+        step = max(1, n // args.px_batch_sample)
+        for i, f in enumerate(files[::step][: args.px_batch_sample]):
+            shutil.copy(f, px_flat / f"{i:06d}-{f.name}")
+    px_counts = {
+        "px-repack batch": len(list(px_flat.iterdir())) if px_flat else 0,
+        "px-repack per instance": 0,
+    }
+
+    names = list(runs)
+    for rep in range(args.repeat):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for name in order:
+            out = work / f"out-{rep}"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            if name == "cp -r":
+                runs[name].append(timed(["cp", "-r", str(corpus), str(out / "copy")]))
+            elif name == "batch copy":
+                runs[name].append(
+                    timed(
+                        [
+                            exe,
+                            "batch",
+                            str(corpus),
+                            "--datadir",
+                            str(out / "data"),
+                            "--logdir",
+                            str(out / "log"),
+                            "--no-progress",
+                            *jobs,
+                        ]
+                    )
+                )
+            elif name == "batch move":
+                subprocess.run(["cp", "-r", str(corpus), str(out / "stage")], check=True)
+                runs[name].append(
+                    timed(
+                        [
+                            exe,
+                            "batch",
+                            str(out / "stage"),
+                            "--datadir",
+                            str(out / "data"),
+                            "--logdir",
+                            str(out / "log"),
+                            "--cleanup",
+                            "--no-progress",
+                            *jobs,
+                        ]
+                    )
+                )
+            elif name == "px-repack batch":
+                assert px_flat is not None
+                runs[name].append(
+                    timed(
+                        [
+                            args.px_repack,
+                            "--xcrdir",
+                            str(px_flat),
+                            "--parseAllFilesWithSubStr",
+                            ",",
+                            "--datadir",
+                            str(out / "data"),
+                            "--logdir",
+                            str(out / "log"),
+                            "--verbosity",
+                            "0",
+                        ]
+                    )
+                )
+            elif name == "px-repack per instance":
+                sample = files[:: max(1, n // args.px_instance_sample)][: args.px_instance_sample]
+                px_counts[name] = len(sample)
+                total = Run(0.0, 0.0, 0)
+                for f in sample:
+                    r = timed(
+                        [
+                            args.px_repack,
+                            "--xcrdir",
+                            str(f.parent),
+                            "--xcrfile",
+                            f.name,
+                            "--datadir",
+                            str(out / "data"),
+                            "--logdir",
+                            str(out / "log"),
+                            "--verbosity",
+                            "0",
+                        ]
+                    )
+                    total.wall += r.wall
+                    total.cpu += r.cpu
+                    total.rss = max(total.rss, r.rss)
+                runs[name].append(total)
+            shutil.rmtree(out, ignore_errors=True)
+        print(f"  repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
+
+    count = {k: px_counts.get(k, n) for k in runs}
+    table: dict[str, dict[str, float]] = {}
+    print(
+        f"{'contestant':24} {'median wall':>12} {'inst/s':>9} {'CPU-s':>8} {'CPU ms/inst':>12} {'peak RSS':>9}"
+    )
+    for name, rs in runs.items():
+        wall = median([r.wall for r in rs])
+        cpu = median([r.cpu for r in rs])
+        rss = max(r.rss for r in rs) / 2**20
+        table[name] = {
+            "wall": wall,
+            "cpu": cpu,
+            "per_inst_cpu": cpu / count[name],
+            "rate": count[name] / wall,
+            "rss": rss,
+        }
+        print(
+            f"{name:24} {wall:10.3f} s {count[name] / wall:9.0f} {cpu:8.2f} {cpu / count[name] * 1e3:12.3f} {rss:7.1f} MB"
+        )
+    cp, bc, bm = table["cp -r"], table["batch copy"], table["batch move"]
+    print(f"batch copy / cp -r (median wall): {bc['wall'] / cp['wall']:.2f}x   (target <= 2.5x)")
+    print(f"batch move: {bm['rate']:.0f} instances/s   (target >= 5000/s on 2 cores)")
+    print(
+        f"batch peak RSS (tree): copy {bc['rss']:.0f} MB, move {bm['rss']:.0f} MB   (target <= 100 MB)"
+    )
+    if "px-repack batch" in table:
+        pi, pb = table["px-repack per instance"], table["px-repack batch"]
+        print(
+            f"CPU per instance: batch copy {bc['per_inst_cpu'] * 1e3:.3f} ms; px-repack per instance / batch copy = "
+            f"{pi['per_inst_cpu'] / bc['per_inst_cpu']:.0f}x (target >= 1000x); px-repack batch / batch copy = "
+            f"{pb['per_inst_cpu'] / bc['per_inst_cpu']:.0f}x (target >= 30x)"
+        )
+    return table  # type: ignore[return-value]
+
+
+def scale_check(
+    small: Path, big: Path, work: Path, exe: str, jobs: list[str], args: argparse.Namespace
+) -> None:
+    n_small, n_big = len(dicom_files(small)), len(dicom_files(big))
+    print(
+        f"\n== scaling: batch copy at {n_small} vs {n_big} instances, {args.repeat} repetitions, alternated"
+    )
+    rates: dict[int, list[float]] = {n_small: [], n_big: []}
+    rss: dict[int, int] = {n_small: 0, n_big: 0}
+    for rep in range(args.repeat):
+        for corpus, n in (
+            ((small, n_small), (big, n_big)) if rep % 2 == 0 else ((big, n_big), (small, n_small))
+        ):
+            out = work / "out-scale"
+            shutil.rmtree(out, ignore_errors=True)
+            r = timed(
+                [
+                    exe,
+                    "batch",
+                    str(corpus),
+                    "--datadir",
+                    str(out / "data"),
+                    "--logdir",
+                    str(out / "log"),
+                    "--no-progress",
+                    *jobs,
+                ]
+            )
+            rates[n].append(n / r.wall)
+            rss[n] = max(rss[n], r.rss)
+            shutil.rmtree(out, ignore_errors=True)
+    a, b = median(rates[n_small]), median(rates[n_big])
+    print(
+        f"instances/s: {n_small}: {a:.0f}; {n_big}: {b:.0f}; ratio {b / a:.2f} (target within 10%)"
+    )
+    print(
+        f"peak RSS (tree): {n_small}: {rss[n_small] / 2**20:.0f} MB; {n_big}: {rss[n_big] / 2**20:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
