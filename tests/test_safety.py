@@ -17,6 +17,9 @@ from conftest import dicom_files, dicom_repack_exe, run_cli
 from dicom_repack import place
 from dicom_repack.repack import Config, Repacker
 
+# the hostile files are invalid on purpose; pydicom says so when writing them
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom")
+
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
