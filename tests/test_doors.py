@@ -1,0 +1,125 @@
+"""The per-instance and batch doors from the outside: the flags a hospital's scripts use."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import EXPECTED, dicom_files, dicom_repack_exe, run_cli
+
+
+def rx_tree() -> set[str]:
+    rows = (EXPECTED / "SAG-anon" / "rx-layout-tree.tsv").read_text().splitlines()[1:]
+    return {r.split("\t")[0] for r in rows}
+
+
+def filed(data: Path) -> set[str]:
+    return {p.relative_to(data).as_posix() for p in data.rglob("*.dcm")}
+
+
+def test_help_and_version() -> None:
+    proc = run_cli("--help")
+    for flag in (
+        "--xcrdir",
+        "--xcrfile",
+        "--datadir",
+        "--logdir",
+        "--cleanup",
+        "--log-ndjson",
+        "--imageTemplate",
+    ):
+        assert flag in proc.stdout
+    assert run_cli("--version").stdout.startswith("dicom-repack ")
+    batch_help = run_cli("batch", "--help").stdout
+    assert (
+        "--jobs" in batch_help and "--cleanup" in batch_help and "--seriesDirTemplate" in batch_help
+    )
+
+
+def test_usage_errors_exit_2_and_touch_nothing(tmp_path: Path, sag: Path) -> None:
+    f = dicom_files(sag)[0]
+    for args in (
+        ["--xcrdirfile", str(f)],  # no --datadir
+        ["--datadir", str(tmp_path / "d")],  # no file
+        ["--xcrdirfile", str(f), "--datadir", str(tmp_path / "d"), "--bogus"],
+        ["--xcrdirfile", str(f), "--datadir", str(tmp_path / "d"), "--layout", "tree"],
+        ["batch", "--datadir", str(tmp_path / "d"), str(tmp_path / "absent")],
+    ):
+        proc = run_cli(*args, check=False)
+        assert proc.returncode == 2, args
+        assert "error" in proc.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_per_instance_ndjson_line(tmp_path: Path, sag: Path) -> None:
+    f = dicom_files(sag)[0]
+    proc = run_cli("-p", str(sag), "-f", f.name, "-d", str(tmp_path / "data"), "--log-ndjson")
+    (line,) = proc.stdout.splitlines()
+    rec = json.loads(line)
+    assert rec["src"] == str(f)
+    assert rec["error"] is None and rec["missing"] == []
+    assert rec["PatientID"] == "1449c1d"
+    assert rec["SeriesInstanceUID"].startswith("1.3.12.2.1107.5.2.19.45152")
+    assert Path(rec["dst"]).stat().st_size == rec["size"] == f.stat().st_size
+
+
+def test_parse_all_files_with_substr_and_jsonargs(tmp_path: Path, sag: Path) -> None:
+    """px-repack's own folder mode and its JSON form of the flags."""
+    data = tmp_path / "data"
+    run_cli(
+        "--xcrdir", str(sag), "--parseAllFilesWithSubStr", "0001-,0002-", "--datadir", str(data)
+    )
+    assert len(filed(data)) == 2
+    args = {"xcrdir": str(sag), "parseAllFilesWithSubStr": ",", "datadir": str(tmp_path / "all")}
+    proc = run_cli("--JSONargs", json.dumps(args), check=False)
+    assert proc.returncode == 1, "README.md and LICENSE are not DICOM: named, non-zero exit"
+    assert "README.md" in proc.stderr and "LICENSE" in proc.stderr
+    assert filed(tmp_path / "all") == rx_tree()
+
+
+def test_batch_reads_paths_from_stdin_and_reports_ndjson(tmp_path: Path, sag: Path) -> None:
+    files = dicom_files(sag)
+    listing = "".join(f"{p}\n" for p in files)
+    proc = subprocess.run(
+        [
+            dicom_repack_exe(),
+            "batch",
+            "-",
+            "--datadir",
+            str(tmp_path / "data"),
+            "--log-ndjson",
+            "--jobs",
+            "2",
+        ],
+        input=listing,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == len(files)
+    assert {r["src"] for r in lines} == {str(p) for p in files}
+    assert all(r["error"] is None for r in lines)
+    assert f"{len(files)} instances filed" in proc.stderr, (
+        "summary goes to stderr when stdout is NDJSON"
+    )
+    assert filed(tmp_path / "data") == rx_tree()
+
+
+def test_batch_move_empties_the_source_and_never_walks_its_output(
+    tmp_path: Path, sag: Path
+) -> None:
+    incoming = tmp_path / "incoming"
+    shutil.copytree(sag, incoming)
+    data = incoming / "packed"  # the output inside the input: must not be walked again
+    summary = tmp_path / "summary.json"
+    proc = run_cli(
+        "batch", str(incoming), "--datadir", str(data), "--cleanup", "--summary-json", str(summary)
+    )
+    assert "192 instances filed" in proc.stdout
+    assert sorted(p.name for p in incoming.iterdir()) == ["LICENSE", "README.md", "packed"]
+    assert filed(data) == rx_tree()
+    facts = json.loads(summary.read_text())
+    assert facts["instances"] == 192 and facts["failed"] == 0 and facts["skipped_not_dicom"] == 2
