@@ -90,6 +90,14 @@ def _outcome(func: object, data: object, keywords: tuple[str, ...]) -> object:
         return exc
 
 
+#: how often check() saw each outcome of the fast path (for the fuzz script's report)
+OUTCOMES: dict[str, int] = {}
+
+
+def _count(outcome: str) -> None:
+    OUTCOMES[outcome] = OUTCOMES.get(outcome, 0) + 1
+
+
 def check(data: bytes, keywords: tuple[str, ...] = KEYWORDS) -> str | None:
     """Return None if the fast path and read_header behave on ``data``, else what went wrong.
 
@@ -106,11 +114,16 @@ def check(data: bytes, keywords: tuple[str, ...] = KEYWORDS) -> str | None:
             fast: object = read_header_fast(data, keywords)
         except _Unsupported:
             fast = None
+            _count("declined")
         except (NotDicomError, TruncatedError) as exc:
+            _count(exc.__class__.__name__)
             return _check_error(exc)
         except Exception as exc:
             return f"fast path raised {exc.__class__.__name__}: {exc}"
-        ref = _outcome(read_header_pydicom, data, keywords)
+        try:
+            ref = _outcome(read_header_pydicom, data, keywords)
+        except Exception as exc:
+            return f"read_header_pydicom raised {exc.__class__.__name__}: {exc}"
         if fast is None:
             try:
                 public = _outcome(read_header, data, keywords)
@@ -121,6 +134,7 @@ def check(data: bytes, keywords: tuple[str, ...] = KEYWORDS) -> str | None:
                     return f"fallback raised {public!r}, pydicom gave {ref!r}"
                 return _check_error(public)
             return None if public == ref else f"fallback {public!r} != pydicom {ref!r}"
+        _count("fast path returned a Header")
         if isinstance(ref, Exception):
             return f"fast path returned {fast!r} but pydicom raised {ref!r}"
         return None if fast == ref else diff(fast, ref)  # type: ignore[arg-type]

@@ -172,13 +172,15 @@ def read_header_pydicom(source: Source, keywords: Collection[str]) -> Header:
             continue
         try:
             elem = ds[kw]
-            value = elem.value
+            values[kw] = render_value(elem.value)  # a sequence decodes its items only here
+            if elem.is_empty:
+                empty.add(kw)
         except Exception as exc:  # pydicom raises assorted errors on damaged values
             raise TruncatedError(name, _one_line(f"cannot decode {kw} ({exc})")) from None
-        values[kw] = render_value(value)
-        if elem.is_empty:
-            empty.add(kw)
-    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    try:
+        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    except Exception as exc:
+        raise TruncatedError(name, _one_line(f"cannot decode TransferSyntaxUID ({exc})")) from None
     return Header(values=values, empty=frozenset(empty), transfer_syntax=ts)
 
 
@@ -299,7 +301,10 @@ def read_header_fast(source: Source, keywords: Collection[str]) -> Header:
         return _read_buffer(view, len(view), name, keywords)
     fd = os.open(source, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if (st.st_mode & 0o170000) != 0o100000:  # not a regular file (stat.S_ISREG)
+            raise _Unsupported("not a regular file")
+        size = st.st_size
         if size == 0:
             raise NotDicomError(name, "empty file, not DICOM")
         if size < 132:
