@@ -10,7 +10,9 @@
   (the interpreter, libraries) once per process, which is what "512 Python processes
   need ~30 GB" means in the seed; it is a sampled figure, so very short-lived peaks
   can be missed.
-- Largest process: ``ru_maxrss`` from ``wait4`` (exact, kernel-kept).
+- Largest process: the largest single RSS the same sampler saw. (Not ``ru_maxrss``:
+  Linux carries the high-water mark across fork+exec, so every child would report at
+  least the bench's own size, matplotlib and CodeCarbon included.)
 
 The tree runs in its own session, so a Ctrl-C in the terminal reaches only the bench;
 the bench then asks the root to stop (SIGTERM for the per-instance driver, which
@@ -58,6 +60,7 @@ class _RssSampler(threading.Thread):
         self.pid = pid
         self.interval = interval
         self.peak = 0
+        self.largest = 0
         self.samples = 0
         self.done = threading.Event()
 
@@ -76,7 +79,9 @@ class _RssSampler(threading.Thread):
                 break
             for proc in procs:
                 with contextlib.suppress(psutil.Error):
-                    total += proc.memory_info().rss
+                    rss = proc.memory_info().rss
+                    total += rss
+                    self.largest = max(self.largest, rss)
             self.peak = max(self.peak, total)
             self.samples += 1
             self.done.wait(self.interval)
@@ -165,7 +170,7 @@ def run_tree(
         user_s=usage.ru_utime,
         sys_s=usage.ru_stime,
         peak_tree_rss_bytes=sampler.peak,
-        max_process_rss_bytes=usage.ru_maxrss * 1024,
+        max_process_rss_bytes=sampler.largest,
         exit_code=proc.returncode,
         interrupted=interrupted,
         rss_samples=sampler.samples,

@@ -386,7 +386,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;
 margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:4px 8px;
-text-align:right;font-size:0.9em}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+text-align:right;font-size:0.9em;white-space:nowrap}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .failed{color:#c0392b;font-weight:bold}.ok{color:#1e8449}.note{color:#555;font-size:0.9em}
 .charts img{display:block;max-width:100%;margin:0.5em 0}.published{background:#fbf7e9}
 code{background:#f3f3f3;padding:1px 4px}
