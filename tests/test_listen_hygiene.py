@@ -158,3 +158,12 @@ def test_command_set_round_trip_with_pynetdicom() -> None:
     assert rsp.CommandGroupLength == len(listen_wire.store_response(cmd, 0xA700, "disk full")) - 12
     with pytest.raises(ValueError):
         listen_wire.decode_command(raw[:-3])
+
+
+def test_series_hook_words_are_never_shell_parsed() -> None:
+    """Tag values end up inside argv words, not in a shell command line."""
+    from dicom_repack.series_watch import SeriesEvent, command_argv
+
+    ev = SeriesEvent("/data/a b; rm -rf ~", "$(id)", "1.2", "1.2.3", 4, 0.0, 0.0)
+    argv = command_argv("notify --dir {folder} --pid={patient_id} {series_uid}", ev)
+    assert argv == ["notify", "--dir", "/data/a b; rm -rf ~", "--pid=$(id)", "1.2.3"]
