@@ -283,6 +283,27 @@ def _lookup(keyword: str) -> tuple[int, str] | None:
     return hit
 
 
+#: keywords (as given) -> (requested (keyword, tag, VR) list, wanted tags); batch mode
+#: asks for the same keywords for every file.
+_PLANS: dict[tuple[str, ...], tuple[list[tuple[str, int, str]], frozenset[int]]] = {}
+
+
+def _plan(keywords: Collection[str]) -> tuple[list[tuple[str, int, str]], frozenset[int]]:
+    key = tuple(keywords)
+    plan = _PLANS.get(key)
+    if plan is None:
+        requested = []
+        for kw in key:
+            hit = _lookup(kw)
+            if hit is not None:
+                requested.append((kw, hit[0], hit[1]))
+        wanted = frozenset([_CHARSET_TAG, *(tag for _, tag, _ in requested)])
+        plan = _PLANS[key] = (requested, wanted)
+        if len(_PLANS) > 64:  # callers with ever-changing keyword sets: do not grow
+            _PLANS.clear()
+    return plan
+
+
 def _is_upper_pair(b0: int, b1: int) -> bool:
     """pydicom's test for "this looks like an explicit VR" (two capital letters)."""
     return 0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B
@@ -341,15 +362,7 @@ def _read_buffer(buf: bytes, end: int, name: str, keywords: Collection[str]) -> 
         else:
             raise _Unsupported(f"transfer syntax {ts!r}")
 
-        wanted: dict[int, str | None] = {_CHARSET_TAG: None}
-        requested: list[tuple[str, int, str]] = []
-        for kw in keywords:
-            hit = _lookup(kw)
-            if hit is None:
-                continue
-            tag, vr = hit
-            requested.append((kw, tag, vr))
-            wanted[tag] = kw
+        requested, wanted = _plan(keywords)
         found = _walk_top(buf, pos, end, implicit, little, wanted)
     except _Truncated as exc:
         raise TruncatedError(
@@ -433,7 +446,7 @@ def _walk_top(
     end: int,
     implicit: bool,
     little: bool,
-    wanted: dict[int, str | None],
+    wanted: frozenset[int],
 ) -> dict[int, tuple[bytes | None, int, int]]:
     """Walk every top-level element to the end; return {tag: (VR, offset, length)} wanted.
 
