@@ -33,10 +33,12 @@ from .errors import NotDicomError, TruncatedError
 
 TYPE_CHECKING = False  # importing typing/collections.abc costs time the door does not have
 if TYPE_CHECKING:
+    import mmap
     from collections.abc import Collection, Mapping
     from typing import TypeAlias
 
     Source: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview
+    Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
 
 __all__ = ["Header", "read_header", "read_header_pydicom", "render_value"]
 
@@ -137,7 +139,7 @@ def _one_line(text: str) -> str:
 def _name(source: object) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<buffer>"
-    return os.fspath(source)  # type: ignore[arg-type]
+    return os.fspath(source)  # type: ignore[call-overload]
 
 
 def read_header_pydicom(source: Source, keywords: Collection[str]) -> Header:
@@ -341,7 +343,7 @@ def read_header_fast(source: Source, keywords: Collection[str]) -> Header:
         os.close(fd)
 
 
-def _read_buffer(buf: bytes, end: int, name: str, keywords: Collection[str]) -> Header:
+def _read_buffer(buf: Buffer, end: int, name: str, keywords: Collection[str]) -> Header:
     """Parse a whole Part 10 file held in ``buf`` (bytes, memoryview or mmap)."""
     if end == 0:
         raise NotDicomError(name, "empty file, not DICOM")
@@ -389,7 +391,7 @@ def _read_buffer(buf: bytes, end: int, name: str, keywords: Collection[str]) -> 
     return Header(values=values, empty=frozenset(empty), transfer_syntax=ts)
 
 
-def _read_meta(buf: bytes, end: int) -> tuple[str, int]:
+def _read_meta(buf: Buffer, end: int) -> tuple[str, int]:
     """Walk the file meta group (explicit VR LE) after 'DICM'; return (TS UID, dataset offset).
 
     Like pydicom, the group ends at the first element of another group (its group
@@ -441,7 +443,7 @@ def _read_meta(buf: bytes, end: int) -> tuple[str, int]:
 
 
 def _walk_top(
-    buf: bytes,
+    buf: Buffer,
     pos: int,
     end: int,
     implicit: bool,
@@ -513,7 +515,7 @@ def _walk_top(
 
 
 def _skip_undefined(
-    buf: bytes, pos: int, end: int, implicit: bool, little: bool, vr: bytes | None, tag: int
+    buf: Buffer, pos: int, end: int, implicit: bool, little: bool, vr: bytes | None, tag: int
 ) -> int:
     """Skip the value of an undefined-length element starting at ``pos``; return the next offset.
 
@@ -531,7 +533,7 @@ def _skip_undefined(
 
 
 def _skip_items(
-    buf: bytes, pos: int, end: int, implicit: bool, little: bool, datasets: bool
+    buf: Buffer, pos: int, end: int, implicit: bool, little: bool, datasets: bool
 ) -> int:
     """Walk items up to the sequence delimiter; ``datasets`` says items hold elements."""
     unpack = _IMPL_LE if little else _IMPL_BE
@@ -564,7 +566,7 @@ def _skip_items(
 
 
 def _walk_nested(
-    buf: bytes, pos: int, end: int, implicit: bool, little: bool, bounded: bool
+    buf: Buffer, pos: int, end: int, implicit: bool, little: bool, bounded: bool
 ) -> int:
     """Walk one item's dataset and return the offset after it.
 
@@ -619,7 +621,7 @@ def _walk_nested(
         pos = nxt
 
 
-def _charset_codec(buf: bytes, hit: tuple[bytes | None, int, int] | None) -> str | None:
+def _charset_codec(buf: Buffer, hit: tuple[bytes | None, int, int] | None) -> str | None:
     """The codec for text VRs, or None when only plain ASCII text can be trusted."""
     if hit is None:
         return "latin-1"
