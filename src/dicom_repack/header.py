@@ -146,7 +146,9 @@ def read_header_pydicom(source: Source, keywords: Collection[str]) -> Header:
     """The reference path: pydicom reads the file; used for anything the fast path declines."""
     import io
 
-    import pydicom
+    from ._pydicom import pydicom as _light_pydicom
+
+    pydicom = _light_pydicom()  # without numpy/Pillow/requests: see _pydicom.py
     from pydicom.errors import InvalidDicomError
 
     name = _name(source)
