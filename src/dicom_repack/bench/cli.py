@@ -263,6 +263,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
     work = Path(tempfile.mkdtemp(prefix="dicom-repack-bench-", dir=work_parent))
 
     interrupted = False
+    meter: Any = None
     results: dict[str, Any] = {
         "tool": "dicom-repack bench",
         "started": started.isoformat(timespec="seconds"),
@@ -318,7 +319,6 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
             truth = build_truth(files, {c.layout for c in runnable})
         corpus["duplicate_destinations"] = truth.duplicates
 
-        meter = None
         method: dict[str, Any] = {
             "summary": "not measured (--no-energy)",
             "rapl": None,
@@ -370,6 +370,9 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
     except KeyboardInterrupt:
         interrupted = True
         console.print("[yellow]interrupted[/]")
+        if meter is not None:  # a tracker may be running: stop its thread, keep its row
+            with contextlib.suppress(Exception):
+                meter.stop()
     finally:
         results["finished"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         results["complete"] = not interrupted
@@ -382,6 +385,9 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
             report.write_html(out / "report.html", results)
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
+    if "summary" not in results:
+        console.print("interrupted before the first run: nothing to report")
+        return 130 if interrupted else 1
     table_console = Console()
     if not table_console.is_terminal:
         table_console = Console(width=132)  # logs and CI: do not squeeze the table to 80
