@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--only", help="comma-separated contestants to run (see --list)")
     g.add_argument("--skip", help="comma-separated contestants not to run")
     g.add_argument(
-        "--list", action="store_true", help="list the contestants and whether they can run"
+        "--list",
+        dest="list_only",
+        action="store_true",
+        help="list the contestants and whether they can run",
     )
     g.add_argument("--px-repack", help="path of px-repack (default: PATH, then ./.venv-px/bin)")
     g.add_argument("--rx-repack", help="path of rx-repack (default: PATH)")
@@ -122,7 +125,7 @@ class BenchOptions(argparse.Namespace):
     corpus_from: str | None
     only: str | None
     skip: str | None
-    list: bool
+    list_only: bool
     px_repack: str | None
     rx_repack: str | None
     per_instance: list[str]
@@ -211,7 +214,7 @@ def main(argv: list[str]) -> int:
         contestants = select_contestants(opts)
     except ValueError as exc:
         parser.error(str(exc))
-    if opts.list:
+    if opts.list_only:
         for c in contestants:
             why = c.unavailable()
             print(f"{c.name:14} {'ready' if why is None else 'skip: ' + why}  ({c.description})")

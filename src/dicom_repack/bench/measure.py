@@ -123,11 +123,11 @@ def run_tree(
     sampler.start()
     reader: threading.Thread | None = None
     if on_output is not None and proc.stdout is not None:
-        stdout = proc.stdout
+        fd = proc.stdout.fileno()
 
         def pump() -> None:
             while True:
-                chunk = stdout.read1(65536)
+                chunk = os.read(fd, 65536)
                 if not chunk:
                     break
                 on_output(chunk)
