@@ -140,9 +140,9 @@ def test_report_screenshot_is_not_blank(tmp_path: Path) -> None:
     )
     assert shot.exists(), out.stderr[-2000:]
     img = Image.open(shot).convert("RGB")
-    colors = img.getcolors(maxcolors=1 << 20) or []
+    colors: list[tuple[int, tuple[int, int, int]]] = img.getcolors(maxcolors=1 << 20) or []  # type: ignore[assignment]
     assert len(colors) > 50  # text and bars, not a white page
     # the bar colour (#2e86c1) is on the page: a chart was painted
     assert any(
-        abs(c[0] - 0x2E) < 8 and abs(c[1] - 0x86) < 8 and abs(c[2] - 0xC1) < 8 for _, c in colors
+        abs(r - 0x2E) < 8 and abs(g - 0x86) < 8 and abs(b - 0xC1) < 8 for _, (r, g, b) in colors
     )
