@@ -45,7 +45,12 @@ def test_absent_and_empty_elements() -> None:
     assert rx.missing == ("PatientBirthDate", "AccessionNumber")
     px = Layout.px().plan(values, empty={"AccessionNumber"})
     assert px.study == "MR-Brain_w_o_Contrast--20130308", "px-repack writes an empty element as ''"
+    assert px.root == "1449c1d-anonymized-_PatientBirthDate", "px-repack leaves %Keyword, sanitised"
     assert px.missing == ("PatientBirthDate",)
+    del values["InstanceNumber"]
+    assert Layout.px().plan(values).image.startswith("_InstanceNumber-1.3.12"), (
+        "no function applied"
+    )
 
 
 def test_functions() -> None:

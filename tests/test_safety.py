@@ -398,3 +398,31 @@ def test_without_o_tmpfile_named_temporaries_leave_nothing_behind(
     assert len(all_files(data)) == 1
     assert not [p for p in all_files(tmp_path) if p.name.endswith(".tmp")]
     assert sha(Path(outcome.dst or "")) == sha(seed)
+
+
+def test_a_series_header_dump_is_made_once_when_its_first_instances_race(tmp_path: Path) -> None:
+    """storescp starts many processes at once; only one may pay for the series' full dump."""
+    import threading
+    import time
+
+    from dicom_repack.records import RecordWriter
+
+    calls: list[int] = []
+
+    def make() -> dict[str, object]:
+        calls.append(1)
+        time.sleep(0.2)  # a pydicom import and a whole-header read
+        return {"dump": True}
+
+    def writer() -> None:
+        RecordWriter(str(tmp_path / "log"))._create_if_absent(
+            str(tmp_path / "series"), "r.json", make, serialise=True
+        )
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [1]
+    assert json.loads((tmp_path / "series" / "r.json").read_text()) == {"dump": True}

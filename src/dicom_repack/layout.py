@@ -311,9 +311,10 @@ class Layout:
     def plan(self, values: Mapping[str, str], empty: Iterable[str] = ()) -> Plan:
         """Apply the templates to one instance's values (as :class:`~.header.Header` gives them).
 
-        An absent element (or, under ``empty_as_absent``, an empty one) is replaced
-        by its keyword and reported in ``missing``. Values are stripped of
-        surrounding whitespace.
+        An absent element (or, under ``empty_as_absent``, an empty one) is reported
+        in ``missing`` and replaced by its keyword: ``Keyword`` as rx-repack writes
+        it, or, under px-repack's semantics, ``_Keyword`` (px-repack leaves
+        ``%Keyword`` unreplaced). Values are stripped of surrounding whitespace.
         """
         empty_set = frozenset(empty) if self.empty_as_absent else frozenset()
         missing: list[str] = []
@@ -326,9 +327,14 @@ class Layout:
                     continue
                 raw = values.get(p.keyword)
                 if raw is None or p.keyword in empty_set:
-                    value = p.keyword
                     if p.keyword not in missing:
                         missing.append(p.keyword)
+                    if not self.empty_as_absent:
+                        # px-repack leaves "%Keyword" in place (no function applied),
+                        # which the sanitising rule turns into "_Keyword"
+                        out.append("%" + p.keyword)
+                        continue
+                    value = p.keyword
                 else:
                     value = raw.strip()
                 out.append(_apply(p.func, p.arg, value) if p.func else value)

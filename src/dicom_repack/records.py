@@ -159,6 +159,7 @@ class RecordWriter:
                     "DICOM": {k: {"value": v, "label": k} for k, v in dump().items()},
                 }
             },
+            serialise=True,
         )
         series_model = _model(SERIES_FIELDS, values)
         self._create_if_absent(
@@ -185,7 +186,9 @@ class RecordWriter:
     def _replace(self, directory: str, name: str, obj: object) -> None:
         place_bytes(self._encode(obj), directory, name)
 
-    def _create_if_absent(self, directory: str, name: str, make: Callable[[], object]) -> None:
+    def _create_if_absent(
+        self, directory: str, name: str, make: Callable[[], object], *, serialise: bool = False
+    ) -> None:
         """Write ``directory/name`` unless it exists; the first writer wins, atomically.
 
         Paths known to exist are remembered for a while (bounded, and re-checked
@@ -199,13 +202,42 @@ class RecordWriter:
         if seen is not None and now - seen < _KNOWN_TTL:
             return
         if not os.path.exists(path):
-            try:
-                place_bytes(self._encode(make()), directory, name, replace=False)
-            except FileExistsError:
-                pass  # another writer got there first with the same facts
+            if serialise:
+                self._create_serialised(directory, name, make)
+            else:
+                try:
+                    place_bytes(self._encode(make()), directory, name, replace=False)
+                except FileExistsError:
+                    pass  # another writer got there first with the same facts
         if len(self._known) >= _CACHE_MAX:
             self._known.clear()
         self._known[path] = now
+
+    def _create_serialised(self, directory: str, name: str, make: Callable[[], object]) -> None:
+        """Create-if-absent for a record that is costly to make (the full-header dump).
+
+        When storescp starts hundreds of per-instance processes at once, all of a
+        series' first arrivals find its record missing; without this, each would
+        import pydicom and dump the header (~0.25 s CPU) only for one of them to
+        win. Under an exclusive lock on the folder, one makes it and the others
+        wait, find it, and skip.
+        """
+        import fcntl
+
+        try:
+            dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            ensure_dir(directory)
+            dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(dirfd, fcntl.LOCK_EX)
+            if not os.path.exists(f"{directory}/{name}"):
+                try:
+                    place_bytes(self._encode(make()), directory, name, replace=False)
+                except FileExistsError:
+                    pass  # a writer that does not take the lock (an older version) was first
+        finally:
+            os.close(dirfd)  # releases the lock
 
     def _patient(self, patient_id: str, study_uid: str, values: Mapping[str, str]) -> None:
         """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must change."""
