@@ -156,7 +156,7 @@ def test_sigterm_finishes_and_exits_zero_with_summary(sag: Path, tmp_path: Path)
 def test_series_idle_runs_command_with_folder_and_uids(sag: Path, tmp_path: Path) -> None:
     out = tmp_path / "hook.txt"
     script = "import sys; open(sys.argv[1], 'a').write(' '.join(sys.argv[2:]) + '\\n')"
-    command = f'{sys.executable} -c "{script}" {out} {{folder}} {{study_uid}} {{series_uid}} {{instances}}'  # noqa: E501
+    command = f'{sys.executable} -c "{script}" {out} {{folder}} {{study_uid}} {{series_uid}} {{instances}}'
     data = tmp_path / "data"
     files = dicom_files(sag)[:4]
     with listening(data, "--series-idle", "0.3", "--on-series-complete", command) as listener:
