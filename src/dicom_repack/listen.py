@@ -83,7 +83,7 @@ class Filer:
         if repacker is None:
             repacker = self._local.repacker = Repacker(self.config)
         origin = f"dicom://{info.calling_ae}@{info.peer}/{info.sop_instance_uid}"
-        outcome = repacker.repack_buffer(data, origin=origin)
+        outcome = repacker.repack_buffer(memoryview(data), origin=origin)  # no copy
         if self.ndjson is not None:
             self.ndjson(
                 {

@@ -172,7 +172,9 @@ def _contexts(
     proposed: Collection[PresentationContext],
     roles: dict[str, SCP_SCU_RoleSelectionNegotiation],
     policy: Policy,
-) -> tuple[list[PresentationContext], dict[int, tuple[str, str]], list[object]]:
+) -> tuple[
+    list[PresentationContext], dict[int, tuple[str, str]], list[SCP_SCU_RoleSelectionNegotiation]
+]:
     """Per proposed context: accept with the sender's first syntax we support, or say why not."""
     supported = set(policy.transfer_syntaxes)
     results: list[PresentationContext] = []
