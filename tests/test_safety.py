@@ -426,3 +426,36 @@ def test_a_series_header_dump_is_made_once_when_its_first_instances_race(tmp_pat
         t.join()
     assert calls == [1]
     assert json.loads((tmp_path / "series" / "r.json").read_text()) == {"dump": True}
+
+
+def test_fsync_option_flushes_every_file_and_record(
+    seed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"), fsync=True)).repack_path(
+        str(seed)
+    )
+    # the data file + six records (patient, study, study-series, series, image, pack)
+    assert len(synced) == 7
+    synced.clear()
+    Repacker(Config(str(tmp_path / "data2"), str(tmp_path / "log2"))).repack_path(str(seed))
+    assert synced == [], "no fsync unless asked: it costs a disk flush per file"
+
+
+def test_outcome_says_whose_fault_a_failure_is(seed: Path, tmp_path: Path) -> None:
+    """A receiver answers "retry later" for the destination's failures only."""
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(seed.read_bytes()[:1000])
+    repacker = Repacker(Config(str(tmp_path / "data")))
+    assert repacker.repack_path(str(bad)).kind == "TruncatedError"
+    assert not repacker.repack_path(str(bad)).retryable
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    try:
+        outcome = Repacker(Config(str(tmp_path / "ro" / "data"))).repack_path(str(seed))
+        if os.geteuid() != 0:  # root writes anyway
+            assert outcome.kind == "PlacementError" and outcome.retryable
+    finally:
+        (tmp_path / "ro").chmod(0o700)

@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cleanup", action="store_true", help="move instead of copy")
     parser.add_argument(
+        "--fsync", action="store_true", help="fsync each file and record (durable, slower)"
+    )
+    parser.add_argument(
         "-j", "--jobs", type=int, default=None, help="worker processes (default: all cores)"
     )
     parser.add_argument(
@@ -210,7 +213,7 @@ def main(argv: list[str]) -> int:
     for p in ns.paths:
         if p != "-" and not os.path.exists(p):
             parser.error(f"no such file or folder: {p}")
-    config = Config(ns.datadir, ns.logdir, layout)
+    config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync)
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
     out = sys.stdout
     summary_stream = sys.stderr if ns.log_ndjson else sys.stdout

@@ -36,6 +36,7 @@ from .listen_scp import (
     StorageServer,
     StoreInfo,
 )
+from .outcome import Outcome
 from .repack import Config, Repacker
 from .series_watch import SeriesWatch
 
@@ -102,22 +103,13 @@ class Filer:
                 )
             return STATUS_SUCCESS, ""
         LOG.warning("%s", outcome.error)
-        return _status_for(outcome.error, outcome.skipped), outcome.error
+        return _status_for(outcome), outcome.error
 
 
-def _status_for(error: str, not_dicom: bool) -> int:
+def _status_for(outcome: Outcome) -> int:
     """A failure the sender can fix by retrying later (disk, permissions) is "out of
-    resources" (0xA700); one about the instance itself is "cannot understand" (0xC000).
-
-    The Outcome carries the reason as text only, so this keys on the core's
-    PlacementError/RecordError wording.
-    """
-    if not_dicom:
-        return STATUS_CANNOT_UNDERSTAND
-    lowered = error.lower()
-    if "cannot place" in lowered or "record" in lowered:
-        return STATUS_OUT_OF_RESOURCES
-    return STATUS_CANNOT_UNDERSTAND
+    resources" (0xA700); one about the instance itself is "cannot understand" (0xC000)."""
+    return STATUS_OUT_OF_RESOURCES if outcome.retryable else STATUS_CANNOT_UNDERSTAND
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-d", "--datadir", required=True, help="root of the packed tree")
     out.add_argument("-l", "--logdir", help="pypx log folder (records are written when given)")
     out.add_argument("--ndjson", metavar="PATH", help="one JSON line per instance ('-': stdout)")
+    out.add_argument(
+        "--fsync",
+        action="store_true",
+        help="fsync each file and record before answering success (durable across a power cut)",
+    )
     out.add_argument(
         "--series-idle",
         type=float,
@@ -290,7 +287,7 @@ def main(argv: list[str]) -> int:
         max_instance_bytes=args.max_instance_size,
         ssl_context=ctx,
     )
-    filer = Filer(Config(args.datadir, args.logdir, layout), lines, watch)
+    filer = Filer(Config(args.datadir, args.logdir, layout, fsync=args.fsync), lines, watch)
     server = StorageServer(config, filer)
     try:
         host, port = server.bind()

@@ -16,11 +16,11 @@ class Outcome:
     __slots__ = (
         "dst",
         "error",
+        "kind",
         "missing",
         "patient_id",
         "series_uid",
         "size",
-        "skipped",
         "sop_uid",
         "src",
         "study_uid",
@@ -37,7 +37,7 @@ class Outcome:
         sop_uid: str | None = None,
         missing: tuple[str, ...] = (),
         error: str | None = None,
-        skipped: bool = False,
+        kind: str | None = None,
     ) -> None:
         self.src = src
         self.dst = dst
@@ -48,12 +48,24 @@ class Outcome:
         self.sop_uid = sop_uid
         self.missing = missing
         self.error = error
-        #: True when the input was not DICOM at all (a batch skips it, not a failure)
-        self.skipped = skipped
+        #: the error's class (errors.py): NotDicomError, TruncatedError,
+        #: MissingElementError (the instance's fault) or PlacementError, RecordError
+        #: (the destination's: worth retrying later); None on success
+        self.kind = kind
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def skipped(self) -> bool:
+        """The input was not DICOM at all: a batch skips it rather than failing."""
+        return self.kind == "NotDicomError"
+
+    @property
+    def retryable(self) -> bool:
+        """The failure is the destination's (disk full, permissions): retrying later may work."""
+        return self.kind in ("PlacementError", "RecordError")
 
     def as_dict(self) -> dict[str, object]:
         """The NDJSON line's fields (rx-repack's --log-ndjson, plus the study and SOP UIDs)."""
@@ -67,6 +79,7 @@ class Outcome:
             "SOPInstanceUID": self.sop_uid,
             "missing": list(self.missing),
             "error": self.error,
+            "error_kind": self.kind,
         }
 
     def __getstate__(self) -> tuple[object, ...]:

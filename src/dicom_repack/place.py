@@ -199,16 +199,24 @@ def _copy(src: str, directory: str, name: str, *, sync: bool) -> os.stat_result:
     return _name(tmp, fd, f"{directory}/{name}", sync=sync, replace=True)
 
 
-def place_file(src: str, directory: str, name: str, *, move: bool = False) -> os.stat_result:
+def place_file(
+    src: str, directory: str, name: str, *, move: bool = False, sync: bool = False
+) -> os.stat_result:
     """Copy (or move) ``src`` to ``directory/name``; return the placed file's stat.
 
     The source is removed (``move``) only once the destination is complete: a
     rename when both are on one filesystem, else a copy that is fsynced and
-    named first.
+    named first. ``sync`` fsyncs copies, and a moved file before its rename.
     """
     if not move:
-        return _copy(src, directory, name, sync=False)
+        return _copy(src, directory, name, sync=sync)
     dst = f"{directory}/{name}"
+    if sync:
+        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     try:
         os.rename(src, dst)
         return os.stat(dst)

@@ -97,8 +97,9 @@ def _time_text(t: float) -> str:
 class RecordWriter:
     """Writes the records of one log folder; safe to use from many processes at once."""
 
-    def __init__(self, logdir: str) -> None:
+    def __init__(self, logdir: str, *, fsync: bool = False) -> None:
         self.logdir = os.path.abspath(logdir)
+        self.fsync = fsync
         self.patient_dir = f"{self.logdir}/patientData"
         self.study_dir = f"{self.logdir}/studyData"
         self.series_dir = f"{self.logdir}/seriesData"
@@ -184,7 +185,7 @@ class RecordWriter:
         return jsonio.dumps(obj).encode("ascii")
 
     def _replace(self, directory: str, name: str, obj: object) -> None:
-        place_bytes(self._encode(obj), directory, name)
+        place_bytes(self._encode(obj), directory, name, sync=self.fsync)
 
     def _create_if_absent(
         self, directory: str, name: str, make: Callable[[], object], *, serialise: bool = False
@@ -206,7 +207,9 @@ class RecordWriter:
                 self._create_serialised(directory, name, make)
             else:
                 try:
-                    place_bytes(self._encode(make()), directory, name, replace=False)
+                    place_bytes(
+                        self._encode(make()), directory, name, replace=False, sync=self.fsync
+                    )
                 except FileExistsError:
                     pass  # another writer got there first with the same facts
         if len(self._known) >= _CACHE_MAX:
@@ -233,7 +236,9 @@ class RecordWriter:
             fcntl.flock(dirfd, fcntl.LOCK_EX)
             if not os.path.exists(f"{directory}/{name}"):
                 try:
-                    place_bytes(self._encode(make()), directory, name, replace=False)
+                    place_bytes(
+                        self._encode(make()), directory, name, replace=False, sync=self.fsync
+                    )
                 except FileExistsError:
                     pass  # a writer that does not take the lock (an older version) was first
         finally:

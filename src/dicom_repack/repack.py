@@ -31,14 +31,22 @@ REQUIRED = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUI
 class Config:
     """Where to file instances and how to name them."""
 
-    __slots__ = ("datadir", "layout", "logdir")
+    __slots__ = ("datadir", "fsync", "layout", "logdir")
 
     def __init__(
-        self, datadir: str, logdir: str | None = None, layout: Layout | None = None
+        self,
+        datadir: str,
+        logdir: str | None = None,
+        layout: Layout | None = None,
+        *,
+        fsync: bool = False,
     ) -> None:
         self.datadir = datadir
         self.logdir = logdir
         self.layout = layout if layout is not None else Layout.rx()
+        #: fsync every file and record before reporting success (a receiver's
+        #: "stored" then survives a power cut; costs a disk flush per file)
+        self.fsync = fsync
 
 
 class Repacker:
@@ -48,7 +56,7 @@ class Repacker:
         self.config = config
         self.datadir = os.path.abspath(config.datadir)
         self.layout = config.layout
-        self.records = RecordWriter(config.logdir) if config.logdir else None
+        self.records = RecordWriter(config.logdir, fsync=config.fsync) if config.logdir else None
         self.keywords = tuple(dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS))
 
     def repack_path(self, src: str, *, move: bool = False) -> Outcome:
@@ -63,7 +71,7 @@ class Repacker:
             dst = f"{directory}/{name}"
             existed = os.path.lexists(dst)
             try:
-                st = place_file(src, directory, name, move=move)
+                st = place_file(src, directory, name, move=move, sync=self.config.fsync)
             except OSError as exc:
                 raise PlacementError(src, f"cannot place at {dst}: {exc.strerror or exc}") from None
             out.dst, out.size = dst, st.st_size
@@ -74,7 +82,7 @@ class Repacker:
                 raise
         except RepackError as exc:
             out.error = str(exc)
-            out.skipped = _is_not_dicom(exc)
+            out.kind = type(exc).__name__
             out.dst = None
         return out
 
@@ -91,7 +99,7 @@ class Repacker:
             dst = f"{directory}/{name}"
             existed = os.path.lexists(dst)
             try:
-                st = place_bytes(data, directory, name)
+                st = place_bytes(data, directory, name, sync=self.config.fsync)
             except OSError as exc:
                 raise PlacementError(
                     origin, f"cannot place at {dst}: {exc.strerror or exc}"
@@ -104,7 +112,7 @@ class Repacker:
                 raise
         except RepackError as exc:
             out.error = str(exc)
-            out.skipped = _is_not_dicom(exc)
+            out.kind = type(exc).__name__
             out.dst = None
         return out
 
@@ -161,9 +169,3 @@ def _dump(path: str) -> dict[str, str]:
     from .dump import header_dump
 
     return header_dump(path)
-
-
-def _is_not_dicom(exc: RepackError) -> bool:
-    from .errors import NotDicomError
-
-    return isinstance(exc, NotDicomError)
