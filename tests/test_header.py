@@ -191,6 +191,25 @@ def test_corpus_sources_path_bytes_memoryview_agree(header_corpora: dict[str, li
             assert read_header(path, KEYWORDS) == by_path
 
 
+def test_large_files_are_mapped_and_read_alike(
+    header_corpora: dict[str, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files above the read-whole limit are mmapped; both ways give the same answer,
+    truncation included."""
+    for files in header_corpora.values():
+        for path in files[:3]:
+            cut = tmp_path / f"cut-{path.name}"
+            cut.write_bytes(path.read_bytes()[:-100])
+            monkeypatch.setattr(header_module, "_READ_WHOLE_MAX", 1 << 20)
+            read = read_header_fast(path, KEYWORDS)
+            with pytest.raises(TruncatedError):
+                read_header_fast(cut, KEYWORDS)
+            monkeypatch.setattr(header_module, "_READ_WHOLE_MAX", 0)
+            assert read_header_fast(path, KEYWORDS) == read
+            with pytest.raises(TruncatedError):
+                read_header_fast(cut, KEYWORDS)
+
+
 def test_corpus_values_look_right(header_corpora: dict[str, list[Path]]) -> None:
     sag = read_header(header_corpora["SAG-anon"][0], KEYWORDS)
     assert sag.transfer_syntax == EXPLICIT_LE

@@ -8,6 +8,7 @@ start almost as fast as the bare interpreter.
 
 from __future__ import annotations
 
+import os
 import sys
 
 #: sub-command -> module whose ``main(argv: list[str]) -> int`` runs it
@@ -29,3 +30,23 @@ def main(argv: list[str] | None = None) -> int:
     from .instance import main as instance_main
 
     return instance_main(args)
+
+
+def run() -> None:
+    """The console script's entry: run a door, then exit with its status.
+
+    The per-instance door starts once per received file, and the interpreter's
+    teardown (freeing every module and object) costs ~1.3 ms of its ~10 ms. By
+    then everything is written, renamed and closed, so that door flushes its
+    output and leaves with ``os._exit``. The other doors (worker pools, threads,
+    CodeCarbon's exit handlers) exit normally.
+    """
+    status = main()
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        sys.exit(status)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe: nothing more can be said
+        status = status or 1
+    os._exit(status)

@@ -313,6 +313,11 @@ def _is_upper_pair(b0: int, b1: int) -> bool:
     return 0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B
 
 
+#: Files up to this size are read whole; larger ones (multi-frame, GBs) are mapped,
+#: so that only their element headers are ever touched.
+_READ_WHOLE_MAX = 1 << 20
+
+
 def read_header_fast(source: Source, keywords: Collection[str]) -> Header:
     """The pure-Python reader; raises :class:`_Unsupported` when it declines the file.
 
@@ -334,6 +339,15 @@ def read_header_fast(source: Source, keywords: Collection[str]) -> Header:
             raise NotDicomError(name, "empty file, not DICOM")
         if size < 132:
             raise NotDicomError(name, f"not DICOM (only {size} bytes, no 'DICM' at offset 128)")
+        if size <= _READ_WHOLE_MAX:
+            # one read() beats mmap's import and its map/unmap for a typical instance
+            data = os.read(fd, size + 1)
+            while len(data) < size + 1:
+                more = os.read(fd, size + 1 - len(data))
+                if not more:
+                    break
+                data += more
+            return _read_buffer(data, len(data), name, keywords)
         import mmap
 
         mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
