@@ -94,6 +94,27 @@ def _time_text(t: float) -> str:
     return f"{text}.{micro:06d}" if micro else text
 
 
+def _lock_dir(directory: str) -> int:
+    """Open ``directory`` (creating it) and take an exclusive flock on it.
+
+    Returns the fd; closing it releases the lock. Locking the folder rather than a
+    lock file leaves nothing in the log folder that pypx's tools would not expect.
+    """
+    import fcntl
+
+    try:
+        dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        ensure_dir(directory)
+        dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(dirfd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(dirfd)
+        raise
+    return dirfd
+
+
 class RecordWriter:
     """Writes the records of one log folder; safe to use from many processes at once."""
 
@@ -225,15 +246,8 @@ class RecordWriter:
         win. Under an exclusive lock on the folder, one makes it and the others
         wait, find it, and skip.
         """
-        import fcntl
-
+        dirfd = _lock_dir(directory)
         try:
-            dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            ensure_dir(directory)
-            dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(dirfd, fcntl.LOCK_EX)
             if not os.path.exists(f"{directory}/{name}"):
                 try:
                     place_bytes(
@@ -253,15 +267,8 @@ class RecordWriter:
         name = safe_name(patient_id, ".json")
         path = f"{self.patient_dir}/{name}"
         if not self._patient_has(path, patient_id, study_uid):
-            import fcntl
-
+            dirfd = _lock_dir(self.patient_dir)
             try:
-                dirfd = os.open(self.patient_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                ensure_dir(self.patient_dir)
-                dirfd = os.open(self.patient_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                fcntl.flock(dirfd, fcntl.LOCK_EX)
                 record = self._read(path)
                 entry = record.get(patient_id)
                 if not isinstance(entry, dict):

@@ -20,7 +20,7 @@ from .records import RECORD_KEYWORDS, RecordWriter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = ["REQUIRED", "Config", "Repacker"]
 
@@ -64,27 +64,13 @@ class Repacker:
 
         Never raises for a bad instance: the Outcome carries the error.
         """
-        out = Outcome(src)
-        try:
-            header = read_header(src, self.keywords)
-            directory, name = self._plan(src, header.values, header.empty, out)
-            dst = f"{directory}/{name}"
-            existed = os.path.lexists(dst)
-            try:
-                st = place_file(src, directory, name, move=move, sync=self.config.fsync)
-            except OSError as exc:
-                raise PlacementError(src, f"cannot place at {dst}: {exc.strerror or exc}") from None
-            out.dst, out.size = dst, st.st_size
-            try:
-                self._record(header.values, directory, name, st, dst, src)
-            except RecordError:
-                self._undo(src, dst, move=move, existed=existed)
-                raise
-        except RepackError as exc:
-            out.error = str(exc)
-            out.kind = type(exc).__name__
-            out.dst = None
-        return out
+        sync = self.config.fsync
+        return self._job(
+            src,
+            src,
+            lambda directory, name: place_file(src, directory, name, move=move, sync=sync),
+            moved_from=src if move else None,
+        )
 
     def repack_buffer(self, data: bytes | memoryview, *, origin: str = "<network>") -> Outcome:
         """File a complete Part 10 file held in memory (preamble, 'DICM', meta, dataset).
@@ -92,14 +78,31 @@ class Repacker:
         Written once, straight to its final path (temporary file in the
         destination folder, then rename), then recorded.
         """
+        sync = self.config.fsync
+        return self._job(
+            origin,
+            data,
+            lambda directory, name: place_bytes(data, directory, name, sync=sync),
+            moved_from=None,
+        )
+
+    def _job(
+        self,
+        origin: str,
+        source: str | bytes | memoryview,
+        place: Callable[[str, str], os.stat_result],
+        *,
+        moved_from: str | None,
+    ) -> Outcome:
+        """header -> layout -> place -> records, for either kind of source."""
         out = Outcome(origin)
         try:
-            header = read_header(data, self.keywords)
+            header = read_header(source, self.keywords)
             directory, name = self._plan(origin, header.values, header.empty, out)
             dst = f"{directory}/{name}"
             existed = os.path.lexists(dst)
             try:
-                st = place_bytes(data, directory, name, sync=self.config.fsync)
+                st = place(directory, name)
             except OSError as exc:
                 raise PlacementError(
                     origin, f"cannot place at {dst}: {exc.strerror or exc}"
@@ -108,7 +111,7 @@ class Repacker:
             try:
                 self._record(header.values, directory, name, st, dst, origin)
             except RecordError:
-                self._undo(None, dst, move=False, existed=existed)
+                self._undo(moved_from, dst, existed=existed)
                 raise
         except RepackError as exc:
             out.error = str(exc)
@@ -153,11 +156,11 @@ class Repacker:
         )
 
     @staticmethod
-    def _undo(src: str | None, dst: str, *, move: bool, existed: bool) -> None:
+    def _undo(moved_from: str | None, dst: str, *, existed: bool) -> None:
         """Put things back after the records failed: no file may stand without its records."""
         try:
-            if move and src is not None:
-                os.rename(dst, src)
+            if moved_from is not None:
+                os.rename(dst, moved_from)
             elif not existed:
                 os.unlink(dst)
         except OSError:
