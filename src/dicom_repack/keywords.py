@@ -35,6 +35,9 @@ def lookup(keyword: str) -> tuple[int, str] | None:
     hit = CORE.get(keyword)
     if hit is not None:
         return hit
+    from ._pydicom import pydicom
+
+    pydicom()  # imported lightly (no numpy/Pillow/requests) if this is the first import
     from pydicom.datadict import dictionary_VR, tag_for_keyword
 
     tag = tag_for_keyword(keyword)
