@@ -90,6 +90,21 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def batch_argv(exe: str, src: Path, out: Path, *extra: str) -> list[str]:
+    """``dicom-repack batch`` of ``src`` into ``out/data`` with records in ``out/log``."""
+    return [
+        exe,
+        "batch",
+        str(src),
+        "--datadir",
+        str(out / "data"),
+        "--logdir",
+        str(out / "log"),
+        "--no-progress",
+        *extra,
+    ]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -180,39 +195,10 @@ def bench_corpus(
             if name == "cp -r":
                 runs[name].append(timed(["cp", "-r", str(corpus), str(out / "copy")]))
             elif name == "batch copy":
-                runs[name].append(
-                    timed(
-                        [
-                            exe,
-                            "batch",
-                            str(corpus),
-                            "--datadir",
-                            str(out / "data"),
-                            "--logdir",
-                            str(out / "log"),
-                            "--no-progress",
-                            *jobs,
-                        ]
-                    )
-                )
+                runs[name].append(timed(batch_argv(exe, corpus, out, *jobs)))
             elif name == "batch move":
                 subprocess.run(["cp", "-r", str(corpus), str(out / "stage")], check=True)
-                runs[name].append(
-                    timed(
-                        [
-                            exe,
-                            "batch",
-                            str(out / "stage"),
-                            "--datadir",
-                            str(out / "data"),
-                            "--logdir",
-                            str(out / "log"),
-                            "--cleanup",
-                            "--no-progress",
-                            *jobs,
-                        ]
-                    )
-                )
+                runs[name].append(timed(batch_argv(exe, out / "stage", out, "--cleanup", *jobs)))
             elif name == "px-repack batch":
                 assert px_flat is not None
                 runs[name].append(
@@ -309,19 +295,7 @@ def scale_check(
         ):
             out = work / "out-scale"
             shutil.rmtree(out, ignore_errors=True)
-            r = timed(
-                [
-                    exe,
-                    "batch",
-                    str(corpus),
-                    "--datadir",
-                    str(out / "data"),
-                    "--logdir",
-                    str(out / "log"),
-                    "--no-progress",
-                    *jobs,
-                ]
-            )
+            r = timed(batch_argv(exe, corpus, out, *jobs))
             rates[n].append(n / r.wall)
             rss[n] = max(rss[n], r.rss)
             shutil.rmtree(out, ignore_errors=True)
