@@ -90,6 +90,20 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def px_argv(px: str, out: Path, *source: str) -> list[str]:
+    """px-repack on ``source`` (its --xcrdir/--xcrfile or folder flags), quiet, into ``out``."""
+    return [
+        px,
+        *source,
+        "--datadir",
+        str(out / "data"),
+        "--logdir",
+        str(out / "log"),
+        "--verbosity",
+        "0",
+    ]
+
+
 def batch_argv(exe: str, src: Path, out: Path, *extra: str) -> list[str]:
     """``dicom-repack batch`` of ``src`` into ``out/data`` with records in ``out/log``."""
     return [
@@ -203,19 +217,14 @@ def bench_corpus(
                 assert px_flat is not None
                 runs[name].append(
                     timed(
-                        [
+                        px_argv(
                             args.px_repack,
+                            out,
                             "--xcrdir",
                             str(px_flat),
                             "--parseAllFilesWithSubStr",
                             ",",
-                            "--datadir",
-                            str(out / "data"),
-                            "--logdir",
-                            str(out / "log"),
-                            "--verbosity",
-                            "0",
-                        ]
+                        )
                     )
                 )
             elif name == "px-repack per instance":
@@ -224,19 +233,7 @@ def bench_corpus(
                 total = Run(0.0, 0.0, 0)
                 for f in sample:
                     r = timed(
-                        [
-                            args.px_repack,
-                            "--xcrdir",
-                            str(f.parent),
-                            "--xcrfile",
-                            f.name,
-                            "--datadir",
-                            str(out / "data"),
-                            "--logdir",
-                            str(out / "log"),
-                            "--verbosity",
-                            "0",
-                        ]
+                        px_argv(args.px_repack, out, "--xcrdir", str(f.parent), "--xcrfile", f.name)
                     )
                     total.wall += r.wall
                     total.cpu += r.cpu
