@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import compileall
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -49,3 +51,65 @@ def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 def python() -> str:
     return sys.executable
+
+
+class Trash:
+    """Set benchmark outputs aside during the timed runs; delete them all at the end.
+
+    Why not delete between runs: on ext4 without a journal (these VMs' root
+    filesystem), the inode allocator skips every inode freed in the last
+    60 s (360 s while its table block is dirty), checking each free inode of the
+    group one by one (``recently_deleted()`` in fs/ext4/ialloc.c). Deleting a
+    5,000-file output just before the next contestant runs makes each file that
+    contestant creates cost ~0.2-0.6 ms of kernel CPU instead of ~10-20 us, and
+    the penalty falls on whoever runs next. Renaming a tree away frees no inode.
+    """
+
+    def __init__(self, work: Path) -> None:
+        self.root = work / ".trash"
+        self.count = 0
+
+    def discard(self, path: Path) -> None:
+        """Move ``path`` out of the way (a rename, no inode freed); nothing if absent."""
+        if not os.path.lexists(path):
+            return
+        self.root.mkdir(exist_ok=True)
+        self.count += 1
+        os.rename(path, self.root / str(self.count))
+        os.sync()  # its writeback happens now, between runs, not inside the next one
+
+    def empty(self) -> None:
+        """Delete everything set aside (after the last timed run)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def creation_cost(folder: Path, files: int = 500) -> float:
+    """Kernel CPU to create one empty file in a new folder under ``folder``, in microseconds.
+
+    Printed before and after a benchmark: ~10-30 us is this disk's normal; hundreds
+    of us mean ext4 is skipping recently deleted inodes (see :class:`Trash`), a
+    state left by whatever deleted many files here in the last few minutes, and
+    every contestant that creates files pays it. The files are left for the
+    final cleanup (deleting them now would cause the very state measured).
+    """
+    import tempfile
+    import time
+
+    probe = Path(tempfile.mkdtemp(prefix=".probe-", dir=folder))
+    t0 = time.process_time()
+    for i in range(files):
+        os.close(os.open(probe / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    return (time.process_time() - t0) / files * 1e6
+
+
+def report_creation_cost(folder: Path, when: str) -> float:
+    """Print :func:`creation_cost` with a warning when the disk is in its slow state."""
+    us = creation_cost(folder)
+    warn = (
+        "  SLOW: files were deleted here in the last minutes; figures will be inflated "
+        "(wait ~6 min after large deletions)"
+        if us > 100
+        else ""
+    )
+    print(f"file creation {when}: {us:.0f} us CPU each{warn}", flush=True)
+    return us

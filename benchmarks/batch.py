@@ -34,7 +34,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import compile_package, dicom_files, unpack_shared  # noqa: E402
+from _common import (  # noqa: E402
+    Trash,
+    compile_package,
+    dicom_files,
+    report_creation_cost,
+    unpack_shared,
+)
 
 
 class Run:
@@ -149,7 +155,9 @@ def main() -> int:
     exe = str(Path(sys.executable).parent / "dicom-repack")
     compile_package()
     work = Path(tempfile.mkdtemp(prefix="batch-bench-", dir=args.workdir))
+    trash = Trash(work)
     print(f"scratch: {work} ({os.cpu_count()} cores); caches warm (corpus just written or read)")
+    print("outputs are set aside between runs and deleted at the end (see _common.Trash)")
     try:
         corpora: list[tuple[str, Path]] = []
         corpus = work / "corpus"
@@ -161,22 +169,30 @@ def main() -> int:
             for name in ("SAG-anon", "example-dicom-structural"):
                 corpora.append((name, unpack_shared(name, work / "shared" / name)))
         jobs = [] if args.jobs is None else ["--jobs", str(args.jobs)]
+        report_creation_cost(work, "before the runs")
         results: dict[str, dict[str, object]] = {}
         for label, root in corpora:
-            results[label] = bench_corpus(label, root, work, exe, jobs, args)
+            results[label] = bench_corpus(label, root, work, exe, jobs, args, trash)
         if args.scale:
             big = work / "corpus-big"
             subprocess.run(
                 [exe, "corpus", str(big), "--instances", str(args.scale), "-q"], check=True
             )
-            scale_check(corpus, big, work, exe, jobs, args)
+            scale_check(corpus, big, work, exe, jobs, args, trash)
+        report_creation_cost(work, "after the runs")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
 def bench_corpus(
-    label: str, corpus: Path, work: Path, exe: str, jobs: list[str], args: argparse.Namespace
+    label: str,
+    corpus: Path,
+    work: Path,
+    exe: str,
+    jobs: list[str],
+    args: argparse.Namespace,
+    trash: Trash,
 ) -> dict[str, object]:
     files = [p for p in dicom_files(corpus)]
     n = len(files)
@@ -203,8 +219,7 @@ def bench_corpus(
     for rep in range(args.repeat):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
-            out = work / f"out-{rep}"
-            shutil.rmtree(out, ignore_errors=True)
+            out = work / f"out-{rep}-{name.replace(' ', '_')}"
             out.mkdir()
             if name == "cp -r":
                 runs[name].append(timed(["cp", "-r", str(corpus), str(out / "copy")]))
@@ -239,7 +254,7 @@ def bench_corpus(
                     total.cpu += r.cpu
                     total.rss = max(total.rss, r.rss)
                 runs[name].append(total)
-            shutil.rmtree(out, ignore_errors=True)
+            trash.discard(out)
         print(f"  repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
 
     count = {k: px_counts.get(k, n) for k in runs}
@@ -278,7 +293,13 @@ def bench_corpus(
 
 
 def scale_check(
-    small: Path, big: Path, work: Path, exe: str, jobs: list[str], args: argparse.Namespace
+    small: Path,
+    big: Path,
+    work: Path,
+    exe: str,
+    jobs: list[str],
+    args: argparse.Namespace,
+    trash: Trash,
 ) -> None:
     n_small, n_big = len(dicom_files(small)), len(dicom_files(big))
     print(
@@ -291,11 +312,10 @@ def scale_check(
             ((small, n_small), (big, n_big)) if rep % 2 == 0 else ((big, n_big), (small, n_small))
         ):
             out = work / "out-scale"
-            shutil.rmtree(out, ignore_errors=True)
             r = timed(batch_argv(exe, corpus, out, *jobs))
             rates[n].append(n / r.wall)
             rss[n] = max(rss[n], r.rss)
-            shutil.rmtree(out, ignore_errors=True)
+            trash.discard(out)
     a, b = median(rates[n_small]), median(rates[n_big])
     print(
         f"instances/s: {n_small}: {a:.0f}; {n_big}: {b:.0f}; ratio {b / a:.2f} (target within 10%)"

@@ -26,7 +26,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import compile_package, dicom_files, unpack_shared  # noqa: E402
+from _common import (  # noqa: E402
+    Trash,
+    compile_package,
+    dicom_files,
+    report_creation_cost,
+    unpack_shared,
+)
 
 
 def run_one(argv: list[str]) -> tuple[float, float, int]:
@@ -63,6 +69,7 @@ def main() -> int:
     exe = str(venv_bin / "dicom-repack")
     compile_package()
     work = Path(tempfile.mkdtemp(prefix="per-instance-", dir=args.workdir))
+    trash = Trash(work)
     corpus = args.corpus or unpack_shared("SAG-anon", work / "corpus")
     files = dicom_files(corpus)
     print(
@@ -101,6 +108,7 @@ def main() -> int:
         step = max(1, len(files) // args.px_sample)
         contestants.append(("px-repack", cmd_px, files[::step][: args.px_sample]))
 
+    report_creation_cost(work, "before the runs")
     walls: dict[str, list[float]] = {c[0]: [] for c in contestants}
     cpus: dict[str, list[float]] = {c[0]: [] for c in contestants}
     rss: dict[str, int] = {c[0]: 0 for c in contestants}
@@ -113,9 +121,10 @@ def main() -> int:
                 walls[name].append(wall)
                 cpus[name].append(cpu)
                 rss[name] = max(rss[name], peak)
-            shutil.rmtree(out, ignore_errors=True)
+            trash.discard(out)
         print(f"  repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
 
+    report_creation_cost(work, "after the runs")
     floor = statistics.median(walls["python -c pass"])
     ours = statistics.median(walls["dicom-repack"])
     print()
