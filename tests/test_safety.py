@@ -126,6 +126,50 @@ def test_batch_files_the_good_and_lists_the_bad(seed: Path, sag: Path, tmp_path:
     assert "3 skipped (not DICOM)" in proc.stdout
 
 
+def test_a_source_that_cannot_be_read_is_an_error_naming_it(seed: Path, tmp_path: Path) -> None:
+    """A file that vanished between storescp's call (or the walk) and the read."""
+    gone = tmp_path / "in" / "gone.dcm"
+    data, log = tmp_path / "data", tmp_path / "log"
+    for cleanup in ((), ("--cleanup",)):
+        proc = run_cli(
+            "--xcrdirfile", str(gone), "--datadir", str(data), "--logdir", str(log), *cleanup,
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        assert (
+            proc.stderr.strip()
+            == f"dicom-repack: error: {gone}: cannot read: No such file or directory"
+        )
+    good = tmp_path / "good.dcm"
+    shutil.copy(seed, good)
+    proc = run_cli(
+        "batch", "-", "--datadir", str(data), "--logdir", str(log), "--no-progress",
+        input=f"{gone}\n{good}\n", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert f"{gone}: cannot read" in proc.stderr
+    assert "1 instances filed" in proc.stdout and "1 failed" in proc.stdout
+    assert len(all_files(data)) == 1
+
+
+def test_records_failure_keeps_an_earlier_copy(
+    seed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Undoing a failed repeat must not remove the copy an earlier, recorded repack made."""
+    data, log = tmp_path / "data", tmp_path / "log"
+    first = Repacker(Config(str(data), str(log))).repack_path(str(seed))
+    assert first.ok and first.dst is not None
+    import dicom_repack.records as records
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(records, "place_bytes", full)
+    again = Repacker(Config(str(data), str(log))).repack_path(str(seed))
+    assert again.error is not None and "records" in again.error
+    assert Path(first.dst).exists() and sha(Path(first.dst)) == sha(seed)
+
+
 # -- hostile tag values -----------------------------------------------------------------
 
 HOSTILE = {

@@ -16,6 +16,10 @@ class RepackError(Exception):
         self.reason = reason
 
 
+class SourceError(RepackError):
+    """The input could not be read at all (vanished, no permission, I/O error)."""
+
+
 class NotDicomError(RepackError):
     """The input is not a DICOM Part 10 file (empty, no 'DICM' after the preamble)."""
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     Source: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview
     Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
 
-__all__ = ["Header", "read_header", "read_header_pydicom", "render_value"]
+__all__ = ["Header", "read_header", "read_header_pydicom", "read_small_file", "render_value"]
 
 
 class Header:
@@ -100,17 +100,18 @@ class Header:
         return self.values.get(keyword)
 
 
-def read_header(source: Source, keywords: Collection[str]) -> Header:
+def read_header(source: Source, keywords: Collection[str], *, name: str | None = None) -> Header:
     """Read ``keywords`` from a Part 10 file given as a path or its bytes.
 
     Raises NotDicomError (empty, no 'DICM' magic) or TruncatedError (ends inside an
-    element), both naming the file. Never modifies the source. Uses the fast path
-    and falls back to pydicom for whatever the fast path declines.
+    element), both naming the file (``name``, by default the path or "<buffer>").
+    OSError from reading a path propagates. Never modifies the source. Uses the
+    fast path and falls back to pydicom for whatever the fast path declines.
     """
     try:
-        return read_header_fast(source, keywords)
+        return read_header_fast(source, keywords, name=name)
     except _Unsupported:
-        return read_header_pydicom(source, keywords)
+        return read_header_pydicom(source, keywords, name=name)
 
 
 def render_value(value: object) -> str:
@@ -136,7 +137,9 @@ def _name(source: object) -> str:
     return os.fspath(source)  # type: ignore[call-overload]
 
 
-def read_header_pydicom(source: Source, keywords: Collection[str]) -> Header:
+def read_header_pydicom(
+    source: Source, keywords: Collection[str], *, name: str | None = None
+) -> Header:
     """The reference path: pydicom reads the file; used for anything the fast path declines."""
     import io
 
@@ -145,7 +148,7 @@ def read_header_pydicom(source: Source, keywords: Collection[str]) -> Header:
     pydicom = _light_pydicom()  # without numpy/Pillow/requests: see _pydicom.py
     from pydicom.errors import InvalidDicomError
 
-    name = _name(source)
+    name = name or _name(source)
     fp: object
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -312,12 +315,14 @@ def _is_upper_pair(b0: int, b1: int) -> bool:
 _READ_WHOLE_MAX = 1 << 20
 
 
-def read_header_fast(source: Source, keywords: Collection[str]) -> Header:
+def read_header_fast(
+    source: Source, keywords: Collection[str], *, name: str | None = None
+) -> Header:
     """The pure-Python reader; raises :class:`_Unsupported` when it declines the file.
 
     NotDicomError / TruncatedError are raised here as by :func:`read_header`.
     """
-    name = _name(source)
+    name = name or _name(source)
     if isinstance(source, (bytes, bytearray)):
         return _read_buffer(source, len(source), name, keywords)
     if isinstance(source, memoryview):
@@ -335,12 +340,7 @@ def read_header_fast(source: Source, keywords: Collection[str]) -> Header:
             raise NotDicomError(name, f"not DICOM (only {size} bytes, no 'DICM' at offset 128)")
         if size <= _READ_WHOLE_MAX:
             # one read() beats mmap's import and its map/unmap for a typical instance
-            data = os.read(fd, size + 1)
-            while len(data) < size + 1:
-                more = os.read(fd, size + 1 - len(data))
-                if not more:
-                    break
-                data += more
+            data = _read_all(fd, size)
             return _read_buffer(data, len(data), name, keywords)
         import mmap
 
@@ -353,11 +353,41 @@ def read_header_fast(source: Source, keywords: Collection[str]) -> Header:
         os.close(fd)
 
 
+def _read_all(fd: int, size: int) -> bytes:
+    """Everything in ``fd`` (``size`` as fstat said; a file that grew is read to its end)."""
+    data = os.read(fd, size + 1)
+    while len(data) < size + 1:
+        more = os.read(fd, size + 1 - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def read_small_file(path: str) -> bytes | None:
+    """The whole of ``path`` if it is a regular file of at most 1 MiB, else None.
+
+    A copy made from the bytes the header was parsed from costs no second open
+    and read of the source, and is exactly what was parsed. Larger files are left
+    to :func:`read_header`'s mapping and a kernel-side copy. OSError propagates.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if (st.st_mode & 0o170000) != 0o100000 or st.st_size > _READ_WHOLE_MAX:
+            return None
+        return _read_all(fd, st.st_size)
+    finally:
+        os.close(fd)
+
+
 def _read_buffer(buf: Buffer, end: int, name: str, keywords: Collection[str]) -> Header:
     """Parse a whole Part 10 file held in ``buf`` (bytes, memoryview or mmap)."""
     if end == 0:
         raise NotDicomError(name, "empty file, not DICOM")
-    if end < 132 or buf[128:132] != b"DICM":
+    if end < 132:
+        raise NotDicomError(name, f"not DICOM (only {end} bytes, no 'DICM' at offset 128)")
+    if buf[128:132] != b"DICM":
         raise NotDicomError(name, "not DICOM (no 'DICM' magic at offset 128)")
     try:
         ts, pos = _read_meta(buf, end)

@@ -11,7 +11,23 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ensure_dir", "place_bytes", "place_file", "temp_name"]
+__all__ = ["Placed", "ensure_dir", "place_bytes", "place_file", "temp_name"]
+
+
+class Placed:
+    """What placing a file did: the new file's stat, and whether it replaced one.
+
+    ``replaced`` lets a caller undo exactly its own work (remove a new file, but
+    never an earlier copy it replaced) without a stat of its own beforehand. It is
+    False for moves, whose undo is renaming back.
+    """
+
+    __slots__ = ("replaced", "stat")
+
+    def __init__(self, stat: os.stat_result, replaced: bool) -> None:
+        self.stat = stat
+        self.replaced = replaced
+
 
 _counter = 0
 
@@ -103,7 +119,7 @@ def _link_fd(fd: int, dst: str) -> None:
     os.link(str(fd), dst, src_dir_fd=_proc_fds[1], follow_symlinks=True)
 
 
-def _name(tmp: str, fd: int, dst: str, *, sync: bool, replace: bool) -> os.stat_result:
+def _name(tmp: str, fd: int, dst: str, *, sync: bool, replace: bool) -> Placed:
     """Give the complete file (``tmp``/``fd``) its name ``dst``; close ``fd``; clean up on failure.
 
     ``replace``: an existing ``dst`` is replaced atomically. Otherwise an existing
@@ -116,12 +132,15 @@ def _name(tmp: str, fd: int, dst: str, *, sync: bool, replace: bool) -> os.stat_
         if tmp == _UNNAMED:
             try:
                 _link_fd(fd, dst)
-                return st
+                return Placed(st, False)
             except FileExistsError:
                 if not replace:
                     raise
+            replaced = True
             tmp = temp_name(os.path.dirname(dst), os.path.basename(dst))
             _link_fd(fd, tmp)
+        else:
+            replaced = replace and os.path.lexists(dst)
     except BaseException:
         _unlink_quietly(tmp)
         raise
@@ -136,7 +155,7 @@ def _name(tmp: str, fd: int, dst: str, *, sync: bool, replace: bool) -> os.stat_
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    return st
+    return Placed(st, replaced)
 
 
 def place_bytes(
@@ -146,8 +165,8 @@ def place_bytes(
     *,
     sync: bool = False,
     replace: bool = True,
-) -> os.stat_result:
-    """Write ``data`` to ``directory/name`` atomically; return the new file's stat.
+) -> Placed:
+    """Write ``data`` to ``directory/name`` atomically.
 
     ``replace=False`` leaves an existing file alone and raises FileExistsError.
     """
@@ -188,7 +207,7 @@ def _copy_into(src: str, fd: int) -> None:
         os.close(infd)
 
 
-def _copy(src: str, directory: str, name: str, *, sync: bool) -> os.stat_result:
+def _copy(src: str, directory: str, name: str, *, sync: bool) -> Placed:
     tmp, fd = _open_new(directory, name)
     try:
         _copy_into(src, fd)
@@ -201,8 +220,8 @@ def _copy(src: str, directory: str, name: str, *, sync: bool) -> os.stat_result:
 
 def place_file(
     src: str, directory: str, name: str, *, move: bool = False, sync: bool = False
-) -> os.stat_result:
-    """Copy (or move) ``src`` to ``directory/name``; return the placed file's stat.
+) -> Placed:
+    """Copy (or move) ``src`` to ``directory/name``.
 
     The source is removed (``move``) only once the destination is complete: a
     rename when both are on one filesystem, else a copy that is fsynced and
@@ -219,18 +238,18 @@ def place_file(
             os.close(fd)
     try:
         os.rename(src, dst)
-        return os.stat(dst)
+        return Placed(os.stat(dst), False)
     except FileNotFoundError:
         if not os.path.exists(src):
             raise
         ensure_dir(directory)
         os.rename(src, dst)
-        return os.stat(dst)
+        return Placed(os.stat(dst), False)
     except OSError as exc:
         import errno
 
         if exc.errno != errno.EXDEV:
             raise
-    st = _copy(src, directory, name, sync=True)
+    placed = _copy(src, directory, name, sync=True)
     os.unlink(src)
-    return st
+    return placed

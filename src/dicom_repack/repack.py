@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 
-from .errors import MissingElementError, PlacementError, RecordError, RepackError
-from .header import read_header
+from .errors import MissingElementError, PlacementError, RecordError, RepackError, SourceError
+from .header import read_header, read_small_file
 from .layout import Layout
 from .outcome import Outcome
-from .place import place_bytes, place_file
+from .place import Placed, place_bytes, place_file
 from .records import RECORD_KEYWORDS, RecordWriter
 
 TYPE_CHECKING = False
@@ -65,6 +65,19 @@ class Repacker:
         Never raises for a bad instance: the Outcome carries the error.
         """
         sync = self.config.fsync
+        if not move:
+            # a typical instance is read once, parsed, and written from those bytes
+            try:
+                data = read_small_file(src)
+            except OSError as exc:
+                return _failed(src, SourceError(src, f"cannot read: {exc.strerror or exc}"))
+            if data is not None:
+                return self._job(
+                    src,
+                    data,
+                    lambda directory, name: place_bytes(data, directory, name, sync=sync),
+                    moved_from=None,
+                )
         return self._job(
             src,
             src,
@@ -90,33 +103,34 @@ class Repacker:
         self,
         origin: str,
         source: str | bytes | memoryview,
-        place: Callable[[str, str], os.stat_result],
+        place: Callable[[str, str], Placed],
         *,
         moved_from: str | None,
     ) -> Outcome:
         """header -> layout -> place -> records, for either kind of source."""
         out = Outcome(origin)
         try:
-            header = read_header(source, self.keywords)
+            try:
+                header = read_header(source, self.keywords, name=origin)
+            except OSError as exc:
+                raise SourceError(origin, f"cannot read: {exc.strerror or exc}") from None
             directory, name = self._plan(origin, header.values, header.empty, out)
             dst = f"{directory}/{name}"
-            existed = os.path.lexists(dst)
             try:
-                st = place(directory, name)
+                placed = place(directory, name)
             except OSError as exc:
                 raise PlacementError(
                     origin, f"cannot place at {dst}: {exc.strerror or exc}"
                 ) from None
+            st = placed.stat
             out.dst, out.size = dst, st.st_size
             try:
                 self._record(header.values, directory, name, st, dst, origin)
             except RecordError:
-                self._undo(moved_from, dst, existed=existed)
+                self._undo(moved_from, dst, existed=placed.replaced)
                 raise
         except RepackError as exc:
-            out.error = str(exc)
-            out.kind = type(exc).__name__
-            out.dst = None
+            _fail(out, exc)
         return out
 
     # -- steps -------------------------------------------------------------------
@@ -165,6 +179,18 @@ class Repacker:
                 os.unlink(dst)
         except OSError:
             pass
+
+
+def _fail(out: Outcome, exc: RepackError) -> None:
+    out.error = str(exc)
+    out.kind = type(exc).__name__
+    out.dst = None
+
+
+def _failed(origin: str, exc: RepackError) -> Outcome:
+    out = Outcome(origin)
+    _fail(out, exc)
+    return out
 
 
 def _dump(path: str) -> dict[str, str]:
