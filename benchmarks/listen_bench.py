@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import compile_package, dicom_files, unpack_shared
+from _common import Trash, compile_package, dicom_files, report_creation_cost, unpack_shared
 
 EXE = str(Path(sys.executable).parent / "dicom-repack")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -138,7 +137,9 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("receiver never listened")
 
 
-def one_run(name: str, corpus: str, files: list[Path], work: Path, streams: int = 1) -> Run:
+def one_run(
+    name: str, corpus: str, files: list[Path], work: Path, trash: Trash, streams: int = 1
+) -> Run:
     port = free_port()
     out = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
     proc = subprocess.Popen(
@@ -179,7 +180,7 @@ def one_run(name: str, corpus: str, files: list[Path], work: Path, streams: int 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(out, ignore_errors=True)
+        trash.discard(out)
     size = sum(f.stat().st_size for f in files)
     return Run(
         name, corpus, len(files), seconds, cpu, rss, streams, size, landed, os.getloadavg()[0]
@@ -273,6 +274,8 @@ def main(argv: list[str]) -> int:
         else:
             corpora[corpus] = dicom_files(unpack_shared(corpus, work / "corpora"))
     names = args.contestants.split(",")
+    trash = Trash(work)
+    report_creation_cost(work, "before the runs")
     runs: list[Run] = []
     log: Callable[[Run], None] = lambda r: print(  # noqa: E731
         f"  {r.corpus:9} {r.contestant:18} x{r.streams} {r.rate:8.1f} inst/s "
@@ -287,15 +290,17 @@ def main(argv: list[str]) -> int:
                 subset = files
                 if corpus == "small" and name in PER_PROCESS:
                     subset = files[: args.xcr_limit]
-                run = one_run(name, corpus, subset, work)
+                run = one_run(name, corpus, subset, work, trash)
                 runs.append(run)
                 log(run)
             if args.concurrency > 1:
                 for name in ("storescp", "listen"):
                     if name in names:
-                        run = one_run(name, corpus, files, work, streams=args.concurrency)
+                        run = one_run(name, corpus, files, work, trash, streams=args.concurrency)
                         runs.append(run)
                         log(run)
+    report_creation_cost(work, "after the runs")
+    trash.empty()
     rows = summarise(runs)
     print()
     print(table(rows))

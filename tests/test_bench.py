@@ -186,6 +186,26 @@ def test_bench_reports_every_contestant_correct(full_run: tuple[int, Path]) -> N
     assert results["energy_method"]["rapl"] in ("readable", "unreadable", "absent")
     assert results["energy_method"]["summary"]
     assert "warm cache" in results["settings"]["cache"]
+    # the disk's file-creation cost is on record, and no run tree outlived the bench
+    assert results["settings"]["file_creation_us_before"] > 0
+    assert results["settings"]["file_creation_us_after"] > 0
+    assert results["settings"]["runs_deleted_between_runs"] == 0
+    assert not any((out.parent / "work").iterdir())
+
+
+def test_run_trees_are_set_aside_and_deleted_now_only_when_room_is_short(tmp_path: Path) -> None:
+    from dicom_repack.bench.scratch import Scratch
+
+    for reserve, kept in ((0, True), (1 << 62, False)):
+        work = tmp_path / f"work-{kept}"
+        root = work / "runs" / "batch-copy-1"
+        (root / "data").mkdir(parents=True)
+        (root / "data" / "x.dcm").write_bytes(b"x")
+        scratch = Scratch(work, reserve_bytes=reserve)
+        scratch.set_aside(root)
+        assert not root.exists()
+        assert (work / "trash" / "batch-copy-1" / "data" / "x.dcm").exists() is kept
+        assert scratch.deleted_between_runs == (0 if kept else 1)
 
 
 def test_bench_ratios_against_px_or_the_slowest(full_run: tuple[int, Path]) -> None:

@@ -354,6 +354,15 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
         )
         results["summary"] = report.summarize([], entries, corpus["bytes"])
 
+        from .scratch import creation_cost_us
+
+        settings["file_creation_us_before"] = round(creation_cost_us(work), 1)
+        if settings["file_creation_us_before"] > 100:
+            console.print(
+                f"[yellow]creating a file in {work} costs {settings['file_creation_us_before']:.0f} us"
+                " of CPU (normal: ~20 us): files were deleted there in the last minutes, and"
+                " contestants that create files will be slowed. Waiting ~6 minutes helps.[/]"
+            )
         interrupted = _run_rounds(
             opts,
             runnable,
@@ -367,6 +376,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
             results,
             console,
         )
+        settings["file_creation_us_after"] = round(creation_cost_us(work), 1)
         if meter is not None:
             results["energy_method"] = meter.method().as_dict()
             settings["country_name"] = meter.country_name
@@ -426,9 +436,11 @@ def _run_rounds(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .measure import run_tree
+    from .scratch import Scratch
     from .verify import verify_run
 
     n = len(runnable)
+    scratch = Scratch(work, reserve_bytes=3 * int(corpus["bytes"]) + (1 << 30))
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -510,9 +522,10 @@ def _run_rounds(
                     progress.update(task, completed=len(files), total=len(files))
                 progress.advance(overall)
                 if not opts.keep:
-                    shutil.rmtree(root, ignore_errors=True)
+                    scratch.set_aside(root)
                 if m.interrupted:
                     return True
+    results["settings"]["runs_deleted_between_runs"] = scratch.deleted_between_runs
     return False
 
 
