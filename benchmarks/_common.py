@@ -65,13 +65,18 @@ class Trash:
     the penalty falls on whoever runs next. Renaming a tree away frees no inode.
     """
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, *, delete_now: bool = False) -> None:
         self.root = work / ".trash"
         self.count = 0
+        #: the old way (delete each output at once), to show what it costs
+        self.delete_now = delete_now
 
     def discard(self, path: Path) -> None:
         """Move ``path`` out of the way (a rename, no inode freed); nothing if absent."""
         if not os.path.lexists(path):
+            return
+        if self.delete_now:
+            shutil.rmtree(path, ignore_errors=True)
             return
         self.root.mkdir(exist_ok=True)
         self.count += 1

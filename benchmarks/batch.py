@@ -150,14 +150,22 @@ def main() -> int:
     ap.add_argument(
         "--workdir", type=Path, default=None, help="scratch folder (default: a temp folder)"
     )
+    ap.add_argument(
+        "--delete-between-runs",
+        action="store_true",
+        help="delete each output as soon as its run ends (the old way; shows ext4's penalty)",
+    )
     args = ap.parse_args()
 
     exe = str(Path(sys.executable).parent / "dicom-repack")
     compile_package()
     work = Path(tempfile.mkdtemp(prefix="batch-bench-", dir=args.workdir))
-    trash = Trash(work)
+    trash = Trash(work, delete_now=args.delete_between_runs)
     print(f"scratch: {work} ({os.cpu_count()} cores); caches warm (corpus just written or read)")
-    print("outputs are set aside between runs and deleted at the end (see _common.Trash)")
+    if args.delete_between_runs:
+        print("outputs are deleted as soon as each run ends (--delete-between-runs)")
+    else:
+        print("outputs are set aside between runs and deleted at the end (see _common.Trash)")
     try:
         corpora: list[tuple[str, Path]] = []
         corpus = work / "corpus"
@@ -302,23 +310,35 @@ def scale_check(
     trash: Trash,
 ) -> None:
     n_small, n_big = len(dicom_files(small)), len(dicom_files(big))
+    # a one-instance batch measures the fixed cost (interpreter, pool, pydicom for the
+    # series dump), so the per-instance rate can be compared apart from it
+    one = work / "corpus-one"
+    one.mkdir(exist_ok=True)
+    shutil.copy(dicom_files(small)[0], one / "one.dcm")
     print(
-        f"\n== scaling: batch copy at {n_small} vs {n_big} instances, {args.repeat} repetitions, alternated"
+        f"\n== scaling: batch copy at {n_small} vs {n_big} instances (and 1, for the fixed cost), "
+        f"{args.repeat} repetitions, alternated"
     )
-    rates: dict[int, list[float]] = {n_small: [], n_big: []}
-    rss: dict[int, int] = {n_small: 0, n_big: 0}
+    walls: dict[int, list[float]] = {1: [], n_small: [], n_big: []}
+    rss: dict[int, int] = {1: 0, n_small: 0, n_big: 0}
+    sizes = [(one, 1), (small, n_small), (big, n_big)]
     for rep in range(args.repeat):
-        for corpus, n in (
-            ((small, n_small), (big, n_big)) if rep % 2 == 0 else ((big, n_big), (small, n_small))
-        ):
+        for corpus, n in sizes[rep % 3 :] + sizes[: rep % 3]:
             out = work / "out-scale"
             r = timed(batch_argv(exe, corpus, out, *jobs))
-            rates[n].append(n / r.wall)
+            walls[n].append(r.wall)
             rss[n] = max(rss[n], r.rss)
             trash.discard(out)
-    a, b = median(rates[n_small]), median(rates[n_big])
+    fixed = median(walls[1])
+    a, b = n_small / median(walls[n_small]), n_big / median(walls[n_big])
+    a2 = n_small / (median(walls[n_small]) - fixed)
+    b2 = n_big / (median(walls[n_big]) - fixed)
     print(
         f"instances/s: {n_small}: {a:.0f}; {n_big}: {b:.0f}; ratio {b / a:.2f} (target within 10%)"
+    )
+    print(
+        f"fixed cost (1-instance batch): {fixed:.3f} s; instances/s beyond it: {n_small}: {a2:.0f}; "
+        f"{n_big}: {b2:.0f}; ratio {b2 / a2:.2f}"
     )
     print(
         f"peak RSS (tree): {n_small}: {rss[n_small] / 2**20:.0f} MB; {n_big}: {rss[n_big] / 2**20:.0f} MB"

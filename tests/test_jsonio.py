@@ -32,3 +32,25 @@ def test_dumps_is_json_dumps_indent_4_and_one_line(doc: object) -> None:
 def test_loads_refuses_broken_json(text: str) -> None:
     with pytest.raises(jsonio.JSONError):
         jsonio.loads(text)
+
+
+def test_loads_refuses_broken_json_where_json_was_never_imported() -> None:
+    """The per-instance door never imports json; _json then fails some errors as SystemError."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from dicom_repack import jsonio\n"
+        "assert 'json.decoder' not in sys.modules\n"
+        "for text in ['{not json', '{\"a\": \"\\x01\"}', '[1,', '']:\n"
+        "    try:\n"
+        "        jsonio.loads(text)\n"
+        "    except jsonio.JSONError as exc:\n"
+        "        print(exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4 and all(line.startswith("not JSON (") for line in lines), lines
+    assert "Expecting property name" in lines[0]

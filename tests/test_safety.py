@@ -170,6 +170,34 @@ def test_records_failure_keeps_an_earlier_copy(
     assert Path(first.dst).exists() and sha(Path(first.dst)) == sha(seed)
 
 
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{not json", "is not JSON"),
+        ('["a list"]', "is not a JSON object"),
+        ('{"%s": {"PatientID": "x", "StudyList": "1.2.3"}}', "StudyList is not a JSON list"),
+    ],
+)
+def test_a_damaged_patient_record_is_reported_and_left_alone(
+    seed: Path, tmp_path: Path, text: str, why: str
+) -> None:
+    """A hand-edited or damaged record must not crash the door or be overwritten."""
+    patient_id = pydicom.dcmread(seed, stop_before_pixels=True).PatientID
+    log = tmp_path / "log"
+    record = log / "patientData" / f"{patient_id}.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(text.replace("%s", patient_id))
+    data = tmp_path / "data"
+    proc = run_cli(
+        "--xcrdirfile", str(seed), "--datadir", str(data), "--logdir", str(log), check=False
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(record) in lines[0] and why in lines[0], proc.stderr
+    assert record.read_text() == text.replace("%s", patient_id)
+    assert not data.exists() or all_files(data) == [], "no file without its records"
+
+
 # -- hostile tag values -----------------------------------------------------------------
 
 HOSTILE = {

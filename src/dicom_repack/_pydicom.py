@@ -18,9 +18,9 @@ _OPTIONAL = ("numpy", "PIL", "requests", "pooch")
 
 def pydicom() -> ModuleType:
     """The pydicom module, imported lightly if this is the first import."""
-    module = sys.modules.get("pydicom")
-    if module is not None:
-        return module
+    loaded = sys.modules.get("pydicom")
+    if loaded is not None:
+        return loaded
     hidden = [name for name in _OPTIONAL if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # makes "import name" fail

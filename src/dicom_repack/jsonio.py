@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import _json
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 __all__ = ["JSONError", "dumps", "loads"]
 
 _encode_str = _json.encode_basestring_ascii
@@ -119,7 +123,7 @@ class _Context:
         return {"-Infinity": -float("inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
 
 
-_scan = _json.make_scanner(_Context())
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed JSONDecoder
 _WS = " \t\n\r"
 
 
@@ -128,10 +132,21 @@ def loads(text: str) -> object:
     start = len(text) - len(text.lstrip(_WS))
     try:
         obj, end = _scan(text, start)
-    except StopIteration:
-        raise JSONError("not JSON (nothing parsable at the start)") from None
-    except ValueError as exc:  # _json raises json.JSONDecodeError only if json is imported
-        raise JSONError(f"not JSON ({exc})") from None
+    except (StopIteration, ValueError, SystemError):
+        # _json builds its error from json.decoder, and only when that module is
+        # already imported: without it some errors surface as a bare SystemError.
+        # Invalid records are rare, so json itself is imported here for the message.
+        _raise_json_error(text)
     if text[end:].strip(_WS):
         raise JSONError(f"not JSON (extra data at character {end})")
     return obj
+
+
+def _raise_json_error(text: str) -> NoReturn:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise JSONError(f"not JSON ({exc})") from None
+    raise JSONError("not JSON")  # json accepted what the scanner refused: still refuse

@@ -276,6 +276,8 @@ class RecordWriter:
                     entry["StudyList"] = []
                     record[patient_id] = entry
                 studies = entry.setdefault("StudyList", [])
+                if not isinstance(studies, list):
+                    raise RecordError(path, "existing StudyList is not a JSON list; left as it is")
                 if study_uid not in studies:
                     studies.append(study_uid)
                     self._replace(self.patient_dir, name, record)
@@ -288,7 +290,10 @@ class RecordWriter:
     def _patient_has(self, path: str, patient_id: str, study_uid: str) -> bool:
         record = self._read(path)
         entry = record.get(patient_id)
-        return isinstance(entry, dict) and study_uid in entry.get("StudyList", ())
+        if not isinstance(entry, dict):
+            return False
+        studies = entry.get("StudyList")
+        return isinstance(studies, list) and study_uid in studies
 
     @staticmethod
     def _read(path: str) -> dict[str, object]:

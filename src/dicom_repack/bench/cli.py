@@ -356,10 +356,11 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
 
         from .scratch import creation_cost_us
 
-        settings["file_creation_us_before"] = round(creation_cost_us(work), 1)
-        if settings["file_creation_us_before"] > 100:
+        creation_us = round(creation_cost_us(work), 1)
+        settings["file_creation_us_before"] = creation_us
+        if creation_us > 100:
             console.print(
-                f"[yellow]creating a file in {work} costs {settings['file_creation_us_before']:.0f} us"
+                f"[yellow]creating a file in {work} costs {creation_us:.0f} us"
                 " of CPU (normal: ~20 us): files were deleted there in the last minutes, and"
                 " contestants that create files will be slowed. Waiting ~6 minutes helps.[/]"
             )
