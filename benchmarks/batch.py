@@ -151,6 +151,11 @@ def main() -> int:
         "--workdir", type=Path, default=None, help="scratch folder (default: a temp folder)"
     )
     ap.add_argument(
+        "--io-floor",
+        action="store_true",
+        help="also run benchmarks/io_floor.py: the batch copy's file I/O alone, in Python",
+    )
+    ap.add_argument(
         "--delete-between-runs",
         action="store_true",
         help="delete each output as soon as its run ends (the old way; shows ext4's penalty)",
@@ -209,6 +214,8 @@ def bench_corpus(
         f"\n== {label}: {n} instances, {size / 1e6:.0f} MB; {args.repeat} repetitions, alternated"
     )
     runs: dict[str, list[Run]] = {"cp -r": [], "batch copy": [], "batch move": []}
+    if args.io_floor:
+        runs["python io floor"] = []
     px_flat = None
     if args.px_repack:
         runs["px-repack batch"] = []
@@ -233,6 +240,9 @@ def bench_corpus(
                 runs[name].append(timed(["cp", "-r", str(corpus), str(out / "copy")]))
             elif name == "batch copy":
                 runs[name].append(timed(batch_argv(exe, corpus, out, *jobs)))
+            elif name == "python io floor":
+                floor = [sys.executable, str(HERE / "io_floor.py"), str(corpus), str(out)]
+                runs[name].append(timed(floor))
             elif name == "batch move":
                 subprocess.run(["cp", "-r", str(corpus), str(out / "stage")], check=True)
                 runs[name].append(timed(batch_argv(exe, out / "stage", out, "--cleanup", *jobs)))
@@ -286,6 +296,12 @@ def bench_corpus(
         )
     cp, bc, bm = table["cp -r"], table["batch copy"], table["batch move"]
     print(f"batch copy / cp -r (median wall): {bc['wall'] / cp['wall']:.2f}x   (target <= 2.5x)")
+    if "python io floor" in table:
+        fl = table["python io floor"]
+        print(
+            f"I/O floor / cp -r: {fl['wall'] / cp['wall']:.2f}x; batch copy / I/O floor: "
+            f"{bc['wall'] / fl['wall']:.2f}x (the share parsing, layout, records and JSON add)"
+        )
     print(f"batch move: {bm['rate']:.0f} instances/s   (target >= 5000/s on 2 cores)")
     print(
         f"batch peak RSS (tree): copy {bc['rss']:.0f} MB, move {bm['rss']:.0f} MB   (target <= 100 MB)"
