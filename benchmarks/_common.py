@@ -88,28 +88,15 @@ class Trash:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def creation_cost(folder: Path, files: int = 500) -> float:
-    """Kernel CPU to create one empty file in a new folder under ``folder``, in microseconds.
-
-    Printed before and after a benchmark: ~10-30 us is this disk's normal; hundreds
-    of us mean ext4 is skipping recently deleted inodes (see :class:`Trash`), a
-    state left by whatever deleted many files here in the last few minutes, and
-    every contestant that creates files pays it. The files are left for the
-    final cleanup (deleting them now would cause the very state measured).
-    """
-    import tempfile
-    import time
-
-    probe = Path(tempfile.mkdtemp(prefix=".probe-", dir=folder))
-    t0 = time.process_time()
-    for i in range(files):
-        os.close(os.open(probe / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    return (time.process_time() - t0) / files * 1e6
-
-
 def report_creation_cost(folder: Path, when: str) -> float:
-    """Print :func:`creation_cost` with a warning when the disk is in its slow state."""
-    us = creation_cost(folder)
+    """Print what creating a file costs in ``folder``, warning when the disk is in its slow state.
+
+    ~10-30 us is this disk's normal; hundreds of us mean ext4 is skipping recently
+    deleted inodes (see :class:`Trash`) and every contestant that creates files pays it.
+    """
+    from dicom_repack.bench.scratch import creation_cost_us
+
+    us = creation_cost_us(folder)
     warn = (
         "  SLOW: files were deleted here in the last minutes; figures will be inflated "
         "(wait ~6 min after large deletions)"
