@@ -39,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Trash, compile_package, dicom_files, report_creation_cost, unpack_shared
+from dicom_repack.bench.feed import find_dcmtk
 
 EXE = str(Path(sys.executable).parent / "dicom-repack")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -68,9 +69,9 @@ class Run:
 
 
 def dcmtk(tool: str) -> str:
-    exe = f"/usr/bin/{tool}"
-    if not os.path.exists(exe):
-        sys.exit(f"{exe} missing: apt-get install dcmtk")
+    exe = find_dcmtk(tool)
+    if exe is None:
+        sys.exit(f"dcmtk's {tool} not found: apt-get install dcmtk")
     return exe
 
 

@@ -367,3 +367,19 @@ def test_px_repack_contestant_is_checked_against_the_px_layout(tmp_path: Path) -
     assert runs["px-repack"]["status"] == "ok", runs["px-repack"]["problems"]
     assert results["summary"]["baseline"] == "px-repack"
     assert rc == 0
+
+
+def test_find_dcmtk_passes_over_pynetdicoms_same_named_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An activated venv puts pynetdicom's storescu first on PATH; the bench must not feed with it."""
+    from dicom_repack.bench.feed import find_dcmtk
+
+    fake = tmp_path / "storescu"
+    fake.write_text("#!/bin/sh\necho 'storescu (pynetdicom) 2.1.1'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    found = find_dcmtk("storescu")
+    assert found != str(fake)
+    if os.path.exists("/usr/bin/storescu"):
+        assert found == "/usr/bin/storescu"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,23 +21,15 @@ from pathlib import Path
 import pytest
 
 from conftest import dicom_repack_exe
+from dicom_repack.bench.feed import find_dcmtk
 
 
 def dcmtk(tool: str) -> str:
-    """Path of a dcmtk tool, or skip. pynetdicom installs same-named apps in the venv's
-    bin folder, so only a binary that says "dcmtk" in its --version counts."""
-    for candidate in (f"/usr/bin/{tool}", shutil.which(tool)):
-        if not candidate or not os.path.exists(candidate):
-            continue
-        try:
-            out = subprocess.run(
-                [candidate, "--version"], capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if "dcmtk" in (out.stdout + out.stderr).lower():
-            return candidate
-    pytest.skip(f"dcmtk's {tool} is not installed (apt-get install dcmtk)")
+    """Path of a dcmtk tool (not pynetdicom's same-named app), or skip."""
+    exe = find_dcmtk(tool)
+    if exe is None:
+        pytest.skip(f"dcmtk's {tool} is not installed (apt-get install dcmtk)")
+    return exe
 
 
 def dcmtk_env() -> dict[str, str]:

@@ -153,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         if not _wait_port(port, receiver):
             summary["error"] = f"receiver did not open port {port} (exit {receiver.poll()})"
             return 1
-        storescu = shutil.which("storescu") if args.sender in ("auto", "storescu") else None
+        storescu = find_dcmtk("storescu") if args.sender in ("auto", "storescu") else None
         if args.sender == "storescu" and storescu is None:
-            summary["error"] = "storescu not on PATH"
+            summary["error"] = "dcmtk's storescu not found (apt-get install dcmtk)"
             return 1
         t0 = time.perf_counter()
-        if storescu and _is_dcmtk(storescu):
+        if storescu:
             summary["sender"] = "dcmtk storescu"
             ok, errors = _send_storescu(files, port, args.aet, storescu)
         else:
@@ -182,15 +182,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if summary.get("stored") == len(files) else 1
 
 
-def _is_dcmtk(path: str) -> bool:
-    """pynetdicom installs its own ``storescu`` script too; only dcmtk's takes our flags."""
-    try:
-        out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "dcmtk" in (out.stdout + out.stderr).lower()
+def find_dcmtk(tool: str) -> str | None:
+    """The path of dcmtk's ``tool`` (on PATH, else /usr/bin), or None.
+
+    pynetdicom installs same-named apps (storescu, storescp, echoscu) into the
+    venv's bin folder, which shadows dcmtk's on an activated venv's PATH and takes
+    other flags; only a binary whose ``--version`` says "dcmtk" counts.
+    """
+    for candidate in (shutil.which(tool), f"/usr/bin/{tool}"):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        try:
+            out = subprocess.run(
+                [candidate, "--version"], capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if "dcmtk" in (out.stdout + out.stderr).lower():
+            return candidate
+    return None
 
 
 if __name__ == "__main__":
