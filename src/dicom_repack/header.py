@@ -328,25 +328,20 @@ def read_header_fast(
     if isinstance(source, memoryview):
         view = source if (source.format == "B" and source.ndim == 1) else source.cast("B")
         return _read_buffer(view, len(view), name, keywords)
+    # one read() beats mmap's import and its map/unmap for a typical instance
+    data = read_small_file(source)
+    if data is not None:
+        return _read_buffer(data, len(data), name, keywords)
     fd = os.open(source, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         if (st.st_mode & 0o170000) != 0o100000:  # not a regular file (stat.S_ISREG)
             raise _Unsupported("not a regular file")
-        size = st.st_size
-        if size == 0:
-            raise NotDicomError(name, "empty file, not DICOM")
-        if size < 132:
-            raise NotDicomError(name, f"not DICOM (only {size} bytes, no 'DICM' at offset 128)")
-        if size <= _READ_WHOLE_MAX:
-            # one read() beats mmap's import and its map/unmap for a typical instance
-            data = _read_all(fd, size)
-            return _read_buffer(data, len(data), name, keywords)
         import mmap
 
         mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         try:
-            return _read_buffer(mm, size, name, keywords)
+            return _read_buffer(mm, st.st_size, name, keywords)
         finally:
             mm.close()
     finally:
@@ -364,7 +359,7 @@ def _read_all(fd: int, size: int) -> bytes:
     return data
 
 
-def read_small_file(path: str) -> bytes | None:
+def read_small_file(path: str | os.PathLike[str]) -> bytes | None:
     """The whole of ``path`` if it is a regular file of at most 1 MiB, else None.
 
     A copy made from the bytes the header was parsed from costs no second open
