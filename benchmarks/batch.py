@@ -35,12 +35,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
-    Trash,
     compile_package,
     dicom_files,
     report_creation_cost,
     unpack_shared,
 )
+from dicom_repack.bench.scratch import Scratch  # noqa: E402
 
 
 class Run:
@@ -165,12 +165,14 @@ def main() -> int:
     exe = str(Path(sys.executable).parent / "dicom-repack")
     compile_package()
     work = Path(tempfile.mkdtemp(prefix="batch-bench-", dir=args.workdir))
-    trash = Trash(work, delete_now=args.delete_between_runs)
+    trash = Scratch(work, delete_now=args.delete_between_runs)
     print(f"scratch: {work} ({os.cpu_count()} cores); caches warm (corpus just written or read)")
     if args.delete_between_runs:
         print("outputs are deleted as soon as each run ends (--delete-between-runs)")
     else:
-        print("outputs are set aside between runs and deleted at the end (see _common.Trash)")
+        print(
+            "outputs are set aside between runs and deleted at the end (see dicom_repack/bench/scratch.py)"
+        )
     try:
         corpora: list[tuple[str, Path]] = []
         corpus = work / "corpus"
@@ -205,7 +207,7 @@ def bench_corpus(
     exe: str,
     jobs: list[str],
     args: argparse.Namespace,
-    trash: Trash,
+    trash: Scratch,
 ) -> dict[str, object]:
     files = [p for p in dicom_files(corpus)]
     n = len(files)
@@ -272,7 +274,7 @@ def bench_corpus(
                     total.cpu += r.cpu
                     total.rss = max(total.rss, r.rss)
                 runs[name].append(total)
-            trash.discard(out)
+            trash.set_aside(out)
         print(f"  repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
 
     count = {k: px_counts.get(k, n) for k in runs}
@@ -323,7 +325,7 @@ def scale_check(
     exe: str,
     jobs: list[str],
     args: argparse.Namespace,
-    trash: Trash,
+    trash: Scratch,
 ) -> None:
     n_small, n_big = len(dicom_files(small)), len(dicom_files(big))
     # a one-instance batch measures the fixed cost (interpreter, pool, pydicom for the
@@ -344,7 +346,7 @@ def scale_check(
             r = timed(batch_argv(exe, corpus, out, *jobs))
             walls[n].append(r.wall)
             rss[n] = max(rss[n], r.rss)
-            trash.discard(out)
+            trash.set_aside(out)
     fixed = median(walls[1])
     a, b = n_small / median(walls[n_small]), n_big / median(walls[n_big])
     a2 = n_small / (median(walls[n_small]) - fixed)

@@ -38,8 +38,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Trash, compile_package, dicom_files, report_creation_cost, unpack_shared
+from _common import compile_package, dicom_files, report_creation_cost, unpack_shared
 from dicom_repack.bench.feed import find_dcmtk
+from dicom_repack.bench.scratch import Scratch
 
 EXE = str(Path(sys.executable).parent / "dicom-repack")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -139,7 +140,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 def one_run(
-    name: str, corpus: str, files: list[Path], work: Path, trash: Trash, streams: int = 1
+    name: str, corpus: str, files: list[Path], work: Path, trash: Scratch, streams: int = 1
 ) -> Run:
     port = free_port()
     out = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
@@ -181,7 +182,7 @@ def one_run(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        trash.discard(out)
+        trash.set_aside(out)
     size = sum(f.stat().st_size for f in files)
     return Run(
         name, corpus, len(files), seconds, cpu, rss, streams, size, landed, os.getloadavg()[0]
@@ -275,7 +276,7 @@ def main(argv: list[str]) -> int:
         else:
             corpora[corpus] = dicom_files(unpack_shared(corpus, work / "corpora"))
     names = args.contestants.split(",")
-    trash = Trash(work)
+    trash = Scratch(work)
     report_creation_cost(work, "before the runs")
     runs: list[Run] = []
     log: Callable[[Run], None] = lambda r: print(  # noqa: E731

@@ -27,12 +27,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
-    Trash,
     compile_package,
     dicom_files,
     report_creation_cost,
     unpack_shared,
 )
+from dicom_repack.bench.scratch import Scratch  # noqa: E402
 
 
 def run_one(argv: list[str]) -> tuple[float, float, int]:
@@ -69,7 +69,7 @@ def main() -> int:
     exe = str(venv_bin / "dicom-repack")
     compile_package()
     work = Path(tempfile.mkdtemp(prefix="per-instance-", dir=args.workdir))
-    trash = Trash(work)
+    trash = Scratch(work)
     corpus = args.corpus or unpack_shared("SAG-anon", work / "corpus")
     files = dicom_files(corpus)
     print(
@@ -121,7 +121,7 @@ def main() -> int:
                 walls[name].append(wall)
                 cpus[name].append(cpu)
                 rss[name] = max(rss[name], peak)
-            trash.discard(out)
+            trash.set_aside(out)
         print(f"  repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
 
     report_creation_cost(work, "after the runs")

@@ -22,23 +22,37 @@ __all__ = ["Scratch", "creation_cost_us"]
 
 
 class Scratch:
-    """Where finished run trees wait for the final cleanup."""
+    """Where finished run trees wait for the final cleanup (the bench's and benchmarks/'s)."""
 
-    def __init__(self, work: Path, reserve_bytes: int) -> None:
+    def __init__(self, work: Path, reserve_bytes: int = 0, *, delete_now: bool = False) -> None:
         self.trash = work / "trash"
-        #: free space to keep for the next run (its tree and records)
+        #: free space to keep for the next run (its tree and records); 0: never short
         self.reserve_bytes = reserve_bytes
+        #: delete each tree at once (the old way, to show what it costs)
+        self.delete_now = delete_now
         self.deleted_between_runs = 0
 
     def set_aside(self, root: Path) -> None:
-        """Rename ``root`` into the trash; delete it now only if room is short."""
-        if shutil.disk_usage(root).free < self.reserve_bytes:
+        """Rename ``root`` into the trash; delete it now only if asked or room is short."""
+        if not os.path.lexists(root):
+            return
+        if self.delete_now or (
+            self.reserve_bytes and shutil.disk_usage(root).free < self.reserve_bytes
+        ):
             shutil.rmtree(root, ignore_errors=True)
             self.deleted_between_runs += 1
         else:
             self.trash.mkdir(exist_ok=True)
-            os.rename(root, self.trash / root.name)
+            dest, n = self.trash / root.name, 0
+            while os.path.lexists(dest):  # a script may reuse one output name
+                n += 1
+                dest = self.trash / f"{root.name}.{n}"
+            os.rename(root, dest)
         os.sync()  # the run's writeback happens now, not inside the next run
+
+    def empty(self) -> None:
+        """Delete every tree set aside (after the last timed run)."""
+        shutil.rmtree(self.trash, ignore_errors=True)
 
 
 def creation_cost_us(folder: Path, files: int = 500) -> float:
