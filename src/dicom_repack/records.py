@@ -227,12 +227,7 @@ class RecordWriter:
             if serialise:
                 self._create_serialised(directory, name, make)
             else:
-                try:
-                    place_bytes(
-                        self._encode(make()), directory, name, replace=False, sync=self.fsync
-                    )
-                except FileExistsError:
-                    pass  # another writer got there first with the same facts
+                self._write_new(directory, name, make)
         if len(self._known) >= _CACHE_MAX:
             self._known.clear()
         self._known[path] = now
@@ -249,14 +244,20 @@ class RecordWriter:
         dirfd = _lock_dir(directory)
         try:
             if not os.path.exists(f"{directory}/{name}"):
-                try:
-                    place_bytes(
-                        self._encode(make()), directory, name, replace=False, sync=self.fsync
-                    )
-                except FileExistsError:
-                    pass  # a writer that does not take the lock (an older version) was first
+                self._write_new(directory, name, make)
         finally:
             os.close(dirfd)  # releases the lock
+
+    def _write_new(self, directory: str, name: str, make: Callable[[], object]) -> None:
+        """Write ``directory/name`` atomically unless it appeared meanwhile.
+
+        Another writer (another process, or one that does not take the lock) got
+        there first with the same facts: its record stands.
+        """
+        try:
+            place_bytes(self._encode(make()), directory, name, replace=False, sync=self.fsync)
+        except FileExistsError:
+            pass
 
     def _patient(self, patient_id: str, study_uid: str, values: Mapping[str, str]) -> None:
         """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must change."""
