@@ -27,13 +27,13 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 import corpora  # noqa: E402
-from dicom_repack.header import (  # noqa: E402
+from dicom_repack.core.header import (  # noqa: E402
     _Unsupported,
     read_header,
     read_header_fast,
     read_header_pydicom,
 )
-from dicom_repack.keywords import CORE  # noqa: E402
+from dicom_repack.core.keywords import CORE  # noqa: E402
 
 KEYWORDS = tuple(CORE)
 
@@ -103,13 +103,13 @@ def main() -> int:
             env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
             env["PYTHONPATH"] = str(HERE.parent / "src")
             fast_code = (
-                "from dicom_repack.header import read_header\n"
-                "from dicom_repack.keywords import CORE\n"
+                "from dicom_repack.core.header import read_header\n"
+                "from dicom_repack.core.keywords import CORE\n"
                 f"read_header({str(first)!r}, tuple(CORE))"
             )
             ref_code = (
-                "from dicom_repack.header import read_header_pydicom\n"
-                "from dicom_repack.keywords import CORE\n"
+                "from dicom_repack.core.header import read_header_pydicom\n"
+                "from dicom_repack.core.keywords import CORE\n"
                 f"read_header_pydicom({str(first)!r}, tuple(CORE))"
             )
             bare, fast_proc, ref_proc = process_ms(

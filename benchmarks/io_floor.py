@@ -17,8 +17,8 @@ import multiprocessing
 import os
 import sys
 
-from dicom_repack.header import read_small_file
-from dicom_repack.place import place_bytes
+from dicom_repack.core.header import read_small_file
+from dicom_repack.core.place import place_bytes
 
 RECORD = b"x" * 1400
 

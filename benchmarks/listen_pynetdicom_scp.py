@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     from pydicom.uid import AllTransferSyntaxes
     from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-    from dicom_repack.repack import Config, Repacker
+    from dicom_repack.core.repack import Config, Repacker
 
     os.makedirs(args.out, exist_ok=True)
     repacker = Repacker(Config(args.out, args.logdir)) if args.repack else None

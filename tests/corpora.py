@@ -13,10 +13,10 @@ import struct
 import tarfile
 from pathlib import Path
 
-from dicom_repack.errors import NotDicomError, TruncatedError
-from dicom_repack.header import Header, _Unsupported, read_header, read_header_fast
-from dicom_repack.header import read_header_pydicom as _read_header_pydicom
-from dicom_repack.keywords import CORE
+from dicom_repack.core.errors import NotDicomError, TruncatedError
+from dicom_repack.core.header import Header, _Unsupported, read_header, read_header_fast
+from dicom_repack.core.header import read_header_pydicom as _read_header_pydicom
+from dicom_repack.core.keywords import CORE
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -292,7 +292,7 @@ def value_case(
     vr: str, values: list[list[int]], charset: bytes | None, little: bool
 ) -> tuple[bytes, tuple[str, ...]]:
     """A file holding one element of ``vr`` made of ``values`` (and maybe a character set)."""
-    from dicom_repack.keywords import lookup
+    from dicom_repack.core.keywords import lookup
 
     raw = b"\\".join(bytes(v) for v in values)
     if vr in ("US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT", "OB", "UN"):

@@ -45,16 +45,16 @@ from corpora import (
     unpack,
     value_case,
 )
-from dicom_repack import header as header_module
-from dicom_repack.errors import NotDicomError, TruncatedError
-from dicom_repack.header import (
+from dicom_repack.core import header as header_module
+from dicom_repack.core.errors import NotDicomError, TruncatedError
+from dicom_repack.core.header import (
     Header,
     _Unsupported,
     read_header,
     read_header_fast,
     render_value,
 )
-from dicom_repack.keywords import CORE
+from dicom_repack.core.keywords import CORE
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -679,8 +679,8 @@ def test_fast_path_imports_nothing_heavy(tmp_path: Path) -> None:
     path.write_bytes(build(PatientID="P", SeriesNumber="3"))
     code = (
         "import sys\n"
-        "from dicom_repack.header import read_header\n"
-        "from dicom_repack.keywords import CORE\n"
+        "from dicom_repack.core.header import read_header\n"
+        "from dicom_repack.core.keywords import CORE\n"
         f"h = read_header({str(path)!r}, list(CORE))\n"
         "assert h.get('PatientID') == 'P', h\n"
         "heavy = {'pydicom', 're', 'json', 'enum', 'argparse', 'datetime', 'dataclasses',\n"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dicom_repack import jsonio
+from dicom_repack.core import jsonio
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 documents = st.recursive(
@@ -41,7 +41,7 @@ def test_loads_refuses_broken_json_where_json_was_never_imported() -> None:
 
     code = (
         "import sys\n"
-        "from dicom_repack import jsonio\n"
+        "from dicom_repack.core import jsonio\n"
         "assert 'json.decoder' not in sys.modules\n"
         "for text in ['{not json', '{\"a\": \"\\x01\"}', '[1,', '']:\n"
         "    try:\n"

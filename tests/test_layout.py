@@ -9,8 +9,8 @@ import seahash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dicom_repack.errors import TemplateError
-from dicom_repack.layout import Layout, safe_name, seahash64
+from dicom_repack.core.errors import TemplateError
+from dicom_repack.core.layout import Layout, safe_name, seahash64
 
 VALUES = {
     "PatientID": "1449c1d",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import dicom_files
-from dicom_repack import listen_wire
+from dicom_repack.listen import wire as listen_wire
 from test_listen_support import filed, listening, pynetdicom_send
 
 
@@ -162,7 +162,7 @@ def test_command_set_round_trip_with_pynetdicom() -> None:
 
 def test_series_hook_words_are_never_shell_parsed() -> None:
     """Tag values end up inside argv words, not in a shell command line."""
-    from dicom_repack.series_watch import SeriesEvent, command_argv
+    from dicom_repack.listen.series_watch import SeriesEvent, command_argv
 
     ev = SeriesEvent("/data/a b; rm -rf ~", "$(id)", "1.2", "1.2.3", 4, 0.0, 0.0)
     argv = command_argv("notify --dir {folder} --pid={patient_id} {series_uid}", ev)

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 
 from conftest import dicom_files, dicom_repack_exe, run_cli
-from dicom_repack import place
-from dicom_repack.repack import Config, Repacker
+from dicom_repack.core import place
+from dicom_repack.core.repack import Config, Repacker
 
 # the hostile files are invalid on purpose; pydicom says so when writing them
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom")
@@ -159,7 +159,7 @@ def test_records_failure_keeps_an_earlier_copy(
     data, log = tmp_path / "data", tmp_path / "log"
     first = Repacker(Config(str(data), str(log))).repack_path(str(seed))
     assert first.ok and first.dst is not None
-    import dicom_repack.records as records
+    import dicom_repack.core.records as records
 
     def full(*_: object, **__: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -356,7 +356,7 @@ def test_records_failure_undoes_the_placement(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(place, "place_bytes", full)
-    import dicom_repack.records as records
+    import dicom_repack.core.records as records
 
     monkeypatch.setattr(records, "place_bytes", full)
     for move in (False, True):
@@ -477,7 +477,7 @@ def test_a_series_header_dump_is_made_once_when_its_first_instances_race(tmp_pat
     import threading
     import time
 
-    from dicom_repack.records import RecordWriter
+    from dicom_repack.core.records import RecordWriter
 
     calls: list[int] = []
 

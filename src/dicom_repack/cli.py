@@ -13,8 +13,8 @@ import sys
 
 #: sub-command -> module whose ``main(argv: list[str]) -> int`` runs it
 SUBCOMMANDS: dict[str, str] = {
-    "batch": "dicom_repack.batch",
-    "listen": "dicom_repack.listen",
+    "batch": "dicom_repack.doors.batch",
+    "listen": "dicom_repack.listen.cli",
     "bench": "dicom_repack.bench.cli",
     "corpus": "dicom_repack.bench.corpus",
 }
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
         module = importlib.import_module(SUBCOMMANDS[args[0]])
         return int(module.main(args[1:]))
-    from .instance import main as instance_main
+    from .doors.instance import main as instance_main
 
     return instance_main(args)
 

@@ -3,7 +3,7 @@ and does every record parse?
 
 A benchmark that only times things rewards a program that loses files quickly. So
 every run is checked against the corpus itself: the expected path of each instance
-comes from :mod:`dicom_repack.layout` (the px layout for px-repack, the rx layout
+comes from :mod:`dicom_repack.core.layout` (the px layout for px-repack, the rx layout
 for the others), the expected bytes are the input's sha256, and every ``*.json``
 under the log folder must parse. Each instance must also have its image record
 (``seriesData/<SeriesInstanceUID>-img/<file name>.json``), as px-repack writes it.
@@ -120,8 +120,8 @@ def build_truth(files: list[Path], layouts: Iterable[str]) -> CorpusTruth:
 
     Reading the whole corpus here is also what warms the page cache before the first
     run, which the report states."""
-    from dicom_repack.header import read_header
-    from dicom_repack.layout import Layout
+    from dicom_repack.core.header import read_header
+    from dicom_repack.core.layout import Layout
 
     both = _hash_all(files)
     truth = CorpusTruth(

@@ -2,8 +2,8 @@
 
 One thread per connection, blocking reads with timeouts, no polling loop: an
 association costs nothing while idle and a few microseconds per PDU while busy.
-pynetdicom negotiates (see :mod:`dicom_repack.listen_assoc`); this module then
-reads P-DATA-TF PDUs itself (:mod:`dicom_repack.listen_wire`), appends the data
+pynetdicom negotiates (see :mod:`dicom_repack.listen.assoc`); this module then
+reads P-DATA-TF PDUs itself (:mod:`dicom_repack.listen.wire`), appends the data
 set fragments behind a file meta header it built, and hands the complete Part 10
 bytes to ``on_store`` *before* answering the C-STORE: the response a sender sees
 means the instance is filed.
@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .listen_assoc import Negotiated, Policy, Rejected, negotiate
-from .listen_wire import (
+from .assoc import Negotiated, Policy, Rejected, negotiate
+from .wire import (
     C_ECHO_RQ,
     C_STORE_RQ,
     PDU_ABORT,

@@ -7,7 +7,7 @@ instance than a whole per-instance repack behind storescp. The data phase of a
 Storage SCP needs very little of it: split PDVs, read a handful of command
 elements (implicit VR little endian, PS3.7 §6.3.1), answer with a fixed-shape
 response. Association negotiation (A-ASSOCIATE-RQ/-AC) stays with pynetdicom's
-PDU codecs, see :mod:`dicom_repack.listen_assoc`.
+PDU codecs, see :mod:`dicom_repack.listen.assoc`.
 
 Everything here is pure functions over ``bytes``; no sockets.
 """

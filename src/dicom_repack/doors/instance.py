@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import __version__
+from .. import __version__
 
 USAGE = """\
 usage: dicom-repack [--xcrdir DIR --xcrfile FILE | --xcrdirfile PATH] --datadir DIR
@@ -140,7 +140,7 @@ def parse(argv: list[str]) -> dict[str, str | bool]:
 
 def _merge_jsonargs(opts: dict[str, str | bool]) -> dict[str, str | bool]:
     """px-repack's --JSONargs: {"xcrdir": "...", "cleanup": true, ...} replaces the flags."""
-    from . import jsonio
+    from ..core import jsonio
 
     try:
         data = jsonio.loads(str(opts["jsonargs"]))
@@ -190,8 +190,8 @@ def main(argv: list[str]) -> int:
         if not verbosity.lstrip("-").isdigit():
             raise UsageError(f"--verbosity takes a number, not {verbosity!r}")
         files = _files(opts)
-        from .errors import TemplateError
-        from .layout import Layout
+        from ..core.errors import TemplateError
+        from ..core.layout import Layout
 
         try:
             layout = Layout.from_options(
@@ -207,7 +207,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"{USAGE}dicom-repack: error: {exc}\n")
         return 2
 
-    from .repack import Config, Repacker
+    from ..core.repack import Config, Repacker
 
     repacker = Repacker(Config(str(opts["datadir"]), _opt(opts, "logdir"), layout))
     move = bool(opts.get("cleanup"))
@@ -217,7 +217,7 @@ def main(argv: list[str]) -> int:
     for src in files:
         outcome = repacker.repack_path(src, move=move)
         if ndjson:
-            from .jsonio import dumps
+            from ..core.jsonio import dumps
 
             sys.stdout.write(dumps(outcome.as_dict(), indent=None) + "\n")
         if outcome.error is not None:

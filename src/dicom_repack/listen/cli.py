@@ -25,10 +25,12 @@ import threading
 import time
 from typing import IO
 
-from .errors import TemplateError
-from .layout import add_layout_arguments, layout_from_arguments
-from .listen_assoc import Policy
-from .listen_scp import (
+from ..core.errors import TemplateError
+from ..core.layout import add_layout_arguments, layout_from_arguments
+from ..core.outcome import Outcome
+from ..core.repack import Config, Repacker
+from .assoc import Policy
+from .scp import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
@@ -36,8 +38,6 @@ from .listen_scp import (
     StorageServer,
     StoreInfo,
 )
-from .outcome import Outcome
-from .repack import Config, Repacker
 from .series_watch import SeriesWatch
 
 __all__ = ["ENV_PREFIX", "Filer", "build_parser", "main"]

@@ -14,8 +14,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from .outcome import Outcome
-from .repack import Config, Repacker
+from ..core.outcome import Outcome
+from ..core.repack import Config, Repacker
 
 __all__ = ["Summary", "iter_paths", "main", "run"]
 
@@ -151,7 +151,7 @@ def run(
             # Each new series' record carries a full-header dump made with pydicom.
             # Imported here, before the fork, the workers share one import instead
             # of each paying ~0.1-0.3 s for its own on its first series.
-            from ._pydicom import pydicom
+            from ..core._pydicom import pydicom
 
             pydicom()
         # Paths go to the workers, and outcomes come back, in chunks: per-instance
@@ -175,7 +175,7 @@ def run(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .layout import add_layout_arguments
+    from ..core.layout import add_layout_arguments
 
     parser = argparse.ArgumentParser(
         prog="dicom-repack batch",
@@ -216,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from .errors import TemplateError
-    from .jsonio import dumps
-    from .layout import layout_from_arguments
+    from ..core.errors import TemplateError
+    from ..core.jsonio import dumps
+    from ..core.layout import layout_from_arguments
 
     parser = build_parser()
     ns = parser.parse_args(argv)

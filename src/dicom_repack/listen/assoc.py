@@ -28,7 +28,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
-from .listen_wire import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from .wire import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 __all__ = [
     "STORAGE_SOP_CLASSES",
