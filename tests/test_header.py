@@ -422,7 +422,8 @@ def test_hostile_values_take_the_fast_path() -> None:
     assert header.get("PatientID") == "../../etc/passwd"
     assert header.get("InstanceNumber") == "None"
     assert {"AccessionNumber", "InstanceNumber"} <= header.empty
-    assert header.get("ProtocolName") == "(0008, 1150) x (abcd, EF01)"
+    # text that looks like a tag is text: px-repack (pydicom 2.4) prints it unchanged
+    assert header.get("ProtocolName") == "(0008,1150) x (abcd,EF01)"
 
 
 @pytest.mark.parametrize(
@@ -716,9 +717,6 @@ def test_ascii_decodes_alike_in_every_pydicom_codec() -> None:
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(st.text(alphabet="(),0123456789abcdefABCDEFgx (", max_size=40))
-def test_plain_tag_format_fix_equals_regex(text: str) -> None:
-    import re
-
-    regex = re.sub(r"\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)", r"(\1, \2)", text)
-    assert header_module._fix_tag_format(text) == regex
-    assert render_value(text) == regex
+def test_text_values_are_never_rewritten_by_pattern(text: str) -> None:
+    """Only tags pydicom made are printed the 2.4 way; text that looks like a tag stays."""
+    assert render_value(text) == text

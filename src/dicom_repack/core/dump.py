@@ -23,7 +23,7 @@ def header_dump(source: str | os.PathLike[str] | bytes | memoryview) -> dict[str
     fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom().dcmread(fp, defer_size="512 KB")  # type: ignore[arg-type]
+        ds = pydicom().dcmread(fp, defer_size="512 KB")
         out: dict[str, str] = {}
         for keyword in ds.dir():
             if keyword == "PixelData":

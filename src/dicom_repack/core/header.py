@@ -30,6 +30,7 @@ import os
 import struct
 
 from .errors import NotDicomError, TruncatedError
+from .render import render_value
 
 TYPE_CHECKING = False  # importing typing/collections.abc costs time the door does not have
 if TYPE_CHECKING:
@@ -114,27 +115,15 @@ def read_header(source: Source, keywords: Collection[str], *, name: str | None =
         return read_header_pydicom(source, keywords, name=name)
 
 
-def render_value(value: object) -> str:
-    """px-repack's text for an element value under pydicom 2.4 (``"%s" % value``).
-
-    pydicom 3 prints tags inside sequences as ``(0008,1150)`` where 2.4 printed
-    ``(0008, 1150)``; the records keep 2.4's form so they stay equal to px-repack's.
-    """
-    text = "%s" % (value,)  # noqa: UP031 - px-repack's exact formatting
-    if "(" in text and "," in text:
-        text = _fix_tag_format(text)
-    return text
-
-
 def _one_line(text: str) -> str:
     """Error reasons are one line (pydicom's messages sometimes are not)."""
     return " ".join(text.split())
 
 
-def _name(source: object) -> str:
+def _name(source: Source) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<buffer>"
-    return os.fspath(source)  # type: ignore[call-overload]
+    return os.fspath(source)
 
 
 def read_header_pydicom(
@@ -159,7 +148,7 @@ def read_header_pydicom(
             raise NotDicomError(name, "empty file, not DICOM")
         fp = source
     try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)  # type: ignore[arg-type]
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
     except InvalidDicomError as exc:
         raise NotDicomError(name, _one_line(f"not DICOM ({exc})")) from None
     except Exception as exc:  # EOFError, OSError, struct.error, zlib.error, BytesLengthException...
@@ -259,7 +248,6 @@ _BINARY_FORMATS = {
 }
 _IS_CHARS = frozenset("0123456789+- ")
 _DS_CHARS = frozenset("0123456789+-.eE ")
-_HEX = frozenset("0123456789abcdefABCDEF")
 
 _EXPL_LE = struct.Struct("<HH2sH").unpack_from
 _EXPL_BE = struct.Struct(">HH2sH").unpack_from
@@ -418,8 +406,6 @@ def _read_buffer(buf: Buffer, end: int, name: str, keywords: Collection[str]) ->
         if tag in _LUT_DESCRIPTOR_TAGS:
             raise _Unsupported("LUT descriptor (pydicom adjusts its first value)")
         text, is_empty = _render(vr, bytes(buf[vpos : vpos + length]), little, codec)
-        if "(" in text and "," in text:
-            text = _fix_tag_format(text)
         values[kw] = text
         if is_empty:
             empty.add(kw)
@@ -775,34 +761,3 @@ def _numbers(items: list[str], allowed: frozenset[str], parse: type) -> tuple[st
     if len(out) == 1:
         return out[0], False
     return "[" + ", ".join(out) + "]", False
-
-
-def _fix_tag_format(text: str) -> str:
-    r"""``(gggg,eeee)`` -> ``(gggg, eeee)``, i.e. ``re.sub(r"\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)",
-    r"(\1, \2)", text)`` without :mod:`re` (whose import is ~6 ms on the hot path)."""
-    out: list[str] = []
-    i = 0
-    start = 0
-    n = len(text)
-    hexdigits = _HEX
-    while True:
-        i = text.find("(", i)
-        if i < 0 or i + 11 > n:
-            break
-        if (
-            text[i + 5] == ","
-            and text[i + 10] == ")"
-            and hexdigits.issuperset(text[i + 1 : i + 5])
-            and hexdigits.issuperset(text[i + 6 : i + 10])
-        ):
-            out.append(text[start : i + 6])
-            out.append(" ")
-            out.append(text[i + 6 : i + 11])
-            i += 11
-            start = i
-        else:
-            i += 1
-    if not out:
-        return text
-    out.append(text[start:])
-    return "".join(out)
