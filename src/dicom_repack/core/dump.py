@@ -54,13 +54,12 @@ def _pydicom_dump(source: str | os.PathLike[str] | bytes | memoryview) -> dict[s
         warnings.simplefilter("ignore")
         ds = None
         for options in ({"defer_size": "512 KB"}, {"stop_before_pixels": True}):
+            fp = io.BytesIO(data) if data is not None else source
             try:
-                fp = io.BytesIO(data) if data is not None else source
                 ds = pydicom().dcmread(fp, **options)
                 break
-            except OSError:
-                if data is None and not os.path.isfile(source):
-                    raise
+            except (FileNotFoundError, PermissionError):
+                raise  # the file itself is gone or unreadable: not a damaged header
             except Exception:  # a structure pydicom cannot follow: try less of the file
                 pass
         if ds is None:
