@@ -24,6 +24,10 @@ class NotDicomError(RepackError):
     """The input is not a DICOM Part 10 file (empty, no 'DICM' after the preamble)."""
 
 
+class NotRegularFileError(NotDicomError):
+    """The input is a FIFO, socket, device or folder: never read, skipped like non-DICOM."""
+
+
 class TruncatedError(RepackError):
     """The input starts as DICOM but ends before its last element does."""
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import struct
 
-from .errors import NotDicomError, TruncatedError
+from .errors import NotDicomError, NotRegularFileError, TruncatedError
 from .render import render_value
 
 TYPE_CHECKING = False  # importing typing/collections.abc costs time the door does not have
@@ -41,7 +41,14 @@ if TYPE_CHECKING:
     Source: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview
     Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
 
-__all__ = ["Header", "read_header", "read_header_pydicom", "read_small_file", "render_value"]
+__all__ = [
+    "Header",
+    "open_regular",
+    "read_header",
+    "read_header_pydicom",
+    "read_small_file",
+    "render_value",
+]
 
 
 class Header:
@@ -320,11 +327,8 @@ def read_header_fast(
     data = read_small_file(source)
     if data is not None:
         return _read_buffer(data, len(data), name, keywords)
-    fd = os.open(source, os.O_RDONLY)
+    fd, st = open_regular(source)
     try:
-        st = os.fstat(fd)
-        if (st.st_mode & 0o170000) != 0o100000:  # not a regular file (stat.S_ISREG)
-            raise _Unsupported("not a regular file")
         import mmap
 
         mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
@@ -334,6 +338,52 @@ def read_header_fast(
             mm.close()
     finally:
         os.close(fd)
+
+
+#: What each kind of non-regular file is called in an error (S_IFMT bits -> words).
+_NOT_REGULAR = {
+    0o010000: "a FIFO",
+    0o020000: "a character device",
+    0o040000: "a folder",
+    0o060000: "a block device",
+    0o140000: "a socket",
+}
+
+
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading only if it is a regular file: ``(fd, its fstat)``.
+
+    The one rule for reading a source, used wherever a source path is opened:
+    a FIFO, socket, device or folder is never read. The open itself cannot
+    block (``O_NONBLOCK``: a FIFO without a writer would otherwise hang the door
+    forever), and the kind is checked on the open file (``fstat``), so nothing
+    can swap it in between. Raises NotRegularFileError (a skipped input, like
+    NotDicomError), or OSError when the path cannot be opened. The caller closes
+    ``fd``; reads from a regular file ignore ``O_NONBLOCK``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        import errno
+
+        if exc.errno != errno.ENXIO:  # ENXIO: a socket, or a device with no driver
+            raise
+        st = os.stat(path)
+        raise NotRegularFileError(os.fspath(path), _not_regular_reason(st.st_mode)) from None
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if (st.st_mode & 0o170000) != 0o100000:  # stat.S_ISREG without importing stat
+        os.close(fd)
+        raise NotRegularFileError(os.fspath(path), _not_regular_reason(st.st_mode))
+    return fd, st
+
+
+def _not_regular_reason(mode: int) -> str:
+    kind = _NOT_REGULAR.get(mode & 0o170000, "not a file")
+    return f"not a regular file ({kind}); skipped"
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -348,16 +398,16 @@ def _read_all(fd: int, size: int) -> bytes:
 
 
 def read_small_file(path: str | os.PathLike[str]) -> bytes | None:
-    """The whole of ``path`` if it is a regular file of at most 1 MiB, else None.
+    """The whole of ``path`` if it is at most 1 MiB, else None.
 
     A copy made from the bytes the header was parsed from costs no second open
     and read of the source, and is exactly what was parsed. Larger files are left
-    to :func:`read_header`'s mapping and a kernel-side copy. OSError propagates.
+    to :func:`read_header`'s mapping and a kernel-side copy. OSError propagates;
+    NotRegularFileError for a FIFO, socket, device or folder (see :func:`open_regular`).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd, st = open_regular(path)
     try:
-        st = os.fstat(fd)
-        if (st.st_mode & 0o170000) != 0o100000 or st.st_size > _READ_WHOLE_MAX:
+        if st.st_size > _READ_WHOLE_MAX:
             return None
         return _read_all(fd, st.st_size)
     finally:

@@ -59,8 +59,13 @@ class Outcome:
 
     @property
     def skipped(self) -> bool:
-        """The input was not DICOM at all: a batch skips it rather than failing."""
-        return self.kind == "NotDicomError"
+        """The input was not DICOM at all (or not a regular file): a batch skips it."""
+        return self.kind in ("NotDicomError", "NotRegularFileError")
+
+    @property
+    def not_regular(self) -> bool:
+        """The input was a FIFO, socket, device or folder: skipped, never read."""
+        return self.kind == "NotRegularFileError"
 
     @property
     def retryable(self) -> bool:

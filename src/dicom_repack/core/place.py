@@ -183,9 +183,11 @@ def place_bytes(
 
 
 def _copy_into(src: str, fd: int) -> None:
-    infd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    from .header import open_regular
+
+    infd, st = open_regular(src)  # never a blocking open of a FIFO
     try:
-        size = os.fstat(infd).st_size
+        size = st.st_size
         offset = 0
         while offset < size:
             try:
@@ -231,7 +233,7 @@ def place_file(
         return _copy(src, directory, name, sync=sync)
     dst = f"{directory}/{name}"
     if sync:
-        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             os.fsync(fd)
         finally:

@@ -71,6 +71,8 @@ class Repacker:
                 data = read_small_file(src)
             except OSError as exc:
                 return _failed(src, SourceError(src, f"cannot read: {exc.strerror or exc}"))
+            except RepackError as exc:  # NotRegularFileError: a FIFO, socket, device
+                return _failed(src, exc)
             if data is not None:
                 return self._job(
                     src,

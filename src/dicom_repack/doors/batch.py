@@ -23,12 +23,14 @@ __all__ = ["Summary", "iter_paths", "main", "run"]
 class Summary:
     """Counters of one batch run (what the closing line reports)."""
 
-    __slots__ = ("bytes", "elapsed", "failed", "filed", "skipped")
+    __slots__ = ("bytes", "elapsed", "failed", "filed", "not_regular", "skipped")
 
     def __init__(self) -> None:
         self.filed = 0
         self.bytes = 0
+        #: inputs that are not DICOM, and among them those not even regular files
         self.skipped = 0
+        self.not_regular = 0
         self.failed = 0
         self.elapsed = 0.0
 
@@ -38,6 +40,7 @@ class Summary:
             self.bytes += outcome.size
         elif outcome.skipped:
             self.skipped += 1
+            self.not_regular += outcome.not_regular
         else:
             self.failed += 1
 
@@ -46,7 +49,8 @@ class Summary:
         return {
             "instances": self.filed,
             "bytes": self.bytes,
-            "skipped_not_dicom": self.skipped,
+            "skipped_not_dicom": self.skipped - self.not_regular,
+            "skipped_not_regular": self.not_regular,
             "failed": self.failed,
             "elapsed_s": round(self.elapsed, 3),
             "instances_per_s": round(rate, 1),
@@ -55,9 +59,10 @@ class Summary:
     def line(self) -> str:
         d = self.as_dict()
         mb = self.bytes / 1e6
+        odd = f", {self.not_regular} skipped (not a regular file)" if self.not_regular else ""
         return (
             f"{d['instances']} instances filed ({mb:.1f} MB), "
-            f"{d['skipped_not_dicom']} skipped (not DICOM), {d['failed']} failed, "
+            f"{d['skipped_not_dicom']} skipped (not DICOM){odd}, {d['failed']} failed, "
             f"in {d['elapsed_s']:.2f} s ({d['instances_per_s']:.0f} instances/s)"
         )
 
@@ -65,11 +70,13 @@ class Summary:
 def iter_paths(
     paths: Iterable[str], *, exclude: Iterable[str] = (), stdin: Iterable[str] | None = None
 ) -> Iterator[str]:
-    """Every regular file under ``paths`` (recursively), streamed; ``-`` reads paths from stdin.
+    """Every entry under ``paths`` (recursively) but folders, streamed; ``-`` reads stdin.
 
     Folders in ``exclude`` (the data and log folders, when they sit inside an
     input) are not entered, so a run never picks up its own output. Symbolic
-    links to folders are not followed (no loops).
+    links to folders are not followed (no loops). FIFOs, sockets, devices and
+    links to folders are yielded too, for the job to skip and count as "not a
+    regular file" (it never reads them), rather than silently ignored.
     """
     skip = {os.path.realpath(p) for p in exclude}
     for top in paths:
@@ -94,7 +101,7 @@ def iter_paths(
                         try:
                             if entry.is_dir(follow_symlinks=False):
                                 subdirs.append(entry.path)
-                            elif entry.is_file():
+                            else:
                                 yield entry.path
                         except OSError:
                             yield entry.path  # let the job report what is wrong with it
@@ -248,7 +255,7 @@ def main(argv: list[str]) -> int:
         )
         task = progress.add_task("repack", total=None)
         progress.start()
-    skipped_names: list[str] = []
+    skipped_names: list[tuple[str, str]] = []
 
     def report(outcome: Outcome) -> None:
         if ns.log_ndjson:
@@ -256,7 +263,8 @@ def main(argv: list[str]) -> int:
         if outcome.error is not None:
             if outcome.skipped and not ns.strict:
                 if len(skipped_names) < 20:
-                    skipped_names.append(outcome.src)
+                    why = "not a regular file" if outcome.not_regular else "not DICOM"
+                    skipped_names.append((why, outcome.src))
             else:
                 sys.stderr.write(f"dicom-repack: error: {outcome.error}\n")
         if progress is not None:
@@ -280,11 +288,11 @@ def main(argv: list[str]) -> int:
             progress.stop()
     if ns.strict:
         summary.failed += summary.skipped
-    for name in skipped_names:
-        sys.stderr.write(f"dicom-repack: skipped (not DICOM): {name}\n")
+    for why, name in skipped_names:
+        sys.stderr.write(f"dicom-repack: skipped ({why}): {name}\n")
     if summary.skipped > len(skipped_names):
         sys.stderr.write(
-            f"dicom-repack: ... and {summary.skipped - len(skipped_names)} more not-DICOM files\n"
+            f"dicom-repack: ... and {summary.skipped - len(skipped_names)} more skipped files\n"
         )
     summary_stream.write(summary.line() + "\n")
     if ns.summary_json:

