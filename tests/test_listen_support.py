@@ -105,10 +105,10 @@ def listening(datadir: Path, *extra: str, env: dict[str, str] | None = None) -> 
 
 def dataset_bytes(path: Path) -> bytes:
     """The data set part of a Part 10 file: everything after the file meta group."""
+    from dicom_repack.core.header import dataset_offset
+
     raw = path.read_bytes()
-    assert raw[128:132] == b"DICM", path
-    group_length = int.from_bytes(raw[140:144], "little")
-    return raw[144 + group_length :]
+    return raw[dataset_offset(raw) :]  # the header reader's own walk of the meta group
 
 
 def transfer_syntax(path: Path) -> str:

@@ -6,7 +6,8 @@ every run is checked against the corpus itself: the expected path of each instan
 comes from :mod:`dicom_repack.core.layout` (the px layout for px-repack, the rx layout
 for the others), the expected bytes are the input's sha256, and every ``*.json``
 under the log folder must parse. Each instance must also have its image record
-(``seriesData/<SeriesInstanceUID>-img/<file name>.json``), as px-repack writes it.
+(``seriesData/<SeriesInstanceUID>-img/<file name>.json``), as px-repack writes it, at
+the path :func:`dicom_repack.core.records.record_paths` gives (the writer's own rule).
 Any miss makes the run *failed*, whatever its speed.
 """
 
@@ -26,26 +27,15 @@ __all__ = ["CorpusTruth", "Verdict", "build_truth", "verify_run"]
 _EXAMPLES = 5
 
 
-_LONG_VRS = frozenset(
-    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
-)
-
-
 def dataset_offset(data: bytes) -> int:
-    """Where the data set starts in a Part 10 file: after the preamble, 'DICM' and the
-    file meta group (always explicit VR little endian). 0 when it is not Part 10."""
-    if data[128:132] != b"DICM":
+    """Where the data set starts in a Part 10 file (the header reader's own walk of the
+    file meta group); 0 when it is not a Part 10 file that walk reads."""
+    from dicom_repack.core.header import dataset_offset as walk_meta
+
+    try:
+        return walk_meta(data)
+    except ValueError:
         return 0
-    pos = 132
-    while pos + 8 <= len(data):
-        if int.from_bytes(data[pos : pos + 2], "little") != 0x0002:
-            break
-        vr = data[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
-            pos += 12 + int.from_bytes(data[pos + 8 : pos + 12], "little")
-        else:
-            pos += 8 + int.from_bytes(data[pos + 6 : pos + 8], "little")
-    return min(pos, len(data))
 
 
 def digests_of(path: str | os.PathLike[str]) -> tuple[str, str] | None:
@@ -122,6 +112,7 @@ def build_truth(files: list[Path], layouts: Iterable[str]) -> CorpusTruth:
     run, which the report states."""
     from dicom_repack.core.header import read_header
     from dicom_repack.core.layout import Layout
+    from dicom_repack.core.records import record_paths
 
     both = _hash_all(files)
     truth = CorpusTruth(
@@ -131,15 +122,21 @@ def build_truth(files: list[Path], layouts: Iterable[str]) -> CorpusTruth:
     )
     for name in sorted(set(layouts)):
         layout = Layout.px() if name == "px" else Layout.rx()
-        keywords = (*layout.keywords, "SeriesInstanceUID")
+        keywords = (*layout.keywords, "PatientID", "StudyInstanceUID", "SeriesInstanceUID")
         expected: dict[str, list[int]] = {}
         records: set[str] = set()
         for i, path in enumerate(files):
             header = read_header(path, keywords)
             plan = layout.plan(header.values, header.empty)
             expected.setdefault(plan.relpath, []).append(i)
-            series = (header.get("SeriesInstanceUID") or "").strip()
-            records.add(f"seriesData/{series}-img/{plan.image}.json")
+            uid = header.values.get
+            paths = record_paths(
+                uid("PatientID", ""),
+                uid("StudyInstanceUID", ""),
+                uid("SeriesInstanceUID", ""),
+                plan.image,
+            )
+            records.add(paths.image)  # the writer's own rule, sanitising included
         truth.expected[name] = expected
         truth.records[name] = records
         truth.duplicates[name] = len(files) - len(expected)

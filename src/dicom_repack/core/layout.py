@@ -68,7 +68,11 @@ def safe_name(text: str, suffix: str = "") -> str:
     ``[A-Za-z0-9.-]`` becomes one ``_`` (rx-repack's and px-repack's rule). Beyond
     theirs: a name that is empty or only dots (``.``/``..``) has its dots replaced,
     so it can never mean "here" or "up"; a name longer than 255 bytes is cut and
-    given a hash of the whole, so distinct long values stay distinct.
+    given a hash of the whole, so distinct long values stay distinct. What is cut
+    is ``text``: a ``suffix`` (a record's ``-meta.json``, a folder's ``-img``, a
+    literal the caller chose) is always kept whole, and without one a short
+    extension (``.dcm``) is. Data names (:meth:`Layout.plan`) and record names
+    (:func:`~.records.record_paths`) are both made here, so both obey it.
     """
     text = text.replace("\0", "")
     if text.translate(_DELETE_ALLOWED):  # something outside the allowed set
@@ -86,8 +90,11 @@ def safe_name(text: str, suffix: str = "") -> str:
     if not name.strip("."):
         name = name.replace(".", "_") or "_"
     if len(name) > NAME_MAX:
-        dot = name.rfind(".")
-        ext = name[dot:] if 0 < len(name) - dot <= 8 else ""
+        if suffix:
+            ext = suffix
+        else:
+            dot = name.rfind(".")
+            ext = name[dot:] if 0 < len(name) - dot <= 8 else ""
         digest = _seahash_hex(name)[:8]
         keep = NAME_MAX - len(digest) - 1 - len(ext)
         name = f"{name[:keep]}-{digest}{ext}"

@@ -10,6 +10,11 @@ Layout of the log folder (one instance adds or touches each of these)::
     seriesData/<SeriesInstanceUID>-img/<file name>.json   replaced per instance
     seriesData/<SeriesInstanceUID>-pack.json              {"seriesPack": true}
 
+Every path above is computed by :func:`record_paths`, the one place that names
+a record: this writer, the bench's verifier and the tests all call it, so a
+record's name (including the cut-and-hash rule for UIDs too long for a file
+name) is decided once.
+
 Every write is atomic (temporary file in the same folder, then rename, or a
 hard link for "create if absent"), so a reader never sees half a record. The
 one read-modify-write, a patient's StudyList, runs under an exclusive lock on
@@ -31,7 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["RECORD_KEYWORDS", "RecordWriter"]
+__all__ = ["RECORD_KEYWORDS", "RecordPaths", "RecordWriter", "record_paths"]
 
 NOT_DEFINED = "Not defined"
 PATIENT_FIELDS = ("PatientID", "PatientName", "PatientAge", "PatientSex", "PatientBirthDate")
@@ -57,6 +62,84 @@ RECORD_KEYWORDS = tuple(dict.fromkeys(PATIENT_FIELDS + STUDY_FIELDS + SERIES_FIE
 #: How many records a long-running process remembers as written, and for how long.
 _CACHE_MAX = 4096
 _KNOWN_TTL = 30.0
+
+
+#: The three top-level folders of a log folder.
+PATIENT_DIR, STUDY_DIR, SERIES_DIR = "patientData", "studyData", "seriesData"
+
+
+class RecordPaths:
+    """Where one instance's records live, each relative to the log folder ('/'-separated).
+
+    Made by :func:`record_paths`; each path is computed when first asked for.
+    Every name goes through :func:`~.layout.safe_name` with its suffix
+    (``.json``, ``-meta.json``, ``-series``, ``-img``, ``-pack.json``) kept whole,
+    so a value too long for a file name is cut and hashed *before* the suffix,
+    never made into a name over 255 bytes.
+    """
+
+    __slots__ = ("file_name", "patient_id", "series_uid", "study_uid")
+
+    def __init__(self, patient_id: str, study_uid: str, series_uid: str, file_name: str) -> None:
+        self.patient_id = patient_id
+        self.study_uid = study_uid
+        self.series_uid = series_uid
+        self.file_name = file_name
+
+    @property
+    def patient(self) -> str:
+        """``patientData/<PatientID>.json``: the patient and its StudyList."""
+        return f"{PATIENT_DIR}/{safe_name(self.patient_id, '.json')}"
+
+    @property
+    def study(self) -> str:
+        """``studyData/<StudyInstanceUID>-meta.json``."""
+        return f"{STUDY_DIR}/{safe_name(self.study_uid, '-meta.json')}"
+
+    @property
+    def study_series_dir(self) -> str:
+        """``studyData/<StudyInstanceUID>-series``: the folder of the series' header dumps."""
+        return f"{STUDY_DIR}/{safe_name(self.study_uid, '-series')}"
+
+    @property
+    def study_series(self) -> str:
+        """``studyData/<StudyInstanceUID>-series/<SeriesInstanceUID>-meta.json`` (header dump)."""
+        return f"{self.study_series_dir}/{safe_name(self.series_uid, '-meta.json')}"
+
+    @property
+    def series(self) -> str:
+        """``seriesData/<SeriesInstanceUID>-meta.json``."""
+        return f"{SERIES_DIR}/{safe_name(self.series_uid, '-meta.json')}"
+
+    @property
+    def image_dir(self) -> str:
+        """``seriesData/<SeriesInstanceUID>-img``: the folder of the image records."""
+        return f"{SERIES_DIR}/{safe_name(self.series_uid, '-img')}"
+
+    @property
+    def image(self) -> str:
+        """``seriesData/<SeriesInstanceUID>-img/<file name>.json``: this instance's record."""
+        return f"{self.image_dir}/{safe_name(self.file_name, '.json')}"
+
+    @property
+    def pack(self) -> str:
+        """``seriesData/<SeriesInstanceUID>-pack.json``: ``{"seriesPack": true}``."""
+        return f"{SERIES_DIR}/{safe_name(self.series_uid, '-pack.json')}"
+
+
+def record_paths(
+    patient_id: str, study_uid: str, series_uid: str, file_name: str = ""
+) -> RecordPaths:
+    """The records of one instance: the one rule for a record's path.
+
+    Pass the header's values as the writer receives them (``values["PatientID"]``
+    and so on, not stripped) and the instance's file name in the data tree
+    (``Plan.image``). Example::
+
+        >>> record_paths("P1", "1.2", "1.2.3", "0001-1.2.3.4.dcm").image
+        'seriesData/1.2.3-img/0001-1.2.3.4.dcm.json'
+    """
+    return RecordPaths(patient_id, study_uid, series_uid, file_name)
 
 
 def _model(fields: tuple[str, ...], values: Mapping[str, str]) -> dict[str, object]:
@@ -121,9 +204,7 @@ class RecordWriter:
     def __init__(self, logdir: str, *, fsync: bool = False) -> None:
         self.logdir = os.path.abspath(logdir)
         self.fsync = fsync
-        self.patient_dir = f"{self.logdir}/patientData"
-        self.study_dir = f"{self.logdir}/studyData"
-        self.series_dir = f"{self.logdir}/seriesData"
+        self.patient_dir = f"{self.logdir}/{PATIENT_DIR}"
         self._filed: dict[tuple[str, str], float] = {}
         self._known: dict[str, float] = {}
 
@@ -162,18 +243,14 @@ class RecordWriter:
         patient_id = values["PatientID"]
         study_uid = values["StudyInstanceUID"]
         series_uid = values["SeriesInstanceUID"]
-        study_name = safe_name(study_uid)
-        series_name = safe_name(series_uid)
+        paths = record_paths(patient_id, study_uid, series_uid, file_name)
 
-        self._patient(patient_id, study_uid, values)
+        self._patient(patient_id, study_uid, values, paths.patient)
         self._create_if_absent(
-            self.study_dir,
-            f"{study_name}-meta.json",
-            lambda: {study_uid: _model(STUDY_FIELDS, values)},
+            *self._split(paths.study), lambda: {study_uid: _model(STUDY_FIELDS, values)}
         )
         self._create_if_absent(
-            f"{self.study_dir}/{study_name}-series",
-            f"{series_name}-meta.json",
+            *self._split(paths.study_series),
             lambda: {
                 study_uid: {
                     "SeriesInstanceUID": series_uid,
@@ -184,20 +261,12 @@ class RecordWriter:
             serialise=True,
         )
         series_model = _model(SERIES_FIELDS, values)
-        self._create_if_absent(
-            self.series_dir, f"{series_name}-meta.json", lambda: {series_uid: series_model}
-        )
+        self._create_if_absent(*self._split(paths.series), lambda: {series_uid: series_model})
         image = dict(series_model)
         image["outputFile"] = file_name
         image["imageObj"] = {file_name: _stat_record(stat, f"{series_base_dir}/{file_name}")}
-        self._replace(
-            f"{self.series_dir}/{series_name}-img",
-            safe_name(file_name, ".json"),
-            {series_uid: image},
-        )
-        self._create_if_absent(
-            self.series_dir, f"{series_name}-pack.json", lambda: {"seriesPack": True}
-        )
+        self._replace(paths.image, {series_uid: image})
+        self._create_if_absent(*self._split(paths.pack), lambda: {"seriesPack": True})
 
     # -- the three kinds of write -------------------------------------------------
 
@@ -205,7 +274,13 @@ class RecordWriter:
     def _encode(obj: object) -> bytes:
         return jsonio.dumps(obj).encode("ascii")
 
-    def _replace(self, directory: str, name: str, obj: object) -> None:
+    def _split(self, rel: str) -> tuple[str, str]:
+        """A record's relative path -> (its folder, absolute; its name)."""
+        folder, _, name = rel.rpartition("/")
+        return f"{self.logdir}/{folder}", name
+
+    def _replace(self, rel: str, obj: object) -> None:
+        directory, name = self._split(rel)
         place_bytes(self._encode(obj), directory, name, sync=self.fsync)
 
     def _create_if_absent(
@@ -259,14 +334,15 @@ class RecordWriter:
         except FileExistsError:
             pass
 
-    def _patient(self, patient_id: str, study_uid: str, values: Mapping[str, str]) -> None:
+    def _patient(
+        self, patient_id: str, study_uid: str, values: Mapping[str, str], rel: str
+    ) -> None:
         """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must change."""
         key = (patient_id, study_uid)
         seen = self._filed.get(key)
         if seen is not None and time.monotonic() - seen < _KNOWN_TTL:
             return
-        name = safe_name(patient_id, ".json")
-        path = f"{self.patient_dir}/{name}"
+        path = f"{self.logdir}/{rel}"
         if not self._patient_has(path, patient_id, study_uid):
             dirfd = _lock_dir(self.patient_dir)
             try:
@@ -281,7 +357,7 @@ class RecordWriter:
                     raise RecordError(path, "existing StudyList is not a JSON list; left as it is")
                 if study_uid not in studies:
                     studies.append(study_uid)
-                    self._replace(self.patient_dir, name, record)
+                    self._replace(rel, record)
             finally:
                 os.close(dirfd)  # releases the lock
         if len(self._filed) >= _CACHE_MAX:
