@@ -8,10 +8,13 @@ read-only mounts or folders).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,7 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 
 
 def make_instance(
-    path: Path, *, series: str = "1.2.3.4.5", sop: str = "1.2.3.4.5.6", **tags: str
+    path: Path, *, series: str = "1.2.3.4.5", sop: str = "1.2.3.4.5.6", pad: int = 0, **tags: str
 ) -> Path:
     """A small, valid MR instance written by pydicom (explicit VR little endian)."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -47,6 +50,9 @@ def make_instance(
         warnings.simplefilter("ignore")  # over-long UIDs are what some tests are about
         for key, value in tags.items():
             setattr(ds, key, value)
+        if pad:  # a private OB element makes the instance ``pad`` bytes larger
+            ds.add_new(0x00290010, "LO", "PADDING")
+            ds.add_new(0x00291010, "OB", b"\1" * pad)
         ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -190,6 +196,127 @@ def image_record_of(dcm: Path) -> str:
 
     from dicom_repack.core.records import record_paths
 
-    ds = pydicom.dcmread(dcm, stop_before_pixels=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the UIDs are over-long on purpose
+        ds = pydicom.dcmread(dcm, stop_before_pixels=True)
     uids = (str(ds.PatientID), str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
     return record_paths(*uids, dcm.name).image
+
+
+# -- defect 13: operational errors -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs at ``where`` (root only: as root, chmod does not stop writes)."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@contextlib.contextmanager
+def read_only_folder(where: Path) -> Iterator[Path]:
+    """A folder nobody can write: a read-only tmpfs as root, else mode 0555."""
+    if os.geteuid() == 0:
+        with mounted_tmpfs(where, "ro,size=1m") as folder:
+            yield folder
+    else:
+        where.mkdir(parents=True, exist_ok=True)
+        where.chmod(0o555)
+        try:
+            yield where
+        finally:
+            where.chmod(0o755)
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def many_instances(folder: Path, n: int, pad: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        make_instance(folder / f"{i:03d}.dcm", sop=f"1.2.3.4.5.{i}", InstanceNumber=str(i), pad=pad)
+        for i in range(n)
+    ]
+
+
+def test_corpus_and_bench_with_a_missing_folder_say_so_in_one_line(tmp_path: Path) -> None:
+    for args in (
+        ["corpus", str(tmp_path / "out"), "--from", "/missing", "--instances", "2", "-q"],
+        ["bench", "--corpus", "/missing", "--no-energy"],
+        ["bench", "--corpus-from", "/missing", "--no-energy"],
+    ):
+        proc = run_cli(*args, check=False, timeout=120)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "/missing" in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr
+
+
+def test_corpus_into_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
+    with read_only_folder(tmp_path / "ro") as ro:
+        proc = run_cli("corpus", str(ro / "corpus"), "--instances", "2", "-q", check=False)
+    assert proc.returncode == 1
+    assert str(ro / "corpus") in one_error_line(proc)
+
+
+def test_batch_into_a_read_only_data_folder_refuses_at_start(tmp_path: Path) -> None:
+    sources = many_instances(tmp_path / "in", 30)
+    with read_only_folder(tmp_path / "ro") as ro:
+        for dest in (
+            ["--datadir", str(ro)],
+            ["--datadir", str(tmp_path / "d"), "--logdir", str(ro)],
+        ):
+            proc = run_cli("batch", str(tmp_path / "in"), *dest, "--cleanup", check=False)
+            assert proc.returncode == 1
+            line = one_error_line(proc)
+            assert "not writable" in line and str(ro) in line
+    assert all(p.exists() for p in sources), "sources untouched"
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").rglob("*.dcm"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_batch_stops_early_with_one_line_when_the_destination_fills(
+    tmp_path: Path, jobs: str
+) -> None:
+    """The disk fills mid-run: one line, not one per remaining file; the sources are
+    untouched, every filed instance is complete, no temporary file is left. With one
+    worker, nothing is attempted after the first failure. (Copy mode: --cleanup onto a
+    second filesystem is issue 9 defect 2's test.)"""
+    import pydicom
+
+    sources = many_instances(tmp_path / "in", 60, pad=40_000)
+    facts = tmp_path / "summary.json"
+    with mounted_tmpfs(tmp_path / "small", "size=400k") as small:
+        proc = run_cli(
+            "batch",
+            str(tmp_path / "in"),
+            "--datadir",
+            str(small),
+            "--jobs",
+            jobs,
+            "--summary-json",
+            str(facts),
+            check=False,
+            timeout=120,
+        )
+        filed = list(small.rglob("*.dcm"))
+        assert proc.returncode == 1
+        line = one_error_line(proc)
+        assert "destination failed" in line and "No space left" in line
+        assert "stopped early" in proc.stdout
+        summary = json.loads(facts.read_text())
+        assert summary["stopped_early"] and summary["instances"] == len(filed)
+        assert 0 < len(filed) < 60
+        if jobs == "1":
+            assert summary["failed"] == 1, "nothing attempted after the first failure"
+        assert all(p.exists() for p in sources)
+        assert not [p for p in small.rglob("*") if p.name.endswith(".tmp")]
+        for f in filed:  # complete, readable instances
+            assert pydicom.dcmread(f)[0x00291010].value == b"\1" * 40_000

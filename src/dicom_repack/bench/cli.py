@@ -214,6 +214,9 @@ def main(argv: list[str]) -> int:
         contestants = select_contestants(opts)
     except ValueError as exc:
         parser.error(str(exc))
+    for flag, folder in (("--corpus", opts.corpus), ("--corpus-from", opts.corpus_from)):
+        if folder and not os.path.isdir(folder):
+            parser.error(f"{flag} {folder}: no such folder")
     if opts.list_only:
         for c in contestants:
             why = c.unavailable()

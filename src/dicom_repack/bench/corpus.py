@@ -377,6 +377,15 @@ def main(argv: list[str]) -> int:
     if any(v < 1 for v in (args.patients, args.studies_per_patient, args.series_per_study)):
         parser.error("--patients, --studies-per-patient and --series-per-study must be >= 1")
     seeds: list[Path] | None = None
+    if args.seed_dir and not os.path.isdir(args.seed_dir):
+        parser.error(f"--from {args.seed_dir}: no such folder")
+    from ..core.destination import DestinationError, check_writable
+
+    try:
+        check_writable(args.out, "OUT")
+    except DestinationError as exc:
+        print(f"dicom-repack corpus: error: {exc}", file=sys.stderr)
+        return 1
     if args.seed_dir:
         seeds = find_instances(args.seed_dir)
         if not seeds:
@@ -415,6 +424,14 @@ def main(argv: list[str]) -> int:
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: the files written so far are complete[/]")
             return 130
+        except OSError as exc:  # the output folder failed (full, read-only) mid-way
+            bar.stop()
+            print(
+                f"dicom-repack corpus: error: writing {args.out}: {exc}; "
+                "the files written so far are complete",
+                file=sys.stderr,
+            )
+            return 1
     console.print(
         f"wrote {result.instances} instances, {result.bytes / 1e6:.1f} MB "
         f"({result.patients} patients, {result.studies} studies, {result.series} series) "

@@ -10,10 +10,13 @@ from __future__ import annotations
 class RepackError(Exception):
     """Base of every error that means "this instance was not filed"."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, errno: int | None = None) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        #: the OSError's errno behind it, if any: tells a failing destination
+        #: (read-only, full) apart (core/destination.py: is_destination_errno)
+        self.errno = errno
 
 
 class SourceError(RepackError):

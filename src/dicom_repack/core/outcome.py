@@ -15,6 +15,7 @@ class Outcome:
 
     __slots__ = (
         "dst",
+        "errno",
         "error",
         "kind",
         "missing",
@@ -38,6 +39,7 @@ class Outcome:
         missing: tuple[str, ...] = (),
         error: str | None = None,
         kind: str | None = None,
+        errno: int | None = None,
     ) -> None:
         self.src = src
         self.dst = dst
@@ -52,6 +54,8 @@ class Outcome:
         #: MissingElementError (the instance's fault) or PlacementError, RecordError
         #: (the destination's: worth retrying later); None on success
         self.kind = kind
+        #: the errno of the OSError behind the failure, if any
+        self.errno = errno
 
     @property
     def ok(self) -> bool:
@@ -71,6 +75,13 @@ class Outcome:
     def retryable(self) -> bool:
         """The failure is the destination's (disk full, permissions): retrying later may work."""
         return self.kind in ("PlacementError", "RecordError")
+
+    @property
+    def destination_failed(self) -> bool:
+        """The destination itself failed (read-only, full, I/O error): no use going on."""
+        from .destination import is_destination_errno
+
+        return is_destination_errno(self.errno)
 
     def as_dict(self) -> dict[str, object]:
         """The NDJSON line's fields (rx-repack's --log-ndjson, plus the study and SOP UIDs)."""

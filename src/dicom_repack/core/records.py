@@ -230,7 +230,11 @@ class RecordWriter:
         except RecordError:
             raise
         except (OSError, jsonio.JSONError, TypeError) as exc:
-            raise RecordError(origin, f"cannot write records in {self.logdir}: {exc}") from None
+            raise RecordError(
+                origin,
+                f"cannot write records in {self.logdir}: {exc}",
+                errno=exc.errno if isinstance(exc, OSError) else None,
+            ) from None
 
     def _write(
         self,

@@ -122,7 +122,7 @@ class Repacker:
                 placed = place(directory, name)
             except OSError as exc:
                 raise PlacementError(
-                    origin, f"cannot place at {dst}: {exc.strerror or exc}"
+                    origin, f"cannot place at {dst}: {exc.strerror or exc}", errno=exc.errno
                 ) from None
             st = placed.stat
             out.dst, out.size = dst, st.st_size
@@ -186,6 +186,7 @@ class Repacker:
 def _fail(out: Outcome, exc: RepackError) -> None:
     out.error = str(exc)
     out.kind = type(exc).__name__
+    out.errno = exc.errno
     out.dst = None
 
 

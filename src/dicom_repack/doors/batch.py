@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
@@ -23,7 +24,16 @@ __all__ = ["Summary", "iter_paths", "main", "run"]
 class Summary:
     """Counters of one batch run (what the closing line reports)."""
 
-    __slots__ = ("bytes", "elapsed", "failed", "filed", "not_regular", "skipped")
+    __slots__ = (
+        "bytes",
+        "elapsed",
+        "failed",
+        "filed",
+        "not_attempted",
+        "not_regular",
+        "skipped",
+        "stopped",
+    )
 
     def __init__(self) -> None:
         self.filed = 0
@@ -32,6 +42,10 @@ class Summary:
         self.skipped = 0
         self.not_regular = 0
         self.failed = 0
+        #: inputs handed out but left untouched because the run stopped early
+        self.not_attempted = 0
+        #: the run stopped early (its destination failed)
+        self.stopped = False
         self.elapsed = 0.0
 
     def add(self, outcome: Outcome) -> None:
@@ -52,6 +66,8 @@ class Summary:
             "skipped_not_dicom": self.skipped - self.not_regular,
             "skipped_not_regular": self.not_regular,
             "failed": self.failed,
+            "not_attempted": self.not_attempted,
+            "stopped_early": self.stopped,
             "elapsed_s": round(self.elapsed, 3),
             "instances_per_s": round(rate, 1),
         }
@@ -60,9 +76,11 @@ class Summary:
         d = self.as_dict()
         mb = self.bytes / 1e6
         odd = f", {self.not_regular} skipped (not a regular file)" if self.not_regular else ""
+        left = f", stopped early ({self.not_attempted} handed out, not attempted)"
+        left = left if self.stopped else ""
         return (
             f"{d['instances']} instances filed ({mb:.1f} MB), "
-            f"{d['skipped_not_dicom']} skipped (not DICOM){odd}, {d['failed']} failed, "
+            f"{d['skipped_not_dicom']} skipped (not DICOM){odd}, {d['failed']} failed{left}, "
             f"in {d['elapsed_s']:.2f} s ({d['instances_per_s']:.0f} instances/s)"
         )
 
@@ -115,21 +133,39 @@ def iter_paths(
 
 # -- worker side ---------------------------------------------------------------------
 
-_worker: tuple[Repacker, bool] | None = None
+_worker: tuple[Repacker, bool, _Flag | None] | None = None
 
 #: The most paths sent to a worker at once.
 _CHUNK_MAX = 128
 
 
-def _init_worker(config: Config, move: bool) -> None:
+class _Flag(Protocol):
+    """What a stop flag must offer (threading.Event, multiprocessing's Event)."""
+
+    def is_set(self) -> bool: ...  # pragma: no cover - a protocol
+
+    def set(self) -> None: ...  # pragma: no cover - a protocol
+
+
+def _init_worker(config: Config, move: bool, stop: _Flag | None = None) -> None:
     global _worker
-    _worker = (Repacker(config), move)
+    _worker = (Repacker(config), move, stop)
 
 
-def _work(path: str) -> Outcome:
+def _work(path: str) -> Outcome | None:
+    """One path through the job, or None (untouched) once the run was told to stop."""
     assert _worker is not None
-    repacker, move = _worker
+    repacker, move, stop = _worker
+    if stop is not None and stop.is_set():
+        return None
     return repacker.repack_path(path, move=move)
+
+
+def _until(flag: _Flag, paths: Iterable[str]) -> Iterator[str]:
+    for path in paths:
+        if flag.is_set():
+            return
+        yield path
 
 
 def run(
@@ -139,18 +175,37 @@ def run(
     move: bool = False,
     jobs: int | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    stop_when: Callable[[Outcome], bool] | None = None,
 ) -> Summary:
-    """Repack every path; call ``on_outcome`` for each (in completion order)."""
+    """Repack every path; call ``on_outcome`` for each (in completion order).
+
+    ``stop_when(outcome)`` returning True stops the run early: no further path is
+    handed out, paths already handed out are left untouched (counted in
+    ``Summary.not_attempted``), and only instances already in the job finish.
+    The batch door stops this way when the destination itself fails.
+    """
     jobs = jobs or os.cpu_count() or 1
     summary = Summary()
     start = time.perf_counter()
+
+    def take(outcome: Outcome | None) -> None:
+        if outcome is None:
+            summary.not_attempted += 1
+            return
+        summary.add(outcome)
+        if stop_when is not None and not stop.is_set() and stop_when(outcome):
+            stop.set()
+            summary.stopped = True
+        if on_outcome:
+            on_outcome(outcome)
+
     if jobs == 1:
+        import threading
+
+        stop: _Flag = threading.Event()
         repacker = Repacker(config)
-        for path in paths:
-            outcome = repacker.repack_path(path, move=move)
-            summary.add(outcome)
-            if on_outcome:
-                on_outcome(outcome)
+        for path in _until(stop, paths):
+            take(repacker.repack_path(path, move=move))
     else:
         import multiprocessing
 
@@ -167,13 +222,12 @@ def run(
         head = list(itertools.islice(paths, jobs * _CHUNK_MAX * 4))
         chunk = max(1, min(_CHUNK_MAX, len(head) // (jobs * 4)))
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(jobs, initializer=_init_worker, initargs=(config, move)) as pool:
+        stop = ctx.Event()
+        with ctx.Pool(jobs, initializer=_init_worker, initargs=(config, move, stop)) as pool:
             for outcome in pool.imap_unordered(
-                _work, itertools.chain(head, paths), chunksize=chunk
+                _work, _until(stop, itertools.chain(head, paths)), chunksize=chunk
             ):
-                summary.add(outcome)
-                if on_outcome:
-                    on_outcome(outcome)
+                take(outcome)
     summary.elapsed = time.perf_counter() - start
     return summary
 
@@ -223,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from ..core.destination import DestinationError, check_writable
     from ..core.errors import TemplateError
     from ..core.jsonio import dumps
     from ..core.layout import layout_from_arguments
@@ -238,6 +293,13 @@ def main(argv: list[str]) -> int:
     for p in ns.paths:
         if p != "-" and not os.path.exists(p):
             parser.error(f"no such file or folder: {p}")
+    destinations = [(ns.datadir, "--datadir")] + ([(ns.logdir, "--logdir")] if ns.logdir else [])
+    try:
+        for folder, what in destinations:
+            check_writable(folder, what)
+    except DestinationError as exc:
+        sys.stderr.write(f"dicom-repack: error: {exc}; nothing was done\n")
+        return 1
     config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync)
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
     out = sys.stdout
@@ -256,6 +318,18 @@ def main(argv: list[str]) -> int:
         task = progress.add_task("repack", total=None)
         progress.start()
     skipped_names: list[tuple[str, str]] = []
+    stopped: list[str] = []
+
+    def destination_failed(outcome: Outcome) -> bool:
+        """Stop at the first failure of the destination itself (read-only, full, I/O)."""
+        if not outcome.destination_failed:
+            return False
+        stopped.append(str(outcome.error))
+        sys.stderr.write(
+            f"dicom-repack: error: the destination failed ({outcome.error}); stopping, "
+            "inputs not yet filed are untouched\n"
+        )
+        return True
 
     def report(outcome: Outcome) -> None:
         if ns.log_ndjson:
@@ -265,7 +339,7 @@ def main(argv: list[str]) -> int:
                 if len(skipped_names) < 20:
                     why = "not a regular file" if outcome.not_regular else "not DICOM"
                     skipped_names.append((why, outcome.src))
-            else:
+            elif not (stopped and outcome.destination_failed):  # the stop line said it
                 sys.stderr.write(f"dicom-repack: error: {outcome.error}\n")
         if progress is not None:
             progress.update(task, advance=1)
@@ -277,6 +351,7 @@ def main(argv: list[str]) -> int:
             move=ns.cleanup,
             jobs=ns.jobs,
             on_outcome=report,
+            stop_when=destination_failed,
         )
     except KeyboardInterrupt:
         sys.stderr.write(
@@ -298,4 +373,4 @@ def main(argv: list[str]) -> int:
     if ns.summary_json:
         with open(ns.summary_json, "w", encoding="utf-8") as fh:
             fh.write(dumps(summary.as_dict()) + "\n")
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or stopped else 0
