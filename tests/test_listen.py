@@ -17,6 +17,7 @@ from conftest import dicom_files, run_cli
 from test_listen_support import (
     assert_same_datasets,
     filed,
+    immutable,
     listening,
     pynetdicom_send,
     records,
@@ -87,24 +88,38 @@ def test_same_instance_twice_is_one_file(sag: Path, tmp_path: Path) -> None:
     assert len(list((log / "seriesData").rglob("*.dcm.json"))) == 1
 
 
-def test_unwritable_datadir_answers_failure_and_leaves_nothing(sag: Path, tmp_path: Path) -> None:
-    """A data folder that cannot be created (its parent is a file: root ignores modes)."""
+def test_unwritable_datadir_refuses_at_start(sag: Path, tmp_path: Path) -> None:
+    """A data folder that cannot be created (its parent is a file: root ignores modes)
+    is refused at start with one line, instead of failing every C-STORE later."""
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
-    with listening(blocker / "data") as listener:
+    done = run_cli("listen", "--bind", "127.0.0.1", "--port", "0",
+                   "--datadir", str(blocker / "data"), check=False, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.splitlines()
+    assert "--datadir" in line and "blocker" in line
+    assert blocker.read_text() == "not a folder"
+
+
+def test_datadir_unwritable_later_answers_failure_and_leaves_nothing(
+    sag: Path, tmp_path: Path
+) -> None:
+    """The data folder becomes unwritable while listening: every C-STORE is answered
+    with a failure, nothing is left behind, and the listener keeps serving."""
+    data = tmp_path / "data"
+    with listening(data) as listener, immutable(data):
         statuses = pynetdicom_send(listener.port, dicom_files(sag)[:2])
         assert listener.stop() == 0
     assert all(s != 0 and s >= 0xA700 for s in statuses), statuses
-    assert blocker.read_text() == "not a folder"
+    assert not [p for p in data.rglob("*") if p.is_file()]
     assert "2 failed" in listener.stderr
 
 
-def test_unwritable_logdir_answers_failure_and_unfiles(sag: Path, tmp_path: Path) -> None:
+def test_logdir_unwritable_later_answers_failure_and_unfiles(sag: Path, tmp_path: Path) -> None:
     """The file is placed, then its records fail: the file must not stay without them."""
-    blocker = tmp_path / "blocker"
-    blocker.write_text("not a folder")
-    data = tmp_path / "data"
-    with listening(data, "--logdir", str(blocker / "log")) as listener:
+    data, log = tmp_path / "data", tmp_path / "log"
+    with listening(data, "--logdir", str(log)) as listener, immutable(log):
         statuses = pynetdicom_send(listener.port, dicom_files(sag)[:2])
     assert all(s != 0 for s in statuses), statuses
     assert not [p for p in data.rglob("*") if p.is_file()], "partial output left"

@@ -103,6 +103,25 @@ def listening(datadir: Path, *extra: str, env: dict[str, str] | None = None) -> 
                 proc.wait()
 
 
+@contextmanager
+def immutable(folder: Path) -> Iterator[Path]:
+    """``folder`` (created) made immutable with chattr +i for the block: nothing can be
+    created in it, not even by root, who ignores modes. Skips where chattr is refused."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("chattr is not installed")
+    done = subprocess.run([chattr, "+i", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i refused here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run([chattr, "-i", str(folder)], check=True)
+
+
 def dataset_bytes(path: Path) -> bytes:
     """The data set part of a Part 10 file: everything after the file meta group."""
     from dicom_repack.core.header import dataset_offset

@@ -23,12 +23,13 @@ import ssl
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, NoReturn
 
 from ..core.errors import TemplateError
 from ..core.layout import add_layout_arguments, layout_from_arguments
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
+from ..core.writable import unwritable_reason
 from .assoc import Policy
 from .scp import (
     STATUS_CANNOT_UNDERSTAND,
@@ -39,6 +40,7 @@ from .scp import (
     StoreInfo,
 )
 from .series_watch import SeriesWatch
+from .sink import Incoming, Spool
 
 __all__ = ["ENV_PREFIX", "Filer", "build_parser", "main"]
 
@@ -79,12 +81,18 @@ class Filer:
         self.watch = watch
         self._local = threading.local()
 
-    def __call__(self, data: bytearray, info: StoreInfo) -> tuple[int, str]:
+    def __call__(self, incoming: Incoming, info: StoreInfo) -> tuple[int, str]:
         repacker: Repacker | None = getattr(self._local, "repacker", None)
         if repacker is None:
             repacker = self._local.repacker = Repacker(self.config)
         origin = f"dicom://{info.calling_ae}@{info.peer}/{info.sop_instance_uid}"
-        outcome = repacker.repack_buffer(memoryview(data), origin=origin)  # no copy
+        if incoming.buffer is not None:
+            outcome = repacker.repack_buffer(memoryview(incoming.buffer), origin=origin)  # no copy
+        else:
+            # spooled inside the data folder: filed by a rename, never copied again
+            assert incoming.path is not None
+            outcome = repacker.repack_path(incoming.path, move=True)
+            outcome.src = origin
         if self.ndjson is not None:
             self.ndjson(
                 {
@@ -112,15 +120,79 @@ def _status_for(outcome: Outcome) -> int:
     return STATUS_OUT_OF_RESOURCES if outcome.retryable else STATUS_CANNOT_UNDERSTAND
 
 
+class _Refused(Exception):
+    """A configuration that cannot work: one line, exit 2, before anything is served."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (the operator's log keeps one line per refusal)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a duration in seconds")
+    return value
+
+
+def _size(text: str) -> int:
+    from ..bench.corpus import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """The listen options, each with its DICOM_REPACK_LISTEN_* variable as default.
+
+    Raises ValueError naming the variable when one cannot be read.
+    """
+    p = _OneLineParser(
         prog="dicom-repack listen",
         description="DICOM Storage SCP (C-ECHO, C-STORE) that files each instance in process. "
         f"Every option may also be set as an environment variable {ENV_PREFIX}<OPTION> "
         "(upper case, '-' as '_'); flags win.",
     )
     net = p.add_argument_group("network")
-    net.add_argument("--port", type=int, default=11112, help="TCP port (0: pick a free one)")
+    net.add_argument("--port", type=_port, default=11112, help="TCP port (0: pick a free one)")
     net.add_argument("--bind", default="0.0.0.0", help="address to listen on (default: all)")
     net.add_argument("--aet", default="DICOM-REPACK", help="our AE title")
     net.add_argument(
@@ -139,36 +211,73 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept any abstract syntax for storage, not only the known storage SOP classes",
     )
-    net.add_argument("--max-associations", type=int, default=16, help="concurrent associations")
     net.add_argument(
-        "--max-pdu", type=int, default=131072, help="maximum PDU length we announce (0: unlimited)"
+        "--max-associations", type=_count, default=16, help="concurrent associations (all workers)"
     )
     net.add_argument(
-        "--acse-timeout", type=float, default=30.0, help="s to wait for the association request"
+        "--max-pending",
+        type=_count,
+        default=1024,
+        help="connections that have not yet asked to associate, per worker; past it the "
+        "oldest is closed (also capped by the open-files limit)",
+    )
+    net.add_argument(
+        "--max-pdu",
+        type=_natural,
+        default=131072,
+        help="maximum PDU length we announce (0: unlimited)",
+    )
+    net.add_argument(
+        "--acse-timeout",
+        type=_seconds,
+        default=10.0,
+        help="s a new connection has to finish TLS and send its association request "
+        "(the ARTIM timer)",
     )
     net.add_argument(
         "--dimse-timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
         help="s a message may stall between two of its PDUs",
     )
     net.add_argument(
         "--network-timeout",
-        type=float,
+        type=_seconds,
         default=120.0,
         help="s an association may stay idle between messages",
     )
     net.add_argument(
+        "--idle-evict",
+        type=_seconds,
+        default=5.0,
+        help="when every association slot is taken, an association idle between messages "
+        "for this many s is closed to admit a new one",
+    )
+    net.add_argument(
         "--shutdown-grace",
-        type=float,
+        type=_seconds,
         default=30.0,
         help="on SIGTERM/SIGINT, s to finish the instances being received",
     )
     net.add_argument(
         "--max-instance-size",
-        type=int,
+        type=_size,
         default=1 << 30,
-        help="largest instance accepted, in bytes (held in memory until filed)",
+        help="largest instance accepted, in bytes (e.g. 2GiB)",
+    )
+    net.add_argument(
+        "--memory-budget",
+        type=_size,
+        default=256 << 20,
+        help="bytes of unfinished instances held in memory, all associations and workers "
+        "together (e.g. 256MiB); past it instances are spooled to a file in the data folder",
+    )
+    net.add_argument(
+        "--spill-above",
+        type=_size,
+        default=64 << 20,
+        help="an instance larger than this is spooled to a file in the data folder, "
+        "whatever the budget",
     )
     tls = p.add_argument_group("TLS")
     tls.add_argument("--tls-cert", help="PEM certificate chain: turns TLS on")
@@ -185,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--series-idle",
-        type=float,
+        type=_seconds,
         default=0.0,
         help="s without a new instance after which a series counts as complete "
         "(default: off, or 10 with --on-series-complete)",
@@ -204,7 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _env_defaults(parser: argparse.ArgumentParser) -> None:
-    """Take each option's default from DICOM_REPACK_LISTEN_<DEST> when it is set."""
+    """Take each option's default from DICOM_REPACK_LISTEN_<DEST> when it is set.
+
+    A value the option's type refuses raises ValueError naming the variable.
+    """
     for action in parser._actions:  # argparse has no public iterator over its options
         if not action.option_strings or action.dest == "help":
             continue
@@ -218,7 +330,13 @@ def _env_defaults(parser: argparse.ArgumentParser) -> None:
         elif isinstance(action, argparse._AppendAction):
             action.default = [raw]
         else:
-            action.default = action.type(raw) if callable(action.type) else raw
+            try:
+                action.default = action.type(raw) if callable(action.type) else raw
+            except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+                raise ValueError(f"{name}={raw!r}: {exc}") from None
+            if action.choices is not None and action.default not in action.choices:
+                choices = ", ".join(map(str, action.choices))
+                raise ValueError(f"{name}={raw!r}: not one of {choices}")
         action.required = False
 
 
@@ -238,18 +356,41 @@ def _allowed(values: list[str] | None) -> frozenset[str]:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ValueError as exc:  # a DICOM_REPACK_LISTEN_* variable that cannot be read
+        print(f"dicom-repack listen: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         format="dicom-repack listen: %(levelname)s %(message)s",
         stream=sys.stderr,
     )
     try:
+        return _run(args)
+    except _Refused as exc:
+        print(f"dicom-repack listen: {exc}", file=sys.stderr)
+        return 2
+
+
+def _check_destinations(args: argparse.Namespace) -> None:
+    """Refuse at start what would fail every C-STORE: unusable data or log folder."""
+    for flag, folder in (("--datadir", args.datadir), ("--logdir", args.logdir)):
+        if folder:
+            why = unwritable_reason(folder)
+            if why is not None:
+                raise _Refused(f"{flag}: {why}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         layout = layout_from_arguments(args)
         ctx = _ssl_context(args)
     except (TemplateError, OSError, ssl.SSLError) as exc:
-        print(f"dicom-repack listen: {exc}", file=sys.stderr)
-        return 2
+        raise _Refused(str(exc)) from None
+    _check_destinations(args)
+    Spool(args.datadir).sweep()
 
     ndjson_file: IO[str] | None = None
     lines: _Lines | None = None
@@ -259,8 +400,7 @@ def main(argv: list[str]) -> int:
         try:
             ndjson_file = open(args.ndjson, "a", encoding="utf-8")  # noqa: SIM115 - open for the run
         except OSError as exc:
-            print(f"dicom-repack listen: --ndjson: {exc}", file=sys.stderr)
-            return 2
+            raise _Refused(f"--ndjson: {exc}") from None
         lines = _Lines(ndjson_file)
 
     idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
@@ -280,11 +420,16 @@ def main(argv: list[str]) -> int:
             max_pdu=args.max_pdu,
         ),
         max_associations=args.max_associations,
+        max_pending=args.max_pending,
         acse_timeout=args.acse_timeout,
         dimse_timeout=args.dimse_timeout,
         network_timeout=args.network_timeout,
+        idle_evict=args.idle_evict,
         shutdown_grace=args.shutdown_grace,
         max_instance_bytes=args.max_instance_size,
+        memory_budget=args.memory_budget,
+        spill_above=args.spill_above,
+        datadir=args.datadir,
         ssl_context=ctx,
     )
     filer = Filer(Config(args.datadir, args.logdir, layout, fsync=args.fsync), lines, watch)
@@ -313,7 +458,7 @@ def main(argv: list[str]) -> int:
     server.serve_forever()
     if watch is not None:
         watch.close(flush=True)
-    summary = _summary(server, watch, time.monotonic() - started)
+    summary = _summary(server.counters.snapshot(), watch, time.monotonic() - started)
     print(f"dicom-repack listen: {summary['line']}", file=sys.stderr, flush=True)
     if lines is not None:
         lines({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
@@ -322,8 +467,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _summary(server: StorageServer, watch: SeriesWatch | None, elapsed: float) -> dict[str, object]:
-    c = server.counters.snapshot()
+def _summary(c: dict[str, int], watch: SeriesWatch | None, elapsed: float) -> dict[str, object]:
     rate = c["stored"] / elapsed if elapsed > 0 else 0.0
     out: dict[str, object] = {**c, "elapsed_s": round(elapsed, 3)}
     if watch is not None:
@@ -332,7 +476,9 @@ def _summary(server: StorageServer, watch: SeriesWatch | None, elapsed: float) -
     out["line"] = (
         f"{c['stored']} instances filed ({c['bytes'] / 1e6:.1f} MB), {c['failed']} failed, "
         f"{c['echoes']} echoes; {c['associations']} associations ({c['rejected']} rejected, "
-        f"{c['aborted']} aborted, {c['released']} released) in {elapsed:.1f} s "
+        f"{c['aborted']} aborted, {c['released']} released, {c['evicted']} evicted); "
+        f"{c['connections']} connections ({c['dropped']} dropped before associating); "
+        f"{c['spooled']} spooled to disk; in {elapsed:.1f} s "
         f"({rate:.1f} instances/s while up)"
     )
     return out

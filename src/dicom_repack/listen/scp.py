@@ -1,12 +1,20 @@
-"""A Storage SCP: sockets, threads, limits, the data phase of each association.
+"""A Storage SCP: the gate, association threads, limits, the data phase.
 
-One thread per connection, blocking reads with timeouts, no polling loop: an
-association costs nothing while idle and a few microseconds per PDU while busy.
-pynetdicom negotiates (see :mod:`dicom_repack.listen.assoc`); this module then
-reads P-DATA-TF PDUs itself (:mod:`dicom_repack.listen.wire`), appends the data
-set fragments behind a file meta header it built, and hands the complete Part 10
-bytes to ``on_store`` *before* answering the C-STORE: the response a sender sees
-means the instance is filed.
+New connections wait in the :mod:`~.gate` (one selector, no thread each) until
+they have sent a complete A-ASSOCIATE-RQ; only then does a connection take an
+association slot and a thread. Each association thread does blocking reads
+with timeouts, no polling loop: an association costs nothing while idle and a
+few microseconds per PDU while busy. pynetdicom negotiates (see
+:mod:`~.assoc`); this module then reads P-DATA-TF PDUs itself (:mod:`~.wire`),
+collects the data set behind a file meta header it built (:mod:`~.sink`: in
+memory within the shared budget, else in a spool file) and hands it to
+``on_store`` *before* answering the C-STORE: the response a sender sees means
+the instance is filed.
+
+What is in flight is kept in :attr:`StorageServer.active` (one
+:class:`Association` per open association: peer, AE titles, instances, bytes,
+bytes of the message being received) and :attr:`StorageServer.counters`
+(totals); the summary line, and any status page, read those.
 
 Why this shape and not pynetdicom's ``AE.start_server``: see docs/listen.md
 (its two polling threads per association and per-PDU object decoding cost more
@@ -17,21 +25,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import selectors
 import socket
 import ssl
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .assoc import Negotiated, Policy, Rejected, negotiate
+from .gate import Arrival, Gate, raise_fd_limit
+from .limits import Limits, Share
+from .sink import Incoming, Spool
 from .wire import (
     C_ECHO_RQ,
     C_STORE_RQ,
     PDU_ABORT,
-    PDU_ASSOCIATE_RQ,
     PDU_P_DATA_TF,
     PDU_RELEASE_RQ,
     Command,
@@ -45,20 +55,26 @@ from .wire import (
     store_response,
 )
 
-__all__ = ["Counters", "ServerConfig", "StorageServer", "StoreHandler", "StoreInfo"]
+__all__ = [
+    "Association",
+    "Counters",
+    "ServerConfig",
+    "StorageServer",
+    "StoreHandler",
+    "StoreInfo",
+]
 
 LOG = logging.getLogger("dicom_repack.listen")
 
 _HDR = struct.Struct(">BBL")
 _PDV = struct.Struct(">LBB")
 
-#: An A-ASSOCIATE-RQ with every storage SOP class proposed in several contexts
-#: stays well under this; anything longer is not a real request.
-_MAX_ASSOCIATE_RQ = 1 << 20
 #: When we announce "unlimited" (max PDU 0), still refuse absurd lengths.
 _MAX_PDU_UNLIMITED = 1 << 26
-#: How often an idle association wakes to notice a shutdown.
+#: How often an idle association wakes to notice a shutdown or an eviction.
 _WAKE = 0.5
+#: How long a request waits for the slot of an idle association being evicted.
+_EVICT_WAIT = 3 * _WAKE
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -73,11 +89,17 @@ class ServerConfig:
     port: int = 11112
     policy: Policy = field(default_factory=Policy)
     max_associations: int = 16
-    acse_timeout: float = 30.0
+    max_pending: int = 1024
+    acse_timeout: float = 10.0
     dimse_timeout: float = 60.0
     network_timeout: float = 120.0
+    idle_evict: float = 5.0
     shutdown_grace: float = 30.0
     max_instance_bytes: int = 1 << 30
+    memory_budget: int = 256 << 20
+    spill_above: int = 64 << 20
+    #: the data folder: instances that do not stay in memory are spooled inside it
+    datadir: str = "."
     ssl_context: ssl.SSLContext | None = None
 
 
@@ -93,8 +115,9 @@ class StoreInfo:
     transfer_syntax: str
 
 
-#: Files one received instance: Part 10 bytes in, (DIMSE status, error comment) out.
-StoreHandler = Callable[[bytearray, StoreInfo], tuple[int, str]]
+#: Files one received instance (its bytes in memory or in a spool file):
+#: (DIMSE status, error comment) out.
+StoreHandler = Callable[[Incoming, StoreInfo], tuple[int, str]]
 
 
 class Counters:
@@ -102,13 +125,16 @@ class Counters:
 
     NAMES = (
         "connections",
+        "dropped",
         "associations",
         "rejected",
+        "evicted",
         "aborted",
         "released",
         "echoes",
         "stored",
         "failed",
+        "spooled",
         "bytes",
     )
 
@@ -125,6 +151,38 @@ class Counters:
             return dict(self._values)
 
 
+class Association:
+    """One open association, as the server reports it (read without locks: plain fields)."""
+
+    __slots__ = (
+        "called_ae",
+        "calling_ae",
+        "evict",
+        "idle_since",
+        "instances",
+        "peer",
+        "received",
+        "receiving",
+        "started",
+    )
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.calling_ae = ""
+        self.called_ae = ""
+        self.started = time.time()
+        #: instances filed (or refused) on this association
+        self.instances = 0
+        #: bytes of instances completed on this association
+        self.received = 0
+        #: bytes of the instance being received now (0 between messages)
+        self.receiving = 0
+        #: monotonic time since which it waits between messages; None inside one
+        self.idle_since: float | None = time.monotonic()
+        #: set by the server to take this association's slot for a new one
+        self.evict = False
+
+
 class _Closed(Exception):
     """The peer closed the connection."""
 
@@ -138,7 +196,7 @@ class _Protocol(Exception):
 
 
 class _Interrupted(Exception):
-    """Shutdown: this association stops at a message boundary (or the grace ran out)."""
+    """Shutdown or eviction: this association stops at a message boundary."""
 
 
 class _Reader:
@@ -150,16 +208,14 @@ class _Reader:
 
     __slots__ = ("buf", "interrupt", "pos", "sock")
 
-    def __init__(self, sock: socket.socket, interrupt: Callable[[bool], bool]) -> None:
+    def __init__(
+        self, sock: socket.socket, interrupt: Callable[[bool], bool], initial: bytes = b""
+    ) -> None:
         self.sock = sock
-        self.buf = bytearray()
+        self.buf = bytearray(initial)
         self.pos = 0
         #: called with "at a message boundary?" when a read waits; True stops the association
         self.interrupt = interrupt
-
-    def pending(self) -> bool:
-        """Bytes of a next PDU already received."""
-        return len(self.buf) > self.pos
 
     def _fill(self, need: int, timeout: float, boundary: bool) -> None:
         deadline = time.monotonic() + timeout
@@ -199,23 +255,37 @@ class _Reader:
 class StorageServer:
     """Accepts associations and files each received instance through ``on_store``.
 
-    Life cycle: :meth:`bind` (port 0 picks a free port), :meth:`serve_forever`
-    in one thread, :meth:`stop` from any thread or a signal handler. After
-    ``stop`` no association is accepted; those in flight finish the message
-    they are receiving (for at most ``shutdown_grace`` seconds) and are then
-    aborted at a message boundary; ``serve_forever`` returns when all are gone.
+    Life cycle: :meth:`bind` (port 0 picks a free port) or :meth:`adopt` (a
+    socket a parent bound), :meth:`serve_forever` in one thread, :meth:`stop`
+    from any thread or a signal handler. After ``stop`` no association is
+    accepted; those in flight finish the message they are receiving (for at
+    most ``shutdown_grace`` seconds) and are then aborted at a message
+    boundary; ``serve_forever`` returns when all are gone.
+
+    ``share`` is this process's view of the limits shared by every worker
+    (default: limits of its own, from ``config``).
     """
 
-    def __init__(self, config: ServerConfig, on_store: StoreHandler) -> None:
+    def __init__(
+        self, config: ServerConfig, on_store: StoreHandler, share: Share | None = None
+    ) -> None:
         self.config = config
         self.on_store = on_store
         self.counters = Counters()
+        if share is None:
+            share = Limits(config.max_associations, config.memory_budget).share(0)
+        self.share = share
+        self.spool = Spool(config.datadir)
+        #: open associations, by thread ident (read by the summary and status pages)
+        self.active: dict[int, Association] = {}
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
         self._threads: set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(config.max_associations)
+        #: requests waiting for the slot of an idle association being evicted
+        self._queued: deque[tuple[float, Arrival]] = deque()
+        self._gate: Gate | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -223,8 +293,12 @@ class StorageServer:
         """Open the listening socket; returns the bound (host, port)."""
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.create_server(
-            (self.config.host, self.config.port), family=family, backlog=128
+            (self.config.host, self.config.port), family=family, backlog=1024
         )
+        return self.adopt(sock)
+
+    def adopt(self, sock: socket.socket) -> tuple[str, int]:
+        """Serve on a listening socket opened elsewhere (a parent sharing it among workers)."""
         sock.setblocking(False)
         self._listener = sock
         host, port = sock.getsockname()[:2]
@@ -233,6 +307,11 @@ class StorageServer:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def pending(self) -> int:
+        """Connections that have not yet sent their association request."""
+        return self._gate.pending if self._gate is not None else 0
 
     def stop(self) -> None:
         """Refuse new associations and let those in flight finish (signal-safe: sets flags only)."""
@@ -244,38 +323,24 @@ class StorageServer:
         """Accept connections until :meth:`stop`; then wait for the associations in flight."""
         if self._listener is None:
             self.bind()
-        listener = self._listener
-        assert listener is not None
-        cap = self.config.max_associations * 2 + 4
-        with selectors.DefaultSelector() as sel:
-            sel.register(listener, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                if not sel.select(timeout=0.2):
-                    continue
-                try:
-                    conn, addr = listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:
-                    LOG.warning("accept failed: %s", exc)
-                    time.sleep(0.05)
-                    continue
-                self.counters.add("connections")
-                with self._threads_lock:
-                    crowded = len(self._threads) >= cap
-                if crowded:
-                    # Even a polite A-ASSOCIATE-RJ needs a thread to read the request;
-                    # past this many connections, closing is the only bounded answer.
-                    self.counters.add("rejected")
-                    conn.close()
-                    continue
-                thread = threading.Thread(
-                    target=self._connection, args=(conn, addr), name=f"assoc-{addr}", daemon=True
-                )
-                with self._threads_lock:
-                    self._threads.add(thread)
-                thread.start()
-        listener.close()
+        assert self._listener is not None
+        cfg = self.config
+        fd_limit = raise_fd_limit()
+        # keep descriptors for the associations, their spool files and the records
+        max_pending = max(1, min(cfg.max_pending, fd_limit - 4 * cfg.max_associations - 64))
+        self._gate = Gate(
+            self._listener,
+            admit=self._admit,
+            count=self.counters.add,
+            stopping=self._stopping.is_set,
+            tick=self._retry_queued,
+            artim=cfg.acse_timeout,
+            max_pending=max_pending,
+            ssl_context=cfg.ssl_context,
+        )
+        self._gate.run()
+        while self._queued:
+            self._refuse(self._queued.popleft()[1], "shutting down")
         self._join()
 
     def _join(self) -> None:
@@ -291,25 +356,81 @@ class StorageServer:
                 LOG.warning("%d association(s) still open at exit", len(self._threads))
                 return
 
-    def _interrupt(self, at_boundary: bool) -> bool:
-        if not self._stopping.is_set():
+    # -- admission (runs in the gate's thread: never blocks) ------------------------
+
+    def _admit(self, arrival: Arrival) -> None:
+        if self._stopping.is_set():
+            self._refuse(arrival, "shutting down")
+        elif self.share.take_slot():
+            self._start(arrival)
+        elif self._evict_idle():
+            self._queued.append((time.monotonic() + _EVICT_WAIT, arrival))
+        else:
+            self._refuse(arrival, f"{self.config.max_associations} associations already open")
+
+    def _retry_queued(self) -> None:
+        now = time.monotonic()
+        while self._queued:
+            deadline, arrival = self._queued[0]
+            if self.share.take_slot():
+                self._queued.popleft()
+                self._start(arrival)
+            elif now > deadline:
+                self._queued.popleft()
+                self._refuse(arrival, "no association slot freed in time")
+            else:
+                return
+
+    def _evict_idle(self) -> bool:
+        """Ask the longest-idle association (idle for ``idle_evict`` s or more) to close."""
+        limit = time.monotonic() - self.config.idle_evict
+        candidates = [
+            a
+            for a in list(self.active.values())
+            if not a.evict and a.idle_since is not None and a.idle_since <= limit
+        ]
+        if not candidates:
             return False
-        return at_boundary or time.monotonic() > self._stop_deadline
+        victim = min(candidates, key=lambda a: a.idle_since or 0.0)
+        LOG.info("%s: idle association evicted to make room", victim.peer)
+        victim.evict = True
+        return True
 
-    # -- one connection ---------------------------------------------------------
+    def _refuse(self, arrival: Arrival, why: str) -> None:
+        LOG.info("%s: association rejected: %s", arrival.peer, why)
+        self.counters.add("rejected")
+        with contextlib.suppress(OSError, ValueError):
+            arrival.sock.send(reject_pdu(0x02, 0x03, 0x02))  # transient, local limit exceeded
+        with contextlib.suppress(OSError):
+            arrival.sock.close()
 
-    def _connection(self, conn: socket.socket, addr: tuple[object, ...]) -> None:
-        peer = f"{addr[0]}:{addr[1]}"
-        sock: socket.socket = conn
+    def _start(self, arrival: Arrival) -> None:
+        thread = threading.Thread(
+            target=self._connection, args=(arrival,), name=f"assoc-{arrival.peer}", daemon=True
+        )
+        with self._threads_lock:
+            self._threads.add(thread)
         try:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.setblocking(True)
-            if self.config.ssl_context is not None:
-                conn.settimeout(self.config.acse_timeout)
-                sock = self.config.ssl_context.wrap_socket(conn, server_side=True)
-            self._association(sock, peer)
+            thread.start()
+        except RuntimeError:  # cannot start a thread: refuse, keep serving
+            with self._threads_lock:
+                self._threads.discard(thread)
+            self.share.give_slot()
+            self._refuse(arrival, "cannot start a thread")
+
+    # -- one association ----------------------------------------------------------
+
+    def _connection(self, arrival: Arrival) -> None:
+        """Owns the slot taken at admission; gives it back however the association ends."""
+        sock, peer = arrival.sock, arrival.peer
+        me = Association(peer)
+        ident = threading.get_ident()
+        self.active[ident] = me
+        try:
+            sock.setblocking(True)
+            self._association(sock, arrival, me)
         except _Interrupted:
-            self.counters.add("aborted")
+            self.counters.add("evicted" if me.evict and not self.stopping else "aborted")
             self._send_quietly(sock, abort_pdu(0x00, 0x00))
         except _Protocol as exc:
             LOG.info("%s: protocol error, aborting: %s", peer, exc)
@@ -328,6 +449,8 @@ class StorageServer:
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
+            self.active.pop(ident, None)
+            self.share.give_slot()
             with self._threads_lock:
                 self._threads.discard(threading.current_thread())
 
@@ -337,106 +460,118 @@ class StorageServer:
             sock.settimeout(1.0)
             sock.sendall(data)
 
-    def _association(self, sock: socket.socket, peer: str) -> None:
+    def _association(self, sock: socket.socket, arrival: Arrival, me: Association) -> None:
         cfg = self.config
-        reader = _Reader(sock, self._interrupt)
-        pdu_type, body = reader.pdu(_MAX_ASSOCIATE_RQ, cfg.acse_timeout, True)
-        if pdu_type != PDU_ASSOCIATE_RQ:
-            raise _Protocol(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}", 0x02)
-        if self._stopping.is_set():
-            self.counters.add("rejected")
-            sock.sendall(reject_pdu(0x02, 0x03, 0x02))
-            return
         try:
-            ac, negotiated = negotiate(_HDR.pack(pdu_type, 0, len(body)) + body, cfg.policy)
+            ac, negotiated = negotiate(arrival.rq, cfg.policy)
         except Rejected as exc:
-            LOG.info("%s: association rejected: %s", peer, exc)
+            LOG.info("%s: association rejected: %s", arrival.peer, exc)
             self.counters.add("rejected")
             sock.sendall(reject_pdu(exc.result, exc.source, exc.reason))
             return
         except Exception as exc:  # pynetdicom raises assorted errors on a malformed RQ
             raise _Protocol(f"undecodable A-ASSOCIATE-RQ ({exc})", 0x06) from None
-        if not self._slots.acquire(blocking=False):
-            LOG.info("%s: association rejected: %d already open", peer, cfg.max_associations)
-            self.counters.add("rejected")
-            sock.sendall(reject_pdu(0x02, 0x03, 0x02))  # transient, local limit exceeded
-            return
-        try:
-            self.counters.add("associations")
-            sock.sendall(ac)
-            self._data_phase(sock, reader, negotiated, peer)
-        finally:
-            self._slots.release()
+        me.calling_ae, me.called_ae = negotiated.calling_ae, negotiated.called_ae
+        self.counters.add("associations")
+        sock.sendall(ac)
 
-    def _data_phase(self, sock: socket.socket, reader: _Reader, neg: Negotiated, peer: str) -> None:
+        def interrupt(at_boundary: bool) -> bool:
+            if me.evict and at_boundary:
+                return True
+            if not self._stopping.is_set():
+                return False
+            return at_boundary or time.monotonic() > self._stop_deadline
+
+        reader = _Reader(sock, interrupt, arrival.rest)
+        self._data_phase(sock, reader, negotiated, me)
+
+    def _data_phase(
+        self, sock: socket.socket, reader: _Reader, neg: Negotiated, me: Association
+    ) -> None:
         """P-DATA until A-RELEASE-RQ (answered) or A-ABORT; raises on protocol errors."""
         cfg = self.config
         limit = cfg.policy.max_pdu or _MAX_PDU_UNLIMITED
         cmd_buf = bytearray()
         store: Command | None = None
         store_cx = 0
-        data: bytearray | None = None
-        while True:
-            idle = store is None and not cmd_buf
-            if idle and self._stopping.is_set():
-                raise _Interrupted()  # shutdown: stop between messages, never inside one
-            timeout = cfg.network_timeout if idle else cfg.dimse_timeout
-            pdu_type, body = reader.pdu(limit, timeout, idle)
-            if pdu_type == PDU_RELEASE_RQ:
-                if not idle:
-                    raise _Protocol("A-RELEASE-RQ in the middle of a message", 0x02)
-                self.counters.add("released")
-                sock.sendall(release_rp_pdu())
-                return
-            if pdu_type == PDU_ABORT:
-                self.counters.add("aborted")
-                return
-            if pdu_type != PDU_P_DATA_TF:
-                raise _Protocol(f"unexpected PDU type 0x{pdu_type:02X}", 0x02)
-            view = memoryview(body)
-            pos, end = 0, len(body)
-            while pos < end:
-                if pos + 6 > end:
-                    raise _Protocol("PDV header runs past its PDU", 0x06)
-                item_len, cx, mch = _PDV.unpack_from(body, pos)
-                if item_len < 2 or pos + 4 + item_len > end:
-                    raise _Protocol("PDV length runs past its PDU", 0x06)
-                fragment = view[pos + 6 : pos + 4 + item_len]
-                pos += 4 + item_len
-                if cx not in neg.contexts:
-                    raise _Protocol(f"PDV on presentation context {cx}, not accepted", 0x06)
-                if mch & 0x01:  # command fragment
-                    if store is not None:
-                        raise _Protocol("command while a data set is expected", 0x02)
-                    cmd_buf += fragment
-                    if mch & 0x02:
-                        cmd = self._command(cmd_buf)
-                        cmd_buf.clear()
-                        if cmd.field == C_ECHO_RQ:
-                            self.counters.add("echoes")
-                            sock.sendall(pdata_pdu(cx, echo_response(cmd)))
-                        elif cmd.field == C_STORE_RQ and cmd.has_dataset:
-                            store, store_cx = cmd, cx
-                            abstract, ts = neg.contexts[cx]
-                            data = bytearray(
-                                file_header(
+        incoming: Incoming | None = None
+        try:
+            while True:
+                idle = store is None and not cmd_buf
+                if idle:
+                    if me.idle_since is None:
+                        me.idle_since = time.monotonic()
+                    if self._stopping.is_set() or me.evict:
+                        raise _Interrupted()  # stop between messages, never inside one
+                else:
+                    me.idle_since = None
+                timeout = cfg.network_timeout if idle else cfg.dimse_timeout
+                pdu_type, body = reader.pdu(limit, timeout, idle)
+                me.idle_since = None
+                if pdu_type == PDU_RELEASE_RQ:
+                    if not idle:
+                        raise _Protocol("A-RELEASE-RQ in the middle of a message", 0x02)
+                    self.counters.add("released")
+                    sock.sendall(release_rp_pdu())
+                    return
+                if pdu_type == PDU_ABORT:
+                    self.counters.add("aborted")
+                    return
+                if pdu_type != PDU_P_DATA_TF:
+                    raise _Protocol(f"unexpected PDU type 0x{pdu_type:02X}", 0x02)
+                view = memoryview(body)
+                pos, end = 0, len(body)
+                while pos < end:
+                    if pos + 6 > end:
+                        raise _Protocol("PDV header runs past its PDU", 0x06)
+                    item_len, cx, mch = _PDV.unpack_from(body, pos)
+                    if item_len < 2 or pos + 4 + item_len > end:
+                        raise _Protocol("PDV length runs past its PDU", 0x06)
+                    fragment = view[pos + 6 : pos + 4 + item_len]
+                    pos += 4 + item_len
+                    if cx not in neg.contexts:
+                        raise _Protocol(f"PDV on presentation context {cx}, not accepted", 0x06)
+                    if mch & 0x01:  # command fragment
+                        if store is not None:
+                            raise _Protocol("command while a data set is expected", 0x02)
+                        cmd_buf += fragment
+                        if mch & 0x02:
+                            cmd = self._command(cmd_buf)
+                            cmd_buf.clear()
+                            if cmd.field == C_ECHO_RQ:
+                                self.counters.add("echoes")
+                                sock.sendall(pdata_pdu(cx, echo_response(cmd)))
+                            elif cmd.field == C_STORE_RQ and cmd.has_dataset:
+                                store, store_cx = cmd, cx
+                                abstract, ts = neg.contexts[cx]
+                                header = file_header(
                                     cmd.sop_class_uid or abstract,
                                     cmd.sop_instance_uid,
                                     ts,
                                     neg.calling_ae,
                                 )
-                            )
-                        else:
-                            raise _Protocol(f"unsupported DIMSE command 0x{cmd.field:04X}", 0x02)
-                else:  # data set fragment
-                    if store is None or data is None or cx != store_cx:
-                        raise _Protocol("data set fragment without a C-STORE-RQ", 0x02)
-                    data += fragment
-                    if len(data) > cfg.max_instance_bytes:
-                        raise _Protocol(f"instance larger than {cfg.max_instance_bytes} bytes")
-                    if mch & 0x02:
-                        self._store(sock, store, store_cx, data, neg, peer)
-                        store, data = None, None
+                                incoming = Incoming(header, self.share, self.spool, cfg.spill_above)
+                            else:
+                                raise _Protocol(
+                                    f"unsupported DIMSE command 0x{cmd.field:04X}", 0x02
+                                )
+                    else:  # data set fragment
+                        if store is None or incoming is None or cx != store_cx:
+                            raise _Protocol("data set fragment without a C-STORE-RQ", 0x02)
+                        incoming.add(fragment)
+                        me.receiving = incoming.size
+                        if incoming.size > cfg.max_instance_bytes:
+                            raise _Protocol(f"instance larger than {cfg.max_instance_bytes} bytes")
+                        if mch & 0x02:
+                            try:
+                                self._store(sock, store, store_cx, incoming, neg, me)
+                            finally:
+                                incoming.close()
+                            store, incoming = None, None
+        finally:
+            me.receiving = 0
+            if incoming is not None:
+                incoming.close()
 
     @staticmethod
     def _command(buf: bytearray) -> Command:
@@ -450,21 +585,31 @@ class StorageServer:
         sock: socket.socket,
         cmd: Command,
         cx: int,
-        data: bytearray,
+        incoming: Incoming,
         neg: Negotiated,
-        peer: str,
+        me: Association,
     ) -> None:
         """File one instance, then answer: the response follows the rename and the records."""
         abstract, ts = neg.contexts[cx]
         info = StoreInfo(
-            neg.calling_ae, neg.called_ae, peer, cmd.sop_class_uid or abstract,
+            neg.calling_ae, neg.called_ae, me.peer, cmd.sop_class_uid or abstract,
             cmd.sop_instance_uid, ts,
         )  # fmt: skip
-        self.counters.add("bytes", len(data))
-        try:
-            status, comment = self.on_store(data, info)
-        except Exception as exc:  # the handler must not raise; if it does, the sender retries
-            LOG.exception("%s: store handler failed", peer)
-            status, comment = STATUS_OUT_OF_RESOURCES, f"{exc.__class__.__name__}: {exc}"
+        incoming.finish()
+        self.counters.add("bytes", incoming.size)
+        if incoming.path is not None:
+            self.counters.add("spooled")
+        if incoming.error is not None:
+            LOG.warning("%s: %s", me.peer, incoming.error)
+            status, comment = STATUS_OUT_OF_RESOURCES, incoming.error
+        else:
+            try:
+                status, comment = self.on_store(incoming, info)
+            except Exception as exc:  # the handler must not raise; if it does, the sender retries
+                LOG.exception("%s: store handler failed", me.peer)
+                status, comment = STATUS_OUT_OF_RESOURCES, f"{exc.__class__.__name__}: {exc}"
         self.counters.add("stored" if status == STATUS_SUCCESS else "failed")
+        me.instances += 1
+        me.received += incoming.size
+        me.receiving = 0
         sock.sendall(pdata_pdu(cx, store_response(cmd, status, comment)))

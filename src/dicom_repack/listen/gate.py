@@ -1,0 +1,268 @@
+"""The gate: new connections wait here, threadless, until they have asked to associate.
+
+A connection costs a thread only once it has sent a complete A-ASSOCIATE-RQ.
+Before that it is a socket in one selector, a small buffer and a deadline (the
+ARTIM timer of PS3.8 §9.1.5, our ``--acse-timeout``): idle sockets, half-sent
+requests and stalled TLS handshakes cost a file descriptor each, never an
+association slot or a thread, so they cannot keep a real sender out. If more
+than ``max_pending`` connections wait at once, the oldest is closed: a flood
+of idle sockets pushes out its own oldest members, while a real sender, which
+sends its request as soon as it connects, passes through within milliseconds.
+
+dcmtk's storescp (``-ta``, 30 s ARTIM by default) and pynetdicom (``acse_timeout``)
+use the same timer, but hold a process or a thread per waiting connection.
+
+Runs in the thread that calls :meth:`Gate.run`; hands each complete request to
+``admit`` (which must not block) and polls ``tick`` on every turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["MAX_ASSOCIATE_RQ", "Arrival", "Gate", "raise_fd_limit"]
+
+LOG = logging.getLogger("dicom_repack.listen")
+
+_HDR = struct.Struct(">BBL")
+#: An A-ASSOCIATE-RQ proposing every storage SOP class in several contexts stays
+#: well under this; anything longer is not a real request.
+MAX_ASSOCIATE_RQ = 1 << 20
+#: Connections taken per wake-up of the listening socket (a burst is drained).
+_ACCEPT_BURST = 64
+#: The selector's longest sleep (stop requests and ``tick`` are noticed this fast).
+_TURN = 0.2
+
+
+@dataclass(slots=True)
+class Arrival:
+    """A connection that sent a complete A-ASSOCIATE-RQ (handed to ``admit``)."""
+
+    sock: socket.socket
+    peer: str
+    rq: bytes
+    #: bytes received after the request (a pipelining peer); the reader starts with them
+    rest: bytes
+
+
+@dataclass(slots=True)
+class _Waiting:
+    sock: socket.socket
+    peer: str
+    deadline: float
+    fd: int
+    buf: bytearray = field(default_factory=bytearray)
+    handshaking: bool = False
+    gone: bool = False
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit; returns the limit now in force.
+
+    Each waiting connection holds a descriptor; the soft limit is often 1024.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        return int(soft if soft != resource.RLIM_INFINITY else 1 << 20)
+    except (ImportError, OSError, ValueError):
+        return 1024
+
+
+class Gate:
+    """Accepts connections and waits, in one selector, for their association requests.
+
+    Counters bumped through ``count(name)``: ``connections`` for every accepted
+    socket, ``dropped`` for each closed before it associated (ARTIM timeout,
+    pushed out as the oldest, or closed by the peer), ``aborted`` for each
+    answered with an A-ABORT (a first PDU that is not a request, or too long).
+    """
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        *,
+        admit: Callable[[Arrival], None],
+        count: Callable[[str], None],
+        stopping: Callable[[], bool],
+        tick: Callable[[], None] = lambda: None,
+        artim: float = 10.0,
+        max_pending: int = 1024,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.listener = listener
+        self.admit = admit
+        self.count = count
+        self.stopping = stopping
+        self.tick = tick
+        self.artim = artim
+        self.max_pending = max(1, max_pending)
+        self.ssl_context = ssl_context
+        self._sel = selectors.DefaultSelector()
+        #: fd -> waiting connection, oldest first (deadlines grow in insertion order)
+        self._waiting: dict[int, _Waiting] = {}
+
+    @property
+    def pending(self) -> int:
+        """Connections accepted that have not yet sent a complete request."""
+        return len(self._waiting)
+
+    def run(self) -> None:
+        """Serve until ``stopping()``; then close the listener and every waiting connection."""
+        self.listener.setblocking(False)
+        self._sel.register(self.listener, selectors.EVENT_READ, None)
+        try:
+            while not self.stopping():
+                timeout = _TURN
+                if self._waiting:
+                    first = next(iter(self._waiting.values()))
+                    timeout = max(0.0, min(_TURN, first.deadline - time.monotonic()))
+                for key, _ in self._sel.select(timeout):
+                    if key.data is None:
+                        self._accept()
+                    else:
+                        self._advance(key.data)
+                self._expire()
+                self.tick()
+        finally:
+            self._sel.unregister(self.listener)
+            self.listener.close()
+            for w in list(self._waiting.values()):
+                self._drop(w, "shutdown")
+            self._sel.close()
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPT_BURST):
+            try:
+                conn, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: keep serving those we have
+                LOG.warning("accept failed: %s", exc)
+                if self._waiting:
+                    self._drop(next(iter(self._waiting.values())), "descriptors exhausted")
+                return
+            self.count("connections")
+            peer = f"{addr[0]}:{addr[1]}"
+            if len(self._waiting) >= self.max_pending:
+                self._drop(next(iter(self._waiting.values())), "oldest of too many waiting")
+            sock: socket.socket = conn
+            try:
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.ssl_context is not None:
+                    sock = self.ssl_context.wrap_socket(
+                        conn, server_side=True, do_handshake_on_connect=False
+                    )
+            except (OSError, ValueError) as exc:
+                LOG.info("%s: connection dropped: %s", peer, exc)
+                self.count("dropped")
+                conn.close()
+                continue
+            w = _Waiting(sock, peer, time.monotonic() + self.artim, sock.fileno())
+            w.handshaking = self.ssl_context is not None
+            self._waiting[w.fd] = w
+            self._sel.register(sock, selectors.EVENT_READ, w)
+
+    def _advance(self, w: _Waiting) -> None:
+        if w.gone:  # closed earlier in this turn (pushed out by a newer connection)
+            return
+        if w.handshaking:
+            try:
+                w.sock.do_handshake()  # type: ignore[attr-defined]
+            except ssl.SSLWantReadError:
+                self._sel.modify(w.sock, selectors.EVENT_READ, w)
+                return
+            except ssl.SSLWantWriteError:
+                self._sel.modify(w.sock, selectors.EVENT_WRITE, w)
+                return
+            except (OSError, ValueError) as exc:
+                self._drop(w, f"TLS handshake failed: {exc}")
+                return
+            w.handshaking = False
+            self._sel.modify(w.sock, selectors.EVENT_READ, w)
+        while True:  # drain: a TLS socket may hold decrypted bytes the selector cannot see
+            try:
+                chunk = w.sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                break
+            except ssl.SSLWantWriteError:
+                self._sel.modify(w.sock, selectors.EVENT_WRITE, w)
+                return
+            except (OSError, ValueError) as exc:
+                self._drop(w, f"connection dropped: {exc}")
+                return
+            if not chunk:
+                self._drop(w, "closed by the peer before associating")
+                return
+            w.buf += chunk
+            if not self._check(w):
+                return
+        self._check(w, complete=True)
+
+    def _check(self, w: _Waiting, *, complete: bool = False) -> bool:
+        """Validate what arrived; hand a complete request on. False once ``w`` is gone."""
+        buf = w.buf
+        if buf and buf[0] != 0x01:
+            reason = 0x02 if 0x02 <= buf[0] <= 0x07 else 0x01  # unexpected / unrecognised PDU
+            self._abort(w, reason, f"first PDU type 0x{buf[0]:02X} is not an A-ASSOCIATE-RQ")
+            return False
+        if len(buf) < 6:
+            return True
+        length = _HDR.unpack_from(buf, 0)[2]
+        if length > MAX_ASSOCIATE_RQ:
+            self._abort(w, 0x06, f"association request of {length} bytes")
+            return False
+        if len(buf) < 6 + length:
+            return True
+        if not complete:
+            return True  # finish draining first: ``rest`` must hold all that was read
+        del self._waiting[w.fd]
+        w.gone = True
+        self._sel.unregister(w.sock)
+        self.admit(Arrival(w.sock, w.peer, bytes(buf[: 6 + length]), bytes(buf[6 + length :])))
+        return False
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._waiting:
+            first = next(iter(self._waiting.values()))
+            if first.deadline > now:
+                return
+            self._drop(first, f"no association request within {self.artim:g} s")
+
+    def _abort(self, w: _Waiting, reason: int, why: str) -> None:
+        LOG.info("%s: protocol error, aborting: %s", w.peer, why)
+        self.count("aborted")
+        with contextlib.suppress(OSError, ValueError):
+            w.sock.send(bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, reason)))
+        self._close(w)
+
+    def _drop(self, w: _Waiting, why: str) -> None:
+        LOG.info("%s: %s", w.peer, why)
+        self.count("dropped")
+        self._close(w)
+
+    def _close(self, w: _Waiting) -> None:
+        w.gone = True
+        self._waiting.pop(w.fd, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(w.sock)
+        with contextlib.suppress(OSError):
+            w.sock.close()

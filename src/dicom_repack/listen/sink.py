@@ -1,0 +1,182 @@
+"""Where a C-STORE's bytes go while they arrive: memory within a budget, else a spool file.
+
+A received instance is kept in one ``bytearray`` (preamble, file meta, data set)
+while the shared byte budget (:class:`~.limits.Share`) has room and the instance
+is not larger than ``spill_above``; past either, what was received so far is
+written to a temporary file in the spool folder and the rest is appended there.
+The spool folder lies inside the data folder, so the finished file is filed
+by a rename (the core's path source with ``move``), never copied again.
+
+Memory held by unfinished data sets is therefore bounded by the budget across
+all associations (and workers), whatever the senders announce or stall on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from .limits import Share
+
+__all__ = ["SPOOL_DIR", "Incoming", "Spool"]
+
+#: The spool folder's name inside the data folder (hidden: no layout produces it).
+SPOOL_DIR = ".dicom-repack-incoming"
+#: Bytes reserved from the budget at a time (fewer lock round trips per instance).
+_GRAIN = 1 << 20
+
+
+class Spool:
+    """The temporary-file folder for instances that do not stay in memory."""
+
+    def __init__(self, datadir: str) -> None:
+        self.path = os.path.join(os.path.abspath(datadir), SPOOL_DIR)
+
+    def create(self) -> tuple[int, str]:
+        """A new spool file, open for writing: (fd, path)."""
+        os.makedirs(self.path, exist_ok=True)
+        import tempfile
+
+        return tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".part", dir=self.path)
+
+    def sweep(self) -> int:
+        """Remove spool files left by processes that no longer run (after a kill -9).
+
+        Returns how many were removed. Names start with the writer's pid.
+        """
+        removed = 0
+        try:
+            entries = list(Path(self.path).glob("*.part"))
+        except OSError:
+            return 0
+        for entry in entries:
+            pid_text = entry.name.split("-", 1)[0]
+            if pid_text.isdigit() and _alive(int(pid_text)):
+                continue
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed += 1
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Incoming:
+    """One instance being received. Call :meth:`add` per fragment, then read
+    :attr:`buffer` or :attr:`path` (exactly one is set once :meth:`finish` ran),
+    and always :meth:`close` (releases the budget, removes an unfiled spool file).
+    """
+
+    __slots__ = (
+        "_fd",
+        "_reserved",
+        "buffer",
+        "error",
+        "path",
+        "share",
+        "size",
+        "spill_above",
+        "spool",
+    )
+
+    def __init__(self, header: bytes, share: Share, spool: Spool, spill_above: int) -> None:
+        self.share = share
+        self.spool = spool
+        self.spill_above = spill_above
+        self.buffer: bytearray | None = bytearray()
+        self.path: str | None = None
+        self.size = 0
+        #: why the bytes could not be kept (the spool file failed); the rest is discarded
+        self.error: str | None = None
+        self._fd = -1
+        self._reserved = 0
+        self.add(header)
+
+    @property
+    def in_memory(self) -> int:
+        """Bytes of the budget this instance holds now."""
+        return self._reserved
+
+    def add(self, fragment: bytes | memoryview) -> None:
+        n = len(fragment)
+        self.size += n
+        if self.error is not None:
+            return
+        if self.buffer is not None:
+            need = len(self.buffer) + n
+            if need <= self._reserved or (
+                need <= self.spill_above and self._grow(need - self._reserved)
+            ):
+                self.buffer += fragment
+                return
+            self._spill()
+            if self.error is not None:
+                return
+        try:
+            _write_all(self._fd, fragment)
+        except OSError as exc:
+            self._fail(f"cannot write {self.path}: {exc.strerror or exc}")
+
+    def _grow(self, at_least: int) -> bool:
+        step = max(at_least, _GRAIN)
+        if not self.share.reserve(step):
+            if step == at_least or not self.share.reserve(at_least):
+                return False
+            step = at_least
+        self._reserved += step
+        return True
+
+    def _spill(self) -> None:
+        """Move what is held in memory to a spool file; from now on, append there."""
+        assert self.buffer is not None
+        try:
+            self._fd, self.path = self.spool.create()
+            _write_all(self._fd, self.buffer)
+        except OSError as exc:
+            self._fail(f"cannot spool to {self.spool.path}: {exc.strerror or exc}")
+            return
+        self.buffer = None
+        self._release()
+
+    def _fail(self, why: str) -> None:
+        self.error = why
+        self.close()
+
+    def finish(self) -> None:
+        """The last fragment arrived: close the spool file (if any)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def close(self) -> None:
+        """Release memory and budget; remove the spool file unless it was filed (moved)."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        self.buffer = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._reserved:
+            self.share.release(self._reserved)
+            self._reserved = 0
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

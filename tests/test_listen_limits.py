@@ -1,0 +1,176 @@
+"""The receiver's bounds, from the outside: idle peers, memory, refusals at start.
+
+Issue 9 defects 6, 7 and 13 (listen's part). Generated instances only (no
+../shared); the real sender is dcmtk's storescu where it is installed. No timing
+thresholds: each check is "everything stored / the bound held / refused with
+one line", with timeouts only to stop a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from test_listen_hygiene import _associate_rq, _raw
+from test_listen_support import (
+    dcmtk,
+    dcmtk_env,
+    filed,
+    immutable,
+    listening,
+    pynetdicom_send,
+)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """192 generated instances (several patients, studies, series)."""
+    out = tmp_path_factory.mktemp("generated")
+    run_cli("corpus", str(out), "--instances", "192", "-q")
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "corpus.json")
+    assert len(files) == 192
+    return files
+
+
+def storescu(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:
+    argv = [dcmtk("storescu"), "-aet", "STORESCU", "-aec", "DICOM-REPACK", "127.0.0.1", str(port)]
+    return subprocess.run(
+        argv + [str(f) for f in files], capture_output=True, text=True, env=dcmtk_env(),
+        timeout=120,
+    )  # fmt: skip
+
+
+def _idle_crowd(port: int, idle: int, half_open: int) -> Iterator[socket.socket]:
+    rq = _associate_rq()
+    for _ in range(idle):
+        yield socket.create_connection(("127.0.0.1", port), timeout=30)
+    for _ in range(half_open):
+        s = _raw(port)
+        s.sendall(rq[: len(rq) // 2])  # part of an A-ASSOCIATE-RQ, then nothing
+        yield s
+
+
+@pytest.mark.parametrize("extra", [(), ("--max-pending", "64")], ids=["default", "pending-64"])
+def test_idle_and_half_open_sockets_never_deny_service(
+    extra: tuple[str, ...], generated: list[Path], tmp_path: Path
+) -> None:
+    """200 idle sockets and 20 half-sent association requests held open (more than
+    --max-pending in the second case, so the oldest are pushed out) while storescu
+    stores 192 instances: all 192 are stored."""
+    data = tmp_path / "data"
+    with listening(data, *extra) as listener:
+        crowd = list(_idle_crowd(listener.port, 200, 20))
+        try:
+            done = storescu(listener.port, generated)
+            assert done.returncode == 0, done.stderr
+            # the crowd was still there while storescu ran (not merely timed out)
+            alive = sum(1 for s in crowd if _still_open(s))
+            assert alive >= (len(crowd) if not extra else 1)
+        finally:
+            for s in crowd:
+                s.close()
+        assert listener.stop() == 0
+    assert len(filed(data)) == 192
+    assert "192 instances filed" in listener.stderr
+
+
+def _still_open(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def test_idle_associations_make_room_for_a_new_one(generated: list[Path], tmp_path: Path) -> None:
+    """Every slot held by an associated peer that sends nothing: the longest idle one is
+    aborted (between messages, nothing lost) to admit a real sender."""
+    data = tmp_path / "data"
+    with listening(data, "--max-associations", "2", "--idle-evict", "0.5") as listener:
+        held = []
+        for _ in range(2):
+            s = _raw(listener.port)
+            s.sendall(_associate_rq())
+            assert s.recv(6)[0] == 0x02  # A-ASSOCIATE-AC, then silence
+            held.append(s)
+        try:
+            time.sleep(1.0)  # let both be idle longer than --idle-evict
+            assert pynetdicom_send(listener.port, generated[:1], echo=False) == [0]
+            s = held[0]  # the longest idle was aborted
+            s.settimeout(30)
+            reply = s.recv(65536)
+            assert reply[:1] in (b"", b"\x07")  # A-ABORT, or closed
+        finally:
+            for s in held:
+                s.close()
+        assert listener.stop() == 0
+    assert "1 evicted" in listener.stderr
+
+
+# -- memory (defect 7) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra", [("--spill-above", "1"), ("--memory-budget", "0")], ids=["spill-all", "no-budget"]
+)
+def test_spooled_instances_are_filed_like_in_memory_ones(
+    extra: tuple[str, ...], generated: list[Path], tmp_path: Path
+) -> None:
+    """Every instance through the spool file (too large, or no budget left): filed byte
+    for byte, recorded, and no spool file left behind."""
+    from test_listen_support import records
+
+    files = generated[:24]
+    ref_data, ref_log = tmp_path / "ref-data", tmp_path / "ref-log"
+    with listening(ref_data, "--logdir", str(ref_log)) as listener:
+        assert pynetdicom_send(listener.port, files) == [0] * len(files)
+    data, log = tmp_path / "data", tmp_path / "log"
+    with listening(data, "--logdir", str(log), *extra) as listener:
+        assert pynetdicom_send(listener.port, files) == [0] * len(files)
+        assert listener.stop() == 0
+    assert f"{len(files)} spooled to disk" in listener.stderr
+    got, ref = filed(data), filed(ref_data)
+    assert sorted(got) == sorted(ref)
+    assert all(got[uid].read_bytes() == ref[uid].read_bytes() for uid in got)
+    assert records(log, data) == records(ref_log, ref_data)
+    assert not [p for p in data.rglob("*") if p.is_file() and p.suffix != ".dcm"]
+
+
+# -- refusals at start (defect 13) --------------------------------------------------
+
+
+def _refused(*args: str, env: dict[str, str] | None = None) -> str:
+    done = run_cli("listen", "--bind", "127.0.0.1", *args, check=False, timeout=60, env=env)
+    assert done.returncode != 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_bad_port_is_refused_with_one_line(tmp_path: Path) -> None:
+    line = _refused("--port", "99999", "--datadir", str(tmp_path / "data"))
+    assert "99999" in line
+    env = dict(os.environ, DICOM_REPACK_LISTEN_PORT="eleven")
+    line = _refused("--datadir", str(tmp_path / "data"), env=env)
+    assert "DICOM_REPACK_LISTEN_PORT" in line and "eleven" in line
+    env = dict(os.environ, DICOM_REPACK_LISTEN_MAX_ASSOCIATIONS="-3")
+    assert "MAX_ASSOCIATIONS" in _refused("--port", "0", "--datadir", str(tmp_path), env=env)
+
+
+def test_read_only_data_or_log_folder_is_refused_at_start(tmp_path: Path) -> None:
+    with immutable(tmp_path / "ro") as ro:
+        line = _refused("--port", "0", "--datadir", str(ro))
+        assert "--datadir" in line and str(ro) in line
+        line = _refused("--port", "0", "--datadir", str(tmp_path / "d"), "--logdir", str(ro))
+        assert "--logdir" in line
+        assert not list(ro.iterdir())
