@@ -100,20 +100,35 @@ def test_idle_associations_make_room_for_a_new_one(generated: list[Path], tmp_pa
         for _ in range(2):
             s = _raw(listener.port)
             s.sendall(_associate_rq())
-            assert s.recv(6)[0] == 0x02  # A-ASSOCIATE-AC, then silence
+            _read_pdu(s, 0x02)  # A-ASSOCIATE-AC, then silence
             held.append(s)
         try:
             time.sleep(1.0)  # let both be idle longer than --idle-evict
             assert pynetdicom_send(listener.port, generated[:1], echo=False) == [0]
             s = held[0]  # the longest idle was aborted
-            s.settimeout(30)
-            reply = s.recv(65536)
-            assert reply[:1] in (b"", b"\x07")  # A-ABORT, or closed
+            _read_pdu(s, 0x07)  # A-ABORT
         finally:
             for s in held:
                 s.close()
         assert listener.stop() == 0
     assert "1 evicted" in listener.stderr
+
+
+def _read_pdu(s: socket.socket, expected: int) -> bytes:
+    s.settimeout(30)
+    head = b""
+    while len(head) < 6:
+        chunk = s.recv(6 - len(head))
+        assert chunk, "closed without a PDU"
+        head += chunk
+    assert head[0] == expected, head
+    body = b""
+    length = int.from_bytes(head[2:6], "big")
+    while len(body) < length:
+        chunk = s.recv(length - len(body))
+        assert chunk
+        body += chunk
+    return body
 
 
 # -- memory (defect 7) ----------------------------------------------------------------
