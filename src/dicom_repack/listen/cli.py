@@ -25,11 +25,11 @@ import threading
 import time
 from typing import IO, NoReturn
 
+from ..core.destination import DestinationError, check_writable
 from ..core.errors import TemplateError
 from ..core.layout import add_layout_arguments, layout_from_arguments
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
-from ..core.writable import unwritable_reason
 from .assoc import Policy
 from .scp import (
     STATUS_CANNOT_UNDERSTAND,
@@ -378,9 +378,10 @@ def _check_destinations(args: argparse.Namespace) -> None:
     """Refuse at start what would fail every C-STORE: unusable data or log folder."""
     for flag, folder in (("--datadir", args.datadir), ("--logdir", args.logdir)):
         if folder:
-            why = unwritable_reason(folder)
-            if why is not None:
-                raise _Refused(f"{flag}: {why}")
+            try:
+                check_writable(folder, flag)
+            except DestinationError as exc:
+                raise _Refused(str(exc)) from None
 
 
 def _run(args: argparse.Namespace) -> int:
