@@ -35,6 +35,7 @@ from .place import ensure_dir, place_bytes
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from contextlib import AbstractContextManager
 
 __all__ = ["RECORD_KEYWORDS", "RecordPaths", "RecordWriter", "record_paths"]
 
@@ -207,6 +208,9 @@ class RecordWriter:
         self.patient_dir = f"{self.logdir}/{PATIENT_DIR}"
         self._filed: dict[tuple[str, str], float] = {}
         self._known: dict[str, float] = {}
+        #: Extra lock around a patient record's update, by patient ID: the folder's
+        #: flock is host-local on NFS, so ``batch --dask`` adds a cluster-wide one.
+        self.patient_lock: Callable[[str], AbstractContextManager[object]] | None = None
 
     def write(
         self,
@@ -348,25 +352,35 @@ class RecordWriter:
             return
         path = f"{self.logdir}/{rel}"
         if not self._patient_has(path, patient_id, study_uid):
-            dirfd = _lock_dir(self.patient_dir)
-            try:
-                record = self._read(path)
-                entry = record.get(patient_id)
-                if not isinstance(entry, dict):
-                    entry = _model(PATIENT_FIELDS, values)
-                    entry["StudyList"] = []
-                    record[patient_id] = entry
-                studies = entry.setdefault("StudyList", [])
-                if not isinstance(studies, list):
-                    raise RecordError(path, "existing StudyList is not a JSON list; left as it is")
-                if study_uid not in studies:
-                    studies.append(study_uid)
-                    self._replace(rel, record)
-            finally:
-                os.close(dirfd)  # releases the lock
+            if self.patient_lock is None:
+                self._add_study(path, rel, patient_id, study_uid, values)
+            else:
+                with self.patient_lock(patient_id):
+                    self._add_study(path, rel, patient_id, study_uid, values)
         if len(self._filed) >= _CACHE_MAX:
             self._filed.clear()
         self._filed[key] = time.monotonic()
+
+    def _add_study(
+        self, path: str, rel: str, patient_id: str, study_uid: str, values: Mapping[str, str]
+    ) -> None:
+        """The read-modify-write of a patient's StudyList, under the patientData folder's lock."""
+        dirfd = _lock_dir(self.patient_dir)
+        try:
+            record = self._read(path)
+            entry = record.get(patient_id)
+            if not isinstance(entry, dict):
+                entry = _model(PATIENT_FIELDS, values)
+                entry["StudyList"] = []
+                record[patient_id] = entry
+            studies = entry.setdefault("StudyList", [])
+            if not isinstance(studies, list):
+                raise RecordError(path, "existing StudyList is not a JSON list; left as it is")
+            if study_uid not in studies:
+                studies.append(study_uid)
+                self._replace(rel, record)
+        finally:
+            os.close(dirfd)  # releases the lock
 
     def _patient_has(self, path: str, patient_id: str, study_uid: str) -> bool:
         record = self._read(path)

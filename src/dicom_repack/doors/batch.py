@@ -266,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-ndjson", action="store_true", help="one JSON line per instance on stdout"
     )
     parser.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run on a Dask distributed cluster: a scheduler address (tcp://host:8786), "
+        "or local:N for N local worker processes (pip install 'dicom-repack[dask]'); "
+        "see docs/scale.md",
+    )
+    parser.add_argument(
         "--summary-json", metavar="FILE", help="also write the summary as JSON to FILE"
     )
     parser.add_argument("--strict", action="store_true", help="count non-DICOM files as failures")
@@ -286,6 +293,19 @@ def main(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     if ns.jobs is not None and ns.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if ns.dask is not None:
+        from .dask_batch import DaskUnavailable, parse_address, require_distributed
+
+        if ns.jobs is not None:
+            parser.error("--jobs and --dask exclude each other (local:N sets the workers)")
+        problem = parse_address(ns.dask)
+        if problem:
+            parser.error(problem)
+        try:
+            require_distributed()
+        except DaskUnavailable as exc:
+            sys.stderr.write(f"dicom-repack: error: {exc}\n")
+            return 2
     try:
         layout = layout_from_arguments(ns)
     except TemplateError as exc:
@@ -345,14 +365,31 @@ def main(argv: list[str]) -> int:
             progress.update(task, advance=1)
 
     try:
-        summary = run(
-            iter_paths(ns.paths, exclude=exclude),
-            config,
-            move=ns.cleanup,
-            jobs=ns.jobs,
-            on_outcome=report,
-            stop_when=destination_failed,
-        )
+        if ns.dask is not None:
+            from .dask_batch import DaskJobError
+            from .dask_batch import run as run_on_dask
+
+            try:
+                summary = run_on_dask(
+                    iter_paths(ns.paths, exclude=exclude),
+                    config,
+                    address=ns.dask,
+                    move=ns.cleanup,
+                    on_outcome=report,
+                    stop_when=destination_failed,
+                )
+            except (DaskJobError, OSError) as exc:
+                sys.stderr.write(f"dicom-repack: error: {exc}\n")
+                return 1
+        else:
+            summary = run(
+                iter_paths(ns.paths, exclude=exclude),
+                config,
+                move=ns.cleanup,
+                jobs=ns.jobs,
+                on_outcome=report,
+                stop_when=destination_failed,
+            )
     except KeyboardInterrupt:
         sys.stderr.write(
             "dicom-repack: interrupted; files already filed stay filed, nothing is half-written\n"

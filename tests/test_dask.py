@@ -1,0 +1,280 @@
+"""``batch --dask`` on a real Dask cluster: a scheduler and two workers, separate processes.
+
+Everything binds 127.0.0.1 and every process a test starts is stopped by it.
+The corpus is generated (``dicom-repack corpus``), several patients, studies
+and series, so records are written by both workers at once. A worker is killed
+(SIGKILL) at a known moment: ``DICOM_REPACK_DASK_TEST_HANG=N:MARKER`` makes it
+stop after filing N instances of its task, before reporting it; the test waits
+for MARKER and kills it, and the scheduler runs that task again on the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+BIN = Path(sys.executable).parent
+INSTANCES = 160
+#: stat fields that differ between two filings of the same bytes
+VOLATILE = {"atime", "ctime", "mtime", "ino", "dev", "nlink", "uid", "gid", "blocks", "blksize"}
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): sha(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def records(log: Path, data: Path) -> dict[str, object]:
+    """Every record, with the data folder's path and per-filing stat fields taken out."""
+
+    def clean(obj: object) -> object:
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items() if k not in VOLATILE}
+        if isinstance(obj, list):
+            return [clean(v) for v in obj]
+        if isinstance(obj, str):
+            return obj.replace(str(data), "<DATA>")
+        return obj
+
+    out: dict[str, object] = {}
+    for p in sorted(log.rglob("*.json")):
+        obj = json.loads(p.read_text())
+        if p.parent.name == "patientData":  # the order of StudyList is arrival order
+            for entry in obj.values():
+                entry["StudyList"] = sorted(entry["StudyList"])
+        out[p.relative_to(log).as_posix()] = clean(obj)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Several patients x studies x series, generated (no ../shared needed)."""
+    out = tmp_path_factory.mktemp("dask-corpus") / "in"
+    run_cli(
+        "corpus", str(out), "--instances", str(INSTANCES), "--patients", "4",
+        "--studies-per-patient", "2", "--series-per-study", "2", "-q",
+    )  # fmt: skip
+    (out / "corpus.json").unlink()  # its description, not an instance
+    # The generator clones several seed files per patient, whose patient facts
+    # differ; a patient record keeps its first writer's, so arrival order would
+    # show. Real patients have one age and sex: give each generated one its own.
+    import pydicom
+
+    for path in sorted(out.rglob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.PatientAge, ds.PatientSex, ds.PatientBirthDate = "042Y", "O", "19800101"
+        ds.save_as(path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same corpus through the local batch door: what the cluster must produce."""
+    base = tmp_path_factory.mktemp("dask-expected")
+    run_cli("batch", str(corpus), "-d", str(base / "data"), "-l", str(base / "log"), "-j", "1")
+    return base / "data", base / "log"
+
+
+class Cluster:
+    """A ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1."""
+
+    def __init__(self, folder: Path, victim_env: dict[str, str] | None = None) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.folder = folder
+        env = dict(os.environ, DASK_DISTRIBUTED__LOGGING__DISTRIBUTED="error")
+        info = folder / "scheduler.json"
+        self.scheduler = self._start(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--no-dashboard", "--scheduler-file", str(info)],
+            env, "scheduler",
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not info.exists() or not info.read_text().strip():
+            assert self.scheduler.poll() is None, "the dask scheduler did not start"
+            assert time.monotonic() < deadline, "the dask scheduler did not start in 30 s"
+            time.sleep(0.05)
+        time.sleep(0.05)
+        self.address = json.loads(info.read_text())["address"]
+        worker = [str(BIN / "dask"), "worker", self.address, "--nthreads", "1", "--no-nanny",
+                  "--no-dashboard", "--host", "127.0.0.1"]  # fmt: skip
+        self.victim = self._start(
+            [*worker, "--name", "victim"], dict(env, **(victim_env or {})), "victim"
+        )
+        self.healthy = self._start([*worker, "--name", "healthy"], env, "healthy")
+        self._wait_for_workers(2)
+
+    def _start(self, cmd: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+        log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def _wait_for_workers(self, n: int) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as client:
+            client.wait_for_workers(n, timeout=60)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.folder.glob("*.log"))
+        )
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture()
+def cluster_factory(tmp_path: Path) -> Iterator[type[Cluster]]:
+    started: list[Cluster] = []
+
+    class Started(Cluster):
+        def __init__(self, victim_env: dict[str, str] | None = None) -> None:
+            folder = tmp_path / f"cluster{len(started)}"
+            folder.mkdir()
+            started.append(self)
+            try:
+                super().__init__(folder, victim_env)
+            except BaseException:
+                self.stop()
+                raise
+
+    try:
+        yield Started
+    finally:
+        for c in started:
+            c.stop()
+
+
+def batch_on(cluster: Cluster, src: Path, base: Path, *extra: str) -> tuple[Path, Path, list[dict[str, object]], str]:  # fmt: skip
+    data, log = base / "data", base / "log"
+    proc = run_cli(
+        "batch", str(src), "-d", str(data), "-l", str(log), "--dask", cluster.address,
+        "--log-ndjson", "--no-progress", *extra, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\n{cluster.logs()}"
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    return data, log, lines, proc.stderr
+
+
+def test_a_cluster_files_what_the_local_batch_files(
+    corpus: Path, expected: tuple[Path, Path], cluster_factory: type[Cluster], tmp_path: Path
+) -> None:
+    cluster = cluster_factory()
+    data, log, lines, stderr = batch_on(cluster, corpus, tmp_path / "out")
+    assert f"{INSTANCES} instances filed" in stderr and "0 failed" in stderr
+    assert sorted(str(r["src"]) for r in lines) == sorted(str(p) for p in corpus.rglob("*.dcm"))
+    assert all(r["error"] is None for r in lines)
+    exp_data, exp_log = expected
+    assert tree(data) == tree(exp_data)
+    assert records(log, data) == records(exp_log, exp_data)
+
+
+@pytest.mark.parametrize("mode", ["copy", "move"])
+def test_a_worker_killed_mid_task_loses_nothing_and_counts_nothing_twice(
+    mode: str,
+    corpus: Path,
+    expected: tuple[Path, Path],
+    cluster_factory: type[Cluster],
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "in"
+    shutil.copytree(corpus, src)
+    sources = sorted(str(p) for p in src.rglob("*.dcm"))
+    marker = tmp_path / "victim-hangs"
+    cluster = cluster_factory({"DICOM_REPACK_DASK_TEST_HANG": f"3:{marker}"})
+
+    extra = ["--cleanup"] if mode == "move" else []
+    data, log = tmp_path / "out" / "data", tmp_path / "out" / "log"
+    cmd = ["batch", str(src), "-d", str(data), "-l", str(log), "--dask", cluster.address,
+           "--log-ndjson", "--no-progress", *extra]  # fmt: skip
+    from conftest import dicom_repack_exe
+
+    with subprocess.Popen(
+        [dicom_repack_exe(), *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as run:
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.exists():
+                assert run.poll() is None, "the run ended before the victim filed 3 instances"
+                assert time.monotonic() < deadline, cluster.logs()
+                time.sleep(0.02)
+            os.kill(cluster.victim.pid, signal.SIGKILL)  # mid-task: 3 filed, none reported
+            out, err = run.communicate(timeout=90)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    assert cluster.victim.wait(timeout=10) == -signal.SIGKILL
+    assert run.returncode == 0, f"{out}\n{err}\n{cluster.logs()}"
+
+    lines = [json.loads(line) for line in out.splitlines()]
+    reported = sorted(str(r["src"]) for r in lines)
+    assert reported == sources, "every instance reported exactly once"
+    assert all(r["error"] is None for r in lines), [r["error"] for r in lines if r["error"]]
+    assert f"{INSTANCES} instances filed" in err and "0 failed" in err
+    exp_data, exp_log = expected
+    assert tree(data) == tree(exp_data), "every instance filed once, none lost"
+    assert records(log, data) == records(exp_log, exp_data)
+    if mode == "move":
+        assert list(src.rglob("*.dcm")) == [], "every source removed once filed"
+    assert not (data / ".dicom-repack-journal").exists(), "the run's journals are removed"
+
+
+def test_local_cluster(corpus: Path, expected: tuple[Path, Path], tmp_path: Path) -> None:
+    data, log = tmp_path / "data", tmp_path / "log"
+    proc = run_cli(
+        "batch", str(corpus), "-d", str(data), "-l", str(log), "--dask", "local:2",
+        "--no-progress", timeout=120,
+    )  # fmt: skip
+    assert f"{INSTANCES} instances filed" in proc.stdout
+    exp_data, exp_log = expected
+    assert tree(data) == tree(exp_data)
+    assert records(log, data) == records(exp_log, exp_data)
+
+
+def test_without_dask_installed_one_line_says_what_to_install(corpus: Path, tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "distributed"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no distributed here')\n")
+    env = dict(os.environ, PYTHONPATH=str(shadow.parent))
+    proc = run_cli(
+        "batch", str(corpus), "-d", str(tmp_path / "d"), "--dask", "tcp://127.0.0.1:1",
+        check=False, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "dicom-repack: error: --dask needs Dask distributed: pip install 'dicom-repack[dask]'"
+    ]
+    assert not (tmp_path / "d").exists()
+
+
+def test_bad_dask_address_is_a_usage_error(corpus: Path, tmp_path: Path) -> None:
+    for address in ("local:0", "local:x", "nonsense"):
+        proc = run_cli("batch", str(corpus), "-d", str(tmp_path / "d"), "--dask", address, check=False)  # fmt: skip
+        assert proc.returncode == 2 and "--dask" in proc.stderr, address
+    assert not (tmp_path / "d").exists()
