@@ -1,71 +1,53 @@
-"""Shared fixtures: the two shared corpora, unpacked once per test session.
+"""Fixtures only; the helpers they use (and tests import) are in tests/helpers.py.
 
-The tarballs live in ../shared/data beside the checkout (read only; CI has them
-there too). Tests that need them are skipped, loudly, where they are absent.
+* ``generated`` / ``mr`` / ``mr_seed`` -- generated MR-like corpora (no download, any
+  machine): what every test that is not about parity uses.
+* ``corpora`` / ``sag`` -- the two shared corpora from ../shared/data, for parity
+  tests only; they skip, loudly, where the tarballs are absent.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "data"
-EXPECTED = SHARED / "expected"
-
-#: corpus name -> folder (inside the tarball) that holds its DICOM files
-CORPORA = {"SAG-anon": "SAG-anon", "example-dicom-structural": "example-dicom-structural/dicoms"}
-
-
-def dicom_repack_exe() -> str:
-    """The installed console script (the thing users run), beside this interpreter."""
-    exe = Path(sys.executable).parent / "dicom-repack"
-    if not exe.exists():
-        found = shutil.which("dicom-repack")
-        if found is None:
-            pytest.fail("the dicom-repack console script is not installed (pip install -e .)")
-        return found
-    return str(exe)
-
-
-def run_cli(*args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
-    """Run the console script; fail the test with its output if it fails unexpectedly."""
-    proc = subprocess.run([dicom_repack_exe(), *args], capture_output=True, text=True, **kw)  # type: ignore[call-overload]
-    if check and proc.returncode != 0:
-        pytest.fail(
-            f"dicom-repack {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
+from helpers import GENERATED_CORPORA, SHARED_CORPORA, dicom_files, unpack_shared, write_corpus
 
 
 @pytest.fixture(scope="session")
-def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both shared corpora unpacked (read-only use: copy before modifying)."""
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every generated corpus of helpers.GENERATED_CORPORA, written once per session
+    (read-only use: copy before modifying)."""
+    base = tmp_path_factory.mktemp("generated")
     out: dict[str, Path] = {}
-    base = tmp_path_factory.mktemp("corpora")
-    for name, inner in CORPORA.items():
-        tarball = SHARED / f"{name}.tar.gz"
-        if not tarball.exists():
-            pytest.skip(f"{tarball} is absent (the shared corpora sit beside the checkout)")
-        with tarfile.open(tarball) as tf:
-            tf.extractall(base, filter="data")
-        out[name] = base / inner
+    for name in GENERATED_CORPORA:
+        write_corpus(name, base / name)
+        out[name] = base / name
     return out
 
 
 @pytest.fixture()
+def mr(generated: dict[str, Path]) -> Path:
+    """The explicit-VR generated corpus: a 12-instance series, a 3-instance localizer,
+    then a second patient's 5-instance series (file names sort in that order)."""
+    return generated["mr-explicit"]
+
+
+@pytest.fixture()
+def mr_seed(mr: Path) -> Path:
+    """One instance to copy and modify."""
+    return dicom_files(mr)[0]
+
+
+@pytest.fixture(scope="session")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both shared corpora unpacked (parity tests only; read-only use)."""
+    base = tmp_path_factory.mktemp("corpora")
+    return {name: unpack_shared(name, base) for name in SHARED_CORPORA}
+
+
+@pytest.fixture()
 def sag(corpora: dict[str, Path]) -> Path:
+    """The shared SAG-anon corpus (parity tests only; others use ``mr``)."""
     return corpora["SAG-anon"]
-
-
-def dicom_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
-
-
-os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

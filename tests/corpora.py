@@ -10,19 +10,34 @@ from __future__ import annotations
 
 import random
 import struct
-import tarfile
 from pathlib import Path
 
 from dicom_repack.core.errors import NotDicomError, TruncatedError
 from dicom_repack.core.header import Header, _Unsupported, read_header, read_header_fast
 from dicom_repack.core.header import read_header_pydicom as _read_header_pydicom
 from dicom_repack.core.keywords import CORE
+from helpers import (  # noqa: F401 - re-exported for tests and benchmarks
+    SHARED,
+    SHARED_CORPORA,
+    CorpusMissing,
+    dicom_files,
+    shared_tarball,
+    unpack_shared,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
+#: the shared corpora (one definition, in helpers.py): name -> folder inside its tarball
+INNER = SHARED_CORPORA
+DATA = SHARED
 
-#: corpus name -> folder inside its tarball that holds the DICOM files
-INNER = {"SAG-anon": "SAG-anon", "example-dicom-structural": "example-dicom-structural/dicoms"}
+
+def tarball(name: str) -> Path:
+    return shared_tarball(name)
+
+
+def unpack(corpus_name: str, dest: Path) -> Path:
+    """Extract a shared corpus into ``dest`` (helpers.unpack_shared: skips when absent)."""
+    return unpack_shared(corpus_name, dest)
+
 
 #: every CORE keyword plus non-core ones (multi-valued, DS, FD-free US, LO ...)
 KEYWORDS: tuple[str, ...] = (
@@ -40,36 +55,6 @@ KEYWORDS: tuple[str, ...] = (
     "ImageComments",
     "ReferringPhysicianName",
 )
-
-
-class CorpusMissing(Exception):
-    """The tarball is not beside the checkout (callers skip)."""
-
-
-def tarball(name: str) -> Path:
-    return DATA / f"{name}.tar.gz"
-
-
-def unpack(corpus_name: str, dest: Path) -> Path:
-    """Extract ``<corpus_name>.tar.gz`` from ../shared/data into ``dest``; return its DICOM folder.
-
-    Skips the calling test (pytest.skip) when the tarball is absent; outside pytest
-    raises CorpusMissing.
-    """
-    src = tarball(corpus_name)
-    if not src.exists():
-        try:
-            import pytest
-        except ImportError:  # pragma: no cover - benchmarks without pytest
-            raise CorpusMissing(str(src)) from None
-        pytest.skip(f"{src} is absent (the shared corpora sit beside the checkout)")
-    with tarfile.open(src) as tf:
-        tf.extractall(dest, filter="data")
-    return dest / INNER[corpus_name]
-
-
-def dicom_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
 
 
 def read_header_pydicom(source: object, keywords: tuple[str, ...] = KEYWORDS) -> Header:

@@ -7,7 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import EXPECTED, dicom_files, dicom_repack_exe, run_cli
+from helpers import SHARED_EXPECTED as EXPECTED
+from helpers import dicom_files, dicom_repack_exe, run_cli
 
 
 def rx_tree() -> set[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dicom_files, run_cli
+from helpers import dicom_files, run_cli
 from test_listen_support import (
     assert_same_datasets,
     filed,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dicom_files, dicom_repack_exe
+from helpers import dicom_files, dicom_repack_exe
 from test_listen import CORPUS_NAMES, batch_reference  # noqa: F401 - fixture
 from test_listen_support import (
     assert_same_datasets,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dicom_files
 from dicom_repack.listen import wire as listen_wire
+from helpers import dicom_files
 from test_listen_support import filed, listening, pynetdicom_send
 
 

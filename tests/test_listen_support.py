@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dicom_repack_exe
 from dicom_repack.bench.feed import find_dcmtk
+from helpers import dicom_repack_exe
 
 
 def dcmtk(tool: str) -> str:
@@ -185,6 +185,61 @@ def records(logdir: Path, datadir: Path) -> dict[str, object]:
     return out
 
 
+class AtomicCheckpoint:
+    """A drop-in for pynetdicom's ``Association._reactor_checkpoint`` without its race.
+
+    pynetdicom 3.0 pauses the association's reactor thread around each ``send_c_store``:
+    it clears an Event, then spins until the reactor sets ``_is_paused``. The reactor
+    writes ``_is_paused = False`` only *after* its ``wait()`` returns, so a send that
+    follows another closely can read the stale True, go ahead, and have the reactor
+    take the C-STORE response off the queue ("Received unexpected C-STORE service
+    message"); the send then waits out the whole DIMSE timeout and aborts. Under load
+    it happens every few hundred stores (pydicom/pynetdicom#875 is the same race with
+    C-FIND; #435 another of the reactor's). Here ``wait()`` marks the reactor unpaused
+    under the same lock that ``clear()`` takes, so a cleared checkpoint is never
+    mistaken for a paused reactor. The network-timeout A-RELEASE path, the only
+    caller of ``wait()`` that relies on ``_is_paused`` staying True, is not used
+    (pynetdicom's default network_timeout_response is A-ABORT).
+    """
+
+    def __init__(self, assoc: object) -> None:
+        self._assoc = assoc
+        self._cond = threading.Condition()
+        self._flag = True
+        self.passes = 0  # how many times the reactor went through
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            if self._cond.wait_for(lambda: self._flag, timeout):
+                self._assoc._is_paused = False  # type: ignore[attr-defined]
+                self.passes += 1
+                return True
+            return False
+
+
+def pause_reactor_atomically(assoc: object) -> None:
+    """Install :class:`AtomicCheckpoint` in an established association, and wait until
+    its reactor has gone through it once (so no stale pause flag from the old Event
+    remains)."""
+    checkpoint = AtomicCheckpoint(assoc)
+    assoc._reactor_checkpoint = checkpoint  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while checkpoint.passes < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def pynetdicom_send(
     port: int,
     files: list[Path],
@@ -212,6 +267,7 @@ def pynetdicom_send(
     assoc = ae.associate("127.0.0.1", port, ae_title="DICOM-REPACK", **kwargs)
     if not assoc.is_established:
         raise ConnectionRefusedError("association not established")
+    pause_reactor_atomically(assoc)
     statuses: list[int] = []
     try:
         if echo:

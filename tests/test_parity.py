@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPORA, EXPECTED, dicom_files, run_cli
+from helpers import SHARED_CORPORA as CORPORA
+from helpers import SHARED_EXPECTED as EXPECTED
+from helpers import dicom_files, run_cli
 
 
 def tree(root: Path) -> dict[str, tuple[int, str]]:

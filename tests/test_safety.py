@@ -13,9 +13,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import dicom_files, dicom_repack_exe, run_cli
 from dicom_repack.core import place
 from dicom_repack.core.repack import Config, Repacker
+from helpers import dicom_files, dicom_repack_exe, run_cli
 
 # the hostile files are invalid on purpose; pydicom says so when writing them
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom")
