@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 

@@ -14,9 +14,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from conftest import run_cli
 from dicom_repack.core.dump import header_dump
 from dicom_repack.core.render import render_value
+from helpers import run_cli
 
 #: pydicom 2.4.5's ``"%s" % ds.ContentSequence`` for :func:`_nested` (two equal items).
 PYDICOM_24_SEQUENCE = (

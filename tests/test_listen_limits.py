@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from test_listen_hygiene import _associate_rq, _raw
 from test_listen_support import (
     dcmtk,
