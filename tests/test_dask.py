@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 BIN = Path(sys.executable).parent
 INSTANCES = 160
@@ -213,7 +213,7 @@ def test_a_worker_killed_mid_task_loses_nothing_and_counts_nothing_twice(
     data, log = tmp_path / "out" / "data", tmp_path / "out" / "log"
     cmd = ["batch", str(src), "-d", str(data), "-l", str(log), "--dask", cluster.address,
            "--log-ndjson", "--no-progress", *extra]  # fmt: skip
-    from conftest import dicom_repack_exe
+    from helpers import dicom_repack_exe
 
     with subprocess.Popen(
         [dicom_repack_exe(), *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
