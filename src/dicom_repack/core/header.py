@@ -27,16 +27,20 @@ test files and under fuzzing; docs/header.md summarises what falls back.
 from __future__ import annotations
 
 import os
-import struct
 
 from .errors import NotDicomError, NotRegularFileError, TruncatedError
-from .render import render_value
+from .render import CHARSET_CODECS, charset_codec, decode, render_value, text
+from .walker import UNDEFINED, Truncated, Unsupported, encoding, read_meta, walk_top
 
 TYPE_CHECKING = False  # importing typing/collections.abc costs time the door does not have
 if TYPE_CHECKING:
     import mmap
-    from collections.abc import Collection, Mapping
-    from typing import TypeAlias
+    from collections.abc import Callable, Collection, Mapping
+    from typing import TypeAlias, TypeVar
+
+    from .walker import Element
+
+    T = TypeVar("T")
 
     Source: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview
     Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
@@ -49,6 +53,7 @@ __all__ = [
     "read_header_pydicom",
     "read_small_file",
     "render_value",
+    "with_buffer",
 ]
 
 
@@ -186,83 +191,12 @@ def read_header_pydicom(
 # The fast path
 # --------------------------------------------------------------------------------------
 
+_Unsupported = Unsupported  # the names the tests and older callers use
+_Truncated = Truncated
 
-class _Unsupported(Exception):
-    """The fast path declines this file; pydicom must read it (the reason is the text)."""
-
-
-class _Truncated(Exception):
-    """The file ends inside an element (internal; turned into TruncatedError with the name)."""
-
-    def __init__(self, what: str, offset: int) -> None:
-        super().__init__(what, offset)
-        self.what = what
-        self.offset = offset
-
-
-_UNDEFINED = 0xFFFFFFFF
-_ITEM = 0xFFFEE000
-_ITEM_DELIM = 0xFFFEE00D
-_SEQ_DELIM = 0xFFFEE0DD
-#: pydicom's stop_before_pixels stops at the first of these at the top level.
-_PIXEL_TAGS = frozenset((0x7FE00010, 0x7FE00009, 0x7FE00008))
 _CHARSET_TAG = 0x00080005
 _LUT_DESCRIPTOR_TAGS = frozenset((0x00281101, 0x00281102, 0x00281103, 0x00283002))
-
-#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(
-    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
-)
-#: Explicit VRs with a 2-byte length.
-_SHORT_VRS = frozenset(
-    (
-        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO",
-        b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
-    )
-)  # fmt: skip
-
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
-_EXPLICIT_BE = "1.2.840.10008.1.2.2"
-#: Encapsulated syntaxes whose dataset is plain explicit VR little endian.
-#: 1.2.840.10008.1.2.4.95 (JPIP Referenced Deflate) has a deflated dataset: not here.
-_ENCAPSULATED_PREFIX = "1.2.840.10008.1.2.4."
-_ENCAPSULATED_OTHER = frozenset(("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.98"))
-_DEFLATED_JPIP = "1.2.840.10008.1.2.4.95"
-
-#: Python codec pydicom uses for text VRs, for the Specific Character Sets we reproduce
-#: byte-for-byte. Any other (or a multi-valued) set: only ASCII text takes the fast path,
-#: which every codec pydicom maps to decodes identically (checked in the tests).
-_CHARSET_CODECS = {
-    "": "latin-1",  # pydicom's default 'iso8859' is Python's latin-1
-    "ISO_IR 6": "latin-1",
-    "ISO_IR 100": "latin-1",
-    "ISO_IR 192": "utf-8",
-}
-
-#: Text VRs pydicom decodes with the dataset's character set (the others use latin-1).
-_CHARSET_VRS = frozenset(("SH", "LO", "UC", "ST", "LT", "UT", "PN"))
-#: VRs whose empty value pydicom represents as None (printed 'None').
-_NONE_WHEN_EMPTY = frozenset(("IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "SV", "UV"))
-_BINARY_FORMATS = {
-    "US": ("H", 2),
-    "SS": ("h", 2),
-    "UL": ("L", 4),
-    "SL": ("l", 4),
-    "FL": ("f", 4),
-    "FD": ("d", 8),
-    "SV": ("q", 8),
-    "UV": ("Q", 8),
-}
-_IS_CHARS = frozenset("0123456789+- ")
-_DS_CHARS = frozenset("0123456789+-.eE ")
-
-_EXPL_LE = struct.Struct("<HH2sH").unpack_from
-_EXPL_BE = struct.Struct(">HH2sH").unpack_from
-_IMPL_LE = struct.Struct("<HHL").unpack_from
-_IMPL_BE = struct.Struct(">HHL").unpack_from
-_U32_LE = struct.Struct("<L").unpack_from
-_U32_BE = struct.Struct(">L").unpack_from
+_CHARSET_CODECS = CHARSET_CODECS
 
 #: keyword -> (tag, dictionary VR) or None, filled on demand from keywords.lookup.
 _LOOKUP_CACHE: dict[str, tuple[int, str] | None] = {}
@@ -301,44 +235,50 @@ def _plan(keywords: Collection[str]) -> tuple[list[tuple[str, int, str]], frozen
     return plan
 
 
-def _is_upper_pair(b0: int, b1: int) -> bool:
-    """pydicom's test for "this looks like an explicit VR" (two capital letters)."""
-    return 0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B
-
-
 #: Files up to this size are read whole; larger ones (multi-frame, GBs) are mapped,
 #: so that only their element headers are ever touched.
 _READ_WHOLE_MAX = 1 << 20
 
 
-def read_header_fast(
-    source: Source, keywords: Collection[str], *, name: str | None = None
-) -> Header:
-    """The pure-Python reader; raises :class:`_Unsupported` when it declines the file.
+def with_buffer(source: Source, parse: Callable[[Buffer, int], T]) -> T:
+    """Call ``parse(buffer, length)`` on the whole of ``source``.
 
-    NotDicomError / TruncatedError are raised here as by :func:`read_header`.
+    A path is read whole with one ``read()`` up to 1 MiB (cheaper than importing
+    :mod:`mmap` for a typical instance) and memory-mapped above, so only the
+    element headers of a multi-GB file are ever touched. A path that is not a
+    regular file raises NotRegularFileError (see :func:`open_regular`); OSError
+    propagates.
     """
-    name = name or _name(source)
     if isinstance(source, (bytes, bytearray)):
-        return _read_buffer(source, len(source), name, keywords)
+        return parse(source, len(source))
     if isinstance(source, memoryview):
         view = source if (source.format == "B" and source.ndim == 1) else source.cast("B")
-        return _read_buffer(view, len(view), name, keywords)
-    # one read() beats mmap's import and its map/unmap for a typical instance
+        return parse(view, len(view))
     data = read_small_file(source)
     if data is not None:
-        return _read_buffer(data, len(data), name, keywords)
+        return parse(data, len(data))
     fd, st = open_regular(source)
     try:
         import mmap
 
         mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         try:
-            return _read_buffer(mm, st.st_size, name, keywords)
+            return parse(mm, st.st_size)
         finally:
             mm.close()
     finally:
         os.close(fd)
+
+
+def read_header_fast(
+    source: Source, keywords: Collection[str], *, name: str | None = None
+) -> Header:
+    """The pure-Python reader; raises :class:`Unsupported` when it declines the file.
+
+    NotDicomError / TruncatedError are raised here as by :func:`read_header`.
+    """
+    label = name or _name(source)
+    return with_buffer(source, lambda buf, end: _read_buffer(buf, end, label, keywords))
 
 
 #: What each kind of non-regular file is called in an error (S_IFMT bits -> words).
@@ -415,58 +355,10 @@ def read_small_file(path: str | os.PathLike[str]) -> bytes | None:
         os.close(fd)
 
 
-def _read_buffer(buf: Buffer, end: int, name: str, keywords: Collection[str]) -> Header:
-    """Parse a whole Part 10 file held in ``buf`` (bytes, memoryview or mmap)."""
-    if end == 0:
-        raise NotDicomError(name, "empty file, not DICOM")
-    if end < 132:
-        raise NotDicomError(name, f"not DICOM (only {end} bytes, no 'DICM' at offset 128)")
-    if buf[128:132] != b"DICM":
-        raise NotDicomError(name, "not DICOM (no 'DICM' magic at offset 128)")
-    try:
-        ts, pos = _read_meta(buf, end)
-        if ts == _IMPLICIT_LE:
-            implicit, little = True, True
-        elif ts == _EXPLICIT_LE:
-            implicit, little = False, True
-        elif ts == _EXPLICIT_BE:
-            implicit, little = False, False
-        elif (
-            ts.startswith(_ENCAPSULATED_PREFIX) and ts != _DEFLATED_JPIP
-        ) or ts in _ENCAPSULATED_OTHER:
-            implicit, little = False, True
-        else:
-            raise _Unsupported(f"transfer syntax {ts!r}")
-
-        requested, wanted = _plan(keywords)
-        found = _walk_top(buf, pos, end, implicit, little, wanted)
-    except _Truncated as exc:
-        raise TruncatedError(
-            name, f"truncated DICOM: ends inside {exc.what} at offset {exc.offset} ({end} bytes)"
-        ) from None
-
-    codec = _charset_codec(buf, found.get(_CHARSET_TAG))
-    values: dict[str, str] = {}
-    empty: set[str] = set()
-    for kw, tag, dict_vr in requested:
-        hit = found.get(tag)
-        if hit is None:
-            continue
-        file_vr, vpos, length = hit
-        vr = dict_vr if file_vr is None else file_vr.decode("latin-1")
-        if tag in _LUT_DESCRIPTOR_TAGS:
-            raise _Unsupported("LUT descriptor (pydicom adjusts its first value)")
-        text, is_empty = _render(vr, bytes(buf[vpos : vpos + length]), little, codec)
-        values[kw] = text
-        if is_empty:
-            empty.add(kw)
-    return Header(values=values, empty=frozenset(empty), transfer_syntax=ts)
-
-
 def dataset_offset(data: bytes | bytearray | memoryview) -> int:
     """Where the data set starts in a Part 10 file: after the preamble, 'DICM' and the file
-    meta group. The header reader's own walk of the meta group (:func:`_read_meta`), for
-    the bench's verifier and the tests, which compare data sets across writers.
+    meta group. The header reader's own walk of the meta group (:func:`.walker.read_meta`),
+    for the bench's verifier and the tests, which compare data sets across writers.
 
     Raises ValueError when ``data`` is not a Part 10 file whose meta group this reader
     walks (no 'DICM', truncated, implicit-VR meta, no transfer syntax).
@@ -475,357 +367,73 @@ def dataset_offset(data: bytes | bytearray | memoryview) -> int:
     if end < 132 or data[128:132] != b"DICM":
         raise ValueError("not a Part 10 file (no 'DICM' at offset 128)")
     try:
-        return _read_meta(data, end)[1]
-    except (_Unsupported, _Truncated) as exc:
+        return read_meta(data, end)[1]
+    except (Unsupported, Truncated) as exc:
         raise ValueError(f"file meta group not walked: {exc}") from None
 
 
-def _read_meta(buf: Buffer, end: int) -> tuple[str, int]:
-    """Walk the file meta group (explicit VR LE) after 'DICM'; return (TS UID, dataset offset).
+def open_dataset(buf: Buffer, end: int, name: str) -> tuple[str, bool, list[Element], int, bool]:
+    """Check the preamble, read the meta group and walk the dataset.
 
-    Like pydicom, the group ends at the first element of another group (its group
-    length is not trusted). Implicit-VR meta, odd VRs and a missing transfer syntax
-    are left to pydicom, which guesses in those cases.
+    Returns (transfer syntax, little endian, top-level elements, index of the first
+    pixel data element or -1, walk complete). NotDicomError / TruncatedError name
+    ``name``; :class:`Unsupported` declines.
     """
-    pos = 132
-    meta_first = end - pos >= 6 and buf[pos] == 2 and buf[pos + 1] == 0
-    if meta_first and not _is_upper_pair(buf[pos + 4], buf[pos + 5]):
-        raise _Unsupported("file meta is not explicit VR")
-    ts_raw: bytes | None = None
-    first = True
-    while pos < end:
-        if end - pos < 8:
-            raise _Truncated("a file meta element header", pos)
-        group, elem, vr, length = _EXPL_LE(buf, pos)
-        if group != 2:
-            break
-        if vr in _SHORT_VRS:
-            vpos = pos + 8
-        elif vr in _LONG_VRS:
-            if end - pos < 12:
-                raise _Truncated("a file meta element header", pos)
-            length = _U32_LE(buf, pos + 8)[0]
-            vpos = pos + 12
-        else:
-            raise _Unsupported(f"file meta VR {vr!r}")
-        if length == _UNDEFINED:
-            raise _Unsupported("undefined length in file meta")
-        if first:
-            fmt = _BINARY_FORMATS.get(vr.decode("latin-1"))
-            if fmt is not None and length % fmt[1]:
-                raise _Unsupported("first file meta element has a bad length")
-            first = False
-        nxt = vpos + length
-        if nxt > end:
-            raise _Truncated(f"file meta element ({group:04X},{elem:04X})", pos)
-        if elem == 0x0010:
-            if vr != b"UI":
-                raise _Unsupported("TransferSyntaxUID is not UI")
-            ts_raw = bytes(buf[vpos:nxt])
-        pos = nxt
-    if ts_raw is None:
-        raise _Unsupported("no TransferSyntaxUID")
-    ts = ts_raw.decode("latin-1").rstrip("\0 ").strip()
-    if "\\" in ts:
-        raise _Unsupported("multi-valued TransferSyntaxUID")
-    return ts, pos
-
-
-def _walk_top(
-    buf: Buffer,
-    pos: int,
-    end: int,
-    implicit: bool,
-    little: bool,
-    wanted: frozenset[int],
-) -> dict[int, tuple[bytes | None, int, int]]:
-    """Walk every top-level element to the end; return {tag: (VR, offset, length)} wanted.
-
-    Mirrors pydicom's reader where it matters for the values: the last of duplicate
-    tags wins, nothing after the first pixel data tag counts (stop_before_pixels),
-    undefined-length sequences are parsed item by item. Past the pixel data the walk
-    only looks for truncation; structure it cannot follow there ends it quietly,
-    since pydicom never reads that far.
-    """
-    found: dict[int, tuple[bytes | None, int, int]] = {}
-    if end - pos >= 2 and buf[pos] == 0 and buf[pos + 1] == 0:
-        raise _Unsupported("command set (group 0000) elements")  # pydicom reads those apart
-    if end - pos >= 6 and _is_upper_pair(buf[pos + 4], buf[pos + 5]) == implicit:
-        # pydicom switches VR mode when the first element contradicts the syntax
-        raise _Unsupported("dataset VR encoding contradicts the transfer syntax")
-    if implicit:  # noqa: SIM108
-        unpack = _IMPL_LE if little else _IMPL_BE
-    else:
-        unpack = _EXPL_LE if little else _EXPL_BE
-    u32 = _U32_LE if little else _U32_BE
-    long_vrs = _LONG_VRS
-    short_vrs = _SHORT_VRS
-    pixel_tags = _PIXEL_TAGS
-    collecting = True
-    vr: bytes | None = None
+    if end == 0:
+        raise NotDicomError(name, "empty file, not DICOM")
+    if end < 132:
+        raise NotDicomError(name, f"not DICOM (only {end} bytes, no 'DICM' at offset 128)")
+    if buf[128:132] != b"DICM":
+        raise NotDicomError(name, "not DICOM (no 'DICM' magic at offset 128)")
     try:
-        while pos < end:
-            if end - pos < 8:
-                raise _Truncated("an element header", pos)
-            if implicit:
-                group, elem, length = unpack(buf, pos)
-                vpos = pos + 8
-            else:
-                group, elem, vr, length = unpack(buf, pos)
-                if vr in short_vrs:
-                    vpos = pos + 8
-                elif vr in long_vrs:
-                    if end - pos < 12:
-                        raise _Truncated("an element header", pos)
-                    length = u32(buf, pos + 8)[0]
-                    vpos = pos + 12
-                else:
-                    raise _Unsupported(f"VR {vr!r} at offset {pos}")
-            tag = group << 16 | elem
-            if group == 0xFFFE:
-                raise _Unsupported(f"item or delimiter tag at top level, offset {pos}")
-            if collecting and tag in pixel_tags:
-                collecting = False
-            if length == _UNDEFINED:
-                if collecting and tag in wanted:
-                    raise _Unsupported(f"requested element ({group:04X},{elem:04X}) is a sequence")
-                pos = _skip_undefined(buf, vpos, end, implicit, little, vr, tag)
-                continue
-            nxt = vpos + length
-            if nxt > end:
-                raise _Truncated(f"the value of element ({group:04X},{elem:04X})", pos)
-            if collecting and tag in wanted:
-                found[tag] = (vr, vpos, length)
-            pos = nxt
-    except _Unsupported:
-        if collecting:
-            raise
-    return found
+        ts, pos = read_meta(buf, end)
+        implicit, little = encoding(ts)
+        elements, pixel_at, complete = walk_top(buf, pos, end, implicit, little)
+    except Truncated as exc:
+        raise TruncatedError(
+            name, f"truncated DICOM: ends inside {exc.what} at offset {exc.offset} ({end} bytes)"
+        ) from None
+    return ts, little, elements, pixel_at, complete
 
 
-def _skip_undefined(
-    buf: Buffer, pos: int, end: int, implicit: bool, little: bool, vr: bytes | None, tag: int
-) -> int:
-    """Skip the value of an undefined-length element starting at ``pos``; return the next offset.
+def _read_buffer(buf: Buffer, end: int, name: str, keywords: Collection[str]) -> Header:
+    """Parse a whole Part 10 file held in ``buf`` (bytes, memoryview or mmap)."""
+    ts, little, elements, pixel_at, _ = open_dataset(buf, end, name)
+    requested, wanted = _plan(keywords)
+    found: dict[int, tuple[bytes | None, int, int]] = {}
+    # like pydicom's stop_before_pixels: what follows the pixel data does not count
+    for tag, vr, vpos, length, _items in elements if pixel_at < 0 else elements[:pixel_at]:
+        if tag in wanted:
+            if length == UNDEFINED:
+                raise Unsupported(
+                    f"requested element ({tag >> 16:04X},{tag & 0xFFFF:04X}) is a sequence"
+                )
+            found[tag] = (vr, vpos, length)
 
-    A sequence (SQ, UN, or in implicit VR anything but pixel data) has its items parsed
-    as pydicom parses them; encapsulated data (OB/OW, pixel data) is a run of
-    defined-length fragments, which pydicom also walks item by item first.
-    """
-    if vr is None:
-        return _skip_items(buf, pos, end, implicit, little, tag not in _PIXEL_TAGS)
-    if vr == b"SQ" or vr == b"UN":
-        return _skip_items(buf, pos, end, implicit, little, True)
-    if vr == b"OB" or vr == b"OW":
-        return _skip_items(buf, pos, end, implicit, little, False)
-    raise _Unsupported(f"undefined length with VR {vr!r}")
-
-
-def _skip_items(
-    buf: Buffer, pos: int, end: int, implicit: bool, little: bool, datasets: bool
-) -> int:
-    """Walk items up to the sequence delimiter; ``datasets`` says items hold elements."""
-    unpack = _IMPL_LE if little else _IMPL_BE
-    while True:
-        if end - pos < 8:
-            raise _Truncated("a sequence item header", pos)
-        group, elem, length = unpack(buf, pos)
-        tag = group << 16 | elem
-        pos += 8
-        if tag == _SEQ_DELIM:
-            return pos
-        if tag != _ITEM:
-            raise _Unsupported(f"({group:04X},{elem:04X}) where a sequence item was expected")
-        if length == _UNDEFINED:
-            if not datasets:
-                raise _Unsupported("undefined-length fragment")
-            pos = _walk_nested(buf, pos, end, implicit, little, False)
+    hit = found.get(_CHARSET_TAG)
+    codec = charset_codec(
+        None if hit is None else bytes(buf[hit[1] : hit[1] + hit[2]]),
+        None if hit is None else hit[0],
+    )
+    values: dict[str, str] = {}
+    empty: set[str] = set()
+    for kw, tag, dict_vr in requested:
+        found_at = found.get(tag)
+        if found_at is None:
             continue
-        nxt = pos + length
-        if nxt > end:
-            raise _Truncated("a sequence item", pos - 8)
-        if datasets:
-            # The item lies inside the file, so anything in it that overruns it is a
-            # broken item, not a truncated file.
-            try:
-                _walk_nested(buf, pos, nxt, implicit, little, True)
-            except _Truncated:
-                raise _Unsupported("sequence item contents overrun the item") from None
-        pos = nxt
+        file_vr, vpos, length = found_at
+        vr = dict_vr if file_vr is None else file_vr.decode("latin-1")
+        if tag in _LUT_DESCRIPTOR_TAGS:
+            raise Unsupported("LUT descriptor (pydicom adjusts its first value)")
+        if vr in _DECLINED_VRS:
+            raise Unsupported(f"requested element ({tag >> 16:04X},{tag & 0xFFFF:04X}) is {vr}")
+        kind, value = decode(vr, bytes(buf[vpos : vpos + length]), little, codec)
+        values[kw], is_empty = text(kind, value)
+        if is_empty:
+            empty.add(kw)
+    return Header(values=values, empty=frozenset(empty), transfer_syntax=ts)
 
 
-def _walk_nested(
-    buf: Buffer, pos: int, end: int, implicit: bool, little: bool, bounded: bool
-) -> int:
-    """Walk one item's dataset and return the offset after it.
-
-    ``bounded``: a defined-length item that ends exactly at ``end``; otherwise an
-    undefined-length item, ended by an item delimiter. As pydicom does for each item,
-    the first element decides whether an explicit VR item is really implicit VR
-    (PS3.5 6.2.2 allows that inside sequences).
-    """
-    if not implicit and end - pos >= 6 and not _is_upper_pair(buf[pos + 4], buf[pos + 5]):
-        implicit = True
-    tag_length = _IMPL_LE if little else _IMPL_BE
-    explicit = _EXPL_LE if little else _EXPL_BE
-    u32 = _U32_LE if little else _U32_BE
-    vr: bytes | None = None
-    while True:
-        if bounded and pos == end:
-            return pos
-        if end - pos < 8:
-            raise _Truncated("an element header in a sequence item", pos)
-        if implicit:
-            group, elem, length = tag_length(buf, pos)
-            vpos = pos + 8
-        else:
-            group, elem, vr, length = explicit(buf, pos)
-            if group == 0xFFFE:
-                # item and delimiter tags carry no VR: a tag and a 4-byte length
-                group, elem, length = tag_length(buf, pos)
-                vr = None
-                vpos = pos + 8
-            elif vr in _SHORT_VRS:
-                vpos = pos + 8
-            elif vr in _LONG_VRS:
-                if end - pos < 12:
-                    raise _Truncated("an element header in a sequence item", pos)
-                length = u32(buf, pos + 8)[0]
-                vpos = pos + 12
-            else:
-                raise _Unsupported(f"VR {vr!r} in a sequence item at offset {pos}")
-        tag = group << 16 | elem
-        if group == 0xFFFE:
-            if tag == _ITEM_DELIM and not bounded:
-                return pos + 8
-            raise _Unsupported(f"({group:04X},{elem:04X}) inside a sequence item")
-        if length == _UNDEFINED:
-            # (implicit VR: pydicom asks its dictionary, which for anything but pixel
-            # data says SQ; _skip_items declines a value that does not start with items)
-            pos = _skip_undefined(buf, vpos, end, implicit, little, None if implicit else vr, tag)
-            continue
-        nxt = vpos + length
-        if nxt > end:
-            raise _Truncated(f"the value of element ({group:04X},{elem:04X})", pos)
-        pos = nxt
-
-
-def _charset_codec(buf: Buffer, hit: tuple[bytes | None, int, int] | None) -> str | None:
-    """The codec for text VRs, or None when only plain ASCII text can be trusted."""
-    if hit is None:
-        return "latin-1"
-    vr, vpos, length = hit
-    if vr is not None and vr != b"CS":
-        raise _Unsupported("SpecificCharacterSet is not CS")
-    value = bytes(buf[vpos : vpos + length]).decode("latin-1").rstrip(" \x00")
-    return _CHARSET_CODECS.get(value)
-
-
-def _strings(items: list[str]) -> tuple[str, bool]:
-    """pydicom's text for a str value or a MultiValue of str (``[repr, repr]``)."""
-    if len(items) == 1:
-        return items[0], not items[0]
-    return "[" + ", ".join([repr(i) for i in items]) + "]", False
-
-
-def _decode_text(raw: bytes, codec: str | None) -> str:
-    """pydicom's decode_bytes for one text value, or decline where it would differ."""
-    if b"\x1b" in raw:
-        raise _Unsupported("ISO 2022 escape sequence in text")
-    if codec is None:
-        if not raw.isascii():
-            raise _Unsupported("non-ASCII text with an unsupported SpecificCharacterSet")
-        return raw.decode("ascii")
-    if codec == "utf-8":
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.decode("utf-8", errors="replace")  # what pydicom does, with a warning
-    return raw.decode("latin-1")
-
-
-def _render(vr: str, raw: bytes, little: bool, codec: str | None) -> tuple[str, bool]:
-    """Return (pydicom 3's ``"%s" % value``, ``is_empty``) for one element value.
-
-    Each branch repeats pydicom's converter for that VR (pydicom/values.py) with the
-    same str operations, so the result is the same by construction; where pydicom
-    takes a path we do not reproduce (retry-as-another-VR on a bad number, odd byte
-    counts, escape sequences, ...) the file is declined.
-    """
-    if not raw:
-        if vr in _NONE_WHEN_EMPTY:
-            return "None", True
-        if vr in _TEXT_VRS:
-            return "", True
-        raise _Unsupported(f"empty {vr}")
-    if vr in ("CS", "AS", "DA", "DT", "TM"):
-        return _strings(raw.decode("latin-1").rstrip(" \x00").split("\\"))
-    if vr == "UI":
-        text = raw.decode("latin-1").rstrip("\0 ").rstrip(" \x00")
-        return _strings([s.strip() for s in text.split("\\")])
-    if vr in ("LO", "SH", "UC"):
-        text = _decode_text(raw, codec)
-        return _strings([s.rstrip("\0 ") for s in text.split("\\")])
-    if vr == "PN":
-        if codec is None:
-            # pydicom re-encodes names with the character set (ISO 2022 code paths
-            # that even raise on some values): not reproduced
-            raise _Unsupported("PN with an unsupported SpecificCharacterSet")
-        text = _decode_text(raw.rstrip(b"\x00 "), codec)
-        names = []
-        for name in text.split("\\"):
-            groups = name.split("=")
-            while groups and not groups[-1]:
-                groups.pop()
-            names.append("=".join(groups))
-        if len(names) == 1:
-            return names[0], not names[0]
-        return "[" + ", ".join(names) + "]", False
-    if vr in ("ST", "LT", "UT"):
-        text = _decode_text(raw, codec).rstrip("\0 ")
-        return text, not text
-    if vr == "IS":
-        items = raw.decode("latin-1").rstrip(" \x00").split("\\")
-        return _numbers(items, _IS_CHARS, int)
-    if vr == "DS":
-        items = raw.decode("latin-1").strip().rstrip(" \x00").split("\\")
-        return _numbers(items, _DS_CHARS, float)
-    if vr == "AE":
-        return _strings([s.strip() for s in raw.decode("latin-1").split("\\")])
-    if vr == "UR":
-        text = raw.decode("latin-1").rstrip()
-        return text, not text
-    fmt = _BINARY_FORMATS.get(vr)
-    if fmt is not None:
-        code, size = fmt
-        count, rest = divmod(len(raw), size)
-        if rest:
-            raise _Unsupported(f"{vr} value of {len(raw)} bytes")
-        numbers = struct.unpack(("<" if little else ">") + str(count) + code, raw)
-        if count == 1:
-            return str(numbers[0]), False
-        return str(list(numbers)), False
-    raise _Unsupported(f"VR {vr}")
-
-
-_TEXT_VRS = frozenset(
-    ("AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT")
-)
-
-
-def _numbers(items: list[str], allowed: frozenset[str], parse: type) -> tuple[str, bool]:
-    """IS/DS: pydicom keeps each number's original text (``.strip()``-ed) and prints that."""
-    if len(items) == 1 and not items[0]:
-        return "", True
-    out = []
-    for item in items:
-        if not item.strip(" ") or len(item) > 64 or not allowed.issuperset(item):
-            raise _Unsupported("IS/DS value pydicom would retry as another VR")
-        try:
-            parse(item)
-        except ValueError:
-            raise _Unsupported("IS/DS value pydicom would retry as another VR") from None
-        out.append(item.strip())
-    if len(out) == 1:
-        return out[0], False
-    return "[" + ", ".join(out) + "]", False
+#: requested elements whose values the header path leaves to pydicom (as it always has):
+#: binary blobs, tags, sequences, and ambiguous dictionary VRs.
+_DECLINED_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN", "AT", "SQ"))

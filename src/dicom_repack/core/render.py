@@ -8,13 +8,34 @@ starts with its tag) and in AT values. :func:`render_value` renders those parts
 itself, in 2.4's form, from pydicom's objects; everything else is pydicom's own
 ``str()``/``repr()``, so no text value is ever rewritten by pattern.
 
+The second half renders raw element values (bytes from :mod:`.walker`) without
+pydicom: :func:`decode` repeats pydicom's converter for each VR with the same str
+operations, :func:`text` gives ``"%s" % value`` and :func:`repval` the text a
+sequence item shows (``DataElement.repval``). Where pydicom takes a path not
+reproduced here (retry-as-another-VR on a bad number, odd byte counts, escape
+sequences, ...) they raise :class:`~.walker.Unsupported` and the caller lets
+pydicom read the file.
+
 This module imports nothing heavy: pydicom's classes are only touched for values
 pydicom made.
 """
 
 from __future__ import annotations
 
-__all__ = ["INDENT", "NAME_WIDTH", "render_value", "tag_text"]
+import struct
+
+from .walker import Unsupported
+
+__all__ = [
+    "INDENT",
+    "NAME_WIDTH",
+    "charset_codec",
+    "decode",
+    "render_value",
+    "repval",
+    "tag_text",
+    "text",
+]
 
 #: pydicom's Dataset.indent_chars and DataElement.descripWidth (the same in 2.4 and 3).
 INDENT = "   "
@@ -116,3 +137,220 @@ def _repval(elem: object) -> str:
     if kind == "tags":
         return _tags_text(value)
     return text
+
+
+# --------------------------------------------------------------------------------------
+# Raw values, without pydicom
+# --------------------------------------------------------------------------------------
+
+#: Python codec pydicom uses for text VRs, for the Specific Character Sets we reproduce
+#: byte-for-byte. Any other (or a multi-valued) set: only ASCII text takes the fast path,
+#: which every codec pydicom maps to decodes identically (checked in the tests).
+CHARSET_CODECS = {
+    "": "latin-1",  # pydicom's default 'iso8859' is Python's latin-1
+    "ISO_IR 6": "latin-1",
+    "ISO_IR 100": "latin-1",
+    "ISO_IR 192": "utf-8",
+}
+
+#: VRs whose empty value pydicom represents as None (printed 'None').
+_NONE_WHEN_EMPTY = frozenset(("IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "SV", "UV"))
+_TEXT_VRS = frozenset(
+    ("AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT")
+)
+#: VRs whose value pydicom keeps as bytes.
+BYTES_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN"))
+#: pydicom's LONG_VALUE_VR (less the ambiguous VRs, which are declined): a longer value
+#: shows as "Array of N elements" in a sequence item.
+_LONG_VALUE_VRS = frozenset(("LT", "UC", "UT")) | BYTES_VRS
+_BINARY_FORMATS = {
+    "US": ("H", 2),
+    "SS": ("h", 2),
+    "UL": ("L", 4),
+    "SL": ("l", 4),
+    "FL": ("f", 4),
+    "FD": ("d", 8),
+    "SV": ("q", 8),
+    "UV": ("Q", 8),
+}
+_IS_CHARS = frozenset("0123456789+- ")
+_DS_CHARS = frozenset("0123456789+-.eE ")
+
+
+def charset_codec(raw: bytes | None, vr: bytes | None) -> str | None:
+    """The codec for text VRs given SpecificCharacterSet's raw value (None: absent),
+    or None when only plain ASCII text can be trusted."""
+    if raw is None:
+        return "latin-1"
+    if vr is not None and vr != b"CS":
+        raise Unsupported("SpecificCharacterSet is not CS")
+    return CHARSET_CODECS.get(raw.decode("latin-1").rstrip(" \x00"))
+
+
+def _decode_text(raw: bytes, codec: str | None) -> str:
+    """pydicom's decode_bytes for one text value, or decline where it would differ."""
+    if b"\x1b" in raw:
+        raise Unsupported("ISO 2022 escape sequence in text")
+    if codec is None:
+        if not raw.isascii():
+            raise Unsupported("non-ASCII text with an unsupported SpecificCharacterSet")
+        return raw.decode("ascii")
+    if codec == "utf-8":
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("utf-8", errors="replace")  # what pydicom does, with a warning
+    return raw.decode("latin-1")
+
+
+def decode(vr: str, raw: bytes, little: bool, codec: str | None) -> tuple[str, object]:
+    """pydicom's value for one element, as (kind, value).
+
+    Kinds: ``s`` (list of str: one per value), ``pn`` (list of names), ``t`` (one
+    text), ``is``/``ds`` (list of the numbers' original texts), ``n`` (tuple of
+    numbers), ``at`` (tuple of tags), ``b`` (bytes), ``none`` (an empty number, None),
+    ``empty`` (an empty text, '').
+    """
+    if not raw:
+        if vr in _NONE_WHEN_EMPTY:
+            return "none", None
+        if vr in _TEXT_VRS:
+            return "empty", ""
+        raise Unsupported(f"empty {vr}")
+    if vr in ("CS", "AS", "DA", "DT", "TM"):
+        return "s", raw.decode("latin-1").rstrip(" \x00").split("\\")
+    if vr == "UI":
+        value = raw.decode("latin-1").rstrip("\0 ").rstrip(" \x00")
+        return "ui", [v.strip() for v in value.split("\\")]
+    if vr in ("LO", "SH", "UC"):
+        return "s", [v.rstrip("\0 ") for v in _decode_text(raw, codec).split("\\")]
+    if vr == "PN":
+        if codec is None:
+            # pydicom re-encodes names with the character set (ISO 2022 code paths
+            # that even raise on some values): not reproduced
+            raise Unsupported("PN with an unsupported SpecificCharacterSet")
+        names = []
+        for name in _decode_text(raw.rstrip(b"\x00 "), codec).split("\\"):
+            groups = name.split("=")
+            while groups and not groups[-1]:
+                groups.pop()
+            names.append("=".join(groups))
+        return "pn", names
+    if vr in ("ST", "LT", "UT"):
+        return "t", _decode_text(raw, codec).rstrip("\0 ")
+    if vr == "IS":
+        return _numbers("is", raw.decode("latin-1").rstrip(" \x00").split("\\"), _IS_CHARS, int)
+    if vr == "DS":
+        items = raw.decode("latin-1").strip().rstrip(" \x00").split("\\")
+        return _numbers("ds", items, _DS_CHARS, float)
+    if vr == "AE":
+        return "s", [v.strip() for v in raw.decode("latin-1").split("\\")]
+    if vr == "UR":
+        return "t", raw.decode("latin-1").rstrip()
+    fmt = _BINARY_FORMATS.get(vr)
+    if fmt is not None:
+        code, size = fmt
+        count, rest = divmod(len(raw), size)
+        if rest:
+            raise Unsupported(f"{vr} value of {len(raw)} bytes")
+        return "n", struct.unpack(("<" if little else ">") + str(count) + code, raw)
+    if vr in BYTES_VRS:
+        return "b", raw
+    if vr == "AT":
+        count, rest = divmod(len(raw), 4)
+        if rest:
+            raise Unsupported(f"AT value of {len(raw)} bytes")
+        pairs = struct.unpack(("<" if little else ">") + str(2 * count) + "H", raw)
+        return "at", tuple(pairs[i] << 16 | pairs[i + 1] for i in range(0, len(pairs), 2))
+    raise Unsupported(f"VR {vr}")
+
+
+def _numbers(
+    kind: str, items: list[str], allowed: frozenset[str], parse: type
+) -> tuple[str, object]:
+    """IS/DS: pydicom keeps each number's original text (``.strip()``-ed) and prints that."""
+    if len(items) == 1 and not items[0]:
+        return "empty", ""
+    out = []
+    for item in items:
+        if not item.strip(" ") or len(item) > 64 or not allowed.issuperset(item):
+            raise Unsupported("IS/DS value pydicom would retry as another VR")
+        try:
+            parse(item)
+        except ValueError:
+            raise Unsupported("IS/DS value pydicom would retry as another VR") from None
+        out.append(item.strip())
+    return kind, out
+
+
+def text(kind: str, value: object) -> tuple[str, bool]:
+    """(``"%s" % value`` under pydicom 2.4, ``DataElement.is_empty``) for a decoded value."""
+    if kind == "s" or kind == "ui":
+        items: list[str] = value  # type: ignore[assignment]
+        if len(items) == 1:
+            return items[0], not items[0]
+        return "[" + ", ".join([repr(i) for i in items]) + "]", False
+    if kind == "pn" or kind == "is" or kind == "ds":
+        items = value  # type: ignore[assignment]
+        if len(items) == 1:
+            return items[0], not items[0]
+        return "[" + ", ".join(items) + "]", False
+    if kind == "t":
+        return value, not value  # type: ignore[return-value]
+    if kind == "n":
+        numbers: tuple[int | float, ...] = value  # type: ignore[assignment]
+        if len(numbers) == 1:
+            return str(numbers[0]), False
+        return str(list(numbers)), False
+    if kind == "none":
+        return "None", True
+    if kind == "empty":
+        return "", True
+    if kind == "b":
+        return "%s" % (value,), not value  # noqa: UP031 - str(bytes), as px-repack prints it
+    if kind == "at":
+        tags: tuple[int, ...] = value  # type: ignore[assignment]
+        if len(tags) == 1:
+            return tag_text(tags[0]), False
+        return "[" + ", ".join([tag_text(t) for t in tags]) + "]", False
+    raise Unsupported(f"value kind {kind}")
+
+
+def repval(vr: str, kind: str, value: object, uid_names: dict[str, str]) -> str:
+    """pydicom 2.4's ``DataElement.repval`` (what a sequence item shows after ``VR:``)."""
+    if vr in _LONG_VALUE_VRS:
+        length = len(value)  # type: ignore[arg-type]
+        if kind == "s" and len(value) == 1:  # type: ignore[arg-type]
+            length = len(value[0])  # type: ignore[index]
+        if length > MAX_DISPLAY:
+            return f"Array of {length} elements"
+    if kind in ("s", "ui", "pn", "is", "ds", "n", "at"):
+        vm = len(value)  # type: ignore[arg-type]
+        single = vm == 1
+        if single and kind in ("s", "ui", "pn"):
+            vm = 1 if value[0] else 0  # type: ignore[index]
+        if vm > MAX_DISPLAY:
+            return f"Array of {vm} elements"
+        if single:
+            one = value[0]  # type: ignore[index]
+            if kind == "ui":
+                return uid_names.get(one, one)
+            if kind == "is":
+                return "'" + repr(int(one)) + "'"
+            if kind == "ds":
+                return "'" + float.__repr__(float(one)) + "'"  # 2.4's DSfloat repr
+            if kind == "n":
+                return repr(one)
+            if kind == "at":
+                return tag_text(one)
+            return repr(one)
+        if kind == "s" or kind == "ui":
+            return "[" + ", ".join([repr(i) for i in value]) + "]"  # type: ignore[attr-defined]
+        if kind == "n":
+            return str(list(value))  # type: ignore[call-overload]
+        if kind == "at":
+            return "[" + ", ".join([tag_text(t) for t in value]) + "]"  # type: ignore[attr-defined]
+        return "[" + ", ".join(value) + "]"  # type: ignore[arg-type]
+    if kind == "none":
+        return "None"
+    return repr(value)  # t, b, empty
