@@ -11,11 +11,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from dicom_repack.core.dump import header_dump
+from dicom_repack.core.dump import _pydicom_dump as pydicom_dump
+from dicom_repack.core.dump import fast_dump, header_dump
 from dicom_repack.core.render import render_value
+from dicom_repack.core.walker import Unsupported
 from helpers import run_cli
 
 #: pydicom 2.4.5's ``"%s" % ds.ContentSequence`` for :func:`_nested` (two equal items).
@@ -173,3 +177,365 @@ def test_listen_files_and_records_a_malformed_sequence(tmp_path: Path) -> None:
     assert "Traceback" not in listener.stderr
     assert "1 instances filed" in listener.stderr and "0 failed" in listener.stderr
     assert_filed_and_recorded(data, log)
+
+
+# --------------------------------------------------------------------------------------
+# Issue 11, target 1: the dump by the project's own reader equals pydicom's
+# --------------------------------------------------------------------------------------
+
+
+def fast_or_declined(source: bytes | Path) -> dict[str, str] | None:
+    """The own reader's dump, or None where it declines (pydicom then makes it)."""
+    from dicom_repack.core.errors import NotDicomError, NotRegularFileError, TruncatedError
+    from dicom_repack.core.header import with_buffer
+
+    try:
+        return with_buffer(source, fast_dump)
+    except (Unsupported, NotDicomError, TruncatedError, NotRegularFileError):
+        return None
+
+
+def assert_dump_equals_pydicom(source: bytes | Path) -> bool:
+    """Equal to pydicom's dump, or declined; True when the own reader made it."""
+    got = fast_or_declined(source)
+    if got is None:
+        return False
+    ref = pydicom_dump(source)
+    if got != ref:
+        for key in sorted(set(got) | set(ref)):
+            assert got.get(key) == ref.get(key), key
+    return True
+
+
+def test_generated_dictionary_equals_pydicoms() -> None:
+    """scripts/gen_dictionary.py wrote the tables from the pydicom that is installed."""
+    import pydicom
+    from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary
+    from pydicom._private_dict import private_dictionaries
+    from pydicom._uid_dict import UID_dictionary
+    from pydicom.datadict import masks
+
+    from dicom_repack.core import dictionary, private_dictionary
+
+    assert pydicom.__version__ == dictionary.PYDICOM_VERSION
+    assert {
+        tag: f"{vr}\t{keyword}\t{name}"
+        for tag, (vr, _vm, name, _retired, keyword) in DicomDictionary.items()
+    } == dictionary.ENTRIES
+    assert list(dictionary.REPEATERS) == [masks[m] for m in RepeatersDictionary]
+    assert {uid: entry[0] for uid, entry in UID_dictionary.items()} == dictionary.UID_NAMES
+    assert {
+        creator: {key: f"{vr}\t{name}" for key, (vr, _vm, name, _retired) in entries.items()}
+        for creator, entries in private_dictionaries.items()
+    } == private_dictionary.PRIVATE
+
+
+def test_both_corpora_take_the_fast_path_and_equal_pydicom(corpora: dict[str, Path]) -> None:
+    for folder in corpora.values():
+        files = [
+            p for p in folder.iterdir() if p.is_file() and p.name not in ("LICENSE", "README.md")
+        ]
+        assert files
+        for path in files:
+            assert assert_dump_equals_pydicom(path), path
+
+
+def test_pydicom_test_files_equal_pydicom_or_decline() -> None:
+    from pydicom.data import get_testdata_files
+
+    taken = 0
+    for name in get_testdata_files():
+        path = Path(name)
+        if path.is_file():
+            taken += assert_dump_equals_pydicom(path)
+    assert taken >= 140  # 144 of pydicom 3.0's files at the time of writing
+
+
+def test_default_bench_corpus_equals_pydicom(tmp_path: Path) -> None:
+    from dicom_repack.bench.corpus import CorpusSpec, find_instances, generate_corpus
+
+    generate_corpus(
+        tmp_path,
+        CorpusSpec(instances=60, patients=2, studies_per_patient=2, series_per_study=3, seed=1),
+    )
+    files = find_instances(tmp_path)
+    taken = sum(assert_dump_equals_pydicom(path) for path in files)
+    assert taken >= len(files) // 2
+
+
+# Random datasets: nested sequences, private blocks, every VR the records print, in the
+# three byte encodings. Each must dump as pydicom does, or be declined.
+
+_TEXT = st.text(alphabet="AZaz09 ^.-_=\\()'\"é", max_size=24)
+_NUMBER_TEXT = st.sampled_from(["1", "-2", "+3", "0005", "1.5", "1.000000e+00", "-0.25", "1e3"])
+_ELEMENTS = [  # (tag, VR, value strategy)
+    (
+        0x00080008,
+        "CS",
+        st.lists(st.sampled_from(["ORIGINAL", "PRIMARY", "M", ""]), min_size=1, max_size=3),
+    ),
+    (
+        0x00080016,
+        "UI",
+        st.sampled_from(["1.2.840.10008.5.1.4.1.1.4", "1.2.3.4", "1.2.840.10008.1.2.1"]),
+    ),
+    (0x00080100, "SH", _TEXT),
+    (0x00080104, "LO", _TEXT),
+    (0x0008010B, "CS", st.sampled_from(["Y", "N"])),
+    (0x00081150, "UI", st.sampled_from(["1.2.840.10008.5.1.4.1.1.4", "1.9.8.7"])),
+    (0x00100010, "PN", st.sampled_from(["Doe^John", "Roe^Jane^^Dr", "A=B", ""])),
+    (0x00180050, "DS", _NUMBER_TEXT),
+    (0x00200032, "DS", st.lists(_NUMBER_TEXT, min_size=1, max_size=20)),
+    (0x00200013, "IS", st.sampled_from(["1", "0005", "-3", "+7"])),
+    (0x00280010, "US", st.integers(0, 65535)),
+    (0x00281050, "DS", st.lists(_NUMBER_TEXT, min_size=1, max_size=3)),
+    (
+        0x00209165,
+        "AT",
+        st.lists(st.sampled_from([0x00200032, 0x0008010B, 0x00280010]), min_size=1, max_size=3),
+    ),
+    (0x00204000, "LT", st.text(alphabet="ab c\n", max_size=40)),
+    (0x00189087, "FD", st.floats(allow_nan=False, allow_infinity=False, width=64)),
+    (0x00181310, "US", st.lists(st.integers(0, 65535), min_size=1, max_size=20)),
+    (0x00420011, "OB", st.binary(max_size=40)),
+    (0x0040A124, "UI", st.sampled_from(["1.2.3", "1.2.840.10008.1.2"])),
+    (0x0040A30A, "DS", _NUMBER_TEXT),
+    (0x00081199, "SQ", None),  # a nested sequence
+    (0x00400275, "SQ", None),
+]
+
+
+@st.composite
+def _datasets(draw: st.DrawFn, depth: int = 0) -> Dataset:
+    ds = Dataset()
+    for tag, vr, values in draw(st.lists(st.sampled_from(_ELEMENTS), max_size=6)):
+        if vr == "SQ":
+            if depth < 2:
+                items = draw(st.lists(_datasets(depth + 1), max_size=3))
+                ds.add_new(tag, "SQ", Sequence(items))
+            continue
+        value = draw(values)
+        if vr == "DS" and isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        ds.add_new(tag, vr, value)
+    if draw(st.booleans()):  # a private block, known to pydicom's private dictionary or not
+        creator = draw(
+            st.sampled_from(["Philips Imaging DD 001", "SIEMENS CSA HEADER", "ACME 1.0"])
+        )
+        group = 0x2001 if creator.startswith("Philips") else 0x0029
+        ds.add_new(group << 16 | 0x0010, "LO", creator)
+        ds.add_new(group << 16 | 0x1003, "FL", 1.5)
+        ds.add_new(group << 16 | 0x10C1, "LO", "nested")
+        ds.add_new(group << 16 | 0x1008, "CS", "IMAGE NUM 4")
+    return ds
+
+
+def _part10(ds: Dataset, encoding: tuple[bool, bool], sop: str = "1.2.3.4.5") -> bytes:
+    import io
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    implicit, little = encoding
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.SOPInstanceUID = sop
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian
+        if implicit
+        else ExplicitVRLittleEndian
+        if little
+        else ExplicitVRBigEndian
+    )
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(ds=_datasets(), encoding=st.sampled_from([(False, True), (True, True), (False, False)]))
+def test_random_nested_datasets_dump_as_pydicom(ds: Dataset, encoding: tuple[bool, bool]) -> None:
+    top = Dataset()
+    top.PatientID = "P"
+    top.ReferencedImageSequence = Sequence([ds])
+    top.update(ds)  # the same elements at the top level too
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            data = _part10(top, encoding)
+        except Exception:  # a value pydicom cannot write in this encoding
+            return
+    assert_dump_equals_pydicom(data)
+
+
+@settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(seed=st.integers(0, 2**32 - 1), which=st.integers(0, 100))
+def test_mutated_files_dump_as_pydicom_or_decline(seed: int, which: int) -> None:
+    """Random damage to real files: equal, declined, or pydicom's dump (never an exception)."""
+    import random
+
+    from corpora import mutate
+
+    seeds = _mutation_seeds()
+    data = mutate(seeds[which % len(seeds)], random.Random(seed))
+    assert_dump_equals_pydicom(data)
+    assert isinstance(header_dump(data), dict)  # the door's call never raises
+
+
+_SEEDS: list[bytes] = []
+
+
+def _mutation_seeds() -> list[bytes]:
+    if not _SEEDS:
+        from pydicom.data import get_testdata_file
+
+        for name in (
+            "MR_small.dcm",
+            "MR_small_bigendian.dcm",
+            "nested_priv_SQ.dcm",
+            "rtplan.dcm",
+            "reportsi.dcm",
+            "waveform_ecg.dcm",
+        ):
+            _SEEDS.append(Path(get_testdata_file(name)).read_bytes())  # type: ignore[arg-type]
+    return _SEEDS
+
+
+# --------------------------------------------------------------------------------------
+# Filing a typical instance imports no pydicom, through every door
+# --------------------------------------------------------------------------------------
+
+
+def typical_instance(path: Path, sop: str = "1.2.826.0.1.3680043.8.498.1") -> Path:
+    """An MR-like instance: explicit VR LE, a referenced-image sequence, a private block."""
+    import warnings
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    ds.StudyDate = ds.SeriesDate = "20130308"
+    ds.Modality = "MR"
+    ds.Manufacturer = "SIEMENS"
+    ds.PatientName = "Anon^Patient"
+    ds.PatientID = "1449c1d"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "M"
+    ds.PatientAge = "042Y"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.10"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.11"
+    ds.StudyDescription = "Brain"
+    ds.SeriesDescription = "t1_mpr_sag"
+    ds.SeriesNumber = 2
+    ds.InstanceNumber = 7
+    ds.SliceThickness = "1.000000e+00"
+    ds.ImagePositionPatient = ["-86.5", "-124.7", "121.3"]
+    ds.PixelSpacing = ["1", "1"]
+    ds.Rows = ds.Columns = 4
+    ds.BitsAllocated = 16
+    ds.PixelRepresentation = 0
+    item = Dataset()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    item.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.99"
+    ds.ReferencedImageSequence = Sequence([item, item])
+    ds.add_new(0x00290010, "LO", "SIEMENS CSA HEADER")
+    ds.add_new(0x00291008, "CS", "IMAGE NUM 4")
+    ds.PixelData = b"\0" * 32
+    data = _part10(ds, (False, True), sop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path.write_bytes(data)
+    return path
+
+
+def pydicom_imports(importtime_stderr: str) -> list[str]:
+    """The pydicom modules a ``-X importtime`` stderr shows imported."""
+    return [
+        line for line in importtime_stderr.splitlines()
+        if line.startswith("import time:") and line.split("|")[-1].strip().startswith("pydicom")
+    ]  # fmt: skip
+
+
+def _assert_dumped(log: Path) -> None:
+    dump = series_dump(log)
+    assert dump["ReferencedImageSequence"].startswith("[(0008, 1150) Referenced SOP Class UID")
+    assert dump["SliceThickness"] == "1.000000e+00"
+
+
+def test_per_instance_door_files_a_typical_instance_without_pydicom(tmp_path: Path) -> None:
+    import os
+
+    src = typical_instance(tmp_path / "in.dcm")
+    data, log = tmp_path / "data", tmp_path / "log"
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # python -X importtime
+    proc = run_cli("--xcrdirfile", str(src), "--datadir", str(data), "--logdir", str(log), env=env)
+    assert "import time:" in proc.stderr
+    assert pydicom_imports(proc.stderr) == []
+    _assert_dumped(log)
+
+
+def test_batch_files_typical_instances_without_pydicom(tmp_path: Path) -> None:
+    import os
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for i in range(3):
+        typical_instance(inbox / f"{i}.dcm", sop=f"1.2.826.0.1.3680043.8.498.{i + 1}")
+    data, log = tmp_path / "data", tmp_path / "log"
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    proc = run_cli(
+        "batch", str(inbox), "--datadir", str(data), "--logdir", str(log), "--no-progress", env=env
+    )
+    assert "3 instances filed" in proc.stdout + proc.stderr
+    assert pydicom_imports(proc.stderr) == []
+    _assert_dumped(log)
+
+
+@pytest.mark.dcmtk
+def test_listen_files_a_typical_instance_without_importing_pydicom_for_it(tmp_path: Path) -> None:
+    """pynetdicom itself imports pydicom at start; filing (the dump too) adds none of it."""
+    import os
+    import signal
+
+    from helpers import dicom_repack_exe
+    from test_listen_support import dcmtk, dcmtk_env
+
+    src = typical_instance(tmp_path / "in.dcm")
+    data, log = tmp_path / "data", tmp_path / "log"
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # python -X importtime
+    argv = [dicom_repack_exe(), "listen", "--bind", "127.0.0.1", "--port", "0", "--aet", "DR"]
+    proc = subprocess.Popen(
+        [*argv, "--datadir", str(data), "--logdir", str(log)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the start's own imports come first
+            if "listening on" in line:
+                port = line.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1]
+                break
+        else:
+            pytest.fail("listen did not start")
+        sent = subprocess.run(
+            [dcmtk("storescu"), "-aec", "DR", "127.0.0.1", port, str(src)],
+            capture_output=True, text=True, env=dcmtk_env(), timeout=120,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        proc.send_signal(signal.SIGTERM)
+        after_start = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "1 instances filed" in after_start
+    assert "dicom_repack.core.dump" in after_start  # the filing's own imports are seen...
+    assert pydicom_imports(after_start) == []  # ...and none of them is pydicom's
+    _assert_dumped(log)

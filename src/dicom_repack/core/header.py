@@ -402,13 +402,13 @@ def _read_buffer(buf: Buffer, end: int, name: str, keywords: Collection[str]) ->
     requested, wanted = _plan(keywords)
     found: dict[int, tuple[bytes | None, int, int]] = {}
     # like pydicom's stop_before_pixels: what follows the pixel data does not count
-    for tag, vr, vpos, length, _items in elements if pixel_at < 0 else elements[:pixel_at]:
+    for tag, elem_vr, vpos, length, _items in elements if pixel_at < 0 else elements[:pixel_at]:
         if tag in wanted:
             if length == UNDEFINED:
                 raise Unsupported(
                     f"requested element ({tag >> 16:04X},{tag & 0xFFFF:04X}) is a sequence"
                 )
-            found[tag] = (vr, vpos, length)
+            found[tag] = (elem_vr, vpos, length)
 
     hit = found.get(_CHARSET_TAG)
     codec = charset_codec(

@@ -212,7 +212,7 @@ def decode(vr: str, raw: bytes, little: bool, codec: str | None) -> tuple[str, o
     ``empty`` (an empty text, '').
     """
     if not raw:
-        if vr in _NONE_WHEN_EMPTY:
+        if vr in _NONE_WHEN_EMPTY or vr in BYTES_VRS or vr == "AT":
             return "none", None
         if vr in _TEXT_VRS:
             return "empty", ""
@@ -318,7 +318,7 @@ def text(kind: str, value: object) -> tuple[str, bool]:
 
 def repval(vr: str, kind: str, value: object, uid_names: dict[str, str]) -> str:
     """pydicom 2.4's ``DataElement.repval`` (what a sequence item shows after ``VR:``)."""
-    if vr in _LONG_VALUE_VRS:
+    if vr in _LONG_VALUE_VRS and value is not None:
         length = len(value)  # type: ignore[arg-type]
         if kind == "s" and len(value) == 1:  # type: ignore[arg-type]
             length = len(value[0])  # type: ignore[index]
@@ -334,7 +334,7 @@ def repval(vr: str, kind: str, value: object, uid_names: dict[str, str]) -> str:
         if single:
             one = value[0]  # type: ignore[index]
             if kind == "ui":
-                return uid_names.get(one, one)
+                return uid_names.get(one, one)  # type: ignore[no-any-return]
             if kind == "is":
                 return "'" + repr(int(one)) + "'"
             if kind == "ds":

@@ -127,7 +127,9 @@ class Repacker:
             st = placed.stat
             out.dst, out.size = dst, st.st_size
             try:
-                self._record(header.values, directory, name, st, dst, origin)
+                # the series dump reads the bytes already in memory, else the placed file
+                dump_from = dst if isinstance(source, str) else source
+                self._record(header.values, directory, name, st, dump_from, origin)
             except RecordError:
                 self._undo(moved_from, dst, existed=placed.replaced)
                 raise
@@ -157,7 +159,7 @@ class Repacker:
         directory: str,
         name: str,
         st: os.stat_result,
-        dst: str,
+        dump_from: str | bytes | memoryview,
         origin: str,
     ) -> None:
         if self.records is None:
@@ -167,7 +169,7 @@ class Repacker:
             series_base_dir=directory,
             file_name=name,
             stat=st,
-            dump=lambda: _dump(dst),
+            dump=lambda: _dump(dump_from),
             origin=origin,
         )
 
@@ -196,8 +198,8 @@ def _failed(origin: str, exc: RepackError) -> Outcome:
     return out
 
 
-def _dump(path: str) -> dict[str, str]:
-    """The series record's full-header dump (pydicom, imported only when a series starts)."""
+def _dump(source: str | bytes | memoryview) -> dict[str, str]:
+    """The series record's full-header dump (imported only when a series starts)."""
     from .dump import header_dump
 
-    return header_dump(path)
+    return header_dump(source)
