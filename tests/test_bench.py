@@ -46,12 +46,11 @@ def _tree_digest(root: Path) -> dict[str, str]:
 def test_corpus_has_the_asked_size_fresh_uids_and_is_reproducible(tmp_path: Path) -> None:
     import pydicom
 
-    spec = corpus_mod.CorpusSpec(
-        instances=20, patients=2, studies_per_patient=2, series_per_study=2
-    )
+    spec = corpus_mod.CorpusSpec(instances=20)
     a = corpus_mod.generate_corpus(tmp_path / "a", spec)
     corpus_mod.generate_corpus(tmp_path / "b", spec)
-    assert a.instances == 20 and (a.patients, a.studies, a.series) == (2, 4, 8)
+    # the default protocol starts with a 3-instance localizer, then a long T1 series (cut)
+    assert a.instances == 20 and (a.patients, a.studies, a.series) == (1, 1, 2)
     files = corpus_mod.find_instances(tmp_path / "a")
     assert len(files) == 20  # corpus.json is not counted
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")  # same seed, same bytes
@@ -64,11 +63,46 @@ def test_corpus_has_the_asked_size_fresh_uids_and_is_reproducible(tmp_path: Path
         series.add(ds.SeriesInstanceUID)
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         assert len(ds.SOPInstanceUID) <= 64
-    assert len(sops) == 20 and len(series) == 8
+    assert len(sops) == 20 and len(series) == 2
 
     other = corpus_mod.generate_corpus(tmp_path / "c", corpus_mod.CorpusSpec(instances=20, seed=1))
     assert other.instances == 20
     assert _tree_digest(tmp_path / "c").values() != _tree_digest(tmp_path / "a").values()
+
+
+def test_default_corpus_looks_like_mr_phantom_studies(tmp_path: Path) -> None:
+    """MR-sized instances with a vendor private block, sequences and 16-bit pixels of
+    typical MR matrices; protocols with a 3-instance localizer beside long series."""
+    import pydicom
+
+    from dicom_repack.bench.phantom import plan_series
+
+    plans = plan_series(480, None)
+    lengths = [p.instances for p in plans]
+    assert sum(lengths) == 480 and lengths[0] == 3 and max(lengths) >= 100
+    assert len({p.patient for p in plans}) >= 2 and len({(p.patient, p.study) for p in plans}) >= 3
+    big = plan_series(None, 10 * 10**9)
+    assert len({p.patient for p in big}) > 20  # patients are added until the size is reached
+
+    rc = subprocess.run(
+        [PROGRAM, "corpus", str(tmp_path / "c"), "--instances", "130", "-q"], check=False
+    ).returncode
+    assert rc == 0
+    files = corpus_mod.find_instances(tmp_path / "c")
+    sizes = [f.stat().st_size for f in files]
+    assert all(100_000 <= n <= 500_000 for n in sizes)
+    matrices = set()
+    for f in files[:: len(files) // 6]:
+        ds = pydicom.dcmread(f)
+        assert ds.Modality == "MR" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
+        assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert ds.BitsAllocated == 16 and len(ds.PixelData) == ds.Rows * ds.Columns * 2
+        assert ds.private_block(0x0029, "SIEMENS CSA HEADER")[0x20].value  # the CSA blob
+        assert len(ds.RequestAttributesSequence) == 2
+        matrices.add(ds.Rows)
+    assert matrices <= {256, 320, 384}
+    manifest = json.loads((tmp_path / "c" / "corpus.json").read_text())
+    assert manifest["kind"] == "synthetic MR phantoms" and manifest["series_lengths"][0] == 3
 
 
 def test_corpus_command_grows_a_seed_folder_to_a_size(tmp_path: Path) -> None:
@@ -154,9 +188,10 @@ def _bench(tmp_path: Path, *extra: str, name: str = "out") -> tuple[int, Path]:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
-    """One real bench over every contestant available here, with CodeCarbon."""
+    """One real bench over every contestant available here, with CodeCarbon (px-repack
+    only if it is installed: no setup at test time)."""
     tmp = tmp_path_factory.mktemp("bench")
-    return _bench(tmp)
+    return _bench(tmp, "--no-setup")
 
 
 def test_bench_reports_every_contestant_correct(full_run: tuple[int, Path]) -> None:
@@ -165,7 +200,16 @@ def test_bench_reports_every_contestant_correct(full_run: tuple[int, Path]) -> N
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] is True
     names = {c["name"] for c in results["contestants"]}
-    assert {"px-repack", "rx-repack", "dicom-repack", "batch-copy", "batch-move", "listen"} <= names
+    assert {
+        "px-repack",
+        "rx-repack",
+        "dicom-repack",
+        "batch-copy",
+        "batch-move",
+        "listen",
+        "storescp-rx-repack",
+        "storescp-dicom-repack",
+    } <= names
     for c in results["contestants"]:
         if not c["available"]:
             assert c["skip_reason"]  # says why, e.g. "px-repack not found on PATH ..."
@@ -219,7 +263,9 @@ def test_bench_ratios_against_px_or_the_slowest(full_run: tuple[int, Path]) -> N
         assert all(r["speedup"] >= 1.0 for r in rows.values())
     assert rows[base]["speedup"] == pytest.approx(1.0)
     for r in rows.values():
-        assert r["extrapolated_76GB"]["wall_s"] > r["wall_s"]
+        assert r["scaled_76GB"]["by_bytes"]["wall_s"] > r["wall_s"]
+        assert r["scaled_76GB"]["by_instances"]["cpu_s"] > r["cpu_s"]
+        assert r["per_instance"]["cpu_s"] == pytest.approx(r["cpu_s"] / 20)
 
 
 def test_bench_writes_csv_emissions_and_report(full_run: tuple[int, Path]) -> None:
@@ -237,11 +283,14 @@ def test_bench_writes_csv_emissions_and_report(full_run: tuple[int, Path]) -> No
     ) + 1  # header + a row per run
 
     html = (out / "report.html").read_text()
-    assert html.count("src='data:image/png;base64,") == 5  # time, energy, CO2, CPU, memory
+    assert html.count("src='data:image/png;base64,") == 5  # wall, CPU, energy, ratios, memory
     assert "http://" not in html and "https://" not in html  # nothing fetched at view time
     assert "as published" in html and "4.8 h" in html and "1.74 kWh" in html
-    assert "Extrapolation to the seed" in html
-    assert "speed vs base" in html
+    assert "PUBLISHED" in html and "by instance count" in html and "by bytes" in html
+    assert "× px-repack" in html and "× rx-repack" in html
+    assert "whole tree at one moment" in html and "largest single process" in html
+    assert html.count("<tr class='contestant'>") == len({r["contestant"] for r in results["runs"]})
+    assert "synthetic MR phantoms" in html
 
 
 def test_a_contestant_that_loses_or_damages_an_instance_fails(tmp_path: Path) -> None:
@@ -383,3 +432,110 @@ def test_find_dcmtk_passes_over_pynetdicoms_same_named_app(
     assert found != str(fake)
     if os.path.exists("/usr/bin/storescu"):
         assert found == "/usr/bin/storescu"
+
+
+def _fake_px_repack(tmp_path: Path) -> Path:
+    """A stand-in for px-repack (the real one needs pydicom 2 and a pip install):
+    dicom-repack's per-instance door with px-repack's tree."""
+    fake = tmp_path / "bin" / "px-repack"
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_text(f'#!/bin/sh\nexec {PROGRAM} --layout px "$@"\n')
+    fake.chmod(0o755)
+    return fake
+
+
+def test_px_repack_runs_a_sample_scaled_by_instance_count(tmp_path: Path) -> None:
+    """px-repack (~0.5 s of CPU per instance) runs on an evenly spaced sample; its row
+    is scaled to the corpus by instance count, says so, and keeps the measured figures."""
+    fake = _fake_px_repack(tmp_path)
+    rc, out = _bench(
+        tmp_path,
+        "--only",
+        "px-repack,batch-copy",
+        "--px-repack",
+        str(fake),
+        "--px-sample",
+        "5",
+        "--no-energy",
+    )
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    runs = {r["contestant"]: r for r in results["runs"]}
+    assert runs["px-repack"]["sampled"] is True and runs["px-repack"]["instances"] == 5
+    assert runs["px-repack"]["status"] == "ok", runs["px-repack"]["problems"]
+    assert runs["batch-copy"]["instances"] == 20 and runs["batch-copy"]["sampled"] is False
+    rows = {r["contestant"]: r for r in results["summary"]["contestants"]}
+    px = rows["px-repack"]
+    assert px["scale"] == pytest.approx(4.0)
+    assert px["cpu_s"] == pytest.approx(px["measured"]["cpu_s"] * 4)
+    assert px["per_instance"]["cpu_s"] == pytest.approx(px["measured"]["cpu_s"] / 5)
+    assert rows["batch-copy"]["vs_px"]["cpu"] == pytest.approx(
+        px["cpu_s"] / rows["batch-copy"]["cpu_s"]
+    )
+    html = (out / "report.html").read_text()
+    assert "evenly spaced sample of 5 of the 20 instances" in html
+    assert "px-repack, one process per instance *" in html
+
+
+def test_bench_without_px_repack_and_no_index_says_what_to_run(tmp_path: Path) -> None:
+    """An offline machine: the setup fails fast, one line says what to run, the others race."""
+    empty = tmp_path / "wheels"
+    empty.mkdir()
+    path = ":".join(
+        d
+        for d in os.environ.get("PATH", "").split(":")
+        if d and not (Path(d) / "px-repack").exists()
+    )
+    env = dict(
+        os.environ,
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(empty),
+        PATH=path,
+    )
+    proc = subprocess.run(
+        [PROGRAM, "bench", "--instances", "4", "--repeat", "1", "--only", "px-repack,batch-copy",
+         "--no-energy", "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work"), "-q"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "px-repack could not be set up" in ln]
+    assert len(lines) == 1
+    assert "pip install 'pypx==3.12.6' 'pydicom>=2.4,<3'" in lines[0]
+    assert "setting up px-repack" in proc.stderr  # the progress line came first
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    px = next(c for c in results["contestants"] if c["name"] == "px-repack")
+    assert px["available"] is False and "pip install" in px["skip_reason"]
+    assert (
+        not (tmp_path / "cache" / "dicom-repack" / "px-repack" / "bin" / "px-repack").exists()
+        or not (
+            tmp_path / "cache" / "dicom-repack" / "px-repack" / ".dicom-repack-setup-complete"
+        ).exists()
+    )
+
+
+def test_no_setup_skips_the_install(tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PATH="/usr/bin:/bin")
+    proc = subprocess.run(
+        [PROGRAM, "bench", "--no-setup", "--list"], capture_output=True, text=True, env=env,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0
+    assert "px-repack" in proc.stdout and "skip:" in proc.stdout
+    assert not (tmp_path / "cache").exists()
+
+
+def test_rapl_counters_are_read_directly_across_a_wrap(tmp_path: Path) -> None:
+    from dicom_repack.bench.energy import RaplReader
+
+    for name, value in (("intel-rapl:0", 900), ("intel-rapl:1", 100), ("intel-rapl:0:0", 5)):
+        zone = tmp_path / name
+        zone.mkdir()
+        (zone / "energy_uj").write_text(f"{value}\n")
+        (zone / "max_energy_range_uj").write_text("999\n")
+    reader = RaplReader(tmp_path)
+    assert len(reader.counters) == 2  # packages only, not their sub-zones
+    before = reader.read()
+    (tmp_path / "intel-rapl:0" / "energy_uj").write_text("100\n")  # wrapped: +200
+    (tmp_path / "intel-rapl:1" / "energy_uj").write_text("400\n")  # +300
+    assert reader.joules(before, reader.read()) == pytest.approx(500e-6)

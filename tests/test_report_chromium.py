@@ -59,8 +59,16 @@ def _results() -> dict[str, Any]:
                     "examples": [] if ok else ["missing: a/b/c.dcm"],
                 }
             )
+    labels = {"dicom-repack": "per instance", "batch-copy": "batch copy", "lossy": "lossy copy"}
     contestants = [
-        {"name": n, "kind": "per-instance", "available": True, "skip_reason": None, "version": "0"}
+        {
+            "name": n,
+            "label": labels[n],
+            "kind": "per-instance",
+            "available": True,
+            "skip_reason": None,
+            "version": "0",
+        }
         for n in ("dicom-repack", "batch-copy", "lossy")
     ] + [
         {
@@ -125,8 +133,13 @@ def test_charts_render_in_headless_chromium(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     m = re.search(r'data-charts-rendered="(\d+)"', out.stdout)
     assert m, "the charts did not decode in chromium:\n" + out.stderr[-2000:]
-    assert int(m.group(1)) == 5
+    assert int(m.group(1)) == 5  # wall, CPU, energy, ratios, memory: each an image
     assert "FAILED" in out.stdout
+    # the verdict table, as the browser built it: one row per contestant that ran
+    verdict = re.search(r'<table id="verdict">(.*?)</table>', out.stdout, re.S)
+    assert verdict, "no verdict table in the rendered page"
+    rows = re.findall(r'<tr class="contestant">\s*<td>([^<]*)</td>', verdict.group(1))
+    assert sorted(r.strip() for r in rows) == ["batch copy", "lossy copy", "per instance"]
 
 
 def test_report_screenshot_is_not_blank(tmp_path: Path) -> None:

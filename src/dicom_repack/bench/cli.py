@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,10 @@ from .contestants import (
 
 __all__ = ["BenchOptions", "main", "run_bench"]
 
-DEFAULT_INSTANCES = 200
+#: the default corpus: synthetic MR phantom studies (see .phantom), ~100 MB
+DEFAULT_INSTANCES = 480
+#: px-repack costs ~0.5 s of CPU per instance: it runs on a sample (scaled, labelled)
+DEFAULT_PX_SAMPLE = 40
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the contestants and whether they can run",
     )
-    g.add_argument("--px-repack", help="path of px-repack (default: PATH, then ./.venv-px/bin)")
-    g.add_argument("--rx-repack", help="path of rx-repack (default: PATH)")
+    g.add_argument(
+        "--px-repack",
+        help="path of px-repack (default: PATH, then the bench's own install in "
+        "~/.cache/dicom-repack/px-repack, set up when absent)",
+    )
+    g.add_argument(
+        "--no-setup",
+        action="store_true",
+        help="do not install px-repack when it is absent (it is then skipped)",
+    )
+    g.add_argument(
+        "--px-sample",
+        type=int,
+        default=DEFAULT_PX_SAMPLE,
+        help="px-repack runs on an evenly spaced sample of this many instances, its costs "
+        f"scaled to the corpus by instance count (default {DEFAULT_PX_SAMPLE}; 0: the whole "
+        "corpus)",
+    )
+    g.add_argument("--rx-repack", help="path of rx-repack (default: PATH, then ~/.cargo/bin)")
     g.add_argument(
         "--per-instance",
         action="append",
@@ -127,6 +148,8 @@ class BenchOptions(argparse.Namespace):
     skip: str | None
     list_only: bool
     px_repack: str | None
+    no_setup: bool
+    px_sample: int
     rx_repack: str | None
     per_instance: list[str]
     repeat: int
@@ -142,13 +165,28 @@ class BenchOptions(argparse.Namespace):
     quiet: bool
 
 
+@dataclass(slots=True)
+class Sample:
+    """The instances a sampled contestant runs on, their list file and their truth."""
+
+    files: list[Path]
+    list_file: Path
+    truth: Any
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
 def _names(text: str | None) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
 def select_contestants(opts: BenchOptions) -> list[Contestant]:
     """All known contestants plus custom ones, filtered by --only/--skip (unknown names refused)."""
-    every: list[Contestant] = default_contestants(opts.px_repack, opts.rx_repack)
+    every: list[Contestant] = default_contestants(
+        opts.px_repack, opts.rx_repack, opts.px_sample or None
+    )
     every += [custom_contestant(spec) for spec in opts.per_instance]
     known = {c.name for c in every}
     for n in _names(opts.only) + _names(opts.skip):
@@ -208,8 +246,8 @@ def _drop_caches() -> None:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     opts = parser.parse_args(argv, namespace=BenchOptions())
-    if opts.repeat < 1 or opts.concurrency < 1:
-        parser.error("--repeat and --concurrency must be at least 1")
+    if opts.repeat < 1 or opts.concurrency < 1 or opts.px_sample < 0:
+        parser.error("--repeat and --concurrency must be at least 1, --px-sample at least 0")
     try:
         contestants = select_contestants(opts)
     except ValueError as exc:
@@ -220,7 +258,9 @@ def main(argv: list[str]) -> int:
     if opts.list_only:
         for c in contestants:
             why = c.unavailable()
-            print(f"{c.name:14} {'ready' if why is None else 'skip: ' + why}  ({c.description})")
+            print(
+                f"{c.name:22} {'ready' if why is None else 'skip: ' + why}  ({c.label or c.description})"
+            )
         return 0
     if opts.size:
         from .corpus import parse_size
@@ -239,7 +279,46 @@ def main(argv: list[str]) -> int:
                 "CodeCarbon is not installed: pip install 'dicom-repack[bench]' "
                 "(or use --no-energy)"
             )
+    if not opts.no_setup and not opts.px_repack:
+        contestants = _set_up_px_repack(opts, contestants)
     return run_bench(opts, contestants, argv)
+
+
+def _set_up_px_repack(opts: BenchOptions, contestants: list[Contestant]) -> list[Contestant]:
+    """When px-repack is selected but absent, install it (once, into the cache folder)
+    and select it again; otherwise leave the list as it is."""
+    px = next((c for c in contestants if c.name == "px-repack"), None)
+    if px is None or px.unavailable() is None:
+        return contestants
+    from .peers import setup_px_repack
+
+    def say(line: str) -> None:
+        print(f"dicom-repack bench: {line}", file=sys.stderr, flush=True)
+
+    if setup_px_repack(say) is None:
+        return contestants
+    try:
+        return select_contestants(opts)
+    except ValueError:  # pragma: no cover - the same names as before
+        return contestants
+
+
+def compile_bytecode() -> str:
+    """Compile dicom-repack's own package to bytecode before anything is timed.
+
+    An editable install under ``PYTHONDONTWRITEBYTECODE=1`` (as on many CI machines)
+    never writes ``.pyc`` files, so each per-instance process would recompile the
+    package at start (34-56 ms measured). ``compileall`` writes them once; a wheel
+    install has them already and this is a no-op. Returns what was done."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("dicom_repack")
+    if spec is None or not spec.submodule_search_locations:
+        return "not found"
+    folder = next(iter(spec.submodule_search_locations))
+    ok = compileall.compile_dir(folder, quiet=1, workers=1)
+    return f"compileall {folder}: {'ok' if ok else 'errors'}"
 
 
 def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]) -> int:
@@ -313,6 +392,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
                     "kind": c.kind,
                     "layout": c.layout,
                     "description": c.description,
+                    "label": c.label or c.name,
                     "available": why is None,
                     "skip_reason": why,
                     "version": c.version() if why is None else None,
@@ -323,7 +403,21 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
         # -- truth (untimed; warms the page cache)
         with console.status(f"hashing and planning {len(files)} instances (untimed)"):
             truth = build_truth(files, {c.layout for c in runnable})
+            samples: dict[str, Sample] = {}
+            for c in runnable:
+                if c.sample and c.sample < len(files):
+                    k = c.sample
+                    sub = [files[i * len(files) // k] for i in range(k)]
+                    sample_list = work / f"instances-{c.name}.txt"
+                    sample_list.write_text("".join(f"{f}\n" for f in sub), encoding="utf-8")
+                    samples[c.name] = Sample(sub, sample_list, build_truth(sub, {c.layout}))
+        for entry in entries:
+            if entry["name"] in samples:
+                sub = samples[entry["name"]].files
+                entry["sample_instances"] = len(sub)
+                entry["sample_bytes"] = sum(f.stat().st_size for f in sub)
         corpus["duplicate_destinations"] = truth.duplicates
+        bytecode = compile_bytecode()
 
         method: dict[str, Any] = {
             "summary": "not measured (--no-energy)",
@@ -334,6 +428,11 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
             from .energy import EnergyMeter
 
             meter = EnergyMeter(out, country=opts.country)
+            from .energy import detect_rapl
+
+            if detect_rapl()[0] == "readable":
+                with console.status("RAPL readable: measuring the idle baseline (10 s)"):
+                    meter.calibrate(10.0)
         settings = {
             "repeat": opts.repeat,
             "concurrency": opts.concurrency,
@@ -346,6 +445,8 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
             "country_name": opts.country,
             "workdir": str(work),
             "rss_sample_interval_s": opts.sample_interval,
+            "bytecode": bytecode,
+            "px_sample": opts.px_sample,
         }
         results.update(
             machine=machine_description(work),
@@ -355,7 +456,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
             contestants=entries,
             energy_method=method,
         )
-        results["summary"] = report.summarize([], entries, corpus["bytes"])
+        results["summary"] = report.summarize([], entries, corpus["bytes"], corpus["instances"])
 
         from .scratch import creation_cost_us
 
@@ -379,6 +480,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
             meter,
             results,
             console,
+            samples,
         )
         settings["file_creation_us_after"] = round(creation_cost_us(work), 1)
         if meter is not None:
@@ -395,7 +497,10 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
         results["complete"] = not interrupted
         if "corpus" in results:
             results["summary"] = report.summarize(
-                results["runs"], results["contestants"], results["corpus"]["bytes"]
+                results["runs"],
+                results["contestants"],
+                results["corpus"]["bytes"],
+                results["corpus"]["instances"],
             )
             report.write_json(out / "results.json", results)
             report.write_csv(out / "results.csv", results)
@@ -433,8 +538,10 @@ def _run_rounds(
     meter: Any,
     results: dict[str, Any],
     console: Any,
+    samples: dict[str, Sample] | None = None,
 ) -> bool:
-    """Every round runs every contestant once (order rotated); returns True if interrupted."""
+    """Every round runs every contestant once (order rotated); returns True if interrupted.
+    A contestant in ``samples`` runs on its sample only, verified against the sample."""
     import json
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -462,10 +569,13 @@ def _run_rounds(
             for pos, c in enumerate(order):
                 root = work / "runs" / f"{c.name}-{rep + 1}"
                 root.mkdir(parents=True)
+                sample = (samples or {}).get(c.name)
+                c_files = sample.files if sample else files
+                c_truth = sample.truth if sample else truth
                 ctx = RunContext(
                     corpus=corpus_root,
-                    files=files,
-                    list_file=list_file,
+                    files=c_files,
+                    list_file=sample.list_file if sample else list_file,
                     root=root,
                     concurrency=opts.concurrency,
                     jobs=opts.jobs,
@@ -485,7 +595,7 @@ def _run_rounds(
                 progress.update(
                     task,
                     description=f"  {c.name} (run {rep + 1}/{opts.repeat})",
-                    total=len(files) if plan.progress_dots else None,
+                    total=len(c_files) if plan.progress_dots else None,
                 )
 
                 def on_output(chunk: bytes, task: Any = task) -> None:
@@ -511,11 +621,11 @@ def _run_rounds(
                 progress.update(
                     task, description=f"  {c.name} (run {rep + 1}/{opts.repeat}) verifying"
                 )
-                verdict = verify_run(truth, c.layout, ctx.datadir, ctx.logdir, c.compare)
+                verdict = verify_run(c_truth, c.layout, ctx.datadir, ctx.logdir, c.compare)
                 details: dict[str, Any] = {}
                 with contextlib.suppress(OSError, ValueError):
                     details = json.loads(ctx.summary.read_text())
-                run = _run_record(c, rep, pos, m, energy, verdict, details, corpus, ctx)
+                run = _run_record(c, rep, pos, m, energy, verdict, details, corpus, ctx, sample)
                 results["runs"].append(run)
                 progress.update(
                     task,
@@ -523,7 +633,7 @@ def _run_rounds(
                     f" in {m.wall_s:.1f} s",
                 )
                 if run["status"] == "ok":
-                    progress.update(task, completed=len(files), total=len(files))
+                    progress.update(task, completed=len(c_files), total=len(c_files))
                 progress.advance(overall)
                 if not opts.keep:
                     scratch.set_aside(root)
@@ -543,8 +653,10 @@ def _run_record(
     details: dict[str, Any],
     corpus: dict[str, Any],
     ctx: RunContext,
+    sample: Sample | None = None,
 ) -> dict[str, Any]:
-    """One row of results: the measurement, energy, verdict, and the driver's summary."""
+    """One row of results: the measurement, energy, verdict, and the driver's summary.
+    ``instances`` and ``bytes`` are what this run filed (its sample, if it had one)."""
     problems = list(verdict.problems)
     nonzero = int(details.get("nonzero_exits", 0) or 0) + int(details.get("spawn_errors", 0) or 0)
     if nonzero:
@@ -560,8 +672,12 @@ def _run_record(
         data = ctx.stderr.read_bytes()
         stderr_tail = data[-2000:].decode("utf-8", "replace")
     wall = m.wall_s
+    n = len(sample.files) if sample else corpus["instances"]
+    nbytes = sample.bytes if sample else corpus["bytes"]
     return {
         "contestant": c.name,
+        "label": c.label or c.name,
+        "sampled": sample is not None,
         "kind": c.kind,
         "layout": c.layout,
         "repetition": rep + 1,
@@ -578,11 +694,13 @@ def _run_record(
         "peak_tree_rss_bytes": m.peak_tree_rss_bytes,
         "max_process_rss_bytes": m.max_process_rss_bytes,
         "rss_samples": m.rss_samples,
-        "instances": corpus["instances"],
-        "bytes": corpus["bytes"],
-        "instances_per_s": corpus["instances"] / wall if wall > 0 else None,
-        "mb_per_s": corpus["bytes"] / 1e6 / wall if wall > 0 else None,
+        "instances": n,
+        "bytes": nbytes,
+        "instances_per_s": n / wall if wall > 0 else None,
+        "mb_per_s": nbytes / 1e6 / wall if wall > 0 else None,
         "energy_kwh": energy.energy_kwh if energy else None,
+        "energy_source": energy.source if energy else None,
+        "codecarbon_energy_kwh": energy.codecarbon_kwh if energy else None,
         "cpu_energy_kwh": energy.cpu_kwh if energy else None,
         "ram_energy_kwh": energy.ram_kwh if energy else None,
         "co2_kg": energy.co2_kg if energy else None,

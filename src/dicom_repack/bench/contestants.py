@@ -33,6 +33,7 @@ __all__ = [
     "PerInstanceContestant",
     "RunContext",
     "RunPlan",
+    "StorescpContestant",
     "default_contestants",
     "dicom_repack_program",
 ]
@@ -87,12 +88,17 @@ class Contestant:
     """Base class: a named way of filing the corpus."""
 
     name: str
-    kind: str  # "per-instance", "batch" or "receiver"
+    kind: str  # "per-instance", "batch", "receiver" or "pipeline"
     layout: str = "rx"
     description: str = ""
     #: "file": outputs must equal inputs byte for byte; "dataset": the data set must
     #: (a receiver writes its own file meta header)
     compare: str = "file"
+    #: what the report calls it: what it is, e.g. "px-repack, one process per instance"
+    label: str = ""
+    #: run on an evenly spaced sample of this many instances (its costs are then scaled
+    #: to the whole corpus by instance count, and labelled so); None: the whole corpus
+    sample: int | None = None
 
     def unavailable(self) -> str | None:
         """Why this contestant cannot run here, or None when it can."""
@@ -257,26 +263,85 @@ class ListenContestant(Contestant):
         return RunPlan(argv=argv, progress_dots=True, stop_signal=signal.SIGTERM, env=env)
 
 
-def _find(explicit: str | None, name: str, extra: list[Path]) -> str | None:
-    if explicit:
-        return explicit if Path(explicit).exists() or shutil.which(explicit) else None
-    found = shutil.which(name)
-    if found:
-        return found
-    for cand in extra:
-        if cand.exists():
-            return str(cand)
-    return None
+@dataclass
+class StorescpContestant(Contestant):
+    """The receiving pipeline as the seed's users run it: dcmtk ``storescp -xcr
+    "<program> --xcrdir #p --xcrfile #f ... --cleanup"``, fed by dcmtk ``storescu``
+    (``TCP_NODELAY=1`` on both sides). storescp writes each instance to its incoming
+    folder, then starts the program on it (``/bin/sh -c``) without waiting; the
+    program files it and removes the received copy. The timed tree is :mod:`.feed`,
+    which waits for every program storescp started."""
+
+    program: str | None = None
+    missing_reason: str = ""
+    extra_args: list[str] = field(default_factory=list)
+
+    def unavailable(self) -> str | None:
+        from .feed import find_dcmtk
+
+        if self.program is None:
+            return self.missing_reason or "not installed"
+        if find_dcmtk("storescp") is None or find_dcmtk("storescu") is None:
+            return "dcmtk's storescp/storescu not found (apt-get install dcmtk)"
+        return None
+
+    def plan(self, ctx: RunContext) -> RunPlan:
+        assert self.program is not None
+        incoming = ctx.root / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        xcr = " ".join(
+            shlex.quote(a)
+            for a in [
+                self.program,
+                *self.extra_args,
+                "--datadir",
+                str(ctx.datadir),
+                "--logdir",
+                str(ctx.logdir),
+                "--verbosity",
+                "0",
+                "--cleanup",
+            ]
+        )
+        xcr = f"{xcr} --xcrdir #p --xcrfile #f"
+        argv = [
+            sys.executable,
+            "-m",
+            "dicom_repack.bench.feed",
+            "--list",
+            str(ctx.list_file),
+            "--datadir",
+            str(ctx.datadir),
+            "--logdir",
+            str(ctx.logdir),
+            "--summary",
+            str(ctx.summary),
+            "--receiver",
+            "storescp",
+            "--incoming",
+            str(incoming),
+            "--xcr",
+            xcr,
+            "--concurrency",
+            str(ctx.concurrency),
+        ]
+        env = dict(os.environ)
+        env["TCP_NODELAY"] = "1"
+        return RunPlan(argv=argv, progress_dots=True, stop_signal=signal.SIGTERM, env=env)
 
 
 def default_contestants(
-    px_repack: str | None = None, rx_repack: str | None = None
+    px_repack: str | None = None,
+    rx_repack: str | None = None,
+    px_sample: int | None = None,
 ) -> list[Contestant]:
     """Every contestant the bench knows, available or not (the report lists the skipped
-    ones with their reason). px-repack is also looked for in ``./.venv-px`` where
-    ``benchmarks/setup-px-repack.sh`` installs it."""
-    px = _find(px_repack, "px-repack", [Path.cwd() / ".venv-px" / "bin" / "px-repack"])
-    rx = _find(rx_repack, "rx-repack", [])
+    ones with their reason). Where px-repack and rx-repack are looked for:
+    :mod:`.peers`. ``px_sample``: px-repack runs on a sample of that many instances."""
+    from .peers import find_px_repack, find_rx_repack, px_setup_command, rx_version
+
+    px = find_px_repack(px_repack)
+    rx = find_rx_repack(rx_repack)
     ours = dicom_repack_program()
     xcr = ["--xcrdir", "{xcrdir}", "--xcrfile", "{xcrfile}"]
     out_args = ["--datadir", "{datadir}", "--logdir", "{logdir}", "--verbosity", "0"]
@@ -294,28 +359,35 @@ def default_contestants(
             name="px-repack",
             kind="per-instance",
             layout="px",
-            description="px-repack (pypx), one process per instance",
+            label="px-repack, one process per instance",
+            description="px-repack (pypx, Python), one process per instance, as storescp -xcr "
+            "starts it",
             template=[px, *xcr, *out_args] if px else [],
             program=px,
-            missing_reason="px-repack not found on PATH, in ./.venv-px, or by --px-repack "
-            "(benchmarks/setup-px-repack.sh installs it)",
+            missing_reason="px-repack not found (PATH, the bench's cache folder, --px-repack) "
+            f"and not set up (--no-setup, or offline); to set it up: {px_setup_command()}",
             version_argv=px_version,
+            sample=px_sample,
         ),
         PerInstanceContestant(
             name="rx-repack",
             kind="per-instance",
             layout="rx",
-            description="rx-repack (Rust), one process per instance",
+            label="rx-repack, one process per instance",
+            description="rx-repack (Rust), one process per instance, as storescp -xcr starts it",
             template=[rx, *xcr, *out_args] if rx else [],
             program=rx,
-            missing_reason="rx-repack not found on PATH or by --rx-repack",
-            version_argv=[rx, "--version"] if rx else None,
+            missing_reason="rx-repack not found on PATH, in ~/.cargo/bin or by --rx-repack "
+            "(docs/bench.md: how to build it)",
+            version_argv=["echo", rx_version(rx)] if rx else None,
         ),
         PerInstanceContestant(
             name="dicom-repack",
             kind="per-instance",
             layout="rx",
-            description="dicom-repack, one process per instance",
+            label="dicom-repack, one process per instance",
+            description="dicom-repack's per-instance door, one process per instance, as "
+            "storescp -xcr starts it",
             template=[ours, *xcr, *out_args],
             program=ours,
             version_argv=[
@@ -327,19 +399,42 @@ def default_contestants(
         BatchContestant(
             name="batch-copy",
             kind="batch",
+            label="dicom-repack batch, copy",
             description="dicom-repack batch (one process tree, a worker per core), copying",
         ),
         BatchContestant(
             name="batch-move",
             kind="batch",
             move=True,
+            label="dicom-repack batch, move",
             description="dicom-repack batch --cleanup (moves from a staged copy)",
         ),
         ListenContestant(
             name="listen",
             kind="receiver",
             compare="dataset",
-            description="dicom-repack listen, fed by a C-STORE sender",
+            label="storescu + dicom-repack listen",
+            description="dicom-repack listen (a Storage SCP filing in process), fed by dcmtk "
+            "storescu",
+        ),
+        StorescpContestant(
+            name="storescp-rx-repack",
+            kind="pipeline",
+            compare="dataset",
+            label="storescu + storescp + rx-repack",
+            description='dcmtk storescp -xcr "rx-repack --xcrdir #p --xcrfile #f ... --cleanup", '
+            "fed by dcmtk storescu",
+            program=rx,
+            missing_reason="rx-repack not found on PATH, in ~/.cargo/bin or by --rx-repack",
+        ),
+        StorescpContestant(
+            name="storescp-dicom-repack",
+            kind="pipeline",
+            compare="dataset",
+            label="storescu + storescp + dicom-repack",
+            description='dcmtk storescp -xcr "dicom-repack --xcrdir #p --xcrfile #f ... '
+            '--cleanup", fed by dcmtk storescu',
+            program=ours,
         ),
     ]
 
@@ -361,6 +456,7 @@ def custom_contestant(spec: str) -> PerInstanceContestant:
         name=name,
         kind="per-instance",
         layout=layout,
+        label=f"{name}, one process per instance",
         description=f"custom per-instance command: {command}",
         template=template,
         program=program,

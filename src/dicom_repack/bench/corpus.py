@@ -251,9 +251,15 @@ def generate_corpus(
     ``out`` as ``P0001/ST01/SE001/IM000001.dcm`` and return what was written.
 
     ``progress(done, total)`` is called now and then. Each file is written to a
-    temporary name and renamed, so an interrupted run leaves no half file behind."""
+    temporary name and renamed, so an interrupted run leaves no half file behind.
+
+    Without ``seeds``, the corpus is synthetic MR phantom studies (:mod:`.phantom`):
+    series follow scanner protocols, so ``series_per_study`` does not apply, and
+    patients (``studies_per_patient`` studies each) are added until the corpus is full."""
+    if not seeds:
+        return _generate_phantoms(Path(out), spec, progress)
     t0 = time.perf_counter()
-    seed_paths = seeds if seeds else default_seed_paths()
+    seed_paths = seeds
     groups = _scan_seeds(seed_paths)
     if not groups:
         raise ValueError("no DICOM Part 10 seed files")
@@ -312,6 +318,57 @@ def generate_corpus(
         seconds=time.perf_counter() - t0,
     )
     (root / MANIFEST).write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+def _generate_phantoms(
+    root: Path, spec: CorpusSpec, progress: Callable[[int, int], None] | None
+) -> CorpusResult:
+    """The default corpus: synthetic MR phantom studies, written as they are made."""
+    from pydicom import dcmwrite
+
+    from .phantom import iter_instances, plan_series
+
+    t0 = time.perf_counter()
+    plans = plan_series(spec.instances, spec.size_bytes, spec.studies_per_patient)
+    total = sum(p.instances for p in plans)
+    root.mkdir(parents=True, exist_ok=True)
+    step = max(1, total // 200)
+    written = nbytes = 0
+    folders: set[str] = set()
+    for rel, ds, _ in iter_instances(plans, spec.seed):
+        dest = root / rel
+        folder = str(dest.parent)
+        if folder not in folders:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(folder)
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            dcmwrite(tmp, ds, enforce_file_format=True)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        nbytes += dest.stat().st_size
+        written += 1
+        if progress is not None and (written % step == 0 or written == total):
+            progress(written, total)
+    result = CorpusResult(
+        root=str(root.resolve()),
+        instances=written,
+        bytes=nbytes,
+        patients=len({p.patient for p in plans}),
+        studies=len({(p.patient, p.study) for p in plans}),
+        series=len(plans),
+        seed=spec.seed,
+        seed_files=["synthetic MR phantom studies (dicom_repack.bench.phantom)"],
+        seconds=time.perf_counter() - t0,
+    )
+    manifest = asdict(result)
+    manifest["kind"] = "synthetic MR phantoms"
+    manifest["series_lengths"] = [p.instances for p in plans][:2000]
+    manifest["protocols"] = sorted({p.protocol for p in plans})
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return result
 
 

@@ -22,7 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EnergyMeter", "EnergyReading", "Method", "codecarbon_available", "detect_rapl"]
+__all__ = [
+    "EnergyMeter",
+    "EnergyReading",
+    "Method",
+    "RaplReader",
+    "codecarbon_available",
+    "detect_rapl",
+    "idle_power_w",
+]
 
 RAPL_ROOT = Path("/sys/class/powercap")
 RAPL_COUNTER = RAPL_ROOT / "intel-rapl:0" / "energy_uj"
@@ -42,6 +50,8 @@ class Method:
 
     ``rapl``: "readable", "unreadable" (present but permission denied) or "absent".
     ``cpu`` / ``ram``: CodeCarbon's own names for its tracking methods, once known.
+    ``source``: "rapl" (read directly, net of ``idle_w``), "codecarbon-rapl" or
+    "codecarbon-estimate".
     """
 
     rapl: str
@@ -49,6 +59,9 @@ class Method:
     ram: str
     summary: str
     hint: str | None = None
+    source: str = "codecarbon-estimate"
+    idle_w: float | None = None
+    idle_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,13 +69,55 @@ class Method:
 
 @dataclass(frozen=True, slots=True)
 class EnergyReading:
-    """One run's energy (kWh), split as CodeCarbon splits it, and its CO2 (kg)."""
+    """One run's energy (kWh) and CO2 (kg). ``source`` says where ``energy_kwh`` comes
+    from: "rapl" (the counters read directly, net of the idle baseline) or
+    "codecarbon" (its figure: RAPL through CodeCarbon, or its model);
+    ``codecarbon_kwh`` is CodeCarbon's own figure either way (also in emissions.csv)."""
 
     energy_kwh: float
     cpu_kwh: float
     ram_kwh: float
     co2_kg: float
     duration_s: float
+    source: str = "codecarbon"
+    codecarbon_kwh: float | None = None
+
+
+class RaplReader:
+    """The package-level RAPL energy counters (``intel-rapl:N``; AMD kernels use the same
+    names), read directly: cumulative microjoules that wrap at ``max_energy_range_uj``."""
+
+    def __init__(self, root: Path = RAPL_ROOT) -> None:
+        zones = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1)
+        self.counters = [z / "energy_uj" for z in zones]
+        self.ranges: list[int] = []
+        for z in zones:
+            try:
+                self.ranges.append(int((z / "max_energy_range_uj").read_text()))
+            except (OSError, ValueError):
+                self.ranges.append(2**32)
+
+    def read(self) -> list[int]:
+        return [int(c.read_text()) for c in self.counters]
+
+    def joules(self, before: list[int], after: list[int]) -> float:
+        """Energy between two readings, across a counter wrap."""
+        total = 0
+        for a, b, r in zip(before, after, self.ranges, strict=True):
+            total += (b - a) % (r + 1) if b < a else b - a
+        return total / 1e6
+
+
+def idle_power_w(reader: RaplReader, seconds: float = 10.0) -> float:
+    """The machine's power while the bench waits, from RAPL: the baseline subtracted
+    from every run (``idle W × run wall``), so that a run is charged its own work only."""
+    import time
+
+    before = reader.read()
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    after = reader.read()
+    return reader.joules(before, after) / (time.perf_counter() - t0)
 
 
 def detect_rapl(root: Path = RAPL_ROOT) -> tuple[str, str | None]:
@@ -122,6 +177,27 @@ class EnergyMeter:
         self.cpu_method = "unknown"
         self.ram_method = "unknown"
         self.country_name = country
+        self.rapl: RaplReader | None = None
+        self.idle_w: float | None = None
+        self.idle_s = 0.0
+        self._rapl_start: list[int] | None = None
+        self._t0 = 0.0
+
+    def calibrate(self, seconds: float = 10.0) -> bool:
+        """Read RAPL directly from now on, when it is readable here: measure the idle
+        baseline first (``seconds`` of waiting). Returns whether RAPL is in use."""
+        if detect_rapl()[0] != "readable":
+            return False
+        try:
+            reader = RaplReader()
+            if not reader.counters:
+                return False
+            self.idle_w = idle_power_w(reader, seconds)
+        except (OSError, ValueError):
+            return False
+        self.rapl = reader
+        self.idle_s = seconds
+        return True
 
     def prepare(self, label: str) -> None:
         """Build (but do not start) the tracker for the next run."""
@@ -140,11 +216,25 @@ class EnergyMeter:
             )
 
     def start(self) -> None:
+        import time
+
         if self._tracker is not None:
             with _quiet_codecarbon():
                 self._tracker.start()
+        if self.rapl is not None:
+            self._rapl_start = self.rapl.read()
+            self._t0 = time.perf_counter()
 
     def stop(self) -> EnergyReading | None:
+        import time
+
+        rapl_j: float | None = None
+        if self.rapl is not None and self._rapl_start is not None:
+            with contextlib.suppress(OSError, ValueError):
+                wall = time.perf_counter() - self._t0
+                gross = self.rapl.joules(self._rapl_start, self.rapl.read())
+                rapl_j = max(0.0, gross - (self.idle_w or 0.0) * wall)
+            self._rapl_start = None
         tracker, self._tracker = self._tracker, None
         if tracker is None:
             return None
@@ -155,12 +245,28 @@ class EnergyMeter:
         if data is None:
             return None
         self.country_name = getattr(data, "country_name", self.country)
+        cc_kwh = float(data.energy_consumed)
+        co2 = float(data.emissions)
+        if rapl_j is not None:
+            kwh = rapl_j / 3.6e6
+            intensity = co2 / cc_kwh if cc_kwh > 0 else 0.0
+            return EnergyReading(
+                energy_kwh=kwh,
+                cpu_kwh=kwh,
+                ram_kwh=0.0,
+                co2_kg=kwh * intensity,
+                duration_s=float(data.duration),
+                source="rapl",
+                codecarbon_kwh=cc_kwh,
+            )
         return EnergyReading(
-            energy_kwh=float(data.energy_consumed),
+            energy_kwh=cc_kwh,
             cpu_kwh=float(data.cpu_energy),
             ram_kwh=float(data.ram_energy),
-            co2_kg=float(data.emissions),
+            co2_kg=co2,
             duration_s=float(data.duration),
+            source="codecarbon",
+            codecarbon_kwh=cc_kwh,
         )
 
     def _note_methods(self, tracker: Any) -> None:
@@ -180,19 +286,38 @@ class EnergyMeter:
         """What to print beside the energy figures."""
         rapl, hint = detect_rapl()
         cpu = self.cpu_method
-        if cpu == "intel_rapl":
+        source = "codecarbon-estimate"
+        if self.rapl is not None:
+            source = "rapl"
+            summary = (
+                "measured: RAPL package counters read directly (/sys/class/powercap), minus "
+                f"an idle baseline of {self.idle_w or 0:.2f} W measured over {self.idle_s:.0f} s "
+                "before the runs (idle power × each run's wall time); CodeCarbon's own figures "
+                "are in emissions.csv"
+            )
+        elif cpu == "intel_rapl":
+            source = "codecarbon-rapl"
             summary = (
                 "measured: RAPL energy counters (CPU package; DRAM when exposed), via CodeCarbon"
             )
         elif cpu == "cpu_load":
             summary = (
-                "estimated: CodeCarbon's model (CPU TDP x measured CPU load, RAM by size); "
+                "ESTIMATE: CodeCarbon's model (CPU TDP x measured CPU load, RAM by size); "
                 "no readable RAPL counters"
             )
         elif cpu in ("constant", "unknown"):
-            summary = "estimated: CodeCarbon's constant CPU power model; no readable RAPL counters"
+            summary = "ESTIMATE: CodeCarbon's constant CPU power model; no readable RAPL counters"
         else:
             summary = f"CodeCarbon method {cpu!r}"
-        if rapl == "absent" and cpu != "intel_rapl":
+        if rapl == "absent" and source != "rapl" and cpu != "intel_rapl":
             summary += " (this machine exposes no RAPL: a VM, or a CPU/kernel without powercap)"
-        return Method(rapl=rapl, cpu=cpu, ram=self.ram_method, summary=summary, hint=hint)
+        return Method(
+            rapl=rapl,
+            cpu=cpu,
+            ram=self.ram_method,
+            summary=summary,
+            hint=hint,
+            source=source,
+            idle_w=self.idle_w,
+            idle_s=self.idle_s or None,
+        )

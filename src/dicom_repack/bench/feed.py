@@ -1,7 +1,22 @@
-"""The receiver contestant's driver: start ``dicom-repack listen``, send it the corpus, stop it.
+"""The receiving contestants' driver: start a receiver, send it the corpus, stop it.
 
 Run as ``python -m dicom_repack.bench.feed --list FILES --datadir D --logdir L
---summary S [--sender auto|storescu|pynetdicom] --program dicom-repack``.
+--summary S [--sender auto|storescu|pynetdicom] --program dicom-repack`` for
+``dicom-repack listen``, or with ``--receiver storescp --incoming DIR --xcr COMMAND
+--concurrency N`` for dcmtk's ``storescp -xcr COMMAND`` (the pipeline px-repack and
+rx-repack are deployed in).
+
+storescp starts the ``-xcr`` program for each instance and does not wait for it; the
+driver makes itself the *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``), so
+those programs stay in its tree when storescp exits and their CPU is counted. When the
+last instance is sent, a C-ECHO (dcmtk ``echoscu``) on a new association proves that
+storescp finished the previous one (it serves associations one after the other, and
+starts the program for an instance before reading the next message); storescp is then
+stopped and every program it started is waited for. Since a sender is faster than
+any program started per instance, the driver sends in associations of at most
+``concurrency / 2`` instances and starts the next one only once fewer than
+``concurrency / 2`` programs are still running: at most ``concurrency`` run at once,
+as in the seed experiment (512), instead of a backlog that would exhaust memory.
 
 The whole exchange (receiver and sender) is one measured process tree, since in the
 seed experiment the sender ran on the same machine as storescp. The receiver answers
@@ -23,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 _stop = False
 
@@ -91,12 +107,52 @@ def _send_pynetdicom(files: list[str], port: int, aet: str) -> tuple[int, list[s
     return ok, errors
 
 
-def _send_storescu(files: list[str], port: int, aet: str, program: str) -> tuple[int, list[str]]:
-    """dcmtk's storescu, in chunks of files (one association per chunk) to stay under ARG_MAX."""
+def _set_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux >= 3.4), so storescp's children stay ours."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _running_programs(exclude: set[int]) -> int:
+    """How many of our descendants (storescp's -xcr programs) are alive, not zombies."""
+    import psutil
+
+    n = 0
+    try:
+        kids = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    for kid in kids:
+        if kid.pid in exclude:
+            continue
+        try:
+            if kid.status() != psutil.STATUS_ZOMBIE:
+                n += 1
+        except psutil.Error:
+            continue
+    return n
+
+
+def _send_storescu(
+    files: list[str],
+    port: int,
+    aet: str,
+    program: str,
+    chunk: int = 500,
+    throttle: Callable[[], None] | None = None,
+) -> tuple[int, list[str]]:
+    """dcmtk's storescu, in chunks of files (one association per chunk) to stay under
+    ARG_MAX; ``throttle()`` is called before each chunk (flow control)."""
     ok = 0
     errors: list[str] = []
-    chunk = 500
     for i in range(0, len(files), chunk):
+        if throttle is not None:
+            throttle()
         if _stop:
             break
         part = files[i : i + chunk]
@@ -124,11 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sender", choices=("auto", "storescu", "pynetdicom"), default="auto")
     parser.add_argument("--program", default="dicom-repack")
     parser.add_argument("--aet", default="REPACK")
+    parser.add_argument("--receiver", choices=("listen", "storescp"), default="listen")
+    parser.add_argument("--incoming", help="storescp: its output folder (-od)")
+    parser.add_argument("--xcr", help="storescp: the -xcr command (with #p and #f)")
+    parser.add_argument("--concurrency", type=int, default=512, help="storescp: -xcr programs")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     with open(args.list, encoding="utf-8") as fh:
         files = [line.rstrip("\n") for line in fh if line.strip()]
+    if args.receiver == "storescp":
+        return _storescp_main(args, files)
     port = _free_port()
     env = dict(os.environ, TCP_NODELAY="1")
     receiver = subprocess.Popen(
@@ -180,6 +242,104 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.summary, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
     return 0 if summary.get("stored") == len(files) else 1
+
+
+def _storescp_main(args: argparse.Namespace, files: list[str]) -> int:
+    """``storescp -xcr`` fed by ``storescu``; waits for every program storescp started."""
+    summary: dict[str, object] = {"instances": len(files), "receiver": "dcmtk storescp -xcr"}
+    scp, scu, echo = find_dcmtk("storescp"), find_dcmtk("storescu"), find_dcmtk("echoscu")
+    if not (scp and scu and echo and args.incoming and args.xcr):
+        summary["error"] = "dcmtk's storescp, storescu and echoscu, --incoming and --xcr needed"
+        with open(args.summary, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh)
+        return 1
+    summary["subreaper"] = _set_subreaper()
+    port = _free_port()
+    env = dict(os.environ, TCP_NODELAY="1")
+    receiver = subprocess.Popen(
+        [scp, "-aet", args.aet, "-od", args.incoming, "-xcr", args.xcr, str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        env=env,
+    )
+    half = max(1, args.concurrency // 2)
+    waited = 0.0
+
+    def throttle() -> None:
+        nonlocal waited
+        t = time.perf_counter()
+        while not _stop and _running_programs({receiver.pid}) >= half:
+            time.sleep(0.01)
+        waited += time.perf_counter() - t
+
+    reaped = 0
+    try:
+        if not _wait_port_echo(port, receiver, echo, args.aet):
+            summary["error"] = f"storescp did not answer on port {port} (exit {receiver.poll()})"
+            return 1
+        t0 = time.perf_counter()
+        ok, errors = _send_storescu(files, port, args.aet, scu, chunk=half, throttle=throttle)
+        # a C-ECHO on a new association: storescp is done with the last one (and so has
+        # started the program for its last instance)
+        subprocess.run(
+            [echo, "-aec", args.aet, "127.0.0.1", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            check=False,
+        )
+        summary["send_s"] = time.perf_counter() - t0
+        summary["stored"] = ok
+        summary["errors"] = errors
+        summary["throttled_s"] = waited
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            receiver.send_signal(signal.SIGTERM)
+        try:
+            receiver.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            receiver.kill()
+            receiver.wait()
+        summary["receiver_exit"] = receiver.returncode
+        # every program storescp started and did not wait for is ours now: wait for all
+        failed = 0
+        while True:
+            try:
+                _, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                continue
+            reaped += 1
+            if os.waitstatus_to_exitcode(status) != 0:
+                failed += 1
+        summary["programs_reaped_after_storescp"] = reaped
+        summary["nonzero_exits"] = failed
+        summary["stopped"] = _stop
+        with open(args.summary, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh)
+    return 0 if summary.get("stored") == len(files) else 1
+
+
+def _wait_port_echo(
+    port: int, proc: subprocess.Popen[bytes], echo: str, aet: str, timeout: float = 60.0
+) -> bool:
+    """Wait until the receiver answers a C-ECHO (a bare TCP probe would make storescp
+    log an aborted association)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        done = subprocess.run(
+            [echo, "-aec", aet, "-to", "2", "127.0.0.1", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        if done.returncode == 0:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def find_dcmtk(tool: str) -> str | None:

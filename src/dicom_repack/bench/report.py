@@ -35,6 +35,13 @@ __all__ = [
 #: The seed experiment's corpus size (76 GB of MR phantoms, decimal units).
 SEED_BYTES = 76e9
 
+#: The seed's instance count was not published. For the per-instance column of the
+#: published figures and the scaling by instance count, we assume instances of SAG-anon's
+#: size (232 kB: real Siemens MR slices, the project's shared corpus): ~327,600 instances.
+#: Stated as an assumption wherever it is used.
+SEED_ASSUMED_INSTANCE_BYTES = 232e3
+SEED_ASSUMED_INSTANCES = SEED_BYTES / SEED_ASSUMED_INSTANCE_BYTES
+
 #: The seed experiment's published figures, quoted as published (None: not published).
 SEED_PUBLISHED: list[dict[str, Any]] = [
     {
@@ -50,16 +57,18 @@ SEED_PUBLISHED: list[dict[str, Any]] = [
         "contestant": "rx-repack",
         "wall": "9 min",
         "wall_s": 9 * 60,
-        "energy": "4 Wh",
-        "energy_kwh": 0.004,
+        "energy": "4.3 Wh",
+        "energy_kwh": 0.0043,
         "co2": "not published",
         "co2_kg": None,
     },
 ]
+SEED_MACHINE = "8-thread Intel i7-7700K, 512 processes at once, CodeCarbon"
 
 #: The per-run figures, in the order of results.csv's columns.
 RUN_FIELDS = [
     "contestant",
+    "label",
     "kind",
     "layout",
     "repetition",
@@ -68,6 +77,7 @@ RUN_FIELDS = [
     "correct",
     "interrupted",
     "exit_code",
+    "sampled",
     "wall_s",
     "cpu_s",
     "user_s",
@@ -80,8 +90,10 @@ RUN_FIELDS = [
     "instances_per_s",
     "mb_per_s",
     "energy_kwh",
+    "energy_source",
     "cpu_energy_kwh",
     "ram_energy_kwh",
+    "codecarbon_energy_kwh",
     "co2_kg",
     "missing",
     "damaged",
@@ -100,7 +112,11 @@ _METRICS = [
     "mb_per_s",
     "energy_kwh",
     "co2_kg",
+    "instances",
+    "bytes",
 ]
+#: figures that grow with the work done: scaled from a sample to the corpus
+_EXTENSIVE = ("wall_s", "cpu_s", "energy_kwh", "co2_kg")
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -108,12 +124,25 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def _ratio(base: float | None, value: float | None) -> float | None:
+    return base / value if base and value else None
+
+
 def summarize(
-    runs: list[dict[str, Any]], contestants: list[dict[str, Any]], corpus_bytes: int
+    runs: list[dict[str, Any]],
+    contestants: list[dict[str, Any]],
+    corpus_bytes: int,
+    corpus_instances: int | None = None,
 ) -> dict[str, Any]:
-    """Per contestant: medians over its finished runs, status, ratios against the baseline
-    (px-repack when it ran correctly, else the slowest correct contestant), and the
-    linear extrapolation to the seed's 76 GB."""
+    """Per contestant: medians over its finished runs; for a contestant that ran on a
+    sample, its time, CPU and energy scaled to the whole corpus by instance count (the
+    measured figures stay under ``measured``); per-instance and per-GB costs; ratios
+    against px-repack and rx-repack (each when it ran correctly) and against the
+    baseline (px-repack, else the slowest correct contestant); and the seed's 76 GB
+    reached two ways, by instance count and by bytes."""
+    if corpus_instances is None:
+        full = [int(r["instances"]) for r in runs if not r.get("sampled") and r.get("instances")]
+        corpus_instances = full[0] if full else None
     rows: list[dict[str, Any]] = []
     for c in contestants:
         if not c.get("available"):
@@ -122,6 +151,7 @@ def summarize(
         done = [r for r in mine if not r["interrupted"]]
         row: dict[str, Any] = {
             "contestant": c["name"],
+            "label": c.get("label") or c["name"],
             "kind": c["kind"],
             "runs": len(done),
             "runs_interrupted": len(mine) - len(done),
@@ -134,42 +164,91 @@ def summarize(
             row["status"] = "incomplete"
         else:
             row["status"] = "ok" if len(done) == len(mine) else "incomplete"
+        measured = {m: _median([r.get(m) for r in done]) for m in _METRICS}
+        n_run = measured["instances"] or corpus_instances
+        b_run = measured["bytes"] or corpus_bytes
+        sampled = any(r.get("sampled") for r in mine)
+        scale = (corpus_instances / n_run) if sampled and corpus_instances and n_run else 1.0
+        row["sampled"] = sampled
+        row["scale"] = scale
+        row["measured"] = measured
         for m in _METRICS:
-            row[m] = _median([r.get(m) for r in done])
+            v = measured[m]
+            row[m] = v * scale if (m in _EXTENSIVE and v is not None) else v
+        row["instances"] = corpus_instances if sampled else n_run
+        row["bytes"] = corpus_bytes if sampled else b_run
+        per_i: dict[str, float | None] = {}
+        per_g: dict[str, float | None] = {}
+        for m in _EXTENSIVE:
+            v = measured[m]
+            per_i[m] = v / n_run if v is not None and n_run else None
+            per_g[m] = v / (b_run / 1e9) if v is not None and b_run else None
+        row["per_instance"] = per_i
+        row["per_gb"] = per_g
+        row["scaled_76GB"] = {
+            "by_instances": {
+                m: (v * SEED_ASSUMED_INSTANCES if v is not None else None)
+                for m, v in row["per_instance"].items()
+            },
+            "by_bytes": {
+                m: (v * SEED_BYTES / 1e9 if v is not None else None)
+                for m, v in row["per_gb"].items()
+            },
+        }
         rows.append(row)
 
     correct = [r for r in rows if r["status"] in ("ok", "incomplete") and r["wall_s"] is not None]
-    baseline = next((r for r in correct if r["contestant"] == "px-repack"), None)
+    by_name = {r["contestant"]: r for r in correct}
+    baseline = by_name.get("px-repack")
     basis = "px-repack"
     if baseline is None and correct:
         baseline = max(correct, key=lambda r: r["wall_s"])
-        basis = f"slowest contestant ({baseline['contestant']}); px-repack did not run"
-    factor = SEED_BYTES / corpus_bytes if corpus_bytes else None
+        basis = f"slowest contestant ({baseline['label']}); px-repack did not run"
     for r in rows:
-        ok = r in correct and baseline is not None
+        ok = r in correct
+        for rival in ("px-repack", "rx-repack"):
+            other = by_name.get(rival)
+            r[f"vs_{rival.split('-')[0]}"] = (
+                {
+                    "speed": _ratio(other["wall_s"], r["wall_s"]),
+                    "cpu": _ratio(other["cpu_s"], r["cpu_s"]),
+                    "energy": _ratio(other["energy_kwh"], r["energy_kwh"]),
+                }
+                if ok and other is not None
+                else None
+            )
         for m, key in (
             ("wall_s", "speedup"),
             ("energy_kwh", "energy_ratio"),
             ("cpu_s", "cpu_ratio"),
         ):
             b, v = (baseline or {}).get(m), r.get(m)
-            r[key] = (b / v) if ok and b and v else None
-        r["extrapolated_76GB"] = (
-            {
-                "wall_s": r["wall_s"] * factor if r["wall_s"] is not None else None,
-                "energy_kwh": r["energy_kwh"] * factor if r["energy_kwh"] is not None else None,
-                "co2_kg": r["co2_kg"] * factor if r["co2_kg"] is not None else None,
-                "cpu_s": r["cpu_s"] * factor if r["cpu_s"] is not None else None,
-            }
-            if factor and r["status"] != "not run"
-            else None
-        )
+            r[key] = _ratio(b, v) if ok and baseline is not None else None
     return {
         "baseline": baseline["contestant"] if baseline else None,
         "baseline_basis": basis if baseline else "no correct contestant",
-        "extrapolation_factor": factor,
+        "corpus_instances": corpus_instances,
+        "corpus_bytes": corpus_bytes,
+        "seed_assumed_instances": SEED_ASSUMED_INSTANCES,
         "contestants": rows,
     }
+
+
+def published_costs() -> list[dict[str, Any]]:
+    """The seed's published figures per GB and per instance (the latter with the assumed
+    instance count, :data:`SEED_ASSUMED_INSTANCES`)."""
+    out = []
+    for p in SEED_PUBLISHED:
+        out.append(
+            {
+                **p,
+                "wall_s_per_gb": p["wall_s"] / (SEED_BYTES / 1e9),
+                "energy_kwh_per_gb": p["energy_kwh"] / (SEED_BYTES / 1e9),
+                "wall_s_per_instance": p["wall_s"] / SEED_ASSUMED_INSTANCES,
+                "energy_kwh_per_instance": p["energy_kwh"] / SEED_ASSUMED_INSTANCES,
+            }
+        )
+    return out
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
@@ -254,12 +333,65 @@ def fmt_mass(kg: float | None) -> str:
     return f"{kg * 1e6:.1f} mg"
 
 
+def fmt_cpu(s: float | None) -> str:
+    """CPU-seconds, as a plain number of seconds (sums are easy to check by hand)."""
+    if s is None:
+        return "—"
+    return f"{s:.3f}" if s < 1 else f"{s:.2f}" if s < 100 else f"{s:,.0f}"
+
+
 def fmt_ratio(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1f}×" if x < 100 else f"{x:.0f}×"
+    """``12.3×``; below 1 as a fraction, ``1/5.2×`` (5.2 times slower), never ``0.0×``."""
+    if x is None:
+        return "—"
+    if x < 0.95:
+        inv = 1 / x
+        return f"1/{inv:.1f}×" if inv < 100 else f"1/{inv:,.0f}×"
+    return f"{x:.1f}×" if x < 100 else f"{x:,.0f}×"
+
+
+def _faster(x: float) -> str:
+    if 0.95 <= x < 1.05:
+        return "about as fast"
+    return f"{fmt_ratio(x)} faster" if x >= 1 else f"{fmt_ratio(1 / x)} slower"
+
+
+def _leaner(x: float) -> str:
+    if 0.95 <= x < 1.05:
+        return "about as much CPU"
+    return f"{fmt_ratio(x)} less CPU" if x >= 1 else f"{fmt_ratio(1 / x)} more CPU"
+
+
+def _ordered(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Contestants that ran, fastest first; failed and unfinished ones last."""
+    rows = [r for r in summary["contestants"] if r["status"] != "not run"]
+    return sorted(
+        rows,
+        key=lambda r: (r["status"] not in ("ok", "incomplete"), r["wall_s"] or float("inf")),
+    )
+
+
+def _vs(r: dict[str, Any], rival: str, key: str) -> str:
+    v = r.get(f"vs_{rival}")
+    return fmt_ratio(v.get(key)) if v else "—"
+
+
+def energy_label(results: dict[str, Any]) -> str:
+    """What the energy column holds: a RAPL measurement or CodeCarbon's estimate."""
+    method = results.get("energy_method") or {}
+    source = method.get("source")
+    if source == "rapl":
+        return "energy (RAPL, net of idle)"
+    if source == "codecarbon-rapl":
+        return "energy (RAPL via CodeCarbon)"
+    if method.get("summary", "").startswith("not measured"):
+        return "energy"
+    return "energy (estimate)"
 
 
 def print_table(results: dict[str, Any], console: Any = None) -> None:
-    """The terminal summary (rich): medians per contestant and ratios against the baseline."""
+    """The terminal verdict (rich): per contestant, whole-corpus figures and the ratios
+    against px-repack and rx-repack."""
     from rich.console import Console
     from rich.table import Table
 
@@ -267,39 +399,49 @@ def print_table(results: dict[str, Any], console: Any = None) -> None:
     summary = results["summary"]
     table = Table(
         title=f"dicom-repack bench: medians of {results['settings']['repeat']} run(s); "
-        f"speed and energy as ratios to {summary['baseline'] or '—'} (higher is better)",
+        "× px / × rx: how many times faster (wall) and leaner (CPU) than px-repack / rx-repack",
         caption=_caption(results),
     )
-    for col, just in (
-        ("contestant", "left"),
-        ("status", "left"),
-        ("wall", "right"),
-        ("speed", "right"),
-        ("CPU", "right"),
-        ("peak RSS", "right"),
-        ("inst/s", "right"),
-        ("energy", "right"),
-        ("energy", "right"),
-        ("CO2", "right"),
+    for col in (
+        "contestant",
+        "status",
+        "wall",
+        "CPU-s",
+        energy_label(results),
+        "inst/s",
+        "MB/s",
+        "× px wall",
+        "× px CPU",
+        "× rx wall",
+        "× rx CPU",
     ):
-        table.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
-    for r in summary["contestants"]:
+        table.add_column(col, justify="left" if col in ("contestant", "status") else "right")
+    sampled = False
+    for r in _ordered(summary):
         status = {"ok": "[green]ok[/]", "failed": "[bold red]FAILED[/]"}.get(
             r["status"], f"[yellow]{r['status']}[/]"
         )
+        mark = " *" if r.get("sampled") else ""
+        sampled = sampled or bool(mark)
         table.add_row(
-            r["contestant"],
+            r["label"] + mark,
             status,
             fmt_duration(r["wall_s"]),
-            fmt_ratio(r["speedup"]),
-            fmt_duration(r["cpu_s"]),
-            fmt_bytes(r["peak_tree_rss_bytes"]),
-            f"{r['instances_per_s']:.0f}" if r["instances_per_s"] else "—",
+            fmt_cpu(r["cpu_s"]),
             fmt_energy(r["energy_kwh"]),
-            fmt_ratio(r["energy_ratio"]),
-            fmt_mass(r["co2_kg"]),
+            f"{r['instances_per_s']:.0f}" if r["instances_per_s"] else "—",
+            f"{r['mb_per_s']:.1f}" if r["mb_per_s"] else "—",
+            _vs(r, "px", "speed"),
+            _vs(r, "px", "cpu"),
+            _vs(r, "rx", "speed"),
+            _vs(r, "rx", "cpu"),
         )
     console.print(table)
+    if sampled:
+        console.print(
+            "* ran on an evenly spaced sample of the corpus; its wall, CPU and energy are "
+            "scaled to the whole corpus by instance count (measured figures in results.json)"
+        )
     for c in results["contestants"]:
         if not c["available"]:
             console.print(f"[dim]skipped {c['name']}: {c['skip_reason']}[/]")
@@ -316,79 +458,189 @@ def print_table(results: dict[str, Any], console: Any = None) -> None:
         console.print("[yellow]INCOMPLETE: interrupted; figures are from the runs that finished[/]")
 
 
+def describe_corpus_line(corpus: dict[str, Any]) -> str:
+    gen = corpus.get("generated") or {}
+    shape = ""
+    if gen:
+        shape = (
+            f" in {gen.get('series')} series, {gen.get('studies')} studies, "
+            f"{gen.get('patients')} patients"
+        )
+        lengths = gen.get("series_lengths")
+        if lengths:
+            shape += f" (series of {min(lengths)} to {max(lengths)} instances)"
+        if gen.get("kind"):
+            shape += f"; {gen['kind']}"
+    return (
+        f"{corpus['instances']} instances, {fmt_bytes(corpus['bytes'])}{shape}, "
+        f"mean {fmt_bytes(corpus.get('mean_instance_bytes'))} per instance"
+    )
+
+
 def _caption(results: dict[str, Any]) -> str:
-    corpus = results["corpus"]
     method = results.get("energy_method") or {}
     return (
-        f"corpus: {corpus['instances']} instances, {fmt_bytes(corpus['bytes'])}; "
-        f"{results['settings']['cache']}; energy {method.get('summary', 'not measured')}"
+        f"corpus: {describe_corpus_line(results['corpus'])}; {results['settings']['cache']}; "
+        f"energy {method.get('summary', 'not measured')}"
     )
+
+
+def headline(results: dict[str, Any]) -> list[str]:
+    """The verdict in a few sentences (plain text; the report and docs quote it)."""
+    s = results["summary"]
+    rows = {r["contestant"]: r for r in s["contestants"] if r["status"] in ("ok", "incomplete")}
+    out: list[str] = []
+    for rival, name in (("px", "px-repack"), ("rx", "rx-repack")):
+        if name not in rows:
+            continue
+        best = [
+            (r["vs_" + rival]["speed"], r)
+            for r in rows.values()
+            if r["contestant"] != name and r.get("vs_" + rival) and r["vs_" + rival]["speed"]
+        ]
+        if not best:
+            continue
+        speed, r = max(best, key=lambda t: t[0])
+        cpu = r["vs_" + rival]["cpu"]
+        out.append(
+            f"Against {name}: the fastest here, {r['label']}, is {_faster(speed)}"
+            + (f" and uses {_leaner(cpu)}" if cpu else "")
+            + "."
+        )
+        for drop_in in ("dicom-repack", "storescp-dicom-repack"):
+            door = rows.get(drop_in)
+            if door and door.get("vs_" + rival) and door["vs_" + rival]["speed"]:
+                v = door["vs_" + rival]
+                out.append(
+                    f"Against {name}: {door['label']} (the drop-in) is {_faster(v['speed'])}"
+                    + (f" and uses {_leaner(v['cpu'])}" if v["cpu"] else "")
+                    + "."
+                )
+    if not out:
+        out.append(f"Ratios against {s['baseline_basis']} (px-repack and rx-repack did not run).")
+    return out
 
 
 # -- HTML -------------------------------------------------------------------------------
 
 
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _charts(results: dict[str, Any]) -> list[tuple[str, str]]:
-    """(title, base64 PNG) per figure: bars are medians, dots the single repetitions,
-    failed contestants drawn hatched in red with FAILED over the bar."""
+    """(title, base64 PNG) per figure, all horizontal bars on a log scale (so the fast
+    contestants are not slivers): wall, CPU-seconds and energy (medians as bars, single
+    runs as dots, sampled contestants scaled as in the table), the ratios against
+    px-repack and rx-repack, and peak memory both ways."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results["summary"]["contestants"] if r["status"] != "not run"]
+    rows = list(reversed(_ordered(results["summary"])))  # fastest at the top
     runs = results["runs"]
-    specs = [
-        ("Wall time (s)", "wall_s", 1.0),
-        ("Energy (Wh)", "energy_kwh", 1e3),
-        ("CO2 (g)", "co2_kg", 1e3),
-        ("CPU time, whole process tree (s)", "cpu_s", 1.0),
-        ("Peak memory, sum of RSS of the tree (MB)", "peak_tree_rss_bytes", 1e-6),
-    ]
+    names = [r["label"] + (" *" if r.get("sampled") else "") for r in rows]
+    height = 1.3 + 0.38 * len(rows)
     out: list[tuple[str, str]] = []
-    names = [r["contestant"] for r in rows]
-    for title, key, scale in specs:
-        fig, ax = plt.subplots(figsize=(7.5, 3.2), dpi=100)
+
+    def bars(title: str, key: str, scale: float, unit: str) -> None:
+        fig, ax = plt.subplots(figsize=(8.5, height), dpi=100)
         values = [(r[key] or 0) * scale for r in rows]
         colors = ["#c0392b" if r["status"] == "failed" else "#2e86c1" for r in rows]
-        bars = ax.bar(names, values, color=colors)
-        for bar, r in zip(bars, rows, strict=True):
+        ypos = list(range(len(rows)))
+        bar = ax.barh(ypos, values, color=colors)
+        for i, r in enumerate(rows):
             if r["status"] == "failed":
-                bar.set_hatch("//")
-                ax.annotate(
-                    "FAILED",
-                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center",
-                    va="bottom",
-                    color="#c0392b",
-                    fontsize=8,
-                    fontweight="bold",
-                )
-        for i, name in enumerate(names):
+                bar[i].set_hatch("//")
+            k = r.get("scale") or 1.0
             pts = [
-                run[key] * scale
+                run[key] * scale * k
                 for run in runs
-                if run["contestant"] == name and run.get(key) is not None
+                if run["contestant"] == r["contestant"] and run.get(key)
             ]
-            ax.scatter([i] * len(pts), pts, color="black", s=10, zorder=3)
-        ax.set_title(title, fontsize=10)
-        ax.tick_params(axis="x", labelsize=8, rotation=15)
-        ax.grid(axis="y", alpha=0.3)
+            ax.scatter(pts, [i] * len(pts), color="black", s=10, zorder=3)
+            v = values[i]
+            if v > 0:
+                label = f"{v:.3g} {unit}" + ("  FAILED" if r["status"] == "failed" else "")
+                ax.annotate(label, (v, i), xytext=(4, 0), textcoords="offset points",
+                            va="center", fontsize=8)  # fmt: skip
+        ax.set_yticks(ypos, names, fontsize=8)
+        if any(v > 0 for v in values):
+            ax.set_xscale("log")
+            ax.set_xlim(right=max(values) * 8)
+        else:
+            ax.set_xticks([])
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title + " (log scale)", fontsize=10)
+        ax.grid(axis="x", alpha=0.3, which="both")
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        out.append((title, base64.b64encode(buf.getvalue()).decode("ascii")))
+        out.append((title, _png(fig)))
+
+    bars("Wall time, whole corpus", "wall_s", 1.0, "s")
+    bars("CPU-seconds of the whole process tree", "cpu_s", 1.0, "s")
+    bars(f"Energy, {energy_label(results)}", "energy_kwh", 1e3, "Wh")
+
+    # ratios: how many times faster than px-repack and rx-repack
+    fig, ax = plt.subplots(figsize=(8.5, height), dpi=100)
+    ypos = list(range(len(rows)))
+    drawn = False
+    for offset, rival, color in ((-0.2, "px", "#8e44ad"), (0.2, "rx", "#d35400")):
+        vals = [((r.get("vs_" + rival) or {}).get("speed") or 0) for r in rows]
+        if any(vals):
+            drawn = True
+            ax.barh([y + offset for y in ypos], vals, height=0.38, color=color,
+                    label=f"× faster than {rival}-repack (wall)")  # fmt: skip
+            for y, v in zip(ypos, vals, strict=True):
+                if v:
+                    ax.annotate(fmt_ratio(v), (v, y + offset), xytext=(3, 0),
+                                textcoords="offset points", va="center", fontsize=7)  # fmt: skip
+    ax.set_yticks(ypos, names, fontsize=8)
+    if drawn:
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    else:
+        ax.text(0.5, 0.5, "px-repack and rx-repack did not run", ha="center",
+                transform=ax.transAxes)  # fmt: skip
+    ax.set_title("Speed ratio against px-repack and rx-repack (log scale; 1× = as fast)",
+                 fontsize=10)  # fmt: skip
+    ax.grid(axis="x", alpha=0.3, which="both")
+    fig.tight_layout()
+    out.append(("Speed ratio against px-repack and rx-repack", _png(fig)))
+
+    # memory, both ways
+    fig, ax = plt.subplots(figsize=(8.5, height), dpi=100)
+    for offset, key, color, lab in (
+        (-0.2, "peak_tree_rss_bytes", "#16a085", "whole tree at one moment (sum of RSS)"),
+        (0.2, "max_process_rss_bytes", "#7f8c8d", "largest single process"),
+    ):
+        vals = [(r[key] or 0) / 1e6 for r in rows]
+        ax.barh([y + offset for y in ypos], vals, height=0.38, color=color, label=lab)
+    ax.set_yticks(ypos, names, fontsize=8)
+    if any((r["peak_tree_rss_bytes"] or 0) > 0 for r in rows):
+        ax.set_xscale("log")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    ax.set_title("Peak memory, MB (log scale)", fontsize=10)
+    ax.grid(axis="x", alpha=0.3, which="both")
+    fig.tight_layout()
+    out.append(("Peak memory", _png(fig)))
     return out
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1280px;
 margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:4px 8px;
-text-align:right;font-size:0.9em;white-space:nowrap}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 6px;
+text-align:right;font-size:0.85em;white-space:nowrap}th{background:#f3f3f3;white-space:normal}td:first-child,th:first-child{text-align:left}
 .failed{color:#c0392b;font-weight:bold}.ok{color:#1e8449}.note{color:#555;font-size:0.9em}
 .charts img{display:block;max-width:100%;margin:0.5em 0}.published{background:#fbf7e9}
+.verdict{font-size:1.1em}.verdict li{margin:0.2em 0}
 code{background:#f3f3f3;padding:1px 4px}
 """
 
@@ -408,59 +660,94 @@ def _esc(x: object) -> str:
     return html.escape("" if x is None else str(x))
 
 
+def _per(v: float | None, kind: str) -> str:
+    if v is None:
+        return "—"
+    if kind == "s":
+        return f"{v * 1e3:.2f} ms" if v < 1 else f"{v:.2f} s"
+    return fmt_energy(v)
+
+
 def write_html(path: Path, results: dict[str, Any]) -> None:
     """The self-contained report (charts inline; viewable offline, nothing fetched)."""
     s = results["summary"]
     corpus = results["corpus"]
     machine = results["machine"]
     method = results.get("energy_method") or {}
+    ordered = _ordered(s)
+    e_label = energy_label(results)
     parts: list[str] = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>dicom-repack bench report</title>",
         f"<style>{_CSS}</style></head><body>",
-        "<h1>dicom-repack bench</h1>",
+        "<h1>dicom-repack bench: px-repack vs rx-repack vs dicom-repack</h1>",
     ]
     if not results.get("complete"):
         parts.append(
             "<p class='failed'>INCOMPLETE: the bench was interrupted; the figures are from "
             "the runs that finished.</p>"
         )
+    parts.append("<ul class='verdict'>")
+    for line in headline(results):
+        parts.append(f"<li>{_esc(line)}</li>")
+    parts.append("</ul>")
     parts.append(
-        f"<p class='note'>Started {_esc(results['started'])}, "
-        f"finished {_esc(results.get('finished'))}. "
-        f"Command: <code>{_esc(' '.join(results['command']))}</code></p>"
-    )
-    parts.append("<h2>Results (measured here)</h2>")
-    parts.append(
-        f"<p class='note'>Medians of {results['settings']['repeat']} repetition(s); ratios against "
-        f"<b>{_esc(s['baseline_basis'])}</b> (higher is better). A failed contestant lost or "
-        "damaged an instance or a record and gets no ratio, whatever its speed.</p>"
+        f"<p class='note'>This machine: {_esc(machine.get('cpu_model'))}, "
+        f"{_esc(machine.get('logical_cpus'))} logical CPUs. Corpus: "
+        f"{_esc(describe_corpus_line(corpus))}. Medians of {results['settings']['repeat']} "
+        "alternated run(s), every output verified; a contestant that lost or damaged anything "
+        "is FAILED and gets no ratio.</p>"
     )
     head = (
-        "<tr><th>contestant</th><th>status</th><th>wall</th><th>speed vs base</th><th>CPU</th>"
-        "<th>peak RSS (tree)</th><th>largest process</th><th>inst/s</th><th>MB/s</th>"
-        "<th>energy</th><th>energy vs base</th><th>CO2</th></tr>"
+        "<tr><th>contestant</th><th>status</th><th>wall</th><th>CPU-s</th>"
+        f"<th>{_esc(e_label)}</th><th>inst/s</th><th>MB/s</th>"
+        "<th>× px-repack<br>wall</th><th>× px-repack<br>CPU</th><th>× px-repack<br>energy</th>"
+        "<th>× rx-repack<br>wall</th><th>× rx-repack<br>CPU</th></tr>"
     )
-    parts.append(f"<table id='results'>{head}")
-    for r in s["contestants"]:
+    parts.append(f"<table id='verdict'>{head}")
+    any_sampled = False
+    for r in ordered:
         cls = "failed" if r["status"] == "failed" else "ok" if r["status"] == "ok" else ""
+        mark = " *" if r.get("sampled") else ""
+        any_sampled = any_sampled or bool(mark)
         parts.append(
-            f"<tr><td>{_esc(r['contestant'])}</td><td class='{cls}'>{_esc(r['status'])}</td>"
-            f"<td>{fmt_duration(r['wall_s'])}</td><td>{fmt_ratio(r['speedup'])}</td>"
-            f"<td>{fmt_duration(r['cpu_s'])}</td><td>{fmt_bytes(r['peak_tree_rss_bytes'])}</td>"
-            f"<td>{fmt_bytes(r['max_process_rss_bytes'])}</td>"
+            f"<tr class='contestant'><td>{_esc(r['label'])}{mark}</td>"
+            f"<td class='{cls}'>{_esc(r['status'])}</td>"
+            f"<td>{fmt_duration(r['wall_s'])}</td>"
+            f"<td>{fmt_cpu(r['cpu_s'])}</td>"
+            f"<td>{fmt_energy(r['energy_kwh'])}</td>"
             f"<td>{(r['instances_per_s'] or 0):.0f}</td><td>{(r['mb_per_s'] or 0):.1f}</td>"
-            f"<td>{fmt_energy(r['energy_kwh'])}</td><td>{fmt_ratio(r['energy_ratio'])}</td>"
-            f"<td>{fmt_mass(r['co2_kg'])}</td></tr>"
+            f"<td>{_vs(r, 'px', 'speed')}</td><td>{_vs(r, 'px', 'cpu')}</td>"
+            f"<td>{_vs(r, 'px', 'energy')}</td>"
+            f"<td>{_vs(r, 'rx', 'speed')}</td><td>{_vs(r, 'rx', 'cpu')}</td></tr>"
         )
     parts.append("</table>")
+    notes = [
+        "× columns: how many times faster (wall), leaner (CPU-seconds) or greener (energy) "
+        "than px-repack / rx-repack on this machine, this corpus, in this run (1/5× = five "
+        "times slower); — where that rival did not run correctly.",
+        f"Energy: {_esc(method.get('summary', 'not measured'))}.",
+    ]
+    if any_sampled:
+        for r in ordered:
+            if r.get("sampled"):
+                m = r["measured"]
+                notes.insert(
+                    0,
+                    f"* {_esc(r['label'])} ran on an evenly spaced sample of "
+                    f"{m['instances']:.0f} of the {s['corpus_instances']} instances (every "
+                    f"{r['scale']:.0f}th; measured: {fmt_duration(m['wall_s'])} wall, "
+                    f"{m['cpu_s']:.2f} CPU-s); its wall, CPU and energy above are scaled to the "
+                    "whole corpus by instance count, its inst/s and MB/s are the sample's.",
+                )
+    parts.append("<p class='note'>" + "<br>".join(notes) + "</p>")
     failed_runs = [r for r in results["runs"] if r["status"] == "failed"]
     if failed_runs:
         parts.append("<h3>Failures</h3><ul>")
         for r in failed_runs:
             parts.append(
-                f"<li class='failed'>{_esc(r['contestant'])} run {r['repetition']}: "
-                f"{_esc('; '.join(r['problems']))}<br><span class='note'>"
+                f"<li class='failed'>{_esc(r.get('label') or r['contestant'])} run "
+                f"{r['repetition']}: {_esc('; '.join(r['problems']))}<br><span class='note'>"
                 f"{_esc('; '.join(r.get('examples') or []))}</span></li>"
             )
         parts.append("</ul>")
@@ -479,6 +766,72 @@ def write_html(path: Path, results: dict[str, Any]) -> None:
         )
     parts.append("</div>")
 
+    parts.append("<h2>Peak memory</h2>")
+    parts.append(
+        "<table id='memory'><tr><th>contestant</th><th>whole tree at one moment<br>(sum of "
+        "RSS)</th><th>largest single process</th></tr>"
+    )
+    for r in ordered:
+        parts.append(
+            f"<tr><td>{_esc(r['label'])}{' *' if r.get('sampled') else ''}</td>"
+            f"<td>{fmt_bytes(r['peak_tree_rss_bytes'])}</td>"
+            f"<td>{fmt_bytes(r['max_process_rss_bytes'])}</td></tr>"
+        )
+    parts.append(
+        "</table><p class='note'>Sampled every "
+        f"{_esc(results['settings'].get('rss_sample_interval_s'))} s with psutil over the "
+        "contestant's process tree; a sum of RSS counts shared pages once per process (as "
+        "the seed's \"512 px-repack processes need ~30 GB\" does). A sampled contestant's "
+        "tree peak is its sample's, not scaled.</p>"
+    )
+
+    parts.append("<h2>Costs per instance and per GB, and the seed's 76 GB</h2>")
+    n_seed = s.get("seed_assumed_instances") or SEED_ASSUMED_INSTANCES
+    parts.append(
+        "<p class='note'>Measured costs, per instance and per GB of this corpus, and the "
+        "seed's 76 GB reached two ways: <b>by instance count</b> (cost per instance × "
+        f"{n_seed:,.0f} instances, an <i>assumption</i>: the seed's count was not published, "
+        f"this is 76 GB of {SEED_ASSUMED_INSTANCE_BYTES / 1e3:.0f} kB instances, SAG-anon's "
+        "size) and <b>by bytes</b> (cost per GB × 76). Per-instance costs (process starts, "
+        "header parsing, records) follow the first, per-byte costs (copying) the second; the "
+        "truth lies between. Wall times are this machine's "
+        f"{_esc(machine.get('logical_cpus'))} CPUs'.</p>"
+    )
+    parts.append(
+        "<table id='scaled'><tr><th>contestant (measured here)</th><th>CPU-s / instance</th>"
+        "<th>wall / instance</th><th>energy / instance</th><th>CPU-s / GB</th>"
+        "<th>wall / GB</th><th>energy / GB</th><th>76 GB by instances:<br>wall, energy</th>"
+        "<th>76 GB by bytes:<br>wall, energy</th></tr>"
+    )
+    for r in ordered:
+        pi, pg = r["per_instance"], r["per_gb"]
+        bi, bb = r["scaled_76GB"]["by_instances"], r["scaled_76GB"]["by_bytes"]
+        flag = " (FAILED)" if r["status"] == "failed" else ""
+        parts.append(
+            f"<tr><td>{_esc(r['label'])}{flag}</td><td>{_per(pi['cpu_s'], 's')}</td>"
+            f"<td>{_per(pi['wall_s'], 's')}</td><td>{_per(pi['energy_kwh'], 'e')}</td>"
+            f"<td>{_per(pg['cpu_s'], 's')}</td><td>{_per(pg['wall_s'], 's')}</td>"
+            f"<td>{_per(pg['energy_kwh'], 'e')}</td>"
+            f"<td>{fmt_duration(bi['wall_s'])}, {fmt_energy(bi['energy_kwh'])}</td>"
+            f"<td>{fmt_duration(bb['wall_s'])}, {fmt_energy(bb['energy_kwh'])}</td></tr>"
+        )
+    for p in published_costs():
+        parts.append(
+            f"<tr class='published'><td>{_esc(p['contestant'])}: PUBLISHED by the seed</td>"
+            "<td>not published</td>"
+            f"<td>{_per(p['wall_s_per_instance'], 's')}†</td>"
+            f"<td>{_per(p['energy_kwh_per_instance'], 'e')}†</td><td>not published</td>"
+            f"<td>{_per(p['wall_s_per_gb'], 's')}</td><td>{_per(p['energy_kwh_per_gb'], 'e')}</td>"
+            f"<td colspan='2'>{_esc(p['wall'])}, {_esc(p['energy'])}, CO2 {_esc(p['co2'])} "
+            "(as published)</td></tr>"
+        )
+    parts.append(
+        "</table><p class='note'>PUBLISHED rows: the seed experiment as published, not "
+        f"measured here: 76 GB of MR phantoms, one subprocess per received instance, "
+        f"{SEED_MACHINE}; its own machine and grid. † per instance with the assumed count "
+        "above.</p>"
+    )
+
     parts.append("<h2>Energy measurement</h2>")
     parts.append(
         f"<p>{_esc(method.get('summary', 'not measured'))}. RAPL on this machine: "
@@ -486,71 +839,49 @@ def write_html(path: Path, results: dict[str, Any]) -> None:
         f"<code>{_esc(method.get('cpu'))}</code>, RAM: <code>{_esc(method.get('ram'))}</code>; "
         f"CO2 with the grid intensity of {_esc(results['settings'].get('country_name'))} "
         f"({_esc(results['settings'].get('country'))}). CodeCarbon measures the whole machine "
-        "while a run lasts.</p>"
+        "while a run lasts; its rows are in emissions.csv.</p>"
     )
+    if method.get("idle_w") is not None:
+        parts.append(
+            f"<p class='note'>Idle baseline: {method['idle_w']:.2f} W over "
+            f"{method.get('idle_s', 0):.0f} s before the runs; each run's RAPL energy minus "
+            "that power × the run's wall time.</p>"
+        )
     if method.get("hint"):
         parts.append(f"<p class='failed'>{_esc(method['hint'])}</p>")
 
-    parts.append("<h2>Extrapolation to the seed's 76 GB (linear by bytes)</h2>")
-    factor = s.get("extrapolation_factor")
-    parts.append(
-        f"<p class='note'>Each median scaled by 76 GB / corpus size (× {factor:,.0f}). A linear "
-        "extrapolation, not a measurement: per-instance costs scale with the number of instances, "
-        f"so a corpus whose instances are smaller than the phantoms' (this one averages "
-        f"{fmt_bytes(corpus.get('mean_instance_bytes'))}) overstates them.</p>"
-        if factor
-        else "<p>no corpus size</p>"
-    )
-    parts.append(
-        "<table id='extrapolation'><tr><th>contestant (measured here, extrapolated)</th>"
-        "<th>wall</th><th>CPU</th><th>energy</th><th>CO2</th></tr>"
-    )
-    for r in s["contestants"]:
-        x = r.get("extrapolated_76GB")
-        if not x:
-            continue
-        flag = " (FAILED)" if r["status"] == "failed" else ""
-        parts.append(
-            f"<tr><td>{_esc(r['contestant'])}{flag}</td><td>{fmt_duration(x['wall_s'])}</td>"
-            f"<td>{fmt_duration(x['cpu_s'])}</td><td>{fmt_energy(x['energy_kwh'])}</td>"
-            f"<td>{fmt_mass(x['co2_kg'])}</td></tr>"
-        )
-    parts.append("</table>")
-    parts.append("<h3>The seed experiment, as published (not measured here)</h3>")
-    parts.append(
-        "<table id='published' class='published'><tr><th>contestant</th><th>wall</th>"
-        "<th>energy</th><th>CO2</th></tr>"
-    )
-    for p in SEED_PUBLISHED:
-        parts.append(
-            f"<tr><td>{_esc(p['contestant'])}</td><td>{_esc(p['wall'])}</td>"
-            f"<td>{_esc(p['energy'])}</td><td>{_esc(p['co2'])}</td></tr>"
-        )
-    parts.append(
-        "</table><p class='note'>76 GB of MR phantoms, one subprocess per received "
-        "instance, at most 512 at once, CodeCarbon; its own machine and grid.</p>"
-    )
-
-    parts.append("<h2>Corpus</h2><table>")
+    parts.append("<h2>Corpus</h2><table id='corpus'>")
+    parts.append(f"<tr><td>description</td><td>{_esc(describe_corpus_line(corpus))}</td></tr>")
     for k in ("path", "instances", "bytes", "mean_instance_bytes"):
         parts.append(f"<tr><td>{k}</td><td>{_esc(corpus.get(k))}</td></tr>")
     gen = corpus.get("generated")
     if gen:
         parts.append(
-            f"<tr><td>generated</td><td>{_esc(gen.get('patients'))} patients, "
-            f"{_esc(gen.get('studies'))} "
-            f"studies, {_esc(gen.get('series'))} series, seed {_esc(gen.get('seed'))}</td></tr>"
+            f"<tr><td>generated</td><td>{_esc(gen.get('kind', 'clones of seed files'))}: "
+            f"{_esc(gen.get('patients'))} patients, {_esc(gen.get('studies'))} studies, "
+            f"{_esc(gen.get('series'))} series, seed {_esc(gen.get('seed'))}</td></tr>"
         )
+        if gen.get("series_lengths"):
+            lengths = ", ".join(str(n) for n in gen["series_lengths"][:40])
+            parts.append(f"<tr><td>series lengths</td><td>{_esc(lengths)}</td></tr>")
     parts.append("</table>")
     parts.append("<h2>Machine and settings</h2><table>")
     for k, v in {**machine, **results["settings"]}.items():
         parts.append(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>")
-    parts.append("</table><h2>Versions</h2><table>")
+    parts.append("</table><h2>Contestants and versions</h2><table>")
     for k, v in results.get("versions", {}).items():
         parts.append(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>")
     for c in results["contestants"]:
         if c["available"]:
-            parts.append(f"<tr><td>{_esc(c['name'])}</td><td>{_esc(c.get('version'))}</td></tr>")
+            parts.append(
+                f"<tr><td>{_esc(c.get('label') or c['name'])}</td><td>{_esc(c.get('version'))}"
+                f"<br><span class='note'>{_esc(c.get('description'))}</span></td></tr>"
+            )
     parts.append("</table>")
+    parts.append(
+        f"<p class='note'>Started {_esc(results['started'])}, finished "
+        f"{_esc(results.get('finished'))}. Command: <code>{_esc(' '.join(results['command']))}"
+        "</code></p>"
+    )
     parts.append(f"<script>{_SCRIPT}</script></body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
