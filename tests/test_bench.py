@@ -539,3 +539,30 @@ def test_rapl_counters_are_read_directly_across_a_wrap(tmp_path: Path) -> None:
     (tmp_path / "intel-rapl:0" / "energy_uj").write_text("100\n")  # wrapped: +200
     (tmp_path / "intel-rapl:1" / "energy_uj").write_text("400\n")  # +300
     assert reader.joules(before, reader.read()) == pytest.approx(500e-6)
+
+
+def test_a_patient_record_that_lost_a_study_fails_the_run(tmp_path: Path) -> None:
+    """Concurrent writers without a lock (rx-repack at 512 at once) lose studies from a
+    patient's StudyList or leave it torn; the run must fail, whatever its speed."""
+    from dicom_repack.bench.verify import build_truth, verify_run
+
+    corpus = tmp_path / "corpus"
+    corpus_mod.generate_corpus(corpus, corpus_mod.CorpusSpec(instances=232))  # 2 studies of P1
+    files = corpus_mod.find_instances(corpus)
+    data, log = tmp_path / "data", tmp_path / "log"
+    subprocess.run(
+        [PROGRAM, "batch", str(corpus), "--datadir", str(data), "--logdir", str(log)],
+        check=True,
+        capture_output=True,
+    )
+    truth = build_truth(files, {"rx"})
+    assert verify_run(truth, "rx", data, log).ok
+    (record,) = (log / "patientData").glob("*.json")
+    doc = json.loads(record.read_text())
+    (entry,) = doc.values()
+    assert len(entry["StudyList"]) == 2
+    entry["StudyList"] = entry["StudyList"][:1]
+    record.write_text(json.dumps(doc))
+    verdict = verify_run(truth, "rx", data, log)
+    assert not verdict.ok
+    assert any("StudyList" in p for p in verdict.problems)

@@ -199,6 +199,21 @@ def summarize(
 
     correct = [r for r in rows if r["status"] in ("ok", "incomplete") and r["wall_s"] is not None]
     by_name = {r["contestant"]: r for r in correct}
+    # the rivals are compared with whenever they ran, even when they failed the checks
+    # (rx-repack damages its patient records under concurrency): flagged in "rivals"
+    ran = {r["contestant"]: r for r in rows if r["wall_s"] is not None}
+    rivals: dict[str, dict[str, Any]] = {}
+    for rival in ("px-repack", "rx-repack"):
+        if rival in ran:
+            mine = [run for run in runs if run["contestant"] == rival and not run["interrupted"]]
+            bad = [run for run in mine if run["status"] == "failed"]
+            problems = sorted({p for run in bad for p in run.get("problems") or []})
+            rivals[rival] = {
+                "status": ran[rival]["status"],
+                "runs": len(mine),
+                "runs_failed": len(bad),
+                "problems": problems,
+            }
     baseline = by_name.get("px-repack")
     basis = "px-repack"
     if baseline is None and correct:
@@ -207,7 +222,7 @@ def summarize(
     for r in rows:
         ok = r in correct
         for rival in ("px-repack", "rx-repack"):
-            other = by_name.get(rival)
+            other = ran.get(rival)
             r[f"vs_{rival.split('-')[0]}"] = (
                 {
                     "speed": _ratio(other["wall_s"], r["wall_s"]),
@@ -227,6 +242,7 @@ def summarize(
     return {
         "baseline": baseline["contestant"] if baseline else None,
         "baseline_basis": basis if baseline else "no correct contestant",
+        "rivals": rivals,
         "corpus_instances": corpus_instances,
         "corpus_bytes": corpus_bytes,
         "seed_assumed_instances": SEED_ASSUMED_INSTANCES,
@@ -442,6 +458,12 @@ def print_table(results: dict[str, Any], console: Any = None) -> None:
             "* ran on an evenly spaced sample of the corpus; its wall, CPU and energy are "
             "scaled to the whole corpus by instance count (measured figures in results.json)"
         )
+    for rival, info in (summary.get("rivals") or {}).items():
+        if info["runs_failed"]:
+            console.print(
+                f"[red]{rival} FAILED the checks in {info['runs_failed']} of {info['runs']} "
+                f"run(s) ({'; '.join(info['problems'])}); ratios against it are for reference[/]"
+            )
     for c in results["contestants"]:
         if not c["available"]:
             console.print(f"[dim]skipped {c['name']}: {c['skip_reason']}[/]")
@@ -490,9 +512,16 @@ def headline(results: dict[str, Any]) -> list[str]:
     s = results["summary"]
     rows = {r["contestant"]: r for r in s["contestants"] if r["status"] in ("ok", "incomplete")}
     out: list[str] = []
+    ran = {r["contestant"]: r for r in s["contestants"] if r.get("wall_s") is not None}
     for rival, name in (("px", "px-repack"), ("rx", "rx-repack")):
-        if name not in rows:
+        if name not in ran:
             continue
+        info = (s.get("rivals") or {}).get(name) or {}
+        if info.get("runs_failed"):
+            out.append(
+                f"{name} FAILED the checks in {info['runs_failed']} of {info['runs']} run(s): "
+                f"{'; '.join(info.get('problems') or [])} (ratios against it for reference)."
+            )
         best = [
             (r["vs_" + rival]["speed"], r)
             for r in rows.values()
@@ -740,6 +769,15 @@ def write_html(path: Path, results: dict[str, Any]) -> None:
                     f"{m['cpu_s']:.2f} CPU-s); its wall, CPU and energy above are scaled to the "
                     "whole corpus by instance count, its inst/s and MB/s are the sample's.",
                 )
+    for rival, info in (s.get("rivals") or {}).items():
+        if info["runs_failed"]:
+            notes.insert(
+                0,
+                f"<span class='failed'>{_esc(rival)} FAILED the checks in {info['runs_failed']} "
+                f"of its {info['runs']} run(s) ({_esc('; '.join(info['problems']))}): the "
+                f"ratios against it use its median times and are shown for reference; it gets "
+                "no ratio of its own.</span>",
+            )
     parts.append("<p class='note'>" + "<br>".join(notes) + "</p>")
     failed_runs = [r for r in results["runs"] if r["status"] == "failed"]
     if failed_runs:

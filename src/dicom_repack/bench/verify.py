@@ -103,6 +103,10 @@ class CorpusTruth:
     expected: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     records: dict[str, set[str]] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
+    #: patient record path -> (the key inside it, every StudyInstanceUID of that patient):
+    #: a patient's StudyList must name all of its studies (concurrent writers that read,
+    #: modify and rewrite it without a lock lose studies or leave a torn file)
+    patients: dict[str, tuple[str, set[str]]] = field(default_factory=dict)
 
 
 def build_truth(files: list[Path], layouts: Iterable[str]) -> CorpusTruth:
@@ -137,6 +141,9 @@ def build_truth(files: list[Path], layouts: Iterable[str]) -> CorpusTruth:
                 plan.image,
             )
             records.add(paths.image)  # the writer's own rule, sanitising included
+            pid = uid("PatientID", "")
+            entry = truth.patients.setdefault(paths.patient, (pid.strip(), set()))
+            entry[1].add(uid("StudyInstanceUID", "").strip())
         truth.expected[name] = expected
         truth.records[name] = records
         truth.duplicates[name] = len(files) - len(expected)
@@ -248,7 +255,30 @@ def verify_run(
                 if len(examples) < 2 * _EXAMPLES:
                     examples.append(f"missing record: {rec}")
 
+    studies_lost = 0
+    if logdir is not None:
+        for rel, (pid, studies) in truth.patients.items():
+            listed: set[str] = set()
+            try:
+                with open(logdir / rel, "rb") as fh:
+                    doc = json.load(fh)
+                entry = doc.get(pid) if isinstance(doc, dict) else None
+                if entry is None and isinstance(doc, dict) and len(doc) == 1:
+                    entry = next(iter(doc.values()))
+                found_list = entry.get("StudyList") if isinstance(entry, dict) else None
+                if isinstance(found_list, list):
+                    listed = {str(x).strip() for x in found_list}
+            except (OSError, ValueError):
+                pass  # missing or unparseable: counted above
+            lost = studies - listed
+            if lost:
+                studies_lost += len(lost)
+                if len(examples) < 2 * _EXAMPLES:
+                    examples.append(f"StudyList of {rel} lacks {len(lost)} of {len(studies)}")
+
     problems: list[str] = []
+    if studies_lost:
+        problems.append(f"{studies_lost} study(ies) missing from patient records' StudyList")
     if missing:
         problems.append(f"{missing} instance(s) missing")
     if damaged:
