@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import struct
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -320,3 +321,48 @@ def test_batch_stops_early_with_one_line_when_the_destination_fills(
         assert not [p for p in small.rglob("*") if p.name.endswith(".tmp")]
         for f in filed:  # complete, readable instances
             assert pydicom.dcmread(f)[0x00291010].value == b"\1" * 40_000
+
+
+# -- defect 11: pydicom's warnings -----------------------------------------------------
+
+
+def element(tag: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b" "
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def warning_bait(path: Path) -> Path:
+    """A file pydicom must read (no transfer syntax in its meta: the fast path declines)
+    and warns about five times (bad UIDs, over-long PN, an IS that is not a number), and
+    that cannot be filed (no PatientID)."""
+    meta = element(0x00020002, b"UI", MR.encode() + b"\0") + element(0x00020003, b"UI", b"1.2.3\0")
+    body = (
+        element(0x00080016, b"UI", MR.encode() + b"\0")
+        + element(0x00080018, b"UI", b"1.2.3.x" + b"9" * 80)
+        + element(0x00100010, b"PN", b"A" * 80)
+        + element(0x0020000D, b"UI", b"1.2.3.4.y")
+        + element(0x0020000E, b"UI", b"1.2.3.4.5.z" + b"7" * 80)
+        + element(0x00200011, b"IS", b"abc")
+    )
+    path.write_bytes(b"\0" * 128 + b"DICM" + meta + body)
+    return path
+
+
+def test_pydicom_warnings_stay_quiet_unless_asked_for(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    baits = [warning_bait(inbox / f"{i}.dcm") for i in range(3)]
+    data = str(tmp_path / "data")
+    proc = run_cli("--xcrdirfile", str(baits[0]), "--datadir", data, check=False)
+    assert proc.returncode == 1
+    assert "missing or empty PatientID" in one_error_line(proc)
+    proc = run_cli("batch", str(inbox), "--datadir", data, "--jobs", "2", check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 3 and all("missing or empty PatientID" in ln for ln in lines), lines
+    # asked for: pydicom's own words come through
+    loud = run_cli("--xcrdirfile", str(baits[0]), "--datadir", data, "-v", "2", check=False)
+    assert "Invalid value for VR IS" in loud.stderr
+    loud = run_cli("batch", str(inbox), "--datadir", data, "-v", "--jobs", "1", check=False)
+    assert "Invalid value for VR IS" in loud.stderr

@@ -15,9 +15,41 @@ from types import ModuleType
 
 _OPTIONAL = ("numpy", "PIL", "requests", "pooch")
 
+#: Whether pydicom's warnings reach stderr. A damaged or fuzzed file can make
+#: pydicom warn dozens of times (1,793 lines in one batch of fuzzed files), while
+#: the door already says in one line why the instance was not filed. Doors set
+#: this from their verbose flag (``-v``) with :func:`show_warnings`.
+_show = False
+_filtered = False
+
+
+def show_warnings(show: bool) -> None:
+    """Let pydicom's warnings through (``True``: the doors' ``-v``) or not (the default).
+
+    Call before the first :func:`pydicom`; the filter is installed once, when
+    pydicom is first needed, so a run that never needs pydicom pays nothing.
+    """
+    global _show
+    _show = show
+
+
+def _quiet() -> None:
+    """Ignore warnings raised from pydicom's modules (or pointed by it at ours), once."""
+    global _filtered
+    if _filtered or _show:
+        return
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"(pydicom|dicom_repack)(\.|$)")
+    _filtered = True
+
 
 def pydicom() -> ModuleType:
-    """The pydicom module, imported lightly if this is the first import."""
+    """The pydicom module, imported lightly if this is the first import.
+
+    Its warnings are ignored unless :func:`show_warnings` asked for them.
+    """
+    _quiet()
     loaded = sys.modules.get("pydicom")
     if loaded is not None:
         return loaded

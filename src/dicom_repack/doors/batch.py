@@ -278,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar even on a terminal"
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="let pydicom's warnings about damaged files through (default: one line per "
+        "failed instance, nothing else)",
+    )
     add_layout_arguments(parser)
     return parser
 
@@ -319,6 +326,10 @@ def main(argv: list[str]) -> int:
     except DestinationError as exc:
         sys.stderr.write(f"dicom-repack: error: {exc}; nothing was done\n")
         return 1
+    if ns.verbose:
+        from ..core._pydicom import show_warnings
+
+        show_warnings(True)
     config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync)
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
     out = sys.stdout

@@ -54,7 +54,8 @@ options (px-repack's names; short forms as in px-repack):
                            copy is complete (a rename on one filesystem)
   --log-ndjson             print one JSON line per instance on stdout (src, dst, size,
                            PatientID, SeriesInstanceUID, missing, error)
-  -v, --verbosity N        0 (default): quiet on success; 1: print the destination
+  -v, --verbosity N        0 (default): quiet on success; 1: print the destination;
+                           2: also let pydicom's warnings about a damaged file through
   --layout {rx,px}         rx (default): rx-repack 1.0's tree (series number padded to
                            5 digits, empty element -> its keyword); px: px-repack 3.12.6's
   --rootDirTemplate T, --studyDirTemplate T, --seriesDirTemplate T, --imageTemplate T
@@ -210,6 +211,10 @@ def main(argv: list[str]) -> int:
 
     from ..core.repack import Config, Repacker
 
+    if int(verbosity) >= 2:
+        from ..core._pydicom import show_warnings
+
+        show_warnings(True)
     repacker = Repacker(Config(str(opts["datadir"]), _opt(opts, "logdir"), layout))
     move = bool(opts.get("cleanup"))
     ndjson = bool(opts.get("ndjson"))
