@@ -28,6 +28,13 @@ def test_dumps_is_json_dumps_indent_4_and_one_line(doc: object) -> None:
     assert jsonio.loads(jsonio.dumps(doc)) == json.loads(json.dumps(doc))
 
 
+@given(documents)
+@settings(max_examples=200)
+def test_ndjson_line_is_compact_json_dumps(doc: object) -> None:
+    """The one NDJSON encoder of every door's --log-ndjson (rx-repack's compact form)."""
+    assert jsonio.ndjson_line(doc) == json.dumps(doc, separators=(",", ":")) + "\n"
+
+
 @pytest.mark.parametrize("text", ["", "{", '{"a": ', "[1, 2", '{"a": 1} x', "nul", "{'a': 1}"])
 def test_loads_refuses_broken_json(text: str) -> None:
     with pytest.raises(jsonio.JSONError):

@@ -49,3 +49,16 @@ class RecordError(RepackError):
 
 class TemplateError(ValueError):
     """A layout template names an unknown keyword or function (refused at start)."""
+
+
+# -- what a door's exit status says (every door returns one of these) ----------------------
+
+#: everything asked for was filed (skipped non-DICOM inputs included, unless --strict)
+EXIT_OK = 0
+#: at least one instance was not filed (each named in one line on stderr), or the
+#: destination failed or cannot be written (refused at start, or the batch stopped early)
+EXIT_FAILED = 1
+#: the command line is wrong (unknown flag, bad template, missing --datadir): nothing done
+EXIT_USAGE = 2
+#: interrupted (Ctrl-C): files already filed stay filed, nothing is half-written
+EXIT_INTERRUPTED = 130

@@ -10,12 +10,14 @@ holds the two equal.
 from __future__ import annotations
 
 import _json
+import os
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-__all__ = ["JSONError", "dumps", "loads"]
+__all__ = ["JSONError", "NdjsonLog", "dumps", "loads", "ndjson_line"]
 
 _encode_str = _json.encode_basestring_ascii
 
@@ -32,8 +34,60 @@ def dumps(obj: object, indent: int | None = 4) -> str:
     return _encode(obj, "\n", None if indent is None else " " * indent)
 
 
-def _encode(obj: object, newline: str, unit: str | None) -> str:
-    """Encode ``obj`` whose opening line is indented by ``newline`` (a newline + indent)."""
+def ndjson_line(obj: object) -> str:
+    """``obj`` as one NDJSON line, newline included: the one encoder of every door's
+    ``--log-ndjson``. Compact (``,`` and ``:``), as rx-repack's serde_json writes it;
+    equal to ``json.dumps(obj, separators=(",", ":")) + "\n"`` (a test holds them equal).
+    """
+    return _encode(obj, "", None, ",", ":") + "\n"
+
+
+class NdjsonLog:
+    """Where a door's ``--log-ndjson`` lines go: ``"-"`` is stdout, else a file appended to.
+
+    Each line is one ``write`` of the whole line, under a lock (listen's threads),
+    and flushed; a file is opened ``O_APPEND``, so lines from concurrent
+    processes (storescp starting one per-instance door per file) never
+    interleave. OSError from opening or writing propagates. Example::
+
+        log = NdjsonLog(args.log_ndjson)  # "-" or a path
+        log.write(outcome.as_dict())
+        log.close()
+    """
+
+    def __init__(self, target: str) -> None:
+        import _thread
+
+        self.target = target
+        self._lock = _thread.allocate_lock()
+        self._fd = -1
+        if target not in ("-", ""):
+            self._fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+    def write(self, obj: object) -> None:
+        line = ndjson_line(obj)
+        with self._lock:
+            if self._fd < 0:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                data = line.encode("utf-8")
+                while data:
+                    data = data[os.write(self._fd, data) :]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _encode(
+    obj: object, newline: str, unit: str | None, comma: str = ", ", colon: str = ": "
+) -> str:
+    """Encode ``obj`` whose opening line is indented by ``newline`` (a newline + indent).
+
+    ``unit=None``: on one line, items joined by ``comma``, keys by ``colon``.
+    """
     if type(obj) is str:
         return _encode_str(obj)
     if obj is None:
@@ -54,8 +108,9 @@ def _encode(obj: object, newline: str, unit: str | None) -> str:
         if unit is None:
             return (
                 "{"
-                + ", ".join(
-                    f"{_encode_str(_key(k))}: {_encode(v, '', None)}" for k, v in obj.items()
+                + comma.join(
+                    f"{_encode_str(_key(k))}{colon}{_encode(v, '', None, comma, colon)}"
+                    for k, v in obj.items()
                 )
                 + "}"
             )
@@ -72,7 +127,7 @@ def _encode(obj: object, newline: str, unit: str | None) -> str:
         if not obj:
             return "[]"
         if unit is None:
-            return "[" + ", ".join(_encode(v, "", None) for v in obj) + "]"
+            return "[" + comma.join(_encode(v, "", None, comma, colon) for v in obj) + "]"
         inner = newline + unit
         return (
             "[" + inner + ("," + inner).join(_encode(v, inner, unit) for v in obj) + newline + "]"

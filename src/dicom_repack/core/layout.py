@@ -350,33 +350,3 @@ class Layout:
 
     def __repr__(self) -> str:
         return f"Layout({self.name!r}, {self.templates!r}, empty_as_absent={self.empty_as_absent})"
-
-
-def add_layout_arguments(parser: object) -> None:
-    """Add the layout options (shared by batch and listen) to an argparse parser."""
-    group = parser.add_argument_group(  # type: ignore[attr-defined]
-        "layout",
-        "Where each instance goes. Default: rx-repack 1.0's tree; any px-repack template "
-        "option selects px-repack's defaults for the others (unless --layout rx).",
-    )
-    group.add_argument("--layout", choices=("rx", "px"), default=None, help="preset (default: rx)")
-    group.add_argument(
-        "--rootDirTemplate",
-        dest="root_template",
-        metavar="T",
-        help="e.g. %%PatientID-%%PatientName",
-    )
-    group.add_argument("--studyDirTemplate", dest="study_template", metavar="T")
-    group.add_argument("--seriesDirTemplate", dest="series_template", metavar="T")
-    group.add_argument("--imageTemplate", "--imageFileTemplate", dest="image_template", metavar="T")
-
-
-def layout_from_arguments(ns: object) -> Layout:
-    """The Layout that :func:`add_layout_arguments`'s options ask for (TemplateError if bad)."""
-    return Layout.from_options(
-        getattr(ns, "layout", None),
-        getattr(ns, "root_template", None),
-        getattr(ns, "study_template", None),
-        getattr(ns, "series_template", None),
-        getattr(ns, "image_template", None),
-    )

@@ -235,7 +235,8 @@ def run(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..core.layout import add_layout_arguments
+    """The batch door's options: its own, then those shared with every door (doors/options.py)."""
+    from .options import DESTINATION, FILING, LAYOUT, LAYOUT_HELP, add_arguments
 
     parser = argparse.ArgumentParser(
         prog="dicom-repack batch",
@@ -250,19 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="folders or files; '-' reads paths from stdin"
     )
-    parser.add_argument("-d", "--datadir", required=True, help="root of the packed tree")
-    parser.add_argument(
-        "-l", "--logdir", help="pypx log folder (records are written only when given)"
-    )
-    parser.add_argument("--cleanup", action="store_true", help="move instead of copy")
-    parser.add_argument(
-        "--fsync", action="store_true", help="fsync each file and record (durable, slower)"
-    )
+    add_arguments(parser, DESTINATION + FILING, required=["datadir"])
     parser.add_argument(
         "-j", "--jobs", type=int, default=None, help="worker processes (default: all cores)"
-    )
-    parser.add_argument(
-        "--log-ndjson", action="store_true", help="one JSON line per instance on stdout"
     )
     parser.add_argument(
         "--dask",
@@ -285,15 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="let pydicom's warnings about damaged files through (default: one line per "
         "failed instance, nothing else)",
     )
-    add_layout_arguments(parser)
+    add_arguments(parser, LAYOUT, title="layout", description=LAYOUT_HELP)
     return parser
 
 
 def main(argv: list[str]) -> int:
     from ..core.destination import DestinationError, check_writable
-    from ..core.errors import TemplateError
-    from ..core.jsonio import dumps
-    from ..core.layout import layout_from_arguments
+    from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TemplateError
+    from ..core.jsonio import NdjsonLog, dumps
+    from .options import layout_from
 
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -313,7 +304,7 @@ def main(argv: list[str]) -> int:
             sys.stderr.write(f"dicom-repack: error: {exc}\n")
             return 2
     try:
-        layout = layout_from_arguments(ns)
+        layout = layout_from(vars(ns))
     except TemplateError as exc:
         parser.error(str(exc))
     for p in ns.paths:
@@ -325,15 +316,22 @@ def main(argv: list[str]) -> int:
             check_writable(folder, what)
     except DestinationError as exc:
         sys.stderr.write(f"dicom-repack: error: {exc}; nothing was done\n")
-        return 1
+        return EXIT_FAILED
     if ns.verbose:
         from ..core._pydicom import show_warnings
 
         show_warnings(True)
     config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync)
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
-    out = sys.stdout
-    summary_stream = sys.stderr if ns.log_ndjson else sys.stdout
+    ndjson: NdjsonLog | None = None
+    if ns.log_ndjson is not None:
+        try:
+            ndjson = NdjsonLog(ns.log_ndjson)
+        except OSError as exc:
+            sys.stderr.write(f"dicom-repack: error: --log-ndjson {ns.log_ndjson}: {exc.strerror}\n")
+            return EXIT_FAILED
+    # the summary line leaves stdout to the NDJSON lines when they go there
+    summary_stream = sys.stderr if ns.log_ndjson == "-" else sys.stdout
     progress = None
     if not ns.no_progress and sys.stderr.isatty():
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -362,8 +360,8 @@ def main(argv: list[str]) -> int:
         return True
 
     def report(outcome: Outcome) -> None:
-        if ns.log_ndjson:
-            out.write(dumps(outcome.as_dict(), indent=None) + "\n")
+        if ndjson is not None:
+            ndjson.write(outcome.as_dict())
         if outcome.error is not None:
             if outcome.skipped and not ns.strict:
                 if len(skipped_names) < 20:
@@ -404,10 +402,12 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(
             "dicom-repack: interrupted; files already filed stay filed, nothing is half-written\n"
         )
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         if progress is not None:
             progress.stop()
+        if ndjson is not None:
+            ndjson.close()
     if ns.strict:
         summary.failed += summary.skipped
     for why, name in skipped_names:
@@ -420,4 +420,4 @@ def main(argv: list[str]) -> int:
     if ns.summary_json:
         with open(ns.summary_json, "w", encoding="utf-8") as fh:
             fh.write(dumps(summary.as_dict()) + "\n")
-    return 1 if summary.failed or stopped else 0
+    return EXIT_FAILED if summary.failed or stopped else EXIT_OK

@@ -17,22 +17,19 @@ import os
 import sys
 
 from .. import __version__
+from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .options import DESTINATION, FILING, INSTANCE, LAYOUT, fast_tables, optional_const
 
-USAGE = """\
-usage: dicom-repack [--xcrdir DIR --xcrfile FILE | --xcrdirfile PATH] --datadir DIR
-                    [--logdir DIR] [--cleanup] [--log-ndjson] [--verbosity N]
-                    [--layout {rx,px}] [--rootDirTemplate T] [--studyDirTemplate T]
-                    [--seriesDirTemplate T] [--imageTemplate T]
-                    [--parseAllFilesWithSubStr SUBSTR]
-       dicom-repack batch PATH... --datadir DIR [--logdir DIR] [--cleanup] [--jobs N]
-       dicom-repack listen --port PORT --aet AE --datadir DIR [--logdir DIR]
-       dicom-repack bench [--corpus DIR] ...
-       dicom-repack corpus OUT --from SEED ...
-"""
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
-HELP = (
-    USAGE
-    + """
+#: every option this door takes, as declared once in doors/options.py
+FLAGS = INSTANCE + DESTINATION + FILING + LAYOUT
+_BOOL_FLAGS, _VALUE_FLAGS, _OPTIONAL_FLAGS = fast_tables(FLAGS)
+_CONST = optional_const(FLAGS)
+
+DESCRIPTION = """\
 File DICOM instances into a folder tree named from their tags and write the pypx
 log records (patientData/, studyData/, seriesData/) that pypx's tools read.
 Without a sub-command this is the per-instance door, a drop-in for px-repack and
@@ -40,73 +37,35 @@ rx-repack under dcmtk's storescp:
 
   storescp -xcr "dicom-repack --xcrdir #p --xcrfile #f --datadir /data --logdir /log \\
                 --cleanup" 11113
+"""
 
-options (px-repack's names; short forms as in px-repack):
-  -p, --xcrdir DIR         folder holding the received file
-  -f, --xcrfile FILE       the file's name in --xcrdir
-  --xcrdirfile PATH        the file as one path (instead of --xcrdir/--xcrfile)
-  --parseAllFilesWithSubStr SUBSTR
-                           repack every file in --xcrdir whose name contains one of
-                           the comma-separated SUBSTRs ("," means every file)
-  -d, --datadir DIR        root of the packed tree (required)
-  -l, --logdir DIR         pypx log folder; records are written only when given
-  --cleanup                move instead of copy: the source is removed only once its
-                           copy is complete (a rename on one filesystem)
-  --log-ndjson             print one JSON line per instance on stdout (src, dst, size,
-                           PatientID, SeriesInstanceUID, missing, error)
-  -v, --verbosity N        0 (default): quiet on success; 1: print the destination;
-                           2: also let pydicom's warnings about a damaged file through
-  --layout {rx,px}         rx (default): rx-repack 1.0's tree (series number padded to
-                           5 digits, empty element -> its keyword); px: px-repack 3.12.6's
-  --rootDirTemplate T, --studyDirTemplate T, --seriesDirTemplate T, --imageTemplate T
-                           px-repack's templates: %Keyword, %_pad|W,C_Keyword,
-                           %_md5|N_Keyword, %_seahash|N_Keyword, %_strmsk|MASK_Keyword,
-                           %_nospc|C_Keyword. Giving any of them selects px-repack's
-                           defaults for the others (unless --layout rx).
-  --JSONargs JSON          px-repack's JSON form of the same options
-  --debug, -x/--desc, -y/--synopsis
-                           accepted for px-repack compatibility; ignored / print help
-  --version                print the version
-  -h, --help               this help
+EPILOG = """\
+sub-commands:
+  dicom-repack batch PATH... --datadir DIR ...       folders (or paths on stdin), all cores
+  dicom-repack listen --port PORT --datadir DIR ...  a DICOM Storage SCP, in process
+  dicom-repack bench [--corpus DIR] ...              against px-repack and rx-repack
+  dicom-repack corpus OUT [--from SEED] ...          a benchmark corpus
 
 exit status: 0 filed; 1 the instance was not filed (one-line reason on stderr, the
 source untouched); 2 usage error. See `dicom-repack batch --help` for folders.
 """
-)
 
-_VALUE_FLAGS = {
-    "-p": "xcrdir",
-    "--xcrdir": "xcrdir",
-    "-f": "xcrfile",
-    "--xcrfile": "xcrfile",
-    "--xcrdirfile": "xcrdirfile",
-    "-d": "datadir",
-    "--datadir": "datadir",
-    "-l": "logdir",
-    "--logdir": "logdir",
-    "-v": "verbosity",
-    "--verbosity": "verbosity",
-    "--parseAllFilesWithSubStr": "substr",
-    "--rootDirTemplate": "root",
-    "--studyDirTemplate": "study",
-    "--seriesDirTemplate": "series",
-    "--imageTemplate": "image",
-    "--imageFileTemplate": "image",
-    "--layout": "layout",
-    "--JSONargs": "jsonargs",
-}
-_BOOL_FLAGS = {
-    "--cleanup": "cleanup",
-    "--log-ndjson": "ndjson",
-    "--debug": "debug",
-    "-h": "help",
-    "--help": "help",
-    "-x": "help",
-    "--desc": "help",
-    "-y": "help",
-    "--synopsis": "help",
-    "--version": "version",
-}
+
+def build_parser() -> argparse.ArgumentParser:
+    """argparse's view of this door's options (for --help and usage errors only)."""
+    import argparse
+
+    from .options import LAYOUT_HELP, add_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="dicom-repack",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser, INSTANCE + DESTINATION + FILING)
+    add_arguments(parser, LAYOUT, title="layout", description=LAYOUT_HELP)
+    return parser
 
 
 class UsageError(Exception):
@@ -123,6 +82,15 @@ def parse(argv: list[str]) -> dict[str, str | bool]:
         flag, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         if flag in _BOOL_FLAGS and not eq:
             opts[_BOOL_FLAGS[flag]] = True
+        elif flag in _OPTIONAL_FLAGS:  # as argparse's nargs="?": a next word not an option
+            dest = _OPTIONAL_FLAGS[flag]
+            if eq:
+                opts[dest] = inline
+            elif i < len(argv) and not argv[i].startswith("-"):
+                opts[dest] = argv[i]
+                i += 1
+            else:
+                opts[dest] = _CONST[dest]
         elif flag in _VALUE_FLAGS:
             if eq:
                 value = inline
@@ -181,11 +149,11 @@ def main(argv: list[str]) -> int:
     try:
         opts = parse(argv)
         if opts.get("help"):
-            sys.stdout.write(HELP)
-            return 0
+            sys.stdout.write(build_parser().format_help())
+            return EXIT_OK
         if opts.get("version"):
             sys.stdout.write(f"dicom-repack {__version__}\n")
-            return 0
+            return EXIT_OK
         if not opts.get("datadir"):
             raise UsageError("--datadir is required (the root of the packed tree)")
         verbosity = str(opts.get("verbosity", "0"))
@@ -193,21 +161,16 @@ def main(argv: list[str]) -> int:
             raise UsageError(f"--verbosity takes a number, not {verbosity!r}")
         files = _files(opts)
         from ..core.errors import TemplateError
-        from ..core.layout import Layout
+        from .options import layout_from
 
         try:
-            layout = Layout.from_options(
-                _opt(opts, "layout"),
-                _opt(opts, "root"),
-                _opt(opts, "study"),
-                _opt(opts, "series"),
-                _opt(opts, "image"),
-            )
+            layout = layout_from(opts)
         except TemplateError as exc:
             raise UsageError(str(exc)) from None
     except UsageError as exc:
-        sys.stderr.write(f"{USAGE}dicom-repack: error: {exc}\n")
-        return 2
+        usage = build_parser().format_usage()
+        sys.stderr.write(f"{usage}dicom-repack: error: {exc}\n")
+        return EXIT_USAGE
 
     from ..core.repack import Config, Repacker
 
@@ -215,20 +178,29 @@ def main(argv: list[str]) -> int:
         from ..core._pydicom import show_warnings
 
         show_warnings(True)
-    repacker = Repacker(Config(str(opts["datadir"]), _opt(opts, "logdir"), layout))
+    config = Config(
+        str(opts["datadir"]), _opt(opts, "logdir"), layout, fsync=bool(opts.get("fsync"))
+    )
+    repacker = Repacker(config)
     move = bool(opts.get("cleanup"))
-    ndjson = bool(opts.get("ndjson"))
+    ndjson = None
+    if "log_ndjson" in opts:
+        from ..core.jsonio import NdjsonLog
+
+        try:
+            ndjson = NdjsonLog(str(opts["log_ndjson"]))
+        except OSError as exc:
+            sys.stderr.write(f"dicom-repack: error: --log-ndjson {exc.filename}: {exc.strerror}\n")
+            return EXIT_FAILED
     loud = int(verbosity) >= 1
-    status = 0
+    status = EXIT_OK
     for src in files:
         outcome = repacker.repack_path(src, move=move)
-        if ndjson:
-            from ..core.jsonio import dumps
-
-            sys.stdout.write(dumps(outcome.as_dict(), indent=None) + "\n")
+        if ndjson is not None:
+            ndjson.write(outcome.as_dict())
         if outcome.error is not None:
             sys.stderr.write(f"dicom-repack: error: {outcome.error}\n")
-            status = 1
+            status = EXIT_FAILED
         elif loud:
             sys.stdout.write(f"{outcome.src} -> {outcome.dst}\n")
     return status

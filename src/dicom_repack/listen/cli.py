@@ -15,7 +15,6 @@ containers; a flag on the command line wins. See docs/listen.md.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -23,13 +22,14 @@ import ssl
 import sys
 import threading
 import time
-from typing import IO, NoReturn
+from typing import NoReturn
 
 from ..core.destination import DestinationError, check_writable
 from ..core.errors import TemplateError
-from ..core.layout import add_layout_arguments, layout_from_arguments
+from ..core.jsonio import NdjsonLog
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
+from ..doors import options
 from .assoc import Policy
 from .scp import (
     STATUS_CANNOT_UNDERSTAND,
@@ -49,20 +49,6 @@ LOG = logging.getLogger("dicom_repack.listen")
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class _Lines:
-    """Thread-safe NDJSON output (one ``write`` + flush per line, so lines never interleave)."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self._lock = threading.Lock()
-
-    def __call__(self, obj: dict[str, object]) -> None:
-        line = json.dumps(obj, separators=(",", ":")) + "\n"
-        with self._lock:
-            self.stream.write(line)
-            self.stream.flush()
-
-
 class Filer:
     """The store handler: one received instance through the core job.
 
@@ -73,7 +59,7 @@ class Filer:
     def __init__(
         self,
         config: Config,
-        ndjson: _Lines | None = None,
+        ndjson: NdjsonLog | None = None,
         watch: SeriesWatch | None = None,
     ) -> None:
         self.config = config
@@ -94,7 +80,7 @@ class Filer:
             outcome = repacker.repack_path(incoming.path, move=True)
             outcome.src = origin
         if self.ndjson is not None:
-            self.ndjson(
+            self.ndjson.write(
                 {
                     **outcome.as_dict(),
                     "CallingAETitle": info.calling_ae,
@@ -284,13 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--tls-key", help="PEM private key (default: in --tls-cert)")
     tls.add_argument("--tls-ca", help="PEM CA bundle: clients must present a certificate it signed")
     out = p.add_argument_group("output")
-    out.add_argument("-d", "--datadir", required=True, help="root of the packed tree")
-    out.add_argument("-l", "--logdir", help="pypx log folder (records are written when given)")
-    out.add_argument("--ndjson", metavar="PATH", help="one JSON line per instance ('-': stdout)")
-    out.add_argument(
-        "--fsync",
-        action="store_true",
-        help="fsync each file and record before answering success (durable across a power cut)",
+    # shared with every door, declared once in doors/options.py; --ndjson PATH is the old
+    # spelling of --log-ndjson[=PATH], kept as an alias
+    options.add_arguments(out, options.DESTINATION, required=["datadir"])
+    options.add_arguments(
+        out,
+        (options.FSYNC, options.LOG_NDJSON),
+        aliases={"log_ndjson": ("--ndjson",)},
     )
     out.add_argument(
         "--series-idle",
@@ -304,10 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="command run per complete series; {folder} {patient_id} {study_uid} {series_uid} "
         "{instances} are replaced (also in DICOM_REPACK_SERIES_* env vars). Without it, an "
-        "event line is written (to --ndjson, else stdout)",
+        "event line is written (to --log-ndjson, else stdout)",
     )
     out.add_argument("--log-level", default="warning", help="debug, info, warning, error")
-    add_layout_arguments(p)
+    options.add_arguments(p, options.LAYOUT, title="layout", description=options.LAYOUT_HELP)
     _env_defaults(p)
     return p
 
@@ -386,29 +372,25 @@ def _check_destinations(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        layout = layout_from_arguments(args)
+        layout = options.layout_from(vars(args))
         ctx = _ssl_context(args)
     except (TemplateError, OSError, ssl.SSLError) as exc:
         raise _Refused(str(exc)) from None
     _check_destinations(args)
     Spool(args.datadir).sweep()
 
-    ndjson_file: IO[str] | None = None
-    lines: _Lines | None = None
-    if args.ndjson == "-":
-        lines = _Lines(sys.stdout)
-    elif args.ndjson:
+    lines: NdjsonLog | None = None
+    if args.log_ndjson:
         try:
-            ndjson_file = open(args.ndjson, "a", encoding="utf-8")  # noqa: SIM115 - open for the run
+            lines = NdjsonLog(args.log_ndjson)
         except OSError as exc:
-            raise _Refused(f"--ndjson: {exc}") from None
-        lines = _Lines(ndjson_file)
+            raise _Refused(f"--log-ndjson: {exc}") from None
 
     idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
     watch: SeriesWatch | None = None
     if idle > 0:
-        emit = lines if lines is not None else _Lines(sys.stdout)
-        watch = SeriesWatch(idle, args.on_series_complete, emit)
+        emit = lines if lines is not None else NdjsonLog("-")
+        watch = SeriesWatch(idle, args.on_series_complete, emit.write)
 
     config = ServerConfig(
         host=args.bind,
@@ -462,9 +444,8 @@ def _run(args: argparse.Namespace) -> int:
     summary = _summary(server.counters.snapshot(), watch, time.monotonic() - started)
     print(f"dicom-repack listen: {summary['line']}", file=sys.stderr, flush=True)
     if lines is not None:
-        lines({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
-    if ndjson_file is not None:
-        ndjson_file.close()
+        lines.write({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
+        lines.close()
     return 0
 
 
