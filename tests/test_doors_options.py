@@ -30,13 +30,13 @@ def test_every_door_shows_the_shared_flags_with_the_same_help() -> None:
         door: _one_line(run_cli(*door.split(), "--help").stdout) for door in ("", "batch", "listen")
     }
     for flag in SHARED:
-        long_name = next(n for n in flag.names if n.startswith("--"))
+        name, words = options.long_name(flag), flag[options.HELP]
         for door, text in helps.items():
             if door == "listen" and flag is options.CLEANUP:
                 continue  # a receiver has no source to clean up
-            assert long_name in text, (door, long_name)
-            if flag.help:
-                assert _one_line(flag.help.replace("%%", "%"))[:40] in text, (door, long_name)
+            assert name in text, (door, name)
+            if words:
+                assert _one_line(words.replace("%%", "%"))[:40] in text, (door, name)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Every command-line option of the doors, declared once.
 
-Each :class:`Flag` below is the single declaration of one option: its names, where
-its value goes (``dest``), whether it takes a value, and its help. Two parsers are
+Each flag below is the single declaration of one option: its names, where its
+value goes (``dest``), whether it takes a value, and its help. Two parsers are
 built from these declarations:
 
 * :func:`fast_tables` -> the per-instance door's hand-written parser
@@ -33,6 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterable, Mapping
+    from typing import Final, TypeAlias
 
     from ..core.layout import Layout
 
@@ -42,10 +43,10 @@ __all__ = [
     "INSTANCE",
     "LAYOUT",
     "LAYOUT_HELP",
-    "Flag",
     "add_arguments",
     "fast_tables",
     "layout_from",
+    "long_name",
 ]
 
 #: a flag without a value (store_true)
@@ -56,62 +57,46 @@ VALUE = "value"
 OPTIONAL = "optional"
 
 
-class Flag:
-    """One option: ``names`` (the first long one is canonical), ``dest``, ``kind``, help."""
+#: The fields of a flag's declaration, a tuple:
+#: ``(names, dest, kind, help, metavar, choices, const)``. Names: the first long one is
+#: the canonical. A tuple of constants rather than an object, because Python builds it
+#: when compiling this module: loading every declaration costs the per-instance door
+#: ~1 µs instead of the ~45 µs a class and its instances would.
+NAMES: Final = 0
+DEST: Final = 1
+KIND: Final = 2
+HELP: Final = 3
+METAVAR: Final = 4
+CHOICES: Final = 5
+CONST: Final = 6
 
-    __slots__ = ("choices", "const", "dest", "help", "kind", "metavar", "names")
-
-    def __init__(
-        self,
-        names: tuple[str, ...],
-        dest: str,
-        kind: str = VALUE,
-        help: str = "",
-        *,
-        metavar: str | None = None,
-        choices: tuple[str, ...] | None = None,
-        const: str | None = None,
-    ) -> None:
-        self.names = names
-        self.dest = dest
-        self.kind = kind
-        self.help = help
-        self.metavar = metavar
-        self.choices = choices
-        self.const = const
+if TYPE_CHECKING:
+    Flag: TypeAlias = tuple[
+        tuple[str, ...], str, str, str, str | None, tuple[str, ...] | None, str | None
+    ]
 
 
 # -- the declarations --------------------------------------------------------------------
+#    (names, dest, kind, help, metavar, choices, const)
 
-DATADIR = Flag(("-d", "--datadir"), "datadir", help="root of the packed tree (required)")
-LOGDIR = Flag(
-    ("-l", "--logdir"), "logdir", help="pypx log folder; records are written only when given"
-)
+DATADIR: Flag = (("-d", "--datadir"), "datadir", VALUE,
+    "root of the packed tree (required)", None, None, None)  # fmt: skip
+LOGDIR: Flag = (("-l", "--logdir"), "logdir", VALUE,
+    "pypx log folder; records are written only when given", None, None, None)  # fmt: skip
 #: Where instances and records go: every door.
 DESTINATION = (DATADIR, LOGDIR)
 
-CLEANUP = Flag(
-    ("--cleanup",),
-    "cleanup",
-    BOOL,
+CLEANUP: Flag = (("--cleanup",), "cleanup", BOOL,
     "move instead of copy: the source is removed only once its copy and records are complete",
-)
-FSYNC = Flag(
-    ("--fsync",),
-    "fsync",
-    BOOL,
+    None, None, None)  # fmt: skip
+FSYNC: Flag = (("--fsync",), "fsync", BOOL,
     "fsync each file and record before reporting success (durable across a power cut; slower)",
-)
-LOG_NDJSON = Flag(
-    ("--log-ndjson",),
-    "log_ndjson",
-    OPTIONAL,
+    None, None, None)  # fmt: skip
+LOG_NDJSON: Flag = (("--log-ndjson",), "log_ndjson", OPTIONAL,
     "one JSON line per instance (src, dst, size, PatientID, StudyInstanceUID, "
     "SeriesInstanceUID, SOPInstanceUID, missing, error, error_kind): on stdout, or appended "
     "to PATH with --log-ndjson=PATH",
-    metavar="PATH",
-    const="-",
-)
+    "PATH", None, "-")  # fmt: skip
 #: How each instance is filed and reported: every door (listen takes FSYNC and LOG_NDJSON).
 FILING = (CLEANUP, FSYNC, LOG_NDJSON)
 
@@ -121,56 +106,41 @@ LAYOUT_HELP = """\
   use px-repack's language: %Keyword, %_pad|W,C_Keyword, %_md5|N_Keyword,
   %_seahash|N_Keyword, %_strmsk|MASK_Keyword, %_nospc|C_Keyword."""
 #: Where in the tree: every door (the names are px-repack's).
-LAYOUT = (
-    Flag(
-        ("--layout",),
-        "layout",
-        help="rx (default): rx-repack 1.0's tree (series number padded to 5 digits, an empty "
+LAYOUT: tuple[Flag, ...] = (
+    (("--layout",), "layout", VALUE,
+        "rx (default): rx-repack 1.0's tree (series number padded to 5 digits, an empty "
         "element -> its keyword); px: px-repack 3.12.6's",
-        choices=("rx", "px"),
-    ),
-    Flag(
-        ("--rootDirTemplate",), "root_template", metavar="T", help="e.g. %%PatientID-%%PatientName"
-    ),
-    Flag(("--studyDirTemplate",), "study_template", metavar="T"),
-    Flag(("--seriesDirTemplate",), "series_template", metavar="T"),
-    Flag(("--imageTemplate", "--imageFileTemplate"), "image_template", metavar="T"),
-)
+        None, ("rx", "px"), None),
+    (("--rootDirTemplate",), "root_template", VALUE, "e.g. %%PatientID-%%PatientName",
+        "T", None, None),
+    (("--studyDirTemplate",), "study_template", VALUE, "", "T", None, None),
+    (("--seriesDirTemplate",), "series_template", VALUE, "", "T", None, None),
+    (("--imageTemplate", "--imageFileTemplate"), "image_template", VALUE, "", "T", None, None),
+)  # fmt: skip
 
 #: The per-instance door's own options (px-repack's names and short forms).
-INSTANCE = (
-    Flag(("-p", "--xcrdir"), "xcrdir", metavar="DIR", help="folder holding the received file"),
-    Flag(("-f", "--xcrfile"), "xcrfile", metavar="FILE", help="the file's name in --xcrdir"),
-    Flag(
-        ("--xcrdirfile",),
-        "xcrdirfile",
-        metavar="PATH",
-        help="the file as one path (instead of --xcrdir/--xcrfile)",
-    ),
-    Flag(
-        ("--parseAllFilesWithSubStr",),
-        "substr",
-        metavar="SUBSTR",
-        help="repack every file in --xcrdir whose name contains one of the comma-separated "
+INSTANCE: tuple[Flag, ...] = (
+    (("-p", "--xcrdir"), "xcrdir", VALUE, "folder holding the received file",
+        "DIR", None, None),
+    (("-f", "--xcrfile"), "xcrfile", VALUE, "the file's name in --xcrdir", "FILE", None, None),
+    (("--xcrdirfile",), "xcrdirfile", VALUE,
+        "the file as one path (instead of --xcrdir/--xcrfile)", "PATH", None, None),
+    (("--parseAllFilesWithSubStr",), "substr", VALUE,
+        "repack every file in --xcrdir whose name contains one of the comma-separated "
         'SUBSTRs ("," means every file)',
-    ),
-    Flag(
-        ("-v", "--verbosity"),
-        "verbosity",
-        metavar="N",
-        help="0 (default): quiet on success; 1: print the destination; 2: also let pydicom's "
+        "SUBSTR", None, None),
+    (("-v", "--verbosity"), "verbosity", VALUE,
+        "0 (default): quiet on success; 1: print the destination; 2: also let pydicom's "
         "warnings about a damaged file through",
-    ),
-    Flag(("--JSONargs",), "jsonargs", metavar="JSON", help="px-repack's JSON form of the options"),
-    Flag(("--debug",), "debug", BOOL, "accepted for px-repack compatibility; ignored"),
-    Flag(
-        ("-x", "--desc", "-y", "--synopsis"),
-        "help",
-        BOOL,
-        "px-repack's help flags: print this help",
-    ),
-    Flag(("--version",), "version", BOOL, "print the version"),
-)
+        "N", None, None),
+    (("--JSONargs",), "jsonargs", VALUE, "px-repack's JSON form of the options",
+        "JSON", None, None),
+    (("--debug",), "debug", BOOL, "accepted for px-repack compatibility; ignored",
+        None, None, None),
+    (("-x", "--desc", "-y", "--synopsis"), "help", BOOL,
+        "px-repack's help flags: print this help", None, None, None),
+    (("--version",), "version", BOOL, "print the version", None, None, None),
+)  # fmt: skip
 
 
 # -- parser 1: the per-instance door's hand-written one ------------------------------------
@@ -190,14 +160,19 @@ def fast_tables(
     optional: dict[str, str] = {}
     table = {BOOL: bools, VALUE: values, OPTIONAL: optional}
     for flag in flags:
-        for name in flag.names:
-            table[flag.kind][name] = flag.dest
+        for name in flag[NAMES]:
+            table[flag[KIND]][name] = flag[DEST]
     return bools, values, optional
 
 
 def optional_const(flags: Iterable[Flag]) -> dict[str, str]:
     """dest -> the value a bare optional-value flag stands for (``--log-ndjson`` -> ``-``)."""
-    return {f.dest: f.const or "" for f in flags if f.kind == OPTIONAL}
+    return {f[DEST]: f[CONST] or "" for f in flags if f[KIND] == OPTIONAL}
+
+
+def long_name(flag: Flag) -> str:
+    """The flag's canonical name: its first long one (``--datadir``)."""
+    return next(n for n in flag[NAMES] if n.startswith("--"))
 
 
 # -- parser 2: argparse ------------------------------------------------------------------
@@ -220,19 +195,20 @@ def add_arguments(
     target = parser.add_argument_group(title, description) if title else parser
     must = set(required)
     for flag in flags:
-        names = flag.names + tuple((aliases or {}).get(flag.dest, ()))
-        kw: dict[str, object] = {"dest": flag.dest, "help": flag.help or None}
-        if flag.kind == BOOL:
+        names, dest, kind, help_text, metavar, choices, const = flag
+        names += tuple((aliases or {}).get(dest, ()))
+        kw: dict[str, object] = {"dest": dest, "help": help_text or None}
+        if kind == BOOL:
             kw["action"] = "store_true"
         else:
-            if flag.metavar:
-                kw["metavar"] = flag.metavar
-            if flag.choices:
-                kw["choices"] = flag.choices
-            if flag.kind == OPTIONAL:
+            if metavar:
+                kw["metavar"] = metavar
+            if choices:
+                kw["choices"] = choices
+            if kind == OPTIONAL:
                 kw["nargs"] = "?"
-                kw["const"] = flag.const
-            if flag.dest in must:
+                kw["const"] = const
+            if dest in must:
                 kw["required"] = True
         target.add_argument(*names, **kw)  # type: ignore[arg-type]  # kw's values vary
 
