@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from dicom_repack.doors import instance, options
+from helpers import run_cli
 from test_doors_faults import make_instance
 
 SHARED = options.DESTINATION + options.FILING + options.LAYOUT
