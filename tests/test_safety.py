@@ -14,6 +14,7 @@ import pydicom
 import pytest
 
 from dicom_repack.core import place
+from dicom_repack.core.records import record_paths
 from dicom_repack.core.repack import Config, Repacker
 from helpers import dicom_files, dicom_repack_exe, run_cli
 
@@ -184,7 +185,7 @@ def test_a_damaged_patient_record_is_reported_and_left_alone(
     """A hand-edited or damaged record must not crash the door or be overwritten."""
     patient_id = pydicom.dcmread(seed, stop_before_pixels=True).PatientID
     log = tmp_path / "log"
-    record = log / "patientData" / f"{patient_id}.json"
+    record = log / record_paths(patient_id, "", "").patient  # the writer's own rule
     record.parent.mkdir(parents=True)
     record.write_text(text.replace("%s", patient_id))
     data = tmp_path / "data"
