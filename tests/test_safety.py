@@ -273,45 +273,6 @@ def test_no_tag_value_leaves_the_data_or_log_folder(
 # -- --cleanup ------------------------------------------------------------------------------
 
 
-def test_cleanup_across_filesystems_copies_fsyncs_then_removes(
-    seed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    src = tmp_path / "in.dcm"
-    shutil.copy(seed, src)
-    digest = sha(src)
-    calls: list[str] = []
-    real_rename, real_fsync, real_unlink, real_link = os.rename, os.fsync, os.unlink, os.link
-
-    def rename(a: str, b: str) -> None:
-        if str(a) == str(src):
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        calls.append("name")
-        real_rename(a, b)
-
-    def link(a: str, b: str, **kw: object) -> None:
-        calls.append("name")
-        real_link(a, b, **kw)  # type: ignore[arg-type]
-
-    def fsync(fd: int) -> None:
-        calls.append("fsync")
-        real_fsync(fd)
-
-    def unlink(p: str) -> None:
-        if str(p) == str(src):
-            calls.append("unlink-source")
-        real_unlink(p)
-
-    monkeypatch.setattr(os, "rename", rename)
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "unlink", unlink)
-    monkeypatch.setattr(os, "link", link)
-    outcome = Repacker(Config(str(tmp_path / "data"))).repack_path(str(src), move=True)
-    assert outcome.error is None
-    assert calls[0] == "fsync" and calls[-1] == "unlink-source" and "name" in calls
-    assert not src.exists()
-    assert sha(Path(outcome.dst or "")) == digest
-
-
 def test_disk_full_during_copy_keeps_source_and_leaves_nothing(
     seed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,7 +1,14 @@
 """The errors the job can end with, each naming the file it is about.
 
 Every door turns these into a one-line message and a non-zero exit (or a DIMSE
-failure status); nothing else should escape the job.
+failure status); nothing else should escape the job. Doors decide what to do
+from an error's attributes, never from its class name:
+
+``skippable``
+    the input is not an instance at all (not DICOM): a batch counts it and moves on;
+``retryable``
+    the failure is the destination's (disk full, permissions): the same instance
+    may well be filed if sent again later (a receiver answers "out of resources").
 """
 
 from __future__ import annotations
@@ -9,6 +16,13 @@ from __future__ import annotations
 
 class RepackError(Exception):
     """Base of every error that means "this instance was not filed"."""
+
+    #: not an instance at all: a batch skips and counts it rather than failing
+    skippable = False
+    #: the destination's fault (disk, permissions): retrying later may work
+    retryable = False
+    #: (skippable) a FIFO, socket, device or folder: never read
+    not_regular = False
 
     def __init__(self, path: str, reason: str, *, errno: int | None = None) -> None:
         super().__init__(f"{path}: {reason}")
@@ -26,9 +40,13 @@ class SourceError(RepackError):
 class NotDicomError(RepackError):
     """The input is not a DICOM Part 10 file (empty, no 'DICM' after the preamble)."""
 
+    skippable = True
+
 
 class NotRegularFileError(NotDicomError):
     """The input is a FIFO, socket, device or folder: never read, skipped like non-DICOM."""
+
+    not_regular = True
 
 
 class TruncatedError(RepackError):
@@ -42,9 +60,23 @@ class MissingElementError(RepackError):
 class PlacementError(RepackError):
     """The file could not be put at its destination (disk full, permissions, ...)."""
 
+    retryable = True
+
+
+class UnsafePathError(PlacementError):
+    """A folder inside the data or log folder is a symbolic link (or not a folder).
+
+    Writing through it could leave the data or log folder, so nothing is written
+    there until an operator removes it; retrying does not help.
+    """
+
+    retryable = False
+
 
 class RecordError(RepackError):
     """The file was placed but a pypx record could not be written."""
+
+    retryable = True
 
 
 class TemplateError(ValueError):

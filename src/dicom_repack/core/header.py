@@ -291,7 +291,9 @@ _NOT_REGULAR = {
 }
 
 
-def open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+def open_regular(
+    path: str | os.PathLike[str], *, follow_symlinks: bool = True
+) -> tuple[int, os.stat_result]:
     """Open ``path`` for reading only if it is a regular file: ``(fd, its fstat)``.
 
     The one rule for reading a source, used wherever a source path is opened:
@@ -300,10 +302,14 @@ def open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
     forever), and the kind is checked on the open file (``fstat``), so nothing
     can swap it in between. Raises NotRegularFileError (a skipped input, like
     NotDicomError), or OSError when the path cannot be opened. The caller closes
-    ``fd``; reads from a regular file ignore ``O_NONBLOCK``.
+    ``fd``; reads from a regular file ignore ``O_NONBLOCK``. With
+    ``follow_symlinks=False`` a symbolic link raises OSError (ELOOP) instead.
     """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = os.open(path, flags)
     except OSError as exc:
         import errno
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .errors import RepackError
+
 
 class Outcome:
     """The result of one instance through the job.
@@ -19,9 +23,12 @@ class Outcome:
         "error",
         "kind",
         "missing",
+        "not_regular",
         "patient_id",
+        "retryable",
         "series_uid",
         "size",
+        "skipped",
         "sop_uid",
         "src",
         "study_uid",
@@ -50,31 +57,31 @@ class Outcome:
         self.sop_uid = sop_uid
         self.missing = missing
         self.error = error
-        #: the error's class (errors.py): NotDicomError, TruncatedError,
-        #: MissingElementError (the instance's fault) or PlacementError, RecordError
-        #: (the destination's: worth retrying later); None on success
+        #: the error's class name (errors.py), for reports only (NDJSON
+        #: ``error_kind``); decisions use ``skipped`` and ``retryable``
         self.kind = kind
         #: the errno of the OSError behind the failure, if any
         self.errno = errno
+        #: the input was not an instance at all (not DICOM, not a regular file): skipped
+        self.skipped = False
+        #: the failure is the destination's (disk full, permissions): retrying later may work
+        self.retryable = False
+        #: the input was a FIFO, socket, device or folder: skipped, never read
+        self.not_regular = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
-    @property
-    def skipped(self) -> bool:
-        """The input was not DICOM at all (or not a regular file): a batch skips it."""
-        return self.kind in ("NotDicomError", "NotRegularFileError")
-
-    @property
-    def not_regular(self) -> bool:
-        """The input was a FIFO, socket, device or folder: skipped, never read."""
-        return self.kind == "NotRegularFileError"
-
-    @property
-    def retryable(self) -> bool:
-        """The failure is the destination's (disk full, permissions): retrying later may work."""
-        return self.kind in ("PlacementError", "RecordError")
+    def fail(self, exc: RepackError) -> None:
+        """Record ``exc`` as this instance's failure (its message, class and attributes)."""
+        self.error = str(exc)
+        self.kind = type(exc).__name__
+        self.skipped = exc.skippable
+        self.retryable = exc.retryable
+        self.not_regular = exc.not_regular
+        self.errno = exc.errno
+        self.dst = None
 
     @property
     def destination_failed(self) -> bool:

@@ -1,32 +1,59 @@
 """Put a file at its destination so that nobody ever sees half of it.
 
+Three ways in, one result (a :class:`Placed` that can be undone):
+
+* :func:`place_bytes` writes bytes held in memory;
+* :func:`copy_fd` copies an open file (kernel-side, ``sendfile``);
+* :func:`link_fd` gives an open file a second name in the tree (a hard link: the
+  first half of a move on one filesystem; the source is removed later, by the job,
+  once the records are written).
+
 A new file is written unnamed (Linux ``O_TMPFILE``) or under a hidden temporary
 name in the destination folder, and only given its real name once complete. A
-move is a rename on the same filesystem, else copy + fsync + name, and only then
-removal of the source. A second copy of the same instance replaces the first
-atomically, so it ends as one file.
+second copy of the same instance replaces the first atomically (temporary name,
+then rename), so it ends as one file. The source is never touched here.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["Placed", "ensure_dir", "place_bytes", "place_file", "temp_name"]
+__all__ = ["Placed", "copy_fd", "ensure_dir", "link_fd", "place_bytes", "temp_name"]
 
 
 class Placed:
-    """What placing a file did: the new file's stat, and whether it replaced one.
+    """What placing a file did, and how to take it back.
 
-    ``replaced`` lets a caller undo exactly its own work (remove a new file, but
-    never an earlier copy it replaced) without a stat of its own beforehand. It is
-    False for moves, whose undo is renaming back.
+    ``stat`` is the placed file's stat; ``nlink`` the link count it will have once
+    the job is done (a fresh copy has 1; a hard link to a source that the job will
+    remove keeps the source's count). ``replaced`` is True when something already
+    stood at ``path`` (an earlier copy of the same instance, or this very file):
+    :meth:`undo` then leaves ``path`` alone, so undoing never removes an earlier,
+    recorded copy. ``same_entry`` is True when ``path`` *is* the source (a run over
+    the data tree itself): the source must then never be removed.
     """
 
-    __slots__ = ("replaced", "stat")
+    __slots__ = ("nlink", "path", "replaced", "same_entry", "stat")
 
-    def __init__(self, stat: os.stat_result, replaced: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        stat: os.stat_result,
+        *,
+        replaced: bool,
+        nlink: int = 1,
+        same_entry: bool = False,
+    ) -> None:
+        self.path = path
         self.stat = stat
         self.replaced = replaced
+        self.nlink = nlink
+        self.same_entry = same_entry
+
+    def undo(self) -> None:
+        """Delete what was placed (never what stood there before)."""
+        if not self.replaced:
+            _unlink_quietly(self.path)
 
 
 _counter = 0
@@ -105,12 +132,13 @@ _proc_fds: tuple[int, int] | None = None
 
 
 def _link_fd(fd: int, dst: str) -> None:
-    """Give the unnamed file open as ``fd`` the name ``dst`` (FileExistsError if taken).
+    """Give the file open as ``fd`` the (further) name ``dst`` (FileExistsError if taken).
 
     ``os.link("/proc/self/fd/N", dst)`` would call link(), which links the
     /proc symlink itself; linkat() with AT_SYMLINK_FOLLOW, which os.link uses
-    when given a src_dir_fd, links the file it points to. The /proc/self/fd
-    folder is opened once per process (a fork has its own).
+    when given a src_dir_fd, links the file it points to: exactly the inode that
+    is open, whatever its path has become meanwhile. The /proc/self/fd folder is
+    opened once per process (a fork has its own).
     """
     global _proc_fds
     pid = os.getpid()
@@ -120,10 +148,11 @@ def _link_fd(fd: int, dst: str) -> None:
 
 
 def _name(tmp: str, fd: int, dst: str, *, sync: bool, replace: bool) -> Placed:
-    """Give the complete file (``tmp``/``fd``) its name ``dst``; close ``fd``; clean up on failure.
+    """Give the complete new file (``tmp``/``fd``) its name ``dst``; close ``fd``.
 
     ``replace``: an existing ``dst`` is replaced atomically. Otherwise an existing
     ``dst`` is left as it is and FileExistsError raised ("first writer wins").
+    Cleans up on failure.
     """
     try:
         if sync:
@@ -132,7 +161,7 @@ def _name(tmp: str, fd: int, dst: str, *, sync: bool, replace: bool) -> Placed:
         if tmp == _UNNAMED:
             try:
                 _link_fd(fd, dst)
-                return Placed(st, False)
+                return Placed(dst, st, replaced=False)
             except FileExistsError:
                 if not replace:
                     raise
@@ -155,7 +184,7 @@ def _name(tmp: str, fd: int, dst: str, *, sync: bool, replace: bool) -> Placed:
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    return Placed(st, replaced)
+    return Placed(dst, st, replaced=replaced)
 
 
 def place_bytes(
@@ -182,37 +211,40 @@ def place_bytes(
     return _name(tmp, fd, f"{directory}/{name}", sync=sync, replace=replace)
 
 
-def _copy_into(src: str, fd: int) -> None:
-    from .header import open_regular
+def _copy_into(infd: int, size: int, fd: int, what: str) -> None:
+    """Copy ``size`` bytes from the start of ``infd`` into ``fd`` (file offsets untouched)."""
+    offset = 0
+    while offset < size:
+        try:
+            sent = os.sendfile(fd, infd, offset, size - offset)
+        except OSError as exc:
+            import errno
 
-    infd, st = open_regular(src)  # never a blocking open of a FIFO
-    try:
-        size = st.st_size
-        offset = 0
-        while offset < size:
-            try:
-                sent = os.sendfile(fd, infd, offset, size - offset)
-            except OSError as exc:
-                import errno
-
-                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise
-                # sendfile refused this pair of files; plain reads always work
-                os.lseek(infd, offset, os.SEEK_SET)
-                while chunk := os.read(infd, 1 << 20):
-                    os.write(fd, chunk)
-                return
-            if sent == 0:  # the source shrank under us
-                raise OSError(f"{src}: changed size while being copied")
-            offset += sent
-    finally:
-        os.close(infd)
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            # sendfile refused this pair of files; plain reads always work
+            while offset < size:
+                chunk = os.pread(infd, min(1 << 20, size - offset), offset)
+                if not chunk:
+                    break
+                os.write(fd, chunk)
+                offset += len(chunk)
+            sent = 0
+        if sent == 0 and offset < size:  # the source shrank under us
+            raise OSError(f"{what}: changed size while being copied")
+        offset += sent
 
 
-def _copy(src: str, directory: str, name: str, *, sync: bool) -> Placed:
+def copy_fd(
+    infd: int, size: int, directory: str, name: str, *, sync: bool, what: str = "source"
+) -> Placed:
+    """Copy the open file ``infd`` (``size`` bytes) to ``directory/name`` atomically.
+
+    ``what`` names the source in the error raised if it shrinks while copied.
+    """
     tmp, fd = _open_new(directory, name)
     try:
-        _copy_into(src, fd)
+        _copy_into(infd, size, fd, what)
     except BaseException:
         os.close(fd)
         _unlink_quietly(tmp)
@@ -220,38 +252,55 @@ def _copy(src: str, directory: str, name: str, *, sync: bool) -> Placed:
     return _name(tmp, fd, f"{directory}/{name}", sync=sync, replace=True)
 
 
-def place_file(
-    src: str, directory: str, name: str, *, move: bool = False, sync: bool = False
-) -> Placed:
-    """Copy (or move) ``src`` to ``directory/name``.
+def link_fd(fd: int, st: os.stat_result, directory: str, name: str, src: str) -> Placed:
+    """Name the open source ``fd`` (stat ``st``, path ``src``) ``directory/name`` too.
 
-    The source is removed (``move``) only once the destination is complete: a
-    rename when both are on one filesystem, else a copy that is fsynced and
-    named first. ``sync`` fsyncs copies, and a moved file before its rename.
+    The first half of a move on one filesystem: atomic, no byte copied, and the
+    source keeps its name until the job removes it (after the records). Raises
+    OSError (EXDEV across filesystems, EPERM/EMLINK where hard links are refused)
+    for the caller to copy instead. When ``directory/name`` is already this file
+    (a re-run after a kill, or ``src`` is the destination itself), nothing is
+    done; an other file there is replaced atomically.
     """
-    if not move:
-        return _copy(src, directory, name, sync=sync)
     dst = f"{directory}/{name}"
-    if sync:
-        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     try:
-        os.rename(src, dst)
-        return Placed(os.stat(dst), False)
-    except FileNotFoundError:
-        if not os.path.exists(src):
-            raise
-        ensure_dir(directory)
-        os.rename(src, dst)
-        return Placed(os.stat(dst), False)
-    except OSError as exc:
-        import errno
+        try:
+            _link_fd(fd, dst)
+        except FileNotFoundError:
+            ensure_dir(directory)
+            _link_fd(fd, dst)
+        return Placed(dst, st, replaced=False, nlink=st.st_nlink)
+    except FileExistsError:
+        pass
+    there = os.lstat(dst)
+    if there.st_ino == st.st_ino and there.st_dev == st.st_dev:
+        same = _same_entry(src, directory, name)
+        # once the source's name is removed, one link fewer (unless it is this name)
+        return Placed(
+            dst,
+            there,
+            replaced=True,
+            nlink=there.st_nlink if same else there.st_nlink - 1,
+            same_entry=same,
+        )
+    tmp = temp_name(directory, name)
+    _link_fd(fd, tmp)
+    try:
+        os.rename(tmp, dst)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return Placed(dst, st, replaced=True, nlink=st.st_nlink)
 
-        if exc.errno != errno.EXDEV:
-            raise
-    placed = _copy(src, directory, name, sync=True)
-    os.unlink(src)
-    return placed
+
+def _same_entry(src: str, directory: str, name: str) -> bool:
+    """Whether the path ``src`` is the directory entry ``directory/name`` (rare; 2 stats)."""
+    head, _, base = src.rpartition("/")
+    if base != name:
+        return False
+    try:
+        a = os.stat(head or ".")
+        b = os.stat(directory)
+    except OSError:
+        return True  # cannot tell: never remove what might be the only copy
+    return a.st_ino == b.st_ino and a.st_dev == b.st_dev

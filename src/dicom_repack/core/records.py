@@ -28,9 +28,10 @@ import os
 import time
 
 from . import jsonio
-from .errors import RecordError
+from .errors import RecordError, RepackError
 from .layout import safe_name
 from .place import ensure_dir, place_bytes
+from .tree import Tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -147,8 +148,12 @@ def _model(fields: tuple[str, ...], values: Mapping[str, str]) -> dict[str, obje
     return {k: values.get(k, NOT_DEFINED) for k in fields}
 
 
-def _stat_record(st: os.stat_result, location: str) -> dict[str, object]:
-    """pypx's imageObj entry: every os.stat field (times as local date strings) + FSlocation."""
+def _stat_record(st: os.stat_result, location: str, nlink: int) -> dict[str, object]:
+    """pypx's imageObj entry: every os.stat field (times as local date strings) + FSlocation.
+
+    ``nlink`` is the file's link count once the job is done (``st`` may have been
+    taken before the file was named, or while a moved source still had its name).
+    """
     rec: dict[str, object] = {
         "atime": _time_text(st.st_atime),
         "blksize": st.st_blksize,
@@ -159,7 +164,7 @@ def _stat_record(st: os.stat_result, location: str) -> dict[str, object]:
         "ino": st.st_ino,
         "mode": st.st_mode,
         "mtime": _time_text(st.st_mtime),
-        "nlink": st.st_nlink,
+        "nlink": nlink,
         "rdev": st.st_rdev,
         "size": st.st_size,
         "uid": st.st_uid,
@@ -205,6 +210,7 @@ class RecordWriter:
     def __init__(self, logdir: str, *, fsync: bool = False) -> None:
         self.logdir = os.path.abspath(logdir)
         self.fsync = fsync
+        self.tree = Tree(self.logdir, "log folder")
         self.patient_dir = f"{self.logdir}/{PATIENT_DIR}"
         self._filed: dict[tuple[str, str], float] = {}
         self._known: dict[str, float] = {}
@@ -221,19 +227,24 @@ class RecordWriter:
         stat: os.stat_result,
         dump: Callable[[], dict[str, str]],
         origin: str,
-    ) -> None:
+        nlink: int = 1,
+    ) -> str | None:
         """Record one placed instance.
 
         ``values`` are the header's px-repack texts; ``series_base_dir`` and
-        ``file_name`` give where it was placed; ``dump`` returns the full-header
-        dump for the series record and is only called for a series' first instance.
-        ``origin`` names the instance in errors.
+        ``file_name`` give where it was placed, ``stat`` and ``nlink`` what it is;
+        ``dump`` returns the full-header dump for the series record and is only
+        called for a series' first instance. ``origin`` names the instance in errors.
+
+        Returns where the image record said this instance stood before, when that
+        is another path (the instance was re-filed elsewhere), else None. Raises
+        RecordError, or UnsafePathError for a link planted in the log folder.
         """
         try:
-            self._write(values, series_base_dir, file_name, stat, dump)
-        except RecordError:
+            return self._write(values, series_base_dir, file_name, stat, dump, nlink, origin)
+        except RepackError:
             raise
-        except (OSError, jsonio.JSONError, TypeError) as exc:
+        except (OSError, jsonio.JSONError) as exc:
             raise RecordError(
                 origin,
                 f"cannot write records in {self.logdir}: {exc}",
@@ -247,18 +258,24 @@ class RecordWriter:
         file_name: str,
         stat: os.stat_result,
         dump: Callable[[], dict[str, str]],
-    ) -> None:
+        nlink: int,
+        origin: str,
+    ) -> str | None:
         patient_id = values["PatientID"]
         study_uid = values["StudyInstanceUID"]
         series_uid = values["SeriesInstanceUID"]
         paths = record_paths(patient_id, study_uid, series_uid, file_name)
 
+        def at(rel: str) -> tuple[str, str]:
+            """(folder, name): the folder created, and refused if a link is on the way."""
+            directory, name = self._split(rel)
+            return self.tree.folder(directory, origin), name
+
+        at(paths.patient)
         self._patient(patient_id, study_uid, values, paths.patient)
+        self._create_if_absent(*at(paths.study), lambda: {study_uid: _model(STUDY_FIELDS, values)})
         self._create_if_absent(
-            *self._split(paths.study), lambda: {study_uid: _model(STUDY_FIELDS, values)}
-        )
-        self._create_if_absent(
-            *self._split(paths.study_series),
+            *at(paths.study_series),
             lambda: {
                 study_uid: {
                     "SeriesInstanceUID": series_uid,
@@ -269,12 +286,31 @@ class RecordWriter:
             serialise=True,
         )
         series_model = _model(SERIES_FIELDS, values)
-        self._create_if_absent(*self._split(paths.series), lambda: {series_uid: series_model})
+        self._create_if_absent(*at(paths.series), lambda: {series_uid: series_model})
+        location = f"{series_base_dir}/{file_name}"
         image = dict(series_model)
         image["outputFile"] = file_name
-        image["imageObj"] = {file_name: _stat_record(stat, f"{series_base_dir}/{file_name}")}
-        self._replace(paths.image, {series_uid: image})
+        image["imageObj"] = {file_name: _stat_record(stat, location, nlink)}
+        previous = self._image(*at(paths.image), {series_uid: image})
         self._create_if_absent(*self._split(paths.pack), lambda: {"seriesPack": True})
+        return previous if previous != location else None
+
+    def _image(self, directory: str, name: str, obj: object) -> str | None:
+        """Write the image record; return the FSlocation the one it replaced named, if any.
+
+        A new instance costs one link, as any new record; only a record that was
+        already there is read first (the instance was filed before: same place,
+        or, with a changed layout tag, elsewhere).
+        """
+        data = self._encode(obj)
+        try:
+            place_bytes(data, directory, name, replace=False, sync=self.fsync)
+            return None
+        except FileExistsError:
+            pass
+        previous = _location(self._read_quietly(f"{directory}/{name}"))
+        place_bytes(data, directory, name, sync=self.fsync)
+        return previous
 
     # -- the three kinds of write -------------------------------------------------
 
@@ -391,12 +427,28 @@ class RecordWriter:
         return isinstance(studies, list) and study_uid in studies
 
     @staticmethod
-    def _read(path: str) -> dict[str, object]:
+    def _read_quietly(path: str) -> dict[str, object]:
+        """An existing record, or {} when it is missing or damaged (it is being replaced)."""
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
+            return RecordWriter._read(path)
+        except (OSError, RecordError):
+            return {}
+
+    @staticmethod
+    def _read(path: str) -> dict[str, object]:
+        """The record at ``path`` ({} if absent); never through a link planted there."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            import errno
+
+            if exc.errno == errno.ELOOP:
+                raise RecordError(path, "is a symbolic link; not read, left as it is") from None
+            raise
+        with open(fd, encoding="utf-8") as fh:
+            text = fh.read()
         try:
             obj = jsonio.loads(text)
         except jsonio.JSONError as exc:
@@ -404,3 +456,15 @@ class RecordWriter:
         if not isinstance(obj, dict):
             raise RecordError(path, "existing record is not a JSON object; left as it is")
         return obj
+
+
+def _location(record: dict[str, object]) -> str | None:
+    """The FSlocation an image record gives (``{series: {imageObj: {file: {FSlocation}}}}``)."""
+    for entry in record.values():
+        if isinstance(entry, dict):
+            image_obj = entry.get("imageObj")
+            if isinstance(image_obj, dict):
+                for stat in image_obj.values():
+                    if isinstance(stat, dict) and isinstance(stat.get("FSlocation"), str):
+                        return str(stat["FSlocation"])
+    return None

@@ -1,26 +1,41 @@
-"""One instance through the job: header -> layout -> place -> records -> Outcome.
+"""One instance through the job: header -> plan -> place -> records -> commit.
 
 Every door (per-instance, batch, listen, bench) calls :class:`Repacker`; none of
-them re-implements a step. A bad instance never raises out of here: the
-:class:`~.outcome.Outcome` carries a one-line error naming the file, and nothing
-is left half-done (no partial file, no source removed before its copy is
-complete, no file without its records).
+them re-implements a step. The job, on one screen (:meth:`Repacker.repack`)::
+
+    header  = source.header(keywords)         # the source is read once
+    folder  = plan(header)                    # where it goes (a folder with no link on the way)
+    placed  = source.place(folder, name)      # complete and named; the source untouched
+    records(header, placed)                   # pypx records; undo = delete what was placed
+    retire(earlier copy of this SOP)          # one instance, one path (the index goes here)
+    source.commit(placed)                     # only now: remove the source (a move)
+
+The source goes last: a kill at any moment leaves the source where it was, or
+the instance filed with its records (and the source, if a move had not yet
+removed it); running the same job again finishes it (the same source goes to the
+same destination, replaced atomically with the same bytes, its records
+rewritten). A bad instance never raises out of here: the
+:class:`~.outcome.Outcome` carries a one-line error naming the file.
 """
 
 from __future__ import annotations
 
 import os
 
-from .errors import MissingElementError, PlacementError, RecordError, RepackError, SourceError
-from .header import read_header, read_small_file
+from .errors import MissingElementError, PlacementError, RepackError
 from .layout import Layout
 from .outcome import Outcome
-from .place import Placed, place_bytes, place_file
 from .records import RECORD_KEYWORDS, RecordWriter
+from .source import BufferSource, PathSource
+from .tree import Tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
+
+    from .header import Header
+    from .place import Placed
+    from .source import Source
 
 __all__ = ["REQUIRED", "Config", "Repacker"]
 
@@ -50,98 +65,61 @@ class Config:
 
 
 class Repacker:
-    """Files instances under one :class:`Config`; cheap to call once per instance."""
+    """Files instances under one :class:`Config`; cheap to call once per instance.
+
+    Example::
+
+        repacker = Repacker(Config("/data", "/log"))
+        outcome = repacker.repack_path("/incoming/x.dcm", move=True)
+        if outcome.error:
+            print(outcome.error)        # one line naming the file; the source is untouched
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.datadir = os.path.abspath(config.datadir)
+        self.data = Tree(config.datadir, "data folder")
+        self.datadir = self.data.root
         self.layout = config.layout
         self.records = RecordWriter(config.logdir, fsync=config.fsync) if config.logdir else None
         self.keywords = tuple(dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS))
 
     def repack_path(self, src: str, *, move: bool = False) -> Outcome:
-        """File the Part 10 file at ``src`` (copied, or moved when ``move``).
-
-        Never raises for a bad instance: the Outcome carries the error.
-        """
-        sync = self.config.fsync
-        if not move:
-            # a typical instance is read once, parsed, and written from those bytes
-            try:
-                data = read_small_file(src)
-            except OSError as exc:
-                return _failed(src, SourceError(src, f"cannot read: {exc.strerror or exc}"))
-            except RepackError as exc:  # NotRegularFileError: a FIFO, socket, device
-                return _failed(src, exc)
-            if data is not None:
-                return self._job(
-                    src,
-                    data,
-                    lambda directory, name: place_bytes(data, directory, name, sync=sync),
-                    moved_from=None,
-                )
-        return self._job(
-            src,
-            src,
-            lambda directory, name: place_file(src, directory, name, move=move, sync=sync),
-            moved_from=src if move else None,
-        )
+        """File the Part 10 file at ``src`` (copied, or moved when ``move``)."""
+        return self.repack(PathSource(src, move=move))
 
     def repack_buffer(self, data: bytes | memoryview, *, origin: str = "<network>") -> Outcome:
-        """File a complete Part 10 file held in memory (preamble, 'DICM', meta, dataset).
+        """File a complete Part 10 file held in memory (preamble, 'DICM', meta, dataset)."""
+        return self.repack(BufferSource(data, origin))
 
-        Written once, straight to its final path (temporary file in the
-        destination folder, then rename), then recorded.
-        """
-        sync = self.config.fsync
-        return self._job(
-            origin,
-            data,
-            lambda directory, name: place_bytes(data, directory, name, sync=sync),
-            moved_from=None,
-        )
-
-    def _job(
-        self,
-        origin: str,
-        source: str | bytes | memoryview,
-        place: Callable[[str, str], Placed],
-        *,
-        moved_from: str | None,
-    ) -> Outcome:
-        """header -> layout -> place -> records, for either kind of source."""
-        out = Outcome(origin)
+    def repack(self, source: Source) -> Outcome:
+        """File one instance from ``source``. Never raises for a bad instance."""
+        out = Outcome(source.origin)
         try:
+            header = source.header(self.keywords)
+            directory, name = self._plan(source.origin, header, out)
+            placed = self._place(source, directory, name)
+            out.dst, out.size = placed.path, placed.stat.st_size
             try:
-                header = read_header(source, self.keywords, name=origin)
-            except OSError as exc:
-                raise SourceError(origin, f"cannot read: {exc.strerror or exc}") from None
-            directory, name = self._plan(origin, header.values, header.empty, out)
-            dst = f"{directory}/{name}"
-            try:
-                placed = place(directory, name)
-            except OSError as exc:
-                raise PlacementError(
-                    origin, f"cannot place at {dst}: {exc.strerror or exc}", errno=exc.errno
-                ) from None
-            st = placed.stat
-            out.dst, out.size = dst, st.st_size
-            try:
-                # the series dump reads the bytes already in memory, else the placed file
-                dump_from = dst if isinstance(source, str) else source
-                self._record(header.values, directory, name, st, dump_from, origin)
-            except RecordError:
-                self._undo(moved_from, dst, existed=placed.replaced)
+                earlier = self._record(header.values, directory, name, placed, source)
+                # (core/index.py, the SQLite index, is told here: after the records, before
+                # the commit, so that a kill leaves nothing indexed that is not filed)
+                if earlier is not None:
+                    self._retire(earlier, placed, source, header.values["SOPInstanceUID"])
+            except RepackError:
+                placed.undo()
                 raise
+            source.commit(placed)
         except RepackError as exc:
-            _fail(out, exc)
+            out.fail(exc)
+        finally:
+            source.close()
         return out
 
     # -- steps -------------------------------------------------------------------
 
-    def _plan(
-        self, origin: str, vals: Mapping[str, str], empty: frozenset[str], out: Outcome
-    ) -> tuple[str, str]:
+    def _plan(self, origin: str, header: Header, out: Outcome) -> tuple[str, str]:
+        """The instance's folder (created, no link on the way) and file name."""
+        vals, empty = header.values, header.empty
         out.patient_id = vals.get("PatientID")
         out.study_uid = vals.get("StudyInstanceUID")
         out.series_uid = vals.get("SeriesInstanceUID")
@@ -151,51 +129,83 @@ class Repacker:
             raise MissingElementError(origin, f"missing or empty {', '.join(lacking)}; not filed")
         plan = self.layout.plan(vals, empty)
         out.missing = plan.missing
-        return f"{self.datadir}/{plan.series_dir}", plan.image
+        directory = f"{self.datadir}/{plan.series_dir}"
+        try:
+            self.data.folder(directory, origin)
+        except OSError as exc:
+            raise PlacementError(
+                origin, f"cannot create {directory}: {exc.strerror or exc}", errno=exc.errno
+            ) from None
+        return directory, plan.image
+
+    def _place(self, source: Source, directory: str, name: str) -> Placed:
+        try:
+            return source.place(directory, name, sync=self.config.fsync)
+        except OSError as exc:
+            raise PlacementError(
+                source.origin,
+                f"cannot place at {directory}/{name}: {exc.strerror or exc}",
+                errno=exc.errno,
+            ) from None
 
     def _record(
         self,
         values: Mapping[str, str],
         directory: str,
         name: str,
-        st: os.stat_result,
-        dump_from: str | bytes | memoryview,
-        origin: str,
-    ) -> None:
+        placed: Placed,
+        source: Source,
+    ) -> str | None:
+        """Write the records; return where this instance stood before, if elsewhere."""
         if self.records is None:
-            return
-        self.records.write(
+            return None
+        dump_from = source.dump_source(placed)
+        return self.records.write(
             values,
             series_base_dir=directory,
             file_name=name,
-            stat=st,
+            stat=placed.stat,
+            nlink=placed.nlink,
             dump=lambda: _dump(dump_from),
-            origin=origin,
+            origin=source.origin,
         )
 
-    @staticmethod
-    def _undo(moved_from: str | None, dst: str, *, existed: bool) -> None:
-        """Put things back after the records failed: no file may stand without its records."""
+    def _retire(self, earlier: str, placed: Placed, source: Source, sop_uid: str) -> None:
+        """Remove the earlier copy of this instance, filed elsewhere (a changed layout tag).
+
+        Only a regular file inside the data folder that still holds this very
+        SOPInstanceUID goes, and never the source of a copy (a run over the data
+        tree without ``--cleanup`` modifies no input). Its image record was the
+        one just replaced. Folders it leaves empty go too. Best effort: the new
+        copy and its records are complete whatever happens here.
+        """
+        root = self.datadir
+        if not earlier.startswith(root + "/") or "/../" in earlier or earlier == placed.path:
+            return
+        copied_from = source.origin if isinstance(source, PathSource) and not source.move else ""
+        if copied_from and os.path.abspath(copied_from) == earlier:
+            return
         try:
-            if moved_from is not None:
-                os.rename(dst, moved_from)
-            elif not existed:
-                os.unlink(dst)
+            st = os.lstat(earlier)
+            if (st.st_mode & 0o170000) != 0o100000:
+                return
+            if st.st_ino == placed.stat.st_ino and st.st_dev == placed.stat.st_dev:
+                return  # the same file under two names: removing one loses nothing, but why
+            from .header import read_header
+
+            sop = read_header(earlier, ("SOPInstanceUID",)).values.get("SOPInstanceUID")
+        except (OSError, RepackError):
+            return
+        if sop != sop_uid:
+            return
+        try:
+            os.unlink(earlier)
+            folder = os.path.dirname(earlier)
+            while folder != root and folder.startswith(root + "/"):
+                os.rmdir(folder)  # only empty folders go; OSError stops the climb
+                folder = os.path.dirname(folder)
         except OSError:
             pass
-
-
-def _fail(out: Outcome, exc: RepackError) -> None:
-    out.error = str(exc)
-    out.kind = type(exc).__name__
-    out.errno = exc.errno
-    out.dst = None
-
-
-def _failed(origin: str, exc: RepackError) -> Outcome:
-    out = Outcome(origin)
-    _fail(out, exc)
-    return out
 
 
 def _dump(source: str | bytes | memoryview) -> dict[str, str]:

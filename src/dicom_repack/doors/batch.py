@@ -91,12 +91,14 @@ def iter_paths(
     """Every entry under ``paths`` (recursively) but folders, streamed; ``-`` reads stdin.
 
     Folders in ``exclude`` (the data and log folders, when they sit inside an
-    input) are not entered, so a run never picks up its own output. Symbolic
-    links to folders are not followed (no loops). FIFOs, sockets, devices and
-    links to folders are yielded too, for the job to skip and count as "not a
-    regular file" (it never reads them), rather than silently ignored.
+    input) are not entered, so a run never picks up its own output; an input that
+    *is* the data folder is walked (a re-run over the data tree repairs what a
+    kill left half-done). Symbolic links to folders are not followed (no loops).
+    FIFOs, sockets, devices and links to folders are yielded too, for the job
+    to skip and count as "not a regular file" (it never reads them), rather
+    than silently ignored.
     """
-    skip = {os.path.realpath(p) for p in exclude}
+    excluded = {os.path.realpath(p) for p in exclude}
     for top in paths:
         if top == "-":
             for line in stdin if stdin is not None else sys.stdin:
@@ -107,6 +109,7 @@ def iter_paths(
         if not os.path.isdir(top):
             yield top
             continue
+        skip = excluded - {os.path.realpath(top)}
         stack = [top]
         while stack:
             folder = stack.pop()
