@@ -190,7 +190,8 @@ def fast_or_declined(source: bytes | Path) -> dict[str, str] | None:
     from dicom_repack.core.header import with_buffer
 
     try:
-        return with_buffer(source, fast_dump)
+        dump: dict[str, str] = with_buffer(source, fast_dump)
+        return dump
     except (Unsupported, NotDicomError, TruncatedError, NotRegularFileError):
         return None
 
@@ -314,6 +315,7 @@ def _datasets(draw: st.DrawFn, depth: int = 0) -> Dataset:
                 items = draw(st.lists(_datasets(depth + 1), max_size=3))
                 ds.add_new(tag, "SQ", Sequence(items))
             continue
+        assert values is not None
         value = draw(values)
         if vr == "DS" and isinstance(value, list) and len(value) == 1:
             value = value[0]
