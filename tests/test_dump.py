@@ -541,3 +541,21 @@ def test_listen_files_a_typical_instance_without_importing_pydicom_for_it(tmp_pa
     assert "dicom_repack.core.dump" in after_start  # the filing's own imports are seen...
     assert pydicom_imports(after_start) == []  # ...and none of them is pydicom's
     _assert_dumped(log)
+
+
+def test_per_instance_door_runs_under_python_S_from_this_install(tmp_path: Path) -> None:
+    """``python -S dicom-repack ...`` (no site): the script finds the package itself,
+    here through the editable install's .pth file or site-packages."""
+    import sys
+
+    from helpers import dicom_repack_exe
+
+    src = typical_instance(tmp_path / "in.dcm")
+    data, log = tmp_path / "data", tmp_path / "log"
+    done = subprocess.run(
+        [sys.executable, "-S", dicom_repack_exe(), "--xcrdirfile", str(src), "--datadir", str(data),
+         "--logdir", str(log)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    _assert_dumped(log)
