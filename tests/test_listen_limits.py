@@ -26,6 +26,7 @@ from test_listen_support import (
     immutable,
     listening,
     pynetdicom_send,
+    wait_for,
 )
 
 
@@ -158,6 +159,93 @@ def test_spooled_instances_are_filed_like_in_memory_ones(
     assert all(got[uid].read_bytes() == ref[uid].read_bytes() for uid in got)
     assert records(log, data) == records(ref_log, ref_data)
     assert not [p for p in data.rglob("*") if p.is_file() and p.suffix != ".dcm"]
+
+
+def _store_rq(message_id: int) -> bytes:
+    """A C-STORE-RQ command set (MR Image Storage) announcing a data set."""
+    from pydicom.dataset import Dataset
+    from pynetdicom.dsutils import encode
+
+    rq = Dataset()
+    rq.CommandGroupLength = 0
+    rq.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    rq.CommandField = 0x0001
+    rq.MessageID = message_id
+    rq.Priority = 0
+    rq.CommandDataSetType = 0x0000
+    rq.AffectedSOPInstanceUID = f"1.2.3.4.{message_id}"
+    raw = encode(rq, True, True)
+    assert raw is not None
+    return bytes(raw)
+
+
+def _pdata(cx: int, mch: int, payload: bytes) -> bytes:
+    import struct
+
+    pdv = struct.pack(">LBB", len(payload) + 2, cx, mch) + payload
+    return struct.pack(">BBL", 4, 0, len(pdv)) + pdv
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    """``field`` (VmRSS, VmHWM) of ``pid`` and of its children, summed, from /proc."""
+    total = 0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(c) for c in (task / "children").read_text().split()]
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1])
+    return total
+
+
+#: listen's resident memory before any data arrives (interpreter, pydicom, pynetdicom),
+#: per process, with margin; documented in docs/listen.md#bounds
+BASELINE_MIB = 100
+
+
+@pytest.mark.parametrize(
+    ("extra", "budget_mib"),
+    [((), 256), (("--memory-budget", "128MiB", "--spill-above", "1GiB"), 128)],
+    ids=["default", "budget-128MiB"],
+)
+def test_unfinished_data_sets_stay_within_the_memory_budget(
+    extra: tuple[str, ...], budget_mib: int, tmp_path: Path
+) -> None:
+    """4 associations each send 200 MB of a data set and stall: peak resident memory
+    stays under the budget plus the baseline; the bytes are in spool files, which are
+    removed when the associations go away."""
+    data = tmp_path / "data"
+    per_assoc = 200 * 10**6
+    chunk = 131072 - 6  # our announced maximum PDU, minus the PDV header
+    payload = b"\x5a" * chunk
+    pdu = _pdata(3, 0x00, payload)
+    with listening(data, *extra) as listener:
+        held = []
+        try:
+            for i in range(4):
+                s = _raw(listener.port)
+                s.sendall(_associate_rq())
+                _read_pdu(s, 0x02)
+                s.sendall(_pdata(3, 0x03, _store_rq(i + 1)))
+                for _ in range(per_assoc // chunk):
+                    s.sendall(pdu)
+                held.append(s)
+            spool = data / ".dicom-repack-incoming"
+
+            def spooled() -> int:
+                return sum(p.stat().st_size for p in spool.glob("*.part"))
+
+            sent = (per_assoc // chunk) * chunk
+            wait_for(lambda: spooled() >= 4 * sent, what="spool files")
+            peak_mib = _rss_kib(listener.proc.pid, "VmHWM") / 1024
+            assert peak_mib <= budget_mib + BASELINE_MIB, f"peak RSS {peak_mib:.0f} MiB"
+        finally:
+            for s in held:
+                s.close()
+        wait_for(lambda: not list(spool.glob("*.part")), what="spool files removed")
+        assert listener.stop() == 0
+    assert "0 instances filed" in listener.stderr
 
 
 # -- refusals at start (defect 13) --------------------------------------------------
