@@ -31,6 +31,7 @@ from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..doors import options
 from .assoc import Policy
+from .limits import Limits
 from .scp import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
@@ -38,9 +39,11 @@ from .scp import (
     ServerConfig,
     StorageServer,
     StoreInfo,
+    listening_socket,
 )
 from .series_watch import SeriesWatch
 from .sink import Incoming, Spool
+from .workers import Relay, serve_workers
 
 __all__ = ["ENV_PREFIX", "Filer", "build_parser", "main"]
 
@@ -60,7 +63,7 @@ class Filer:
         self,
         config: Config,
         ndjson: NdjsonLog | None = None,
-        watch: SeriesWatch | None = None,
+        watch: SeriesWatch | Relay | None = None,
     ) -> None:
         self.config = config
         self.ndjson = ndjson
@@ -196,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--promiscuous",
         action="store_true",
         help="accept any abstract syntax for storage, not only the known storage SOP classes",
+    )
+    net.add_argument(
+        "--workers",
+        type=_natural,
+        default=0,
+        help="processes serving the port (default 0: one per core this process may use)",
     )
     net.add_argument(
         "--max-associations", type=_count, default=16, help="concurrent associations (all workers)"
@@ -378,6 +387,7 @@ def _run(args: argparse.Namespace) -> int:
         raise _Refused(str(exc)) from None
     _check_destinations(args)
     Spool(args.datadir).sweep()
+    workers = args.workers or _cores()
 
     lines: NdjsonLog | None = None
     if args.log_ndjson:
@@ -392,7 +402,73 @@ def _run(args: argparse.Namespace) -> int:
         emit = lines if lines is not None else NdjsonLog("-")
         watch = SeriesWatch(idle, args.on_series_complete, emit.write)
 
-    config = ServerConfig(
+    config = _server_config(args, ctx)
+    repack_config = Config(args.datadir, args.logdir, layout, fsync=args.fsync)
+    try:
+        sock = listening_socket(args.bind, args.port)
+    except OSError as exc:
+        print(
+            f"dicom-repack listen: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    host, port = sock.getsockname()[:2]
+    started_line = (
+        f"dicom-repack listen: listening on {host}:{port} as {args.aet}{' (TLS)' if ctx else ''}"
+        f"{f' ({workers} workers)' if workers > 1 else ''}"
+    )
+    limits = Limits(config.max_associations, config.memory_budget, workers)
+    started = time.monotonic()
+    if workers == 1:
+        server = StorageServer(config, Filer(repack_config, lines, watch), limits.share(0))
+        server.adopt(sock)
+
+        def on_signal(signum: int, _frame: object) -> None:
+            server.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        print(started_line, file=sys.stderr, flush=True)
+        if watch is not None:
+            watch.start()
+        server.serve_forever()
+        counters, lost = server.counters.snapshot(), 0
+    else:
+
+        def make_server(index: int, relay: Relay) -> StorageServer:
+            server = StorageServer(config, Filer(repack_config, lines, relay), limits.share(index))
+            server.adopt(sock)
+            return server
+
+        def on_started() -> None:
+            print(started_line, file=sys.stderr, flush=True)
+            if watch is not None:
+                watch.start()
+
+        counters, lost = serve_workers(workers, limits, make_server, watch, on_started)
+    if watch is not None:
+        watch.close(flush=True)
+    summary = _summary(counters, watch, time.monotonic() - started)
+    if workers > 1:
+        summary["workers"] = workers
+        summary["workers_lost"] = lost
+        summary["line"] = f"{summary['line']}; {workers} workers ({lost} lost)"
+    print(f"dicom-repack listen: {summary['line']}", file=sys.stderr, flush=True)
+    if lines is not None:
+        lines.write({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
+        lines.close()
+    return 0 if not lost else 1
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _server_config(args: argparse.Namespace, ctx: ssl.SSLContext | None) -> ServerConfig:
+    return ServerConfig(
         host=args.bind,
         port=args.port,
         policy=Policy(
@@ -415,38 +491,6 @@ def _run(args: argparse.Namespace) -> int:
         datadir=args.datadir,
         ssl_context=ctx,
     )
-    filer = Filer(Config(args.datadir, args.logdir, layout, fsync=args.fsync), lines, watch)
-    server = StorageServer(config, filer)
-    try:
-        host, port = server.bind()
-    except OSError as exc:
-        print(
-            f"dicom-repack listen: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr
-        )
-        return 1
-
-    def on_signal(signum: int, _frame: object) -> None:
-        server.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    started = time.monotonic()
-    print(
-        f"dicom-repack listen: listening on {host}:{port} as {args.aet}{' (TLS)' if ctx else ''}",
-        file=sys.stderr,
-        flush=True,
-    )
-    if watch is not None:
-        watch.start()
-    server.serve_forever()
-    if watch is not None:
-        watch.close(flush=True)
-    summary = _summary(server.counters.snapshot(), watch, time.monotonic() - started)
-    print(f"dicom-repack listen: {summary['line']}", file=sys.stderr, flush=True)
-    if lines is not None:
-        lines.write({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
-        lines.close()
-    return 0
 
 
 def _summary(c: dict[str, int], watch: SeriesWatch | None, elapsed: float) -> dict[str, object]:

@@ -38,6 +38,8 @@ _HDR = struct.Struct(">BBL")
 MAX_ASSOCIATE_RQ = 1 << 20
 #: Connections taken per wake-up of the listening socket (a burst is drained).
 _ACCEPT_BURST = 64
+#: How long a worker leaves new connections to a less loaded one before looking again.
+_DEFER = 0.005
 #: The selector's longest sleep (stop requests and ``tick`` are noticed this fast).
 _TURN = 0.2
 
@@ -100,6 +102,8 @@ class Gate:
         count: Callable[[str], None],
         stopping: Callable[[], bool],
         tick: Callable[[], None] = lambda: None,
+        may_accept: Callable[[], bool] = lambda: True,
+        accept_burst: int = _ACCEPT_BURST,
         artim: float = 10.0,
         max_pending: int = 1024,
         ssl_context: ssl.SSLContext | None = None,
@@ -109,6 +113,10 @@ class Gate:
         self.count = count
         self.stopping = stopping
         self.tick = tick
+        self.may_accept = may_accept
+        self.accept_burst = accept_burst
+        #: while another worker should take new connections: monotonic time to look again
+        self._deferred_until = 0.0
         self.artim = artim
         self.max_pending = max(1, max_pending)
         self.ssl_context = ssl_context
@@ -127,19 +135,31 @@ class Gate:
         self._sel.register(self.listener, selectors.EVENT_READ, None)
         try:
             while not self.stopping():
+                now = time.monotonic()
                 timeout = _TURN
                 if self._waiting:
                     first = next(iter(self._waiting.values()))
-                    timeout = max(0.0, min(_TURN, first.deadline - time.monotonic()))
+                    timeout = max(0.0, min(_TURN, first.deadline - now))
+                if self._deferred_until:
+                    if now >= self._deferred_until:
+                        self._deferred_until = 0.0
+                        self._sel.register(self.listener, selectors.EVENT_READ, None)
+                    else:
+                        timeout = min(timeout, self._deferred_until - now)
                 for key, _ in self._sel.select(timeout):
                     if key.data is None:
-                        self._accept()
+                        if self.may_accept():
+                            self._accept()
+                        else:  # let a less loaded worker take it; look again shortly
+                            self._sel.unregister(self.listener)
+                            self._deferred_until = time.monotonic() + _DEFER
                     else:
                         self._advance(key.data)
                 self._expire()
                 self.tick()
         finally:
-            self._sel.unregister(self.listener)
+            if not self._deferred_until:
+                self._sel.unregister(self.listener)
             self.listener.close()
             for w in list(self._waiting.values()):
                 self._drop(w, "shutdown")
@@ -148,7 +168,7 @@ class Gate:
     # -- steps ------------------------------------------------------------------------
 
     def _accept(self) -> None:
-        for _ in range(_ACCEPT_BURST):
+        for _ in range(self.accept_burst):
             try:
                 conn, addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):

@@ -62,6 +62,7 @@ __all__ = [
     "StorageServer",
     "StoreHandler",
     "StoreInfo",
+    "listening_socket",
 ]
 
 LOG = logging.getLogger("dicom_repack.listen")
@@ -74,7 +75,7 @@ _MAX_PDU_UNLIMITED = 1 << 26
 #: How often an idle association wakes to notice a shutdown or an eviction.
 _WAKE = 0.5
 #: How long a request waits for the slot of an idle association being evicted.
-_EVICT_WAIT = 3 * _WAKE
+_EVICT_WAIT = 4 * _WAKE
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -252,6 +253,12 @@ class _Reader:
         return pdu_type, body
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The TCP socket every worker accepts on (IPv6 when ``host`` has a colon)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=1024)
+
+
 class StorageServer:
     """Accepts associations and files each received instance through ``on_store``.
 
@@ -291,11 +298,7 @@ class StorageServer:
 
     def bind(self) -> tuple[str, int]:
         """Open the listening socket; returns the bound (host, port)."""
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.create_server(
-            (self.config.host, self.config.port), family=family, backlog=1024
-        )
-        return self.adopt(sock)
+        return self.adopt(listening_socket(self.config.host, self.config.port))
 
     def adopt(self, sock: socket.socket) -> tuple[str, int]:
         """Serve on a listening socket opened elsewhere (a parent sharing it among workers)."""
@@ -333,7 +336,9 @@ class StorageServer:
             admit=self._admit,
             count=self.counters.add,
             stopping=self._stopping.is_set,
-            tick=self._retry_queued,
+            tick=self._tick,
+            may_accept=self.share.may_accept,
+            accept_burst=1 if self.share.limits.workers > 1 else 64,
             artim=cfg.acse_timeout,
             max_pending=max_pending,
             ssl_context=cfg.ssl_context,
@@ -363,12 +368,21 @@ class StorageServer:
             self._refuse(arrival, "shutting down")
         elif self.share.take_slot():
             self._start(arrival)
-        elif self._evict_idle():
+        elif self._evict_idle() or self.share.request_eviction(
+            time.monotonic() - self.config.idle_evict
+        ):
             self._queued.append((time.monotonic() + _EVICT_WAIT, arrival))
         else:
             self._refuse(arrival, f"{self.config.max_associations} associations already open")
 
-    def _retry_queued(self) -> None:
+    def _tick(self) -> None:
+        """Every turn of the gate: publish our waiting connections, retry queued requests."""
+        if self._gate is not None:
+            self.share.publish_waiting(self._gate.pending)
+        if self.share.limits.workers > 1:
+            for _ in range(self.share.eviction_requests()):
+                self._evict_idle()
+            self.share.publish_idle(self._oldest_idle())
         now = time.monotonic()
         while self._queued:
             deadline, arrival = self._queued[0]
@@ -380,6 +394,15 @@ class StorageServer:
                 self._refuse(arrival, "no association slot freed in time")
             else:
                 return
+
+    def _oldest_idle(self) -> float | None:
+        """Since when the longest-idle association not yet asked to leave has been idle."""
+        times = [
+            a.idle_since
+            for a in list(self.active.values())
+            if not a.evict and a.idle_since is not None
+        ]
+        return min(times) if times else None
 
     def _evict_idle(self) -> bool:
         """Ask the longest-idle association (idle for ``idle_evict`` s or more) to close."""
