@@ -31,7 +31,7 @@ from test_listen_support import (
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def instances192(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """192 generated instances (several patients, studies, series)."""
     out = tmp_path_factory.mktemp("generated")
     run_cli("corpus", str(out), "--instances", "192", "-q")
@@ -60,7 +60,7 @@ def _idle_crowd(port: int, idle: int, half_open: int) -> Iterator[socket.socket]
 
 @pytest.mark.parametrize("extra", [(), ("--max-pending", "64")], ids=["default", "pending-64"])
 def test_idle_and_half_open_sockets_never_deny_service(
-    extra: tuple[str, ...], generated: list[Path], tmp_path: Path
+    extra: tuple[str, ...], instances192: list[Path], tmp_path: Path
 ) -> None:
     """200 idle sockets and 20 half-sent association requests held open (more than
     --max-pending in the second case, so the oldest are pushed out) while storescu
@@ -69,7 +69,7 @@ def test_idle_and_half_open_sockets_never_deny_service(
     with listening(data, *extra) as listener:
         crowd = list(_idle_crowd(listener.port, 200, 20))
         try:
-            done = storescu(listener.port, generated)
+            done = storescu(listener.port, instances192)
             assert done.returncode == 0, done.stderr
             # the crowd was still there while storescu ran (not merely timed out)
             alive = sum(1 for s in crowd if _still_open(s))
@@ -95,7 +95,7 @@ def _still_open(s: socket.socket) -> bool:
 @pytest.mark.parametrize("slots", [1, 2])
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_idle_associations_make_room_for_a_new_one(
-    slots: int, workers: str, generated: list[Path], tmp_path: Path
+    slots: int, workers: str, instances192: list[Path], tmp_path: Path
 ) -> None:
     """Every slot held by an associated peer that sends nothing: an idle one is aborted
     (between messages, nothing lost) to admit a real sender. With 2 workers and 1 slot
@@ -113,7 +113,7 @@ def test_idle_associations_make_room_for_a_new_one(
             held.append(s)
         try:
             time.sleep(1.0)  # let them be idle longer than --idle-evict
-            assert pynetdicom_send(listener.port, generated[:1], echo=False) == [0]
+            assert pynetdicom_send(listener.port, instances192[:1], echo=False) == [0]
             ready, _, _ = select.select(held, [], [], 30)
             assert len(ready) == 1  # exactly one was asked to leave
             _read_pdu(ready[0], 0x07)  # A-ABORT
@@ -148,13 +148,13 @@ def _read_pdu(s: socket.socket, expected: int) -> bytes:
     "extra", [("--spill-above", "1"), ("--memory-budget", "0")], ids=["spill-all", "no-budget"]
 )
 def test_spooled_instances_are_filed_like_in_memory_ones(
-    extra: tuple[str, ...], generated: list[Path], tmp_path: Path
+    extra: tuple[str, ...], instances192: list[Path], tmp_path: Path
 ) -> None:
     """Every instance through the spool file (too large, or no budget left): filed byte
     for byte, recorded, and no spool file left behind."""
     from test_listen_support import records
 
-    files = generated[:24]
+    files = instances192[:24]
     ref_data, ref_log = tmp_path / "ref-data", tmp_path / "ref-log"
     with listening(ref_data, "--logdir", str(ref_log)) as listener:
         assert pynetdicom_send(listener.port, files) == [0] * len(files)

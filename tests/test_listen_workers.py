@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from test_listen_support import dcmtk, dcmtk_env, filed, listening, wait_for
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def instances192(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     out = tmp_path_factory.mktemp("generated")
     run_cli("corpus", str(out), "--instances", "192", "-q")
     return sorted(p for p in out.rglob("*") if p.is_file() and p.name != "corpus.json")
@@ -41,7 +41,7 @@ def _series_of(files: list[Path]) -> Counter[str]:
     )
 
 
-def test_eight_senders_two_workers_one_receiver(generated: list[Path], tmp_path: Path) -> None:
+def test_eight_senders_two_workers_one_receiver(instances192: list[Path], tmp_path: Path) -> None:
     """8 storescu at once, each a slice of every series, into 2 workers: every instance
     filed once, one summary with the totals, and each series notified once with its
     full count although its instances arrived through both workers."""
@@ -53,7 +53,7 @@ def test_eight_senders_two_workers_one_receiver(generated: list[Path], tmp_path:
         base = [dcmtk("storescu"), "-aec", "DICOM-REPACK", "127.0.0.1", str(listener.port)]
         senders = [
             subprocess.Popen(
-                [*base, *map(str, generated[i::8])],
+                [*base, *map(str, instances192[i::8])],
                 env=dcmtk_env(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -64,7 +64,7 @@ def test_eight_senders_two_workers_one_receiver(generated: list[Path], tmp_path:
         for s in senders:
             _, err = s.communicate(timeout=120)
             assert s.returncode == 0, err
-        expected = _series_of(generated)
+        expected = _series_of(instances192)
 
         def events() -> list[dict[str, object]]:
             lines = [json.loads(x) for x in ndjson.read_text().splitlines()]
@@ -86,7 +86,7 @@ def test_eight_senders_two_workers_one_receiver(generated: list[Path], tmp_path:
     assert "192 instances filed" in listener.stderr and "2 workers" in listener.stderr
 
 
-def test_a_killed_worker_is_replaced(generated: list[Path], tmp_path: Path) -> None:
+def test_a_killed_worker_is_replaced(instances192: list[Path], tmp_path: Path) -> None:
     """kill -9 of a worker: its share of the limits is cleared, a new worker takes its
     place, the port keeps serving; the exit status then says a worker was lost."""
     data = tmp_path / "data"
@@ -100,7 +100,7 @@ def test_a_killed_worker_is_replaced(generated: list[Path], tmp_path: Path) -> N
         for _ in range(2):  # both slots usable again: the dead worker's row was cleared
             done = subprocess.run(
                 [dcmtk("storescu"), "-aec", "DICOM-REPACK", "127.0.0.1", str(listener.port),
-                 *map(str, generated[:10])],
+                 *map(str, instances192[:10])],
                 env=dcmtk_env(), capture_output=True, text=True, timeout=120,
             )  # fmt: skip
             assert done.returncode == 0, done.stderr
