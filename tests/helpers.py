@@ -323,7 +323,7 @@ def mr_instance(
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\0\1"
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", sop_uid)
+    _apply(meta, {"MediaStorageSOPInstanceUID": ds.get("SOPInstanceUID", sop_uid)})
     meta.TransferSyntaxUID = UID(corpus.transfer_syntax)
     meta.ImplementationClassUID = UID("2.25.1700000000000000000000000000000000001")
     meta.ImplementationVersionName = "REPACK_TESTS"
@@ -478,6 +478,103 @@ def _apply(ds: Dataset, changes: dict[str, object]) -> None:
                     del ds[keyword]
             else:
                 setattr(ds, keyword, value)
+
+
+# -- the sets the peers' expected data were made from ----------------------------------------
+
+#: ``dicom-repack corpus OUT <these>``: the bench's default generator and seed, fewer
+#: instances than the bench's default so that the parity test stays fast
+BENCH_DEFAULT_ARGS: tuple[str, ...] = ("--instances", "24", "--seed", "0")
+
+#: the sets under tests/expected/<peer>/: generated ones are rebuilt by write_set, byte
+#: for byte (inputs.tsv pins them); shared ones come from ../shared
+GENERATED_SETS: tuple[str, ...] = (*GENERATED_CORPORA, "hostile", "bench-default")
+
+
+def write_set(name: str, dest: Path) -> list[Path]:
+    """Write (or unpack) the input set ``name`` into ``dest``; its DICOM files in name order."""
+    if name in GENERATED_CORPORA:
+        return write_corpus(name, dest)
+    if name == "hostile":
+        return write_hostile(dest)
+    if name == "bench-default":
+        return write_bench_default(dest)
+    if name in SHARED_CORPORA:
+        folder = unpack_shared(name, dest.parent / f"{dest.name}-unpacked")
+        dest.mkdir(parents=True)
+        for f in dicom_files(folder):
+            shutil.copy2(f, dest / f.name)
+        return dicom_files(dest)
+    raise ValueError(f"unknown set {name!r}")
+
+
+def write_bench_default(dest: Path) -> list[Path]:
+    """The bench's default corpus generator, flattened into one folder (names kept unique)."""
+    from dicom_repack.bench.corpus import find_instances
+
+    raw = dest.parent / f"{dest.name}-raw"
+    run_cli("corpus", str(raw), *BENCH_DEFAULT_ARGS, "-q")
+    dest.mkdir(parents=True)
+    for f in find_instances(raw):
+        shutil.copyfile(f, dest / f.relative_to(raw).as_posix().replace("/", "__"))
+    return dicom_files(dest)
+
+
+#: the imageObj stat fields kept in expected records (the rest is this machine's os.stat)
+IMAGE_STAT_KEPT = ("size", "nlink", "FSlocation")
+
+
+def normalise_record(text: str, datadir: str) -> object:
+    """A record as the expected data hold it: parsed, the data folder replaced by
+    ``{datadir}``, each imageObj stat cut to IMAGE_STAT_KEPT."""
+    import json
+
+    obj = json.loads(text.replace(datadir, "{datadir}"))
+    for entry in obj.values() if isinstance(obj, dict) else ():
+        images = entry.get("imageObj") if isinstance(entry, dict) else None
+        if isinstance(images, dict):
+            for file, stat in images.items():
+                images[file] = {k: stat[k] for k in IMAGE_STAT_KEPT if k in stat}
+    return obj
+
+
+def canonical(obj: object) -> str:
+    """Stable JSON text: sorted keys, sorted StudyList (rx-repack's sets and maps print in
+    a random order), two-space indent."""
+    import json
+
+    return json.dumps(_sort_lists(obj), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _sort_lists(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {
+            k: sorted(v) if k == "StudyList" and isinstance(v, list) else _sort_lists(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_sort_lists(v) for v in obj]
+    return obj
+
+
+def read_records(log: Path, datadir: Path | str) -> dict[str, object]:
+    """Every record under ``log`` (relative path -> normalise_record'ed object)."""
+    out: dict[str, object] = {}
+    for f in sorted(log.rglob("*")):
+        if f.is_file():
+            out[f.relative_to(log).as_posix()] = normalise_record(f.read_text(), str(datadir))
+    return out
+
+
+def read_expected_records(log: Path) -> dict[str, object]:
+    """Expected records as committed (already normalised)."""
+    import json
+
+    return {
+        f.relative_to(log).as_posix(): json.loads(f.read_text())
+        for f in sorted(log.rglob("*"))
+        if f.is_file()
+    }
 
 
 def series_groups(files: Sequence[Path]) -> dict[str, list[Path]]:
