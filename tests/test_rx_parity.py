@@ -84,7 +84,9 @@ def as_rx_writes(rel: str, ours: object) -> object:
         ((series, entry),) = ours.items()
         entry = dict(entry, SeriesNumber=rx_number(entry["SeriesNumber"]))
         # rx-repack writes only FSlocation in the stat record
-        entry["imageObj"] = {k: {"FSlocation": v["FSlocation"]} for k, v in entry["imageObj"].items()}
+        entry["imageObj"] = {
+            k: {"FSlocation": v["FSlocation"]} for k, v in entry["imageObj"].items()
+        }
         return {series: entry}
     if rel.startswith("seriesData/") and rel.endswith("-meta.json"):
         # rx-repack writes the series fields bare (no {SeriesInstanceUID: ...} around them)
@@ -104,9 +106,7 @@ def comparable_rx(rel: str, rx: object) -> object:
 def sorted_lists(obj: object) -> object:
     """StudyList is a set in rx-repack (random order); compare it as one."""
     if isinstance(obj, dict):
-        return {
-            k: sorted(v) if k == "StudyList" else sorted_lists(v) for k, v in obj.items()
-        }
+        return {k: sorted(v) if k == "StudyList" else sorted_lists(v) for k, v in obj.items()}
     return obj
 
 
@@ -200,7 +200,9 @@ HOSTILE_PATH_DIFFERENCES = {
 def test_hostile_names_file_where_rx_repack_files_them_and_nowhere_else(tmp_path: Path) -> None:
     src = tmp_path / "in"
     files = write_hostile(src)
-    rx_lines = [json.loads(x) for x in (RX / "hostile" / "outcomes.ndjson").read_text().splitlines()]
+    rx_lines = [
+        json.loads(x) for x in (RX / "hostile" / "outcomes.ndjson").read_text().splitlines()
+    ]
     assert [Path(x["src"]).name for x in rx_lines] == [f.name for f in files]
     jail = tmp_path / "a" / "b" / "c" / "jail"
     data, log = jail / "data", jail / "log"
