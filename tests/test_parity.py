@@ -180,11 +180,6 @@ def test_px_layout_equals_px_repack_on_nested_hex_tags(tmp_path: Path) -> None:
     assert cut_stat(ours, keep) == cut_stat(want, keep)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='"nlink": 0 in every image record: stat-ed before the file was named '
-    "(issue 10; the safety helper's fix removes this xfail when it lands)",
-)
 def test_px_layout_stat_record_equals_px_repack(tmp_path: Path) -> None:
     """The imageObj stat entry describes the placed file (px-repack: nlink 1, its size)."""
     data, log = repack_generated_px(tmp_path)
