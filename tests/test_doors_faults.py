@@ -41,11 +41,11 @@ def make_instance(
 
 def _write_instance(path: Path, series: str, sop: str, pad: int, tags: dict[str, str]) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MR
-    meta.MediaStorageSOPInstanceUID = sop
+    meta.MediaStorageSOPClassUID = UID(MR)
+    meta.MediaStorageSOPInstanceUID = UID(sop)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -214,7 +214,8 @@ def image_record_of(dcm: Path) -> str:
         warnings.simplefilter("ignore")  # the UIDs are over-long on purpose
         ds = pydicom.dcmread(dcm, stop_before_pixels=True)
         uids = (str(ds.PatientID), str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
-    return record_paths(*uids, dcm.name).image
+    image: str = record_paths(*uids, dcm.name).image
+    return image
 
 
 # -- defect 13: operational errors -----------------------------------------------------
