@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("contestants")
-    g.add_argument("--only", help="comma-separated contestants to run (see --list)")
+    g.add_argument("--only", help="comma-separated contestants to run, in this order (see --list)")
     g.add_argument("--skip", help="comma-separated contestants not to run")
     g.add_argument(
         "--list",
@@ -192,8 +192,11 @@ def select_contestants(opts: BenchOptions) -> list[Contestant]:
     for n in _names(opts.only) + _names(opts.skip):
         if n not in known:
             raise ValueError(f"unknown contestant {n!r} (known: {', '.join(sorted(known))})")
-    only, skip = set(_names(opts.only)), set(_names(opts.skip))
-    return [c for c in every if (not only or c.name in only) and c.name not in skip]
+    only, skip = _names(opts.only), set(_names(opts.skip))
+    if only:  # in the order given: the first round runs them in that order
+        by_name = {c.name: c for c in every}
+        return [by_name[n] for n in dict.fromkeys(only) if n not in skip]
+    return [c for c in every if c.name not in skip]
 
 
 def machine_description(workdir: Path) -> dict[str, Any]:
@@ -551,7 +554,8 @@ def _run_rounds(
     from .verify import verify_run
 
     n = len(runnable)
-    scratch = Scratch(work, reserve_bytes=3 * int(corpus["bytes"]) + (1 << 30))
+    # room for the next run's tree (or batch-move's staged copy, moved into its tree)
+    scratch = Scratch(work, reserve_bytes=int(1.25 * corpus["bytes"]) + (1 << 30))
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

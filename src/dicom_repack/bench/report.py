@@ -336,7 +336,9 @@ def fmt_energy(kwh: float | None) -> str:
         return f"{kwh:.2f} kWh"
     if kwh >= 1e-3:
         return f"{kwh * 1e3:.2f} Wh"
-    return f"{kwh * 1e6:.1f} mWh"
+    if kwh >= 1e-6:
+        return f"{kwh * 1e6:.1f} mWh"
+    return f"{kwh * 1e9:.1f} µWh"
 
 
 def fmt_mass(kg: float | None) -> str:
@@ -613,7 +615,7 @@ def _charts(results: dict[str, Any]) -> list[tuple[str, str]]:
 
     bars("Wall time, whole corpus", "wall_s", 1.0, "s")
     bars("CPU-seconds of the whole process tree", "cpu_s", 1.0, "s")
-    bars(f"Energy, {energy_label(results)}", "energy_kwh", 1e3, "Wh")
+    bars(energy_label(results).capitalize(), "energy_kwh", 1e3, "Wh")
 
     # ratios: how many times faster than px-repack and rx-repack
     fig, ax = plt.subplots(figsize=(8.5, height), dpi=100)
