@@ -65,9 +65,17 @@ def records(log: Path, data: Path) -> dict[str, object]:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Several patients x studies x series, generated (no ../shared needed)."""
     out = tmp_path_factory.mktemp("dask-corpus") / "in"
+    # clones of pydicom's example files, spread evenly over 4 x 2 x 2 series (the
+    # default corpus, MR phantom studies, puts 160 instances in one study)
+    from pydicom.data import get_testdata_file
+
+    seeds = out.parent / "seeds"
+    seeds.mkdir()
+    for name in ("MR_small.dcm", "CT_small.dcm", "MR_small_implicit.dcm"):
+        shutil.copy(str(get_testdata_file(name, download=False)), seeds / name)
     run_cli(
-        "corpus", str(out), "--instances", str(INSTANCES), "--patients", "4",
-        "--studies-per-patient", "2", "--series-per-study", "2", "-q",
+        "corpus", str(out), "--from", str(seeds), "--instances", str(INSTANCES), "--patients",
+        "4", "--studies-per-patient", "2", "--series-per-study", "2", "-q",
     )  # fmt: skip
     (out / "corpus.json").unlink()  # its description, not an instance
     # The generator clones several seed files per patient, whose patient facts
