@@ -11,7 +11,6 @@ must tolerate anyway: senders resend.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -169,8 +168,3 @@ class SeriesWatch:
             LOG.error("--on-series-complete %s exited %d", shlex.join(argv), done.returncode)
         if self.emit is not None:
             self.emit({**ev.as_dict(), "command": argv, "returncode": done.returncode})
-
-
-def event_line(event: dict[str, object]) -> str:
-    """One NDJSON line."""
-    return json.dumps(event, separators=(",", ":")) + "\n"

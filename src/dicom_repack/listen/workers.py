@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from ..core.jsonio import ndjson_line
 from .limits import Limits
 from .scp import Counters, StorageServer
 from .series_watch import SeriesWatch
@@ -55,7 +56,7 @@ class Relay:
         self.send({"seen": [folder, patient_id, study_uid, series_uid]})
 
     def send(self, obj: dict[str, object]) -> None:
-        line = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+        line = ndjson_line(obj).encode()  # the one NDJSON encoder
         view = memoryview(line)
         while view:
             view = view[os.write(self.fd, view) :]
