@@ -9,14 +9,18 @@ alternating, with fresh output folders each repetition:
 - ``dicom-repack batch`` (copy)     with records;
 - ``dicom-repack batch --cleanup``  (move) with records, on a staged copy (staging untimed);
 - ``px-repack --parseAllFilesWithSubStr ,`` (px-repack's own batch mode) on a flat sample;
-- ``px-repack`` per instance on a small sample (the energy proxy's reference).
+- ``px-repack`` per instance on a small sample (the energy proxy's reference);
+- ``rx-repack`` per instance (``--rx-repack PATH``, the Rust rewrite, one process per
+  instance as storescp runs it) on ``--rx-sample`` instances: issue 11's yardstick, batch's
+  CPU per instance must be <= 1/3 of it.
 
 Reports medians and ratios: wall, CPU-seconds of the whole process tree (wait4 rusage, which
 includes the pool workers the batch process reaps), CPU per instance, instances/s, and peak
 RSS of the tree (psutil, sampled every 10 ms). ``--scale 50000`` adds the scaling check:
 instances/s at 50,000 instances against the run at ``--instances``.
 
-    .venv/bin/python benchmarks/batch.py --px-repack .venv-px/bin/px-repack --repeat 5
+    .venv/bin/python benchmarks/batch.py --px-repack .venv-px/bin/px-repack --repeat 5 \\
+        --rx-repack /opt/peers/pypx-listener/target/release/rx-repack
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -143,6 +148,13 @@ def main() -> int:
         "--px-instance-sample", type=int, default=8, help="instances for px-repack per instance"
     )
     ap.add_argument(
+        "--corpus-from", type=Path, default=None, help="seed folder for the corpora (corpus --from)"
+    )
+    ap.add_argument("--rx-repack", help="a real rx-repack (FNNDSC/pypx-listener, Rust)")
+    ap.add_argument(
+        "--rx-sample", type=int, default=500, help="instances rx-repack files per repetition"
+    )
+    ap.add_argument(
         "--scale", type=int, default=0, help="also measure batch copy at this many instances"
     )
     ap.add_argument("--shared", action="store_true", help="also run the two shared corpora")
@@ -176,8 +188,10 @@ def main() -> int:
     try:
         corpora: list[tuple[str, Path]] = []
         corpus = work / "corpus"
+        seeds = ["--from", str(args.corpus_from)] if args.corpus_from else []
         subprocess.run(
-            [exe, "corpus", str(corpus), "--instances", str(args.instances), "-q"], check=True
+            [exe, "corpus", str(corpus), "--instances", str(args.instances), "-q", *seeds],
+            check=True,
         )
         corpora.append((f"generated {args.instances}", corpus))
         if args.shared:
@@ -191,7 +205,7 @@ def main() -> int:
         if args.scale:
             big = work / "corpus-big"
             subprocess.run(
-                [exe, "corpus", str(big), "--instances", str(args.scale), "-q"], check=True
+                [exe, "corpus", str(big), "--instances", str(args.scale), "-q", *seeds], check=True
             )
             scale_check(corpus, big, work, exe, jobs, args, trash)
         report_creation_cost(work, "after the runs")
@@ -231,6 +245,11 @@ def bench_corpus(
         "px-repack batch": len(list(px_flat.iterdir())) if px_flat else 0,
         "px-repack per instance": 0,
     }
+    rx_sample: list[Path] = []
+    if args.rx_repack:
+        runs["rx-repack per instance"] = []
+        rx_sample = files[:: max(1, n // args.rx_sample)][: args.rx_sample]
+        px_counts["rx-repack per instance"] = len(rx_sample)
 
     names = list(runs)
     for rep in range(args.repeat):
@@ -274,6 +293,8 @@ def bench_corpus(
                     total.cpu += r.cpu
                     total.rss = max(total.rss, r.rss)
                 runs[name].append(total)
+            elif name == "rx-repack per instance":
+                runs[name].append(per_process(rx_argv(args.rx_repack, out), rx_sample))
             trash.set_aside(out)
         print(f"  repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
 
@@ -315,7 +336,40 @@ def bench_corpus(
             f"{pi['per_inst_cpu'] / bc['per_inst_cpu']:.0f}x (target >= 1000x); px-repack batch / batch copy = "
             f"{pb['per_inst_cpu'] / bc['per_inst_cpu']:.0f}x (target >= 30x)"
         )
+    if "rx-repack per instance" in table:
+        rx = table["rx-repack per instance"]
+        print(
+            f"CPU per instance vs rx-repack per instance ({rx['per_inst_cpu'] * 1e3:.3f} ms): "
+            f"batch copy {bc['per_inst_cpu'] / rx['per_inst_cpu']:.2f}x, batch move "
+            f"{bm['per_inst_cpu'] / rx['per_inst_cpu']:.2f}x   (target <= 0.33x)"
+        )
     return table  # type: ignore[return-value]
+
+
+def rx_argv(rx: str, out: Path) -> Callable[[Path], list[str]]:
+    """rx-repack's command line for one instance, as storescp -xcr gives it."""
+
+    def argv(f: Path) -> list[str]:
+        return [rx, "--xcrdir", str(f.parent), "--xcrfile", f.name,
+                "--datadir", str(out / "data"), "--logdir", str(out / "log")]  # fmt: skip
+
+    return argv
+
+
+def per_process(argv: Callable[[Path], list[str]], files: list[Path]) -> Run:
+    """One process per instance, sequentially: summed wall and CPU (wait4), max RSS."""
+    total = Run(0.0, 0.0, 0)
+    for f in files:
+        t0 = time.perf_counter()
+        cmd = argv(f)
+        pid = os.posix_spawn(cmd[0], cmd, os.environ)
+        _, status, usage = os.wait4(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"contestant failed: {' '.join(cmd)}")
+        total.wall += time.perf_counter() - t0
+        total.cpu += usage.ru_utime + usage.ru_stime
+        total.rss = max(total.rss, usage.ru_maxrss * 1024)
+    return total
 
 
 def scale_check(
@@ -338,6 +392,7 @@ def scale_check(
         f"{args.repeat} repetitions, alternated"
     )
     walls: dict[int, list[float]] = {1: [], n_small: [], n_big: []}
+    cpus: dict[int, list[float]] = {1: [], n_small: [], n_big: []}
     rss: dict[int, int] = {1: 0, n_small: 0, n_big: 0}
     sizes = [(one, 1), (small, n_small), (big, n_big)]
     for rep in range(args.repeat):
@@ -345,6 +400,7 @@ def scale_check(
             out = work / "out-scale"
             r = timed(batch_argv(exe, corpus, out, *jobs))
             walls[n].append(r.wall)
+            cpus[n].append(r.cpu)
             rss[n] = max(rss[n], r.rss)
             trash.set_aside(out)
     fixed = median(walls[1])
@@ -353,6 +409,11 @@ def scale_check(
     b2 = n_big / (median(walls[n_big]) - fixed)
     print(
         f"instances/s: {n_small}: {a:.0f}; {n_big}: {b:.0f}; ratio {b / a:.2f} (target within 10%)"
+    )
+    print(
+        f"fixed cost (1-instance batch): {fixed:.3f} s wall, {median(cpus[1]):.3f} s CPU "
+        f"(target <= 0.050 s); CPU per instance: {n_small}: "
+        f"{median(cpus[n_small]) / n_small * 1e3:.3f} ms; {n_big}: {median(cpus[n_big]) / n_big * 1e3:.3f} ms"
     )
     print(
         f"fixed cost (1-instance batch): {fixed:.3f} s; instances/s beyond it: {n_small}: {a2:.0f}; "

@@ -9,6 +9,9 @@ Contestants (a fresh receiver per run; order rotated every repetition):
 - ``pynetdicom``          minimal pynetdicom SCP writing ``event.encoded_dataset()``
 - ``pynetdicom-repack``   the same, filing through ``Repacker.repack_buffer`` with records
 - ``listen``              ``dicom-repack listen`` with records
+- ``storescp-xcr-rx``     storescp ``-xcr "rx-repack ... --cleanup" -xs`` (with ``--rx-repack
+                          PATH``): the Rust rewrite as the seed deploys it, one process per
+                          instance; issue 11 wants listen's CPU per instance <= 1/3 of it
 
 Measured per run: instances/s (storescu wall clock), receiver CPU per instance
 (utime+stime of the receiver and its waited-for children, from /proc, between the
@@ -44,7 +47,9 @@ from dicom_repack.bench.scratch import Scratch
 
 EXE = str(Path(sys.executable).parent / "dicom-repack")
 TICK = os.sysconf("SC_CLK_TCK")
-PER_PROCESS = {"storescp-xcr-true", "storescp-xcr-door"}
+PER_PROCESS = {"storescp-xcr-true", "storescp-xcr-door", "storescp-xcr-rx"}
+#: the rx-repack binary (--rx-repack)
+RX_REPACK: list[str] = []
 
 
 @dataclass
@@ -103,6 +108,11 @@ def receiver_argv(name: str, port: int, out: Path) -> list[str]:
         script = str(Path(__file__).resolve().parent / "listen_pynetdicom_scp.py")
         argv = [sys.executable, script, "--port", str(port), "--out", str(data)]
         return argv + (["--repack", "--logdir", str(log)] if name.endswith("repack") else [])
+    if name == "storescp-xcr-rx":
+        incoming = out / "incoming"
+        incoming.mkdir()
+        rx = f"{RX_REPACK[0]} --xcrdir #p --xcrfile #f --datadir {data} --logdir {log} --cleanup"
+        return [scp, "-od", str(incoming), "-xcr", rx, "-xs", str(port)]
     if name == "listen":
         return [EXE, "listen", "--bind", "127.0.0.1", "--port", str(port),
                 "--datadir", str(data), "--logdir", str(log)]  # fmt: skip
@@ -218,7 +228,13 @@ def ratios(rows: list[dict[str, object]]) -> list[str]:
         listen = by.get((corpus, "listen", 1))
         if not listen:
             continue
-        for base in ("storescp", "storescp-xcr-true", "storescp-xcr-door", "pynetdicom-repack"):
+        for base in (
+            "storescp",
+            "storescp-xcr-true",
+            "storescp-xcr-door",
+            "storescp-xcr-rx",
+            "pynetdicom-repack",
+        ):
             b = by.get((corpus, base, 1))
             if not b:
                 continue
@@ -258,7 +274,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--corpora", default="SAG-anon,small")
     p.add_argument("--concurrency", type=int, default=8, help="streams in the concurrency run")
     p.add_argument("--json", type=Path, help="write every run and the summary here")
+    p.add_argument(
+        "--rx-repack",
+        help="a real rx-repack: adds the storescp-xcr-rx contestant (Rust, per instance)",
+    )
     args = p.parse_args(argv)
+    if args.rx_repack:
+        RX_REPACK[:] = [args.rx_repack]
+        if "storescp-xcr-rx" not in args.contestants:
+            args.contestants += ",storescp-xcr-rx"
 
     compile_package()
     work = args.work or Path(tempfile.mkdtemp(prefix="listen-bench-"))
