@@ -140,6 +140,8 @@ _worker: tuple[Repacker, bool, _Flag | None] | None = None
 
 #: The most paths sent to a worker at once.
 _CHUNK_MAX = 128
+#: inputs of at most this many files are filed in the batch process itself (no pool)
+_IN_PROCESS_MAX = 4
 
 
 class _Flag(Protocol):
@@ -202,6 +204,14 @@ def run(
         if on_outcome:
             on_outcome(outcome)
 
+    if jobs > 1:
+        # Paths go to the workers in chunks; the first are looked at so a small batch
+        # still gets split, and a tiny one (a few files) is filed here: importing
+        # multiprocessing and forking workers costs more than filing them (~40 ms).
+        head = list(itertools.islice(paths, jobs * _CHUNK_MAX * 4))
+        paths = iter(head) if len(head) <= _IN_PROCESS_MAX else itertools.chain(head, paths)
+        if len(head) <= _IN_PROCESS_MAX:
+            jobs = 1
     if jobs == 1:
         import threading
 
@@ -218,16 +228,14 @@ def run(
             # fork, the workers share one import. pydicom is not imported at all
             # unless a file needs it (core/dump.py's fallback).
             from ..core import dictionary  # noqa: F401
-        # Paths go to the workers, and outcomes come back, in chunks: per-instance
-        # pickling and pipe traffic cost ~15% of a small instance's time at 16 a
-        # chunk. The first paths are looked at so a small batch still gets split.
-        head = list(itertools.islice(paths, jobs * _CHUNK_MAX * 4))
+        # Outcomes come back in chunks too: per-instance pickling and pipe traffic
+        # cost ~15% of a small instance's time at 16 a chunk.
         chunk = max(1, min(_CHUNK_MAX, len(head) // (jobs * 4)))
         ctx = multiprocessing.get_context("fork")
         stop = ctx.Event()
         with ctx.Pool(jobs, initializer=_init_worker, initargs=(config, move, stop)) as pool:
             for outcome in pool.imap_unordered(
-                _work, _until(stop, itertools.chain(head, paths)), chunksize=chunk
+                _work, _until(stop, paths), chunksize=chunk
             ):
                 take(outcome)
     summary.elapsed = time.perf_counter() - start
