@@ -234,9 +234,7 @@ def run(
         ctx = multiprocessing.get_context("fork")
         stop = ctx.Event()
         with ctx.Pool(jobs, initializer=_init_worker, initargs=(config, move, stop)) as pool:
-            for outcome in pool.imap_unordered(
-                _work, _until(stop, paths), chunksize=chunk
-            ):
+            for outcome in pool.imap_unordered(_work, _until(stop, paths), chunksize=chunk):
                 take(outcome)
     summary.elapsed = time.perf_counter() - start
     return summary
