@@ -120,18 +120,52 @@ def receiver_argv(name: str, port: int, out: Path) -> list[str]:
 
 
 def cpu_of(pid: int) -> float:
-    """utime + stime + cutime + cstime of ``pid`` (children it has waited for), seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / TICK
+    """utime + stime + cutime + cstime of ``pid`` and of its live descendants, seconds.
+
+    The descendants count: ``listen --workers N`` files in worker processes that are
+    only waited for when it stops (storescp's -xcr children are waited for at once).
+    """
+    total = 0.0
+    for proc in [pid, *_descendants(pid)]:
+        try:
+            with open(f"/proc/{proc}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile: its parent's cutime has it
+            continue
+        total += sum(int(x) for x in fields[11:15]) / TICK
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    """The largest VmHWM of ``pid`` and its live descendants (per process: per worker)."""
+    peak = 0.0
+    for proc in [pid, *_descendants(pid)]:
+        try:
+            with open(f"/proc/{proc}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return peak
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
