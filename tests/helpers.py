@@ -31,7 +31,7 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -391,7 +391,7 @@ def write_corpus(corpus: GeneratedCorpus | str, dest: Path) -> list[Path]:
     return sorted(out)
 
 
-def write_dataset(ds: Dataset, path: Path) -> Path:
+def write_dataset(ds: Dataset, path: Path | BinaryIO) -> Path | BinaryIO:
     """Save ``ds`` as Part 10 with the meta it carries, in its meta's transfer syntax."""
     import warnings
 
@@ -403,6 +403,17 @@ def write_dataset(ds: Dataset, path: Path) -> Path:
         warnings.simplefilter("ignore")
         ds.save_as(path, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
     return path
+
+
+def generated_bytes(name: str, index: int = 0) -> bytes:
+    """The bytes of instance ``index`` of the first series of generated corpus ``name``
+    (exactly what write_corpus writes for it), without touching the disk."""
+    import io
+
+    spec = GENERATED_CORPORA[name]
+    buffer = io.BytesIO()
+    write_dataset(mr_instance(spec, spec.series[0], index), buffer)
+    return buffer.getvalue()
 
 
 # -- hostile tag values --------------------------------------------------------------------
@@ -452,7 +463,9 @@ def write_hostile(dest: Path, values: dict[str, list[str]] = HOSTILE) -> list[Pa
     out = []
     for stem, changes in hostile_changes(values):
         ds = mr_instance(spec, spec.series[0], 0, **changes)
-        out.append(write_dataset(ds, dest / f"{stem}.dcm"))
+        path = dest / f"{stem}.dcm"
+        write_dataset(ds, path)
+        out.append(path)
     return sorted(out)
 
 
@@ -462,7 +475,8 @@ def modified_copy(seed: Path, out: Path, **changes: object) -> Path:
 
     ds = pydicom.dcmread(seed)
     _apply(ds, changes)
-    return write_dataset(ds, out)
+    write_dataset(ds, out)
+    return out
 
 
 def _apply(ds: Dataset, changes: dict[str, object]) -> None:

@@ -7,13 +7,21 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from helpers import SHARED_EXPECTED as EXPECTED
-from helpers import dicom_files, dicom_repack_exe, run_cli
+from helpers import EXPECTED, dicom_files, dicom_repack_exe, read_tree_tsv, run_cli
 
 
 def rx_tree() -> set[str]:
-    rows = (EXPECTED / "SAG-anon" / "rx-layout-tree.tsv").read_text().splitlines()[1:]
-    return {r.split("\t")[0] for r in rows}
+    """The files the real rx-repack 1.0.3 filed from the ``mr`` corpus (tests/expected)."""
+    return set(read_tree_tsv(EXPECTED / "rx-repack" / "mr-explicit" / "data-tree.tsv"))
+
+
+def with_non_dicom(mr: Path, folder: Path) -> Path:
+    """A copy of the corpus with a README.md and a LICENSE beside the instances, as
+    corpora ship (SAG-anon does): not DICOM, so named and skipped."""
+    shutil.copytree(mr, folder)
+    (folder / "README.md").write_text("# a corpus\n")
+    (folder / "LICENSE").write_text("MIT\n")
+    return folder
 
 
 def filed(data: Path) -> set[str]:
@@ -39,8 +47,8 @@ def test_help_and_version() -> None:
     )
 
 
-def test_usage_errors_exit_2_and_touch_nothing(tmp_path: Path, sag: Path) -> None:
-    f = dicom_files(sag)[0]
+def test_usage_errors_exit_2_and_touch_nothing(tmp_path: Path, mr: Path) -> None:
+    f = dicom_files(mr)[0]
     for args in (
         ["--xcrdirfile", str(f)],  # no --datadir
         ["--datadir", str(tmp_path / "d")],  # no file
@@ -54,34 +62,33 @@ def test_usage_errors_exit_2_and_touch_nothing(tmp_path: Path, sag: Path) -> Non
     assert not (tmp_path / "d").exists()
 
 
-def test_per_instance_ndjson_line(tmp_path: Path, sag: Path) -> None:
-    f = dicom_files(sag)[0]
-    proc = run_cli("-p", str(sag), "-f", f.name, "-d", str(tmp_path / "data"), "--log-ndjson")
+def test_per_instance_ndjson_line(tmp_path: Path, mr: Path) -> None:
+    f = dicom_files(mr)[0]
+    proc = run_cli("-p", str(mr), "-f", f.name, "-d", str(tmp_path / "data"), "--log-ndjson")
     (line,) = proc.stdout.splitlines()
     rec = json.loads(line)
     assert rec["src"] == str(f)
     assert rec["error"] is None and rec["missing"] == []
-    assert rec["PatientID"] == "1449c1d"
-    assert rec["SeriesInstanceUID"].startswith("1.3.12.2.1107.5.2.19.45152")
+    assert rec["PatientID"] == "PH1000"
+    assert rec["SeriesInstanceUID"] == "2.25.268532539344348507199911521435944942"
     assert Path(rec["dst"]).stat().st_size == rec["size"] == f.stat().st_size
 
 
-def test_parse_all_files_with_substr_and_jsonargs(tmp_path: Path, sag: Path) -> None:
+def test_parse_all_files_with_substr_and_jsonargs(tmp_path: Path, mr: Path) -> None:
     """px-repack's own folder mode and its JSON form of the flags."""
+    mr = with_non_dicom(mr, tmp_path / "in")
     data = tmp_path / "data"
-    run_cli(
-        "--xcrdir", str(sag), "--parseAllFilesWithSubStr", "0001-,0002-", "--datadir", str(data)
-    )
+    run_cli("--xcrdir", str(mr), "--parseAllFilesWithSubStr", "0001-,0002-", "--datadir", str(data))
     assert len(filed(data)) == 2
-    args = {"xcrdir": str(sag), "parseAllFilesWithSubStr": ",", "datadir": str(tmp_path / "all")}
+    args = {"xcrdir": str(mr), "parseAllFilesWithSubStr": ",", "datadir": str(tmp_path / "all")}
     proc = run_cli("--JSONargs", json.dumps(args), check=False)
     assert proc.returncode == 1, "README.md and LICENSE are not DICOM: named, non-zero exit"
     assert "README.md" in proc.stderr and "LICENSE" in proc.stderr
     assert filed(tmp_path / "all") == rx_tree()
 
 
-def test_batch_reads_paths_from_stdin_and_reports_ndjson(tmp_path: Path, sag: Path) -> None:
-    files = dicom_files(sag)
+def test_batch_reads_paths_from_stdin_and_reports_ndjson(tmp_path: Path, mr: Path) -> None:
+    files = dicom_files(mr)
     listing = "".join(f"{p}\n" for p in files)
     proc = subprocess.run(
         [
@@ -109,18 +116,15 @@ def test_batch_reads_paths_from_stdin_and_reports_ndjson(tmp_path: Path, sag: Pa
     assert filed(tmp_path / "data") == rx_tree()
 
 
-def test_batch_move_empties_the_source_and_never_walks_its_output(
-    tmp_path: Path, sag: Path
-) -> None:
-    incoming = tmp_path / "incoming"
-    shutil.copytree(sag, incoming)
+def test_batch_move_empties_the_source_and_never_walks_its_output(tmp_path: Path, mr: Path) -> None:
+    incoming = with_non_dicom(mr, tmp_path / "incoming")
     data = incoming / "packed"  # the output inside the input: must not be walked again
     summary = tmp_path / "summary.json"
     proc = run_cli(
         "batch", str(incoming), "--datadir", str(data), "--cleanup", "--summary-json", str(summary)
     )
-    assert "192 instances filed" in proc.stdout
+    assert "20 instances filed" in proc.stdout
     assert sorted(p.name for p in incoming.iterdir()) == ["LICENSE", "README.md", "packed"]
     assert filed(data) == rx_tree()
     facts = json.loads(summary.read_text())
-    assert facts["instances"] == 192 and facts["failed"] == 0 and facts["skipped_not_dicom"] == 2
+    assert facts["instances"] == 20 and facts["failed"] == 0 and facts["skipped_not_dicom"] == 2

@@ -20,7 +20,7 @@ from dicom_repack.core.dump import _pydicom_dump as pydicom_dump
 from dicom_repack.core.dump import fast_dump, header_dump
 from dicom_repack.core.render import render_value
 from dicom_repack.core.walker import Unsupported
-from helpers import run_cli
+from helpers import GENERATED_CORPORA, dicom_files, generated_bytes, run_cli
 
 #: pydicom 2.4.5's ``"%s" % ds.ContentSequence`` for :func:`_nested` (two equal items).
 PYDICOM_24_SEQUENCE = (
@@ -231,7 +231,20 @@ def test_generated_dictionary_equals_pydicoms() -> None:
     } == private_dictionary.PRIVATE
 
 
-def test_both_corpora_take_the_fast_path_and_equal_pydicom(corpora: dict[str, Path]) -> None:
+def test_generated_corpora_take_the_fast_path_and_equal_pydicom(
+    generated: dict[str, Path],
+) -> None:
+    for folder in generated.values():
+        files = dicom_files(folder)
+        assert files
+        for path in files:
+            assert assert_dump_equals_pydicom(path), path
+
+
+@pytest.mark.shared
+def test_both_shared_corpora_take_the_fast_path_and_equal_pydicom(
+    corpora: dict[str, Path],
+) -> None:
     for folder in corpora.values():
         files = [
             p for p in folder.iterdir() if p.is_file() and p.name not in ("LICENSE", "README.md")
@@ -408,6 +421,7 @@ def _mutation_seeds() -> list[bytes]:
             "waveform_ecg.dcm",
         ):
             _SEEDS.append(Path(get_testdata_file(name)).read_bytes())  # type: ignore[arg-type]
+        _SEEDS.extend(generated_bytes(name) for name in GENERATED_CORPORA)
     return _SEEDS
 
 

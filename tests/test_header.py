@@ -55,6 +55,7 @@ from dicom_repack.core.header import (
     render_value,
 )
 from dicom_repack.core.keywords import CORE
+from helpers import GENERATED_CORPORA, generated_bytes
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -70,10 +71,39 @@ MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 @pytest.fixture(scope="session")
-def header_corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
-    """Both shared corpora, unpacked once (this module's own fixture; see tests/corpora.py)."""
+def header_corpora(
+    generated: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[Path]]:
+    """The generated corpora, always; the two shared ones too where ../shared has them
+    (tests that name a shared corpus are marked ``shared`` and skip without it)."""
+    out = {name: dicom_files(folder) for name, folder in generated.items()}
     base = tmp_path_factory.mktemp("header-corpora")
-    return {name: dicom_files(unpack(name, base)) for name in corpora.INNER}
+    for name in corpora.INNER:
+        if corpora.tarball(name).exists():
+            out[name] = dicom_files(unpack(name, base))
+    return out
+
+
+def shared(name: str, *values: object) -> object:
+    """A parameter that needs the shared corpus ``name`` (skipped where it is absent)."""
+    present = corpora.tarball(name).exists()
+    mark = pytest.mark.skipif(not present, reason=f"{corpora.tarball(name)} is absent")
+    return pytest.param(name, *values, marks=[pytest.mark.shared, mark])
+
+
+#: the corpora each corpus test runs on: generated ones always, shared ones where present
+CORPORA_AND_COUNTS = [
+    ("mr-explicit", 20),
+    ("mr-implicit", 10),
+    shared("SAG-anon", 192),
+    shared("example-dicom-structural", 384),
+]
+CORPUS_NAMES = [
+    "mr-explicit",
+    "mr-implicit",
+    shared("SAG-anon"),
+    shared("example-dicom-structural"),
+]
 
 
 def assert_fast_equals_pydicom(source: object, keywords: tuple[str, ...] = KEYWORDS) -> Header:
@@ -161,7 +191,7 @@ def no_hang(seconds: int = 20) -> Iterator[None]:
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "count"), [("SAG-anon", 192), ("example-dicom-structural", 384)])
+@pytest.mark.parametrize(("name", "count"), CORPORA_AND_COUNTS)
 def test_corpus_fast_path_equals_pydicom(
     header_corpora: dict[str, list[Path]], name: str, count: int
 ) -> None:
@@ -174,7 +204,7 @@ def test_corpus_fast_path_equals_pydicom(
         if fast != ref:
             mismatches.append(f"{path.name}: {corpora.diff(fast, ref)}")
         for kw in CORE:
-            if kw != "PerformedStationAETitle":  # absent from both corpora
+            if kw != "PerformedStationAETitle":  # absent from every corpus
                 assert (kw in fast.values) == (kw in ref.values)
     assert not mismatches, "\n".join(mismatches[:20])
 
@@ -211,6 +241,21 @@ def test_large_files_are_mapped_and_read_alike(
 
 
 def test_corpus_values_look_right(header_corpora: dict[str, list[Path]]) -> None:
+    explicit = read_header(header_corpora["mr-explicit"][0], KEYWORDS)
+    assert explicit.transfer_syntax == EXPLICIT_LE
+    assert explicit.get("PatientName") == "Phantom^A"
+    assert explicit.get("Modality") == "MR"
+    assert explicit.get("ImageType") == "['ORIGINAL', 'PRIMARY', 'M', 'ND', 'NORM']"
+    implicit = read_header(header_corpora["mr-implicit"][0], KEYWORDS)
+    assert implicit.transfer_syntax == IMPLICIT_LE
+    assert implicit.get("AccessionNumber") == ""
+    assert "AccessionNumber" in implicit.empty
+
+
+@pytest.mark.shared
+def test_shared_corpus_values_look_right(header_corpora: dict[str, list[Path]]) -> None:
+    if "SAG-anon" not in header_corpora or "example-dicom-structural" not in header_corpora:
+        pytest.skip("the shared corpora are absent (../shared/data)")
     sag = read_header(header_corpora["SAG-anon"][0], KEYWORDS)
     assert sag.transfer_syntax == EXPLICIT_LE
     assert sag.get("PatientName") == "anonymized"
@@ -307,7 +352,7 @@ def test_garbage_is_not_dicom(tmp_path: Path, data: bytes) -> None:
 
 
 def test_without_preamble_is_not_dicom(header_corpora: dict[str, list[Path]]) -> None:
-    data = header_corpora["SAG-anon"][0].read_bytes()
+    data = header_corpora["mr-explicit"][0].read_bytes()
     meta_and_dataset = data[132:]
     bare = part10(b"")
     raw_dataset = data[len(bare) + 20 :]  # roughly past the meta: junk to pydicom too
@@ -351,7 +396,7 @@ def _top_level_elements(data: bytes) -> list[tuple[int, int, int]]:
     return sorted(out)
 
 
-@pytest.mark.parametrize("name", ["SAG-anon", "example-dicom-structural"])
+@pytest.mark.parametrize("name", CORPUS_NAMES)
 def test_truncated_at_many_offsets(header_corpora: dict[str, list[Path]], name: str) -> None:
     data = header_corpora[name][0].read_bytes()
     elements = _top_level_elements(data)
@@ -377,7 +422,7 @@ def test_truncated_at_many_offsets(header_corpora: dict[str, list[Path]], name: 
 def test_truncated_error_names_the_file(
     header_corpora: dict[str, list[Path]], tmp_path: Path
 ) -> None:
-    data = header_corpora["SAG-anon"][0].read_bytes()
+    data = header_corpora["mr-explicit"][0].read_bytes()
     path = tmp_path / "cut.dcm"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(TruncatedError) as info:
@@ -621,6 +666,7 @@ def _fuzz_seeds() -> list[bytes]:
         "reportsi.dcm",
     ]
     seeds = [Path(get_testdata_file(n)).read_bytes() for n in names]  # type: ignore[arg-type]
+    seeds += [generated_bytes(name) for name in GENERATED_CORPORA]
     for name in corpora.INNER:
         if corpora.tarball(name).exists():
             seeds.append(_first_corpus_file(name))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import dicom_files, run_cli
+from helpers import dicom_files, run_cli, series_groups
 from test_listen_support import (
     assert_same_datasets,
     filed,
@@ -24,23 +24,24 @@ from test_listen_support import (
     wait_for,
 )
 
-CORPUS_NAMES = ("SAG-anon", "example-dicom-structural")
+CORPUS_NAMES = ("mr-explicit", "mr-implicit")
 
 
 @pytest.fixture(scope="session")
 def batch_reference(
-    corpora: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+    generated: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[Path, Path]]:
-    """Each corpus through the batch door: (datadir, logdir). The lead instance (first by
-    name) is filed alone first, so the series record's header dump, which the first
-    instance of a series writes, comes from the same instance in every door."""
+    """Each generated corpus through the batch door: (datadir, logdir). The first instance
+    (by name) of each series is filed alone first, so the series record's header dump,
+    which the first instance of a series writes, comes from the same instance in every
+    door (the senders send in name order)."""
     out: dict[str, tuple[Path, Path]] = {}
     for name in CORPUS_NAMES:
         base = tmp_path_factory.mktemp(f"batch-{name}")
         data, log = base / "data", base / "log"
-        files = dicom_files(corpora[name])
-        run_cli("--xcrdirfile", str(files[0]), "--datadir", str(data), "--logdir", str(log))
-        run_cli("batch", str(corpora[name]), "--datadir", str(data), "--logdir", str(log),
+        for group in series_groups(dicom_files(generated[name])).values():
+            run_cli("--xcrdirfile", str(group[0]), "--datadir", str(data), "--logdir", str(log))
+        run_cli("batch", str(generated[name]), "--datadir", str(data), "--logdir", str(log),
                 "--no-progress")  # fmt: skip
         out[name] = (data, log)
     return out
@@ -49,11 +50,11 @@ def batch_reference(
 @pytest.mark.parametrize("corpus", CORPUS_NAMES)
 def test_pynetdicom_sender_files_every_instance_like_batch(
     corpus: str,
-    corpora: dict[str, Path],
+    generated: dict[str, Path],
     batch_reference: dict[str, tuple[Path, Path]],
     tmp_path: Path,
 ) -> None:
-    files = dicom_files(corpora[corpus])
+    files = dicom_files(generated[corpus])
     data, log = tmp_path / "data", tmp_path / "log"
     ndjson = tmp_path / "outcomes.ndjson"
     with listening(data, "--logdir", str(log), "--ndjson", str(ndjson)) as listener:
@@ -77,8 +78,8 @@ def test_pynetdicom_sender_files_every_instance_like_batch(
     assert "instances filed" in listener.stderr
 
 
-def test_same_instance_twice_is_one_file(sag: Path, tmp_path: Path) -> None:
-    one = dicom_files(sag)[:1]
+def test_same_instance_twice_is_one_file(mr: Path, tmp_path: Path) -> None:
+    one = dicom_files(mr)[:1]
     data, log = tmp_path / "data", tmp_path / "log"
     with listening(data, "--logdir", str(log)) as listener:
         assert pynetdicom_send(listener.port, one + one) == [0, 0]
@@ -88,7 +89,7 @@ def test_same_instance_twice_is_one_file(sag: Path, tmp_path: Path) -> None:
     assert len(list((log / "seriesData").rglob("*.dcm.json"))) == 1
 
 
-def test_unwritable_datadir_refuses_at_start(sag: Path, tmp_path: Path) -> None:
+def test_unwritable_datadir_refuses_at_start(mr: Path, tmp_path: Path) -> None:
     """A data folder that cannot be created (its parent is a file: root ignores modes)
     is refused at start with one line, instead of failing every C-STORE later."""
     blocker = tmp_path / "blocker"
@@ -103,59 +104,59 @@ def test_unwritable_datadir_refuses_at_start(sag: Path, tmp_path: Path) -> None:
 
 
 def test_datadir_unwritable_later_answers_failure_and_leaves_nothing(
-    sag: Path, tmp_path: Path
+    mr: Path, tmp_path: Path
 ) -> None:
     """The data folder becomes unwritable while listening: every C-STORE is answered
     with a failure, nothing is left behind, and the listener keeps serving."""
     data = tmp_path / "data"
     with listening(data) as listener, immutable(data):
-        statuses = pynetdicom_send(listener.port, dicom_files(sag)[:2])
+        statuses = pynetdicom_send(listener.port, dicom_files(mr)[:2])
         assert listener.stop() == 0
     assert all(s != 0 and s >= 0xA700 for s in statuses), statuses
     assert not [p for p in data.rglob("*") if p.is_file()]
     assert "2 failed" in listener.stderr
 
 
-def test_logdir_unwritable_later_answers_failure_and_unfiles(sag: Path, tmp_path: Path) -> None:
+def test_logdir_unwritable_later_answers_failure_and_unfiles(mr: Path, tmp_path: Path) -> None:
     """The file is placed, then its records fail: the file must not stay without them."""
     data, log = tmp_path / "data", tmp_path / "log"
     with listening(data, "--logdir", str(log)) as listener, immutable(log):
-        statuses = pynetdicom_send(listener.port, dicom_files(sag)[:2])
+        statuses = pynetdicom_send(listener.port, dicom_files(mr)[:2])
     assert all(s != 0 for s in statuses), statuses
     assert not [p for p in data.rglob("*") if p.is_file()], "partial output left"
 
 
-def test_allow_list_refuses_other_calling_ae(sag: Path, tmp_path: Path) -> None:
+def test_allow_list_refuses_other_calling_ae(mr: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     with listening(data, "--allow-calling", "GOOD,OTHER") as listener:
         with pytest.raises(ConnectionRefusedError):
-            pynetdicom_send(listener.port, dicom_files(sag)[:1], calling="EVIL")
-        assert pynetdicom_send(listener.port, dicom_files(sag)[:1], calling="GOOD") == [0]
+            pynetdicom_send(listener.port, dicom_files(mr)[:1], calling="EVIL")
+        assert pynetdicom_send(listener.port, dicom_files(mr)[:1], calling="GOOD") == [0]
         assert listener.stop() == 0
     assert len(filed(data)) == 1
     assert "1 rejected" in listener.stderr
 
 
-def test_environment_configures_like_flags(sag: Path, tmp_path: Path) -> None:
+def test_environment_configures_like_flags(mr: Path, tmp_path: Path) -> None:
     env = dict(os.environ, DICOM_REPACK_LISTEN_ALLOW_CALLING="ENVAE",
                DICOM_REPACK_LISTEN_LAYOUT="px")  # fmt: skip
     data = tmp_path / "data"
     with listening(data, env=env) as listener:
         with pytest.raises(ConnectionRefusedError):
-            pynetdicom_send(listener.port, dicom_files(sag)[:1], calling="PYSCU")
-        assert pynetdicom_send(listener.port, dicom_files(sag)[:1], calling="ENVAE") == [0]
+            pynetdicom_send(listener.port, dicom_files(mr)[:1], calling="PYSCU")
+        assert pynetdicom_send(listener.port, dicom_files(mr)[:1], calling="ENVAE") == [0]
     (dst,) = filed(data).values()
     # px layout: series folder is "<SeriesDescription>-<hash>", no padded series number
     assert not dst.parent.name.startswith("0000")
 
 
-def test_sigterm_finishes_and_exits_zero_with_summary(sag: Path, tmp_path: Path) -> None:
+def test_sigterm_finishes_and_exits_zero_with_summary(mr: Path, tmp_path: Path) -> None:
     """An idle open association does not hold the shutdown; the summary is printed."""
     from pynetdicom import AE
 
     data = tmp_path / "data"
     with listening(data) as listener:
-        assert pynetdicom_send(listener.port, dicom_files(sag)[:3]) == [0, 0, 0]
+        assert pynetdicom_send(listener.port, dicom_files(mr)[:3]) == [0, 0, 0]
         ae = AE(ae_title="IDLE")
         ae.add_requested_context("1.2.840.10008.1.1")
         assoc = ae.associate("127.0.0.1", listener.port)
@@ -168,12 +169,12 @@ def test_sigterm_finishes_and_exits_zero_with_summary(sag: Path, tmp_path: Path)
     assert "2 associations" in listener.stderr
 
 
-def test_series_idle_runs_command_with_folder_and_uids(sag: Path, tmp_path: Path) -> None:
+def test_series_idle_runs_command_with_folder_and_uids(mr: Path, tmp_path: Path) -> None:
     out = tmp_path / "hook.txt"
     script = "import sys; open(sys.argv[1], 'a').write(' '.join(sys.argv[2:]) + '\\n')"
     command = f'{sys.executable} -c "{script}" {out} {{folder}} {{study_uid}} {{series_uid}} {{instances}}'
     data = tmp_path / "data"
-    files = dicom_files(sag)[:4]
+    files = dicom_files(mr)[:4]
     with listening(data, "--series-idle", "0.3", "--on-series-complete", command) as listener:
         assert pynetdicom_send(listener.port, files) == [0] * 4
         wait_for(out.exists, what="the series hook")
@@ -188,11 +189,11 @@ def test_series_idle_runs_command_with_folder_and_uids(sag: Path, tmp_path: Path
     assert (study, series, count) == (ds.StudyInstanceUID, ds.SeriesInstanceUID, "4")
 
 
-def test_series_idle_without_command_writes_event_line(sag: Path, tmp_path: Path) -> None:
+def test_series_idle_without_command_writes_event_line(mr: Path, tmp_path: Path) -> None:
     ndjson = tmp_path / "events.ndjson"
     data = tmp_path / "data"
     with listening(data, "--series-idle", "0.2", "--ndjson", str(ndjson)) as listener:
-        assert pynetdicom_send(listener.port, dicom_files(sag)[:2]) == [0, 0]
+        assert pynetdicom_send(listener.port, dicom_files(mr)[:2]) == [0, 0]
 
         def has_event() -> bool:
             return ndjson.exists() and "series-complete" in ndjson.read_text()
@@ -203,7 +204,7 @@ def test_series_idle_without_command_writes_event_line(sag: Path, tmp_path: Path
     assert ev["instances"] == 2 and Path(ev["folder"]).is_dir()
 
 
-def test_tls_round_trip(sag: Path, tmp_path: Path) -> None:
+def test_tls_round_trip(mr: Path, tmp_path: Path) -> None:
     import datetime
     import ssl
 
@@ -239,7 +240,7 @@ def test_tls_round_trip(sag: Path, tmp_path: Path) -> None:
     )
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert_pem))
     data = tmp_path / "data"
-    files = dicom_files(sag)[:3]
+    files = dicom_files(mr)[:3]
     extra = ("--tls-cert", str(cert_pem), "--tls-key", str(key_pem))
     with listening(data, *extra) as listener:
         assert pynetdicom_send(listener.port, files, tls=(client, "localhost")) == [0, 0, 0]

@@ -35,13 +35,13 @@ def storescu(port: int, *paths: Path, extra: tuple[str, ...] = ()) -> None:
 @pytest.mark.parametrize("corpus", CORPUS_NAMES)
 def test_storescu_files_every_instance_like_batch(
     corpus: str,
-    corpora: dict[str, Path],
+    generated: dict[str, Path],
     batch_reference: dict[str, tuple[Path, Path]],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     """storescu proposes explicit VR first, so the implicit corpus arrives transcoded:
     its data sets are then compared element by element, the other byte for byte."""
-    files = dicom_files(corpora[corpus])
+    files = dicom_files(generated[corpus])
     data, log = tmp_path / "data", tmp_path / "log"
     with listening(data, "--logdir", str(log), "--aet", "DICOM-REPACK") as listener:
         storescu(listener.port, files[0])
@@ -53,9 +53,9 @@ def test_storescu_files_every_instance_like_batch(
     assert records(log, data) == records(batch_log, batch_data)
 
 
-def test_storescu_implicit_only_keeps_bytes(corpora: dict[str, Path], tmp_path: Path) -> None:
+def test_storescu_implicit_only_keeps_bytes(generated: dict[str, Path], tmp_path: Path) -> None:
     """With -xi the implicit corpus is not transcoded: every data set lands byte for byte."""
-    files = dicom_files(corpora["example-dicom-structural"])[:20]
+    files = dicom_files(generated["mr-implicit"])[:20]
     data = tmp_path / "data"
     with listening(data) as listener:
         storescu(listener.port, *files, extra=("-xi",))
@@ -79,7 +79,7 @@ def test_echoscu(tmp_path: Path) -> None:
 
 
 def test_storescp_end_of_study_hook_runs_batch_once_per_study(
-    sag: Path,
+    mr: Path,
     batch_reference: dict[str, tuple[Path, Path]],  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -101,7 +101,7 @@ def test_storescp_end_of_study_hook_runs_batch_once_per_study(
     ]  # fmt: skip
     proc = subprocess.Popen(argv, env=dcmtk_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        files = dicom_files(sag)
+        files = dicom_files(mr)
         deadline = time.monotonic() + 30
         while True:  # storescp takes a moment to listen
             try:
@@ -123,7 +123,7 @@ def test_storescp_end_of_study_hook_runs_batch_once_per_study(
             proc.kill()
             proc.wait()
     assert_same_datasets(files, data)
-    batch_data, batch_log = batch_reference["SAG-anon"]
+    batch_data, batch_log = batch_reference["mr-explicit"]
     ours, theirs = records(log, data), records(batch_log, batch_data)
     assert ours.keys() == theirs.keys()
     # the series record's header dump comes from whichever instance storescp filed first;

@@ -46,9 +46,9 @@ def _raw(port: int) -> socket.socket:
     return s
 
 
-def test_garbage_midpdu_and_idle_clients_do_not_block_others(sag: Path, tmp_path: Path) -> None:
+def test_garbage_midpdu_and_idle_clients_do_not_block_others(mr: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    files = dicom_files(sag)[:5]
+    files = dicom_files(mr)[:5]
     opts = ("--acse-timeout", "30", "--dimse-timeout", "30", "--network-timeout", "30")
     with listening(data, *opts) as listener:
         port = listener.port
@@ -87,7 +87,7 @@ def test_garbage_midpdu_and_idle_clients_do_not_block_others(sag: Path, tmp_path
     assert listener.proc.returncode == 0
 
 
-def test_idle_association_is_dropped_after_network_timeout(sag: Path, tmp_path: Path) -> None:
+def test_idle_association_is_dropped_after_network_timeout(mr: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     with listening(data, "--network-timeout", "0.5", "--acse-timeout", "0.5") as listener:
         s = _raw(listener.port)
@@ -101,10 +101,10 @@ def test_idle_association_is_dropped_after_network_timeout(sag: Path, tmp_path: 
                 break
             chunks.append(chunk)
         s.close()
-        assert pynetdicom_send(listener.port, dicom_files(sag)[:1]) == [0]
+        assert pynetdicom_send(listener.port, dicom_files(mr)[:1]) == [0]
 
 
-def test_max_associations_rejects_the_extra_one(sag: Path, tmp_path: Path) -> None:
+def test_max_associations_rejects_the_extra_one(mr: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     with listening(data, "--max-associations", "1") as listener:
         first = _raw(listener.port)
@@ -122,7 +122,7 @@ def test_max_associations_rejects_the_extra_one(sag: Path, tmp_path: Path) -> No
         # the slot frees when the first goes away
         for _ in range(50):
             try:
-                assert pynetdicom_send(listener.port, dicom_files(sag)[:1]) == [0]
+                assert pynetdicom_send(listener.port, dicom_files(mr)[:1]) == [0]
                 break
             except ConnectionRefusedError:
                 import time

@@ -44,8 +44,8 @@ def make_instance(seed: Path, out: Path, **changes: object) -> Path:
 
 
 @pytest.fixture()
-def seed(sag: Path) -> Path:
-    return dicom_files(sag)[0]
+def seed(mr: Path) -> Path:
+    return dicom_files(mr)[0]
 
 
 # -- bad input -------------------------------------------------------------------------
@@ -101,9 +101,9 @@ def test_bad_input_gets_one_line_error_and_leaves_everything_as_it_was(
     assert not log.exists() or all_files(log) == [], "no records for instances not filed"
 
 
-def test_batch_files_the_good_and_lists_the_bad(seed: Path, sag: Path, tmp_path: Path) -> None:
+def test_batch_files_the_good_and_lists_the_bad(seed: Path, mr: Path, tmp_path: Path) -> None:
     files = bad_inputs(seed, tmp_path / "in")
-    good = dicom_files(sag)[:5]
+    good = dicom_files(mr)[:5]
     for g in good:
         shutil.copy(g, tmp_path / "in" / g.name)
     data, log = tmp_path / "data", tmp_path / "log"
