@@ -1,0 +1,87 @@
+"""The public API: the names ``dicom_repack`` exports, loaded lazily, typed, as documented.
+
+docs/api.md documents them; this file pins them, so that removing or renaming one is
+a decision (and a failing test), not an accident.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dicom_repack
+from helpers import dicom_files
+
+EXPORTED = ["Config", "Header", "Layout", "Outcome", "RepackError", "Repacker", "read_header"]
+
+
+def test_exported_names_are_pinned() -> None:
+    assert dicom_repack.__all__ == EXPORTED
+    for name in EXPORTED:
+        value = getattr(dicom_repack, name)
+        assert value.__module__.startswith("dicom_repack.core."), name
+        assert value.__doc__, f"{name} has no docstring"
+    assert set(EXPORTED) <= set(dir(dicom_repack))
+    with pytest.raises(AttributeError, match="no attribute 'repack_path'"):
+        dicom_repack.repack_path  # noqa: B018 - the attribute access is the test
+    namespace: dict[str, object] = {}
+    exec("from dicom_repack import *", namespace)
+    assert set(EXPORTED) <= set(namespace)
+
+
+def test_importing_the_package_loads_none_of_them() -> None:
+    """The per-instance door imports ``dicom_repack`` once per instance: the API is
+    imported on first use only (``python -X importtime -c 'import dicom_repack'``
+    shows one module)."""
+    code = (
+        "import sys, dicom_repack; "
+        "print(sorted(m for m in sys.modules if m.startswith('dicom_repack')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['dicom_repack']"
+    code = "import sys, dicom_repack; dicom_repack.Layout; print('pydicom' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", "the layout needs no pydicom"
+
+
+def test_the_package_is_typed() -> None:
+    assert (Path(dicom_repack.__file__).parent / "py.typed").is_file()
+
+
+def test_documented_example_runs(mr: Path, tmp_path: Path) -> None:
+    """The module docstring's and docs/api.md's example, on a generated instance."""
+    from dicom_repack import Config, Layout, Outcome, Repacker, RepackError, read_header
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    first, second = dicom_files(mr)[:2]
+    src = incoming / first.name
+    src.write_bytes(first.read_bytes())
+
+    repacker = Repacker(
+        Config(str(tmp_path / "data"), logdir=str(tmp_path / "log"), layout=Layout.rx())
+    )
+    outcome = repacker.repack_path(str(src), move=True)
+    assert isinstance(outcome, Outcome)
+    assert outcome.ok and outcome.error is None, outcome.error
+    assert outcome.dst is not None and Path(outcome.dst).is_file() and not src.exists()
+    assert outcome.patient_id == "PH1000"
+    assert (tmp_path / "log" / "patientData" / "PH1000.json").is_file()
+
+    header = read_header(str(second), ("PatientID", "SeriesDescription", "AccessionNumber"))
+    assert header.get("PatientID") == "PH1000"
+    assert header.get("SeriesDescription") == "t1_mprage_sag"
+    assert header.get("StationName") is None  # not asked for
+
+    bad = incoming / "notes.txt"
+    bad.write_text("not DICOM")
+    failed = repacker.repack_path(str(bad))
+    assert not failed.ok and failed.skipped and str(bad) in (failed.error or "")
+    with pytest.raises(RepackError):
+        read_header(str(bad), ("PatientID",))
+
+    plan = Layout.px().plan(header.values)
+    assert plan.relpath.count("/") == 3
