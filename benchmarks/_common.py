@@ -44,7 +44,10 @@ def cpu_times_children() -> float:
 
 
 def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+    done: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+        cmd, check=True, text=True, capture_output=True, **kw
+    )
+    return done
 
 
 def python() -> str:

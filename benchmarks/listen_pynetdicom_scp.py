@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
 
     from pydicom.uid import AllTransferSyntaxes
     from pynetdicom import AE, AllStoragePresentationContexts, evt
+    from pynetdicom.dimse_primitives import C_STORE
 
     from dicom_repack.core.repack import Config, Repacker
 
@@ -40,7 +41,9 @@ def main(argv: list[str]) -> int:
         if repacker is not None:
             outcome = repacker.repack_buffer(data)
             return 0x0000 if outcome.error is None else 0xA700
-        path = os.path.join(args.out, f"{event.request.AffectedSOPInstanceUID}.dcm")
+        request = event.request
+        assert isinstance(request, C_STORE)
+        path = os.path.join(args.out, f"{request.AffectedSOPInstanceUID}.dcm")
         with open(path, "wb") as f:
             f.write(data)
         return 0x0000
@@ -49,6 +52,7 @@ def main(argv: list[str]) -> int:
     ae.maximum_pdu_size = args.max_pdu
     ae.maximum_associations = 16
     for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None
         ae.add_supported_context(cx.abstract_syntax, AllTransferSyntaxes)
     ae.add_supported_context("1.2.840.10008.1.1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

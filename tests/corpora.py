@@ -16,14 +16,9 @@ from dicom_repack.core.errors import NotDicomError, TruncatedError
 from dicom_repack.core.header import Header, _Unsupported, read_header, read_header_fast
 from dicom_repack.core.header import read_header_pydicom as _read_header_pydicom
 from dicom_repack.core.keywords import CORE
-from helpers import (  # noqa: F401 - re-exported for tests and benchmarks
-    SHARED,
-    SHARED_CORPORA,
-    CorpusMissing,
-    dicom_files,
-    shared_tarball,
-    unpack_shared,
-)
+from helpers import SHARED, SHARED_CORPORA, shared_tarball, unpack_shared
+from helpers import CorpusMissing as CorpusMissing  # re-exported for the benchmarks
+from helpers import dicom_files as dicom_files  # re-exported for tests and benchmarks
 
 #: the shared corpora (one definition, in helpers.py): name -> folder inside its tarball
 INNER = SHARED_CORPORA

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -136,7 +136,7 @@ class Cluster:
     def _wait_for_workers(self, n: int) -> None:
         from distributed import Client
 
-        with Client(self.address, timeout="30s") as client:
+        with Client(self.address, timeout="30s") as client:  # type: ignore[no-untyped-call]
             client.wait_for_workers(n, timeout=60)
 
     def logs(self) -> str:
@@ -158,7 +158,7 @@ class Cluster:
 
 
 @pytest.fixture()
-def cluster_factory(tmp_path: Path) -> Iterator[type[Cluster]]:
+def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     started: list[Cluster] = []
 
     class Started(Cluster):
@@ -191,7 +191,10 @@ def batch_on(cluster: Cluster, src: Path, base: Path, *extra: str) -> tuple[Path
 
 
 def test_a_cluster_files_what_the_local_batch_files(
-    corpus: Path, expected: tuple[Path, Path], cluster_factory: type[Cluster], tmp_path: Path
+    corpus: Path,
+    expected: tuple[Path, Path],
+    cluster_factory: Callable[..., Cluster],
+    tmp_path: Path,
 ) -> None:
     cluster = cluster_factory()
     data, log, lines, stderr = batch_on(cluster, corpus, tmp_path / "out")
@@ -208,7 +211,7 @@ def test_a_worker_killed_mid_task_loses_nothing_and_counts_nothing_twice(
     mode: str,
     corpus: Path,
     expected: tuple[Path, Path],
-    cluster_factory: type[Cluster],
+    cluster_factory: Callable[..., Cluster],
     tmp_path: Path,
 ) -> None:
     src = tmp_path / "in"

@@ -717,7 +717,7 @@ def test_header_api() -> None:
     assert Header({}).empty == frozenset()
     assert Header({}).transfer_syntax == ""
     with pytest.raises(AttributeError):
-        header.values = {}  # type: ignore[misc]
+        header.values = {}
     assert "PatientID" in repr(header)
 
 

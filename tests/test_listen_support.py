@@ -263,8 +263,12 @@ def pynetdicom_send(
         ae.add_requested_context(sop_class, ts)
     if echo:
         ae.add_requested_context("1.2.840.10008.1.1")
-    kwargs = {"tls_args": tls} if tls is not None else {}
-    assoc = ae.associate("127.0.0.1", port, ae_title="DICOM-REPACK", **kwargs)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="DICOM-REPACK",
+        tls_args=tls,  # type: ignore[arg-type]  # (SSLContext, hostname) or None
+    )
     if not assoc.is_established:
         raise ConnectionRefusedError("association not established")
     pause_reactor_atomically(assoc)

@@ -78,7 +78,12 @@ def _results() -> dict[str, Any]:
             "skip_reason": "not installed",
         }
     ]
-    corpus = {"path": "/x", "instances": 200, "bytes": 4_000_000, "mean_instance_bytes": 20_000}
+    corpus: dict[str, Any] = {
+        "path": "/x",
+        "instances": 200,
+        "bytes": 4_000_000,
+        "mean_instance_bytes": 20_000,
+    }
     return {
         "started": "now",
         "finished": "later",

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -223,7 +224,7 @@ HOSTILE = {
 
 def hostile_instances(seed: Path, folder: Path) -> list[Path]:
     folder.mkdir()
-    out = []
+    out: list[Path] = []
     for keyword, values in HOSTILE.items():
         for i, value in enumerate(values):
             changes: dict[str, object] = {keyword: value}
@@ -290,7 +291,7 @@ def test_disk_full_during_copy_keeps_source_and_leaves_nothing(
         if move:  # a move across filesystems has to copy too
             real_rename = os.rename
 
-            def rename(a: str, b: str, _real=real_rename) -> None:
+            def rename(a: str, b: str, _real: Callable[[str, str], None] = real_rename) -> None:
                 if str(a) == str(src):
                     raise OSError(errno.EXDEV, "Invalid cross-device link")
                 _real(a, b)
@@ -467,7 +468,12 @@ def test_fsync_option_flushes_every_file_and_record(
 ) -> None:
     synced: list[int] = []
     real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"), fsync=True)).repack_path(
         str(seed)
     )
