@@ -29,6 +29,10 @@ def test_wheel_in_a_fresh_venv_files_an_instance_with_and_without_site(tmp_path:
     if built.returncode != 0:
         pytest.skip(f"cannot build the wheel here (offline?): {built.stderr.strip()[-300:]}")
     (wheel,) = dist.glob("dicom_repack-*.whl")
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        assert "dicom_repack/py.typed" in zf.namelist(), "the wheel ships py.typed (PEP 561)"
     venv = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     subprocess.run(
