@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,9 +135,10 @@ class Cluster:
         return proc
 
     def _wait_for_workers(self, n: int) -> None:
-        from distributed import Client
+        import importlib
 
-        with Client(self.address, timeout="30s") as client:  # type: ignore[no-untyped-call]
+        dd: Any = importlib.import_module("distributed")  # its annotations are partial
+        with dd.Client(self.address, timeout="30s") as client:
             client.wait_for_workers(n, timeout=60)
 
     def logs(self) -> str:
@@ -157,8 +159,12 @@ class Cluster:
                 proc.wait()
 
 
+ClusterFactory = Callable[..., Cluster]
+
+
 @pytest.fixture()
-def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
+    """Start clusters (``cluster_factory(victim_env)``); every process is stopped at the end."""
     started: list[Cluster] = []
 
     class Started(Cluster):
@@ -191,10 +197,7 @@ def batch_on(cluster: Cluster, src: Path, base: Path, *extra: str) -> tuple[Path
 
 
 def test_a_cluster_files_what_the_local_batch_files(
-    corpus: Path,
-    expected: tuple[Path, Path],
-    cluster_factory: Callable[..., Cluster],
-    tmp_path: Path,
+    corpus: Path, expected: tuple[Path, Path], cluster_factory: ClusterFactory, tmp_path: Path
 ) -> None:
     cluster = cluster_factory()
     data, log, lines, stderr = batch_on(cluster, corpus, tmp_path / "out")
@@ -211,7 +214,7 @@ def test_a_worker_killed_mid_task_loses_nothing_and_counts_nothing_twice(
     mode: str,
     corpus: Path,
     expected: tuple[Path, Path],
-    cluster_factory: Callable[..., Cluster],
+    cluster_factory: ClusterFactory,
     tmp_path: Path,
 ) -> None:
     src = tmp_path / "in"
@@ -289,3 +292,20 @@ def test_bad_dask_address_is_a_usage_error(corpus: Path, tmp_path: Path) -> None
         proc = run_cli("batch", str(corpus), "-d", str(tmp_path / "d"), "--dask", address, check=False)  # fmt: skip
         assert proc.returncode == 2 and "--dask" in proc.stderr, address
     assert not (tmp_path / "d").exists()
+
+
+def test_a_worker_that_cannot_run_the_job_stops_the_run_in_one_line(
+    corpus: Path, cluster_factory: ClusterFactory, tmp_path: Path
+) -> None:
+    shadow = tmp_path / "shadow" / "dicom_repack"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('a broken install')\n")
+    cluster = cluster_factory({"PYTHONPATH": str(shadow.parent)})
+    proc = run_cli(
+        "batch", str(corpus), "-d", str(tmp_path / "d"), "--dask", cluster.address,
+        "--no-progress", check=False, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert "cannot run the job" in line and "a broken install" in line, line
+    assert not any((tmp_path / "d").rglob("*.dcm")), "nothing filed"

@@ -196,6 +196,13 @@ def _test_hook() -> None:
             time.sleep(3600)
 
 
+def worker_version() -> str:
+    """Run on every worker at start: the dicom-repack it imports (a broken install raises)."""
+    from .. import __version__
+
+    return __version__
+
+
 # -- the journal -----------------------------------------------------------------------
 
 
@@ -349,6 +356,7 @@ def _drive(
     if not client.nthreads():
         sys.stderr.write("dicom-repack: waiting for a Dask worker to join the scheduler\n")
         client.wait_for_workers(1)
+    _check_workers(client)
     summary = Summary()
     start = time.perf_counter()
     threads = _threads(client)
@@ -414,6 +422,26 @@ def _drive(
         _remove_journals(journal_root)
     summary.elapsed = time.perf_counter() - start
     return summary
+
+
+def _check_workers(client: Client) -> None:
+    """Refuse to start when a worker cannot import this dicom-repack, or another version of it.
+
+    Without this, a worker lacking the package dies on its first task and the
+    run would wait for workers forever.
+    """
+    from .. import __version__
+
+    versions = client.run(worker_version, on_error="return")
+    for worker, version in sorted(versions.items()):
+        if isinstance(version, BaseException):
+            raise DaskJobError(
+                f"the Dask worker {worker} cannot run the job: {type(version).__name__}: {version}"
+            )
+        if version != __version__:
+            raise DaskJobError(
+                f"the Dask worker {worker} runs dicom-repack {version}, this client {__version__}"
+            )
 
 
 def _chunks(paths: Iterator[str], size: int) -> Iterator[list[str]]:
