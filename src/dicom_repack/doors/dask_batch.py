@@ -24,7 +24,8 @@ Two things a single machine did not need:
   the lost task again elsewhere. In copy mode that is simply a second, identical
   filing. In move mode an instance whose source the first attempt already
   removed cannot be read again, so each task keeps a *journal* (one NDJSON line
-  per instance filed, under ``DATADIR/.dicom-repack-journal/<run>/``): a re-run
+  per instance, written once it is placed and recorded and before its source is
+  removed, under ``DATADIR/.dicom-repack-journal/<run>/``): a re-run
   reports a journalled instance whose source is gone as the first attempt's
   outcome instead of a failure. Each instance is reported exactly once because
   each path belongs to one task and Dask delivers each task's result once. The
@@ -44,17 +45,20 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from ..core import jsonio
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
+from ..core.source import PathSource
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
+    from ..core.header import Header
+    from ..core.place import Placed
     from .batch import Summary
 
     #: distributed's objects (its annotations are partial: handled as Any here)
@@ -128,12 +132,12 @@ def repack_chunk(
 
     ``journal`` (move mode) names this task's journal: instances a previous,
     lost attempt of the same task already filed are read from it, and each
-    instance this attempt files is added to it.
+    instance this attempt files is added to it before its source is removed.
     """
     repacker = _repacker(run_id, config)
     earlier = read_journal(journal) if journal else {}
     outcomes: list[Outcome] = []
-    fh = None
+    log = _Journal(journal, repacker, sync=config.fsync) if journal and move else None
     try:
         for path in paths:
             done = earlier.get(path)
@@ -141,17 +145,71 @@ def repack_chunk(
                 # filed and committed by a lost attempt: its outcome, not a failure
                 outcomes.append(done)
                 continue
-            outcome = repacker.repack_path(path, move=move)
-            if journal is not None and outcome.error is None:
-                if fh is None:
-                    fh = _open_journal(journal)
-                _journal_line(fh, outcome, sync=config.fsync)
-            outcomes.append(outcome)
+            if log is not None:
+                outcomes.append(repacker.repack(_JournalledSource(path, log)))
+            else:
+                outcomes.append(repacker.repack_path(path, move=move))
             _test_hook()
     finally:
-        if fh is not None:
-            os.close(fh)
+        if log is not None:
+            log.close()
     return outcomes
+
+
+class _Journal:
+    """One task's journal: a line per instance filed, written before its source goes."""
+
+    def __init__(self, path: str, repacker: Repacker, *, sync: bool) -> None:
+        self.path = path
+        self.repacker = repacker
+        self.sync = sync
+        self.fd = -1
+
+    def add(self, origin: str, placed: Placed, header: Header) -> None:
+        """Journal ``origin`` as filed at ``placed``: the outcome its task would report."""
+        vals = header.values
+        out = Outcome(
+            origin,
+            dst=placed.path,
+            size=placed.stat.st_size,
+            patient_id=vals.get("PatientID"),
+            study_uid=vals.get("StudyInstanceUID"),
+            series_uid=vals.get("SeriesInstanceUID"),
+            sop_uid=vals.get("SOPInstanceUID"),
+            missing=self.repacker.layout.plan(vals, header.empty).missing,
+        )
+        if self.fd < 0:
+            self.fd = _open_journal(self.path)
+        _journal_line(self.fd, out, sync=self.sync)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _JournalledSource(PathSource):
+    """The core's moved path source, journalled between its records and its removal.
+
+    The job calls ``commit`` only once the instance is placed and recorded; the
+    journal line goes first, so a source that is gone always has its line.
+    """
+
+    __slots__ = ("_header", "_journal")
+
+    def __init__(self, path: str, journal: _Journal) -> None:
+        super().__init__(path, move=True)
+        self._journal = journal
+        self._header: Header | None = None
+
+    def header(self, keywords: Collection[str]) -> Header:
+        self._header = header = super().header(keywords)
+        return header
+
+    def commit(self, placed: Placed) -> None:
+        if self._header is not None and not placed.same_entry:
+            self._journal.add(self.origin, placed, self._header)
+        super().commit(placed)
 
 
 def _repacker(run_id: str, config: Config) -> Repacker:
