@@ -287,3 +287,74 @@ def test_batch_cleanup_killed_at_any_moment_then_rerun_loses_nothing(
     assert_filed_once(originals, data, log)
     for f in files_under(log):
         json.loads(f.read_text())  # no half-written record
+
+
+# -- defect 5: links planted inside the data or log folder ---------------------------------------
+
+
+def _plant(folder: Path, outside: Path) -> None:
+    """Replace ``folder`` (inside a tree) by a symbolic link to ``outside``."""
+    shutil.rmtree(folder)
+    outside.mkdir(exist_ok=True)
+    folder.symlink_to(outside)
+
+
+@pytest.mark.parametrize("door", ["per-instance", "batch", "buffer"])
+@pytest.mark.parametrize("where", ["patient folder", "patientData", "seriesData"])
+def test_no_write_leaves_the_tree_through_a_planted_link(
+    tmp_path: Path, door: str, where: str
+) -> None:
+    first, second = generate(tmp_path / "in", 2, series=1, patients=1)
+    data, log = tmp_path / "data", tmp_path / "log"
+    run_cli("--xcrdirfile", str(first), "--datadir", str(data), "--logdir", str(log))
+    (patient,) = data.iterdir()
+    planted = {"patient folder": patient, "patientData": log / "patientData",
+               "seriesData": log / "seriesData"}[where]  # fmt: skip
+    outside = tmp_path / "outside"
+    _plant(planted, outside)
+    digest = sha(second)
+    if door == "buffer":  # what the receiver (listen) calls for every C-STORE
+        from dicom_repack.core.repack import Config, Repacker
+
+        outcome = Repacker(Config(str(data), str(log))).repack_buffer(second.read_bytes())
+        errors = [outcome.error or ""]
+        assert not outcome.retryable, "an operator must remove the link: retrying cannot help"
+    else:
+        args = [str(second)] if door == "batch" else ["--xcrdirfile", str(second)]
+        proc = run_cli(
+            *(["batch"] if door == "batch" else []), *args, "--datadir", str(data),
+            "--logdir", str(log), "--cleanup", *(["--no-progress"] if door == "batch" else []),
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode == 1
+        errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, errors
+    assert f"{planted} is a symbolic link" in errors[0] and "refusing" in errors[0], errors[0]
+    assert list(outside.iterdir()) == [], "nothing written through the link"
+    assert second.exists() and sha(second) == digest, "the source stays"
+
+
+# -- defect 9: one instance, one path, one image record ---------------------------------------------
+
+
+@pytest.mark.parametrize("cleanup", [False, True])
+def test_an_instance_refiled_with_a_changed_layout_tag_stands_at_one_path(
+    tmp_path: Path, cleanup: bool
+) -> None:
+    import pydicom
+
+    (src,) = generate(tmp_path / "in", 1, series=1, patients=1)
+    corrected = tmp_path / "corrected.dcm"
+    ds = pydicom.dcmread(src)
+    ds.PatientName = "Corrected^Name"
+    ds.save_as(corrected)
+    data, log = tmp_path / "data", tmp_path / "log"
+    digest = sha(corrected)
+    flags = ["--datadir", str(data), "--logdir", str(log), *(["--cleanup"] if cleanup else [])]
+    run_cli("--xcrdirfile", str(src), *flags)
+    (before,) = files_under(data)
+    run_cli("--xcrdirfile", str(corrected), *flags)
+    (after,) = files_under(data)
+    assert after != before and "Corrected" in str(after) and sha(after) == digest
+    assert not before.parent.exists(), "the folders the earlier copy leaves empty go too"
+    assert list(image_records(log)) == [str(after)]
