@@ -358,3 +358,21 @@ def test_an_instance_refiled_with_a_changed_layout_tag_stands_at_one_path(
     assert after != before and "Corrected" in str(after) and sha(after) == digest
     assert not before.parent.exists(), "the folders the earlier copy leaves empty go too"
     assert list(image_records(log)) == [str(after)]
+
+
+def test_the_record_shapes_are_declared_once_and_the_writer_fills_them() -> None:
+    """record_shapes.py (the TypedDicts) and the writer's field tuples name the same keys."""
+    from dicom_repack.core import record_shapes as shapes
+    from dicom_repack.core import records
+
+    assert tuple(shapes.StudyRecord.__annotations__) == records.STUDY_FIELDS
+    assert tuple(shapes.SeriesRecord.__annotations__) == records.SERIES_FIELDS
+    assert tuple(shapes.PatientRecord.__annotations__) == (*records.PATIENT_FIELDS, "StudyList")
+    assert tuple(shapes.ImageRecord.__annotations__) == (
+        *records.SERIES_FIELDS, "outputFile", "imageObj",
+    )  # fmt: skip
+    st = os.stat(__file__)
+    assert tuple(records._stat_record(st, "/x", 1)) == tuple(shapes.ImageStat.__annotations__)
+    values = {"PatientID": "P"}
+    assert records._study_model(values)["StudyDate"] == records.NOT_DEFINED
+    assert list(records._series_model(values)) == list(records.SERIES_FIELDS)

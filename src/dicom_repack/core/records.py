@@ -38,6 +38,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from contextlib import AbstractContextManager
 
+    from .record_shapes import (
+        ImageRecord,
+        ImageStat,
+        PatientRecord,
+        SeriesDumpRecord,
+        SeriesRecord,
+        StudyRecord,
+    )
+
 __all__ = ["RECORD_KEYWORDS", "RecordPaths", "RecordWriter", "record_paths"]
 
 NOT_DEFINED = "Not defined"
@@ -144,17 +153,65 @@ def record_paths(
     return RecordPaths(patient_id, study_uid, series_uid, file_name)
 
 
-def _model(fields: tuple[str, ...], values: Mapping[str, str]) -> dict[str, object]:
-    return {k: values.get(k, NOT_DEFINED) for k in fields}
+# The record shapes are declared once, as TypedDicts, in record_shapes.py (imported
+# for mypy only); these builders fill them from the header's values.
 
 
-def _stat_record(st: os.stat_result, location: str, nlink: int) -> dict[str, object]:
+def _patient_model(values: Mapping[str, str]) -> PatientRecord:
+    g = values.get
+    return {
+        "PatientID": g("PatientID", NOT_DEFINED),
+        "PatientName": g("PatientName", NOT_DEFINED),
+        "PatientAge": g("PatientAge", NOT_DEFINED),
+        "PatientSex": g("PatientSex", NOT_DEFINED),
+        "PatientBirthDate": g("PatientBirthDate", NOT_DEFINED),
+        "StudyList": [],
+    }
+
+
+def _study_model(values: Mapping[str, str]) -> StudyRecord:
+    g = values.get
+    return {
+        "PatientID": g("PatientID", NOT_DEFINED),
+        "StudyDescription": g("StudyDescription", NOT_DEFINED),
+        "StudyDate": g("StudyDate", NOT_DEFINED),
+        "StudyInstanceUID": g("StudyInstanceUID", NOT_DEFINED),
+        "PerformedStationAETitle": g("PerformedStationAETitle", NOT_DEFINED),
+    }
+
+
+def _series_model(values: Mapping[str, str]) -> SeriesRecord:
+    g = values.get
+    return {
+        "PatientID": g("PatientID", NOT_DEFINED),
+        "StudyInstanceUID": g("StudyInstanceUID", NOT_DEFINED),
+        "SeriesInstanceUID": g("SeriesInstanceUID", NOT_DEFINED),
+        "SeriesDescription": g("SeriesDescription", NOT_DEFINED),
+        "SeriesNumber": g("SeriesNumber", NOT_DEFINED),
+        "SeriesDate": g("SeriesDate", NOT_DEFINED),
+        "Modality": g("Modality", NOT_DEFINED),
+    }
+
+
+def _dump_model(series_uid: str, series_base_dir: str, dump: dict[str, str]) -> SeriesDumpRecord:
+    return {
+        "SeriesInstanceUID": series_uid,
+        "SeriesBaseDir": series_base_dir,
+        "DICOM": {k: {"value": v, "label": k} for k, v in dump.items()},
+    }
+
+
+def _image_model(series: SeriesRecord, file_name: str, stat: ImageStat) -> ImageRecord:
+    return {**series, "outputFile": file_name, "imageObj": {file_name: stat}}
+
+
+def _stat_record(st: os.stat_result, location: str, nlink: int) -> ImageStat:
     """pypx's imageObj entry: every os.stat field (times as local date strings) + FSlocation.
 
     ``nlink`` is the file's link count once the job is done (``st`` may have been
     taken before the file was named, or while a moved source still had its name).
     """
-    rec: dict[str, object] = {
+    return {
         "atime": _time_text(st.st_atime),
         "blksize": st.st_blksize,
         "blocks": st.st_blocks,
@@ -170,7 +227,6 @@ def _stat_record(st: os.stat_result, location: str, nlink: int) -> dict[str, obj
         "uid": st.st_uid,
         "FSlocation": location,
     }
-    return rec
 
 
 def _time_text(t: float) -> str:
@@ -273,24 +329,16 @@ class RecordWriter:
 
         at(paths.patient)
         self._patient(patient_id, study_uid, values, paths.patient)
-        self._create_if_absent(*at(paths.study), lambda: {study_uid: _model(STUDY_FIELDS, values)})
+        self._create_if_absent(*at(paths.study), lambda: {study_uid: _study_model(values)})
         self._create_if_absent(
             *at(paths.study_series),
-            lambda: {
-                study_uid: {
-                    "SeriesInstanceUID": series_uid,
-                    "SeriesBaseDir": series_base_dir,
-                    "DICOM": {k: {"value": v, "label": k} for k, v in dump().items()},
-                }
-            },
+            lambda: {study_uid: _dump_model(series_uid, series_base_dir, dump())},
             serialise=True,
         )
-        series_model = _model(SERIES_FIELDS, values)
+        series_model = _series_model(values)
         self._create_if_absent(*at(paths.series), lambda: {series_uid: series_model})
         location = f"{series_base_dir}/{file_name}"
-        image = dict(series_model)
-        image["outputFile"] = file_name
-        image["imageObj"] = {file_name: _stat_record(stat, location, nlink)}
+        image = _image_model(series_model, file_name, _stat_record(stat, location, nlink))
         previous = self._image(*at(paths.image), {series_uid: image})
         self._create_if_absent(*self._split(paths.pack), lambda: {"seriesPack": True})
         return previous if previous != location else None
@@ -406,8 +454,7 @@ class RecordWriter:
             record = self._read(path)
             entry = record.get(patient_id)
             if not isinstance(entry, dict):
-                entry = _model(PATIENT_FIELDS, values)
-                entry["StudyList"] = []
+                entry = dict(_patient_model(values))
                 record[patient_id] = entry
             studies = entry.setdefault("StudyList", [])
             if not isinstance(studies, list):
