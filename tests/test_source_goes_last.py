@@ -376,3 +376,20 @@ def test_the_record_shapes_are_declared_once_and_the_writer_fills_them() -> None
     values = {"PatientID": "P"}
     assert records._study_model(values)["StudyDate"] == records.NOT_DEFINED
     assert list(records._series_model(values)) == list(records.SERIES_FIELDS)
+
+
+def test_before_commit_sees_the_instance_filed_and_the_source_still_there(tmp_path: Path) -> None:
+    """The hook a journaling door (batch --dask) writes its line from."""
+    from dicom_repack.core.repack import Config, Repacker
+
+    (src,) = generate(tmp_path / "in", 1, series=1, patients=1)
+    seen: list[tuple[bool, bool, bool]] = []
+
+    def hook(outcome: object) -> None:
+        dst = Path(getattr(outcome, "dst", "") or "")
+        seen.append((src.exists(), dst.is_file(), bool(image_records(tmp_path / "log"))))
+
+    outcome = Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"))).repack_path(
+        str(src), move=True, before_commit=hook
+    )
+    assert outcome.error is None and seen == [(True, True, True)] and not src.exists()

@@ -31,7 +31,7 @@ from .tree import Tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .header import Header
     from .place import Placed
@@ -83,16 +83,30 @@ class Repacker:
         self.records = RecordWriter(config.logdir, fsync=config.fsync) if config.logdir else None
         self.keywords = tuple(dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS))
 
-    def repack_path(self, src: str, *, move: bool = False) -> Outcome:
+    def repack_path(
+        self,
+        src: str,
+        *,
+        move: bool = False,
+        before_commit: Callable[[Outcome], None] | None = None,
+    ) -> Outcome:
         """File the Part 10 file at ``src`` (copied, or moved when ``move``)."""
-        return self.repack(PathSource(src, move=move))
+        return self.repack(PathSource(src, move=move), before_commit=before_commit)
 
     def repack_buffer(self, data: bytes | memoryview, *, origin: str = "<network>") -> Outcome:
         """File a complete Part 10 file held in memory (preamble, 'DICM', meta, dataset)."""
         return self.repack(BufferSource(data, origin))
 
-    def repack(self, source: Source) -> Outcome:
-        """File one instance from ``source``. Never raises for a bad instance."""
+    def repack(
+        self, source: Source, *, before_commit: Callable[[Outcome], None] | None = None
+    ) -> Outcome:
+        """File one instance from ``source``. Never raises for a bad instance.
+
+        ``before_commit(outcome)`` is called once the instance is filed and recorded,
+        just before the source is let go (removed, for a move): a door that journals
+        what it filed (batch --dask) writes its line there, so a kill can never
+        leave a removed source unjournaled.
+        """
         out = Outcome(source.origin)
         try:
             header = source.header(self.keywords)
@@ -108,6 +122,8 @@ class Repacker:
             except RepackError:
                 placed.undo()
                 raise
+            if before_commit is not None:
+                before_commit(out)
             source.commit(placed)
         except RepackError as exc:
             out.fail(exc)
