@@ -240,9 +240,7 @@ class _Reader:
         while self.end - self.start < need:
             if len(buf) - self.start < need:  # move the partial PDU to the front
                 n = self.end - self.start
-                # via a copy: bytearray slice assignment from an overlapping view of
-                # itself is a memcpy, undefined when the regions overlap
-                buf[:n] = bytes(view[self.start : self.end])
+                buf[:n] = view[self.start : self.end]
                 self.start, self.end = 0, n
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -551,8 +549,7 @@ class StorageServer:
             return at_boundary or time.monotonic() > self._stop_deadline
 
         limit = cfg.policy.max_pdu or _MAX_PDU_UNLIMITED
-        # room for a few PDUs: the partial one is moved to the front once per fill of the buffer
-        reader = _Reader(sock, interrupt, arrival.rest, 4 * min(limit + 6, _READ_BUFFER_MAX))
+        reader = _Reader(sock, interrupt, arrival.rest, min(limit, _READ_BUFFER_MAX) + 65536)
         self._data_phase(sock, reader, negotiated, me)
 
     def _data_phase(
