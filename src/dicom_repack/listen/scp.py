@@ -72,8 +72,6 @@ _PDV = struct.Struct(">LBB")
 
 #: When we announce "unlimited" (max PDU 0), still refuse absurd lengths.
 _MAX_PDU_UNLIMITED = 1 << 26
-#: Largest receive buffer per association (a larger PDU gets a buffer of its own).
-_READ_BUFFER_MAX = 4 << 20
 #: How often an idle association wakes to notice a shutdown or an eviction.
 _WAKE = 0.5
 #: How long a request waits for the slot of an idle association being evicted.
@@ -205,95 +203,54 @@ class _Interrupted(Exception):
 class _Reader:
     """Whole PDUs from a socket, with timeouts that still notice a shutdown.
 
-    Receives with ``recv_into`` into one fixed buffer per association (several
-    PDUs per system call when they are queued) and hands out each PDU's body as
-    a memoryview of that buffer, valid until the next call: a data set fragment
-    is copied once, from the kernel into this buffer, then once into the
-    instance (instead of four times through bytes objects). A PDU longer than
-    the buffer (only with ``--max-pdu 0``) is read into a buffer of its own.
+    Reads in large chunks (several PDUs per system call when they are queued)
+    and keeps an offset instead of shifting the buffer after each PDU.
     """
 
-    __slots__ = ("buf", "end", "interrupt", "sock", "start", "view")
+    __slots__ = ("buf", "interrupt", "pos", "sock")
 
     def __init__(
-        self,
-        sock: socket.socket,
-        interrupt: Callable[[bool], bool],
-        initial: bytes = b"",
-        capacity: int = 1 << 20,
+        self, sock: socket.socket, interrupt: Callable[[bool], bool], initial: bytes = b""
     ) -> None:
         self.sock = sock
-        self.buf = bytearray(max(capacity, len(initial), 4096))
-        self.view = memoryview(self.buf)
-        self.buf[: len(initial)] = initial
-        self.start = 0
-        self.end = len(initial)
+        self.buf = bytearray(initial)
+        self.pos = 0
         #: called with "at a message boundary?" when a read waits; True stops the association
         self.interrupt = interrupt
 
     def _fill(self, need: int, timeout: float, boundary: bool) -> None:
-        """Make ``need`` bytes (at most the buffer's size) available from ``start``."""
-        if self.end - self.start >= need:
-            return
         deadline = time.monotonic() + timeout
-        buf, view = self.buf, self.view
-        while self.end - self.start < need:
-            if len(buf) - self.start < need:  # move the partial PDU to the front
-                n = self.end - self.start
-                buf[:n] = view[self.start : self.end]
-                self.start, self.end = 0, n
+        while len(self.buf) - self.pos < need:
+            if self.pos:
+                del self.buf[: self.pos]
+                self.pos = 0
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no data for {timeout:g} s")
             self.sock.settimeout(min(_WAKE, remaining))
             try:
-                got = self.sock.recv_into(view[self.end :])
+                chunk = self.sock.recv(max(need - len(self.buf), 262144))
             except TimeoutError:
-                if self.interrupt(boundary and self.end == self.start):
+                if self.interrupt(boundary and not self.buf):
                     raise _Interrupted() from None
                 continue
-            if not got:
+            if not chunk:
                 raise _Closed()
-            self.end += got
+            self.buf += chunk
 
-    def pdu(self, limit: int, timeout: float, boundary: bool) -> tuple[int, memoryview]:
-        """The next PDU's type and body (its variable field), valid until the next call."""
-        if self.start == self.end:
-            self.start = self.end = 0
+    def pdu(self, limit: int, timeout: float, boundary: bool) -> tuple[int, bytes]:
+        """The next PDU's type and body (its variable field)."""
         self._fill(6, timeout, boundary)
-        pdu_type, _, length = _HDR.unpack_from(self.buf, self.start)
+        pdu_type, _, length = _HDR.unpack_from(self.buf, self.pos)
         if pdu_type not in (1, 2, 3, 4, 5, 6, 7):
             raise _Protocol(f"unrecognised PDU type 0x{pdu_type:02X}", 0x01)
         if length > limit:
             raise _Protocol(f"PDU of {length} bytes exceeds the limit of {limit}", 0x06)
-        if 6 + length > len(self.buf):
-            return pdu_type, self._oversized(length, timeout)
         self._fill(6 + length, timeout, False)
-        start = self.start + 6
-        self.start = start + length
-        return pdu_type, self.view[start : start + length]
-
-    def _oversized(self, length: int, timeout: float) -> memoryview:
-        body = bytearray(length)
-        have = self.end - self.start - 6
-        body[:have] = self.view[self.start + 6 : self.end]
-        self.start = self.end = 0
-        out = memoryview(body)
-        deadline = time.monotonic() + timeout
-        while have < length:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no data for {timeout:g} s")
-            self.sock.settimeout(min(_WAKE, max(0.01, deadline - time.monotonic())))
-            try:
-                got = self.sock.recv_into(out[have:])
-            except TimeoutError:
-                if self.interrupt(False):
-                    raise _Interrupted() from None
-                continue
-            if not got:
-                raise _Closed()
-            have += got
-        return out
+        start = self.pos + 6
+        body = bytes(self.buf[start : start + length])
+        self.pos = start + length
+        return pdu_type, body
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -548,8 +505,7 @@ class StorageServer:
                 return False
             return at_boundary or time.monotonic() > self._stop_deadline
 
-        limit = cfg.policy.max_pdu or _MAX_PDU_UNLIMITED
-        reader = _Reader(sock, interrupt, arrival.rest, min(limit, _READ_BUFFER_MAX) + 65536)
+        reader = _Reader(sock, interrupt, arrival.rest)
         self._data_phase(sock, reader, negotiated, me)
 
     def _data_phase(
@@ -586,7 +542,7 @@ class StorageServer:
                     return
                 if pdu_type != PDU_P_DATA_TF:
                     raise _Protocol(f"unexpected PDU type 0x{pdu_type:02X}", 0x02)
-                view = body
+                view = memoryview(body)
                 pos, end = 0, len(body)
                 while pos < end:
                     if pos + 6 > end:
