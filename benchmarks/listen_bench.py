@@ -8,7 +8,8 @@ Contestants (a fresh receiver per run; order rotated every repetition):
 - ``storescp-xcr-door``   storescp ``-xcr "dicom-repack --xcrdir #p --xcrfile #f ..." -xs``
 - ``pynetdicom``          minimal pynetdicom SCP writing ``event.encoded_dataset()``
 - ``pynetdicom-repack``   the same, filing through ``Repacker.repack_buffer`` with records
-- ``listen``              ``dicom-repack listen`` with records
+- ``listen``              ``dicom-repack listen`` with records (default ``--workers``: one per core)
+- ``listen-1w``           the same with ``--workers 1`` (one process, one GIL)
 - ``storescp-xcr-rx``     storescp ``-xcr "rx-repack ... --cleanup" -xs`` (with ``--rx-repack
                           PATH``): the Rust rewrite as the seed deploys it, one process per
                           instance; issue 11 wants listen's CPU per instance <= 1/3 of it
@@ -16,7 +17,7 @@ Contestants (a fresh receiver per run; order rotated every repetition):
 Measured per run: instances/s (storescu wall clock), receiver CPU per instance
 (utime+stime of the receiver and its waited-for children, from /proc, between the
 receiver being ready and storescu returning), receiver peak RSS (VmHWM). Then a
-concurrency run: 8 storescu at once against storescp plain and listen.
+concurrency run: 8 storescu at once against storescp plain and each listen variant.
 
     python benchmarks/listen_bench.py --reps 5 --json /tmp/listen-bench.json
 
@@ -113,8 +114,9 @@ def receiver_argv(name: str, port: int, out: Path) -> list[str]:
         incoming.mkdir()
         rx = f"{RX_REPACK[0]} --xcrdir #p --xcrfile #f --datadir {data} --logdir {log} --cleanup"
         return [scp, "-od", str(incoming), "-xcr", rx, "-xs", str(port)]
-    if name == "listen":
-        return [EXE, "listen", "--bind", "127.0.0.1", "--port", str(port),
+    if name in ("listen", "listen-1w"):
+        workers = ["--workers", "1"] if name == "listen-1w" else []
+        return [EXE, "listen", "--bind", "127.0.0.1", "--port", str(port), *workers,
                 "--datadir", str(data), "--logdir", str(log)]  # fmt: skip
     raise ValueError(name)
 
@@ -259,6 +261,11 @@ def ratios(rows: list[dict[str, object]]) -> list[str]:
     out = []
     by = {(r["corpus"], r["contestant"], r["streams"]): r for r in rows}
     for corpus in sorted({str(r["corpus"]) for r in rows}):
+        for name in ("listen", "listen-1w"):
+            one, many = by.get((corpus, name, 1)), by.get((corpus, name, 8))
+            if one and many:
+                gain = float(many["instances_per_s"]) / float(one["instances_per_s"])  # type: ignore[arg-type]
+                out.append(f"{corpus}: {name} 8 associations / 1: {gain:.2f}x instances/s")
         listen = by.get((corpus, "listen", 1))
         if not listen:
             continue
@@ -303,7 +310,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--xcr-limit", type=int, default=1000)
     p.add_argument(
         "--contestants",
-        default="storescp,storescp-xcr-true,storescp-xcr-door,pynetdicom,pynetdicom-repack,listen",
+        default="storescp,storescp-xcr-true,storescp-xcr-door,pynetdicom,pynetdicom-repack,"
+        "listen-1w,listen",
     )
     p.add_argument("--corpora", default="SAG-anon,small")
     p.add_argument("--concurrency", type=int, default=8, help="streams in the concurrency run")
@@ -354,7 +362,7 @@ def main(argv: list[str]) -> int:
                 runs.append(run)
                 log(run)
             if args.concurrency > 1:
-                for name in ("storescp", "listen"):
+                for name in ("storescp", "listen-1w", "listen"):
                     if name in names:
                         run = one_run(name, corpus, files, work, trash, streams=args.concurrency)
                         runs.append(run)
