@@ -44,6 +44,8 @@ def repack_corpus(src: Path, out: Path, corpus: str, *extra: str) -> tuple[Path,
     files = dicom_files(src)
     first = first_in_dump(corpus)
     lead = next(f for f in files if first in f.name or _sop(f) == first)
+    # --no-index: the log folder is compared file for file with px-repack's
+    extra = ("--no-index", *extra)
     run_cli("--xcrdirfile", str(lead), "--datadir", str(data), "--logdir", str(log), *extra)
     run_cli(
         "batch", str(src), "--datadir", str(data), "--logdir", str(log), "--no-progress", *extra

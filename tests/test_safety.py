@@ -253,6 +253,7 @@ def test_no_tag_value_leaves_the_data_or_log_folder(
         "--no-progress",
         "--layout",
         layout,
+        "--no-index",  # every file in the log folder must be a pypx record
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -358,6 +359,7 @@ def test_64_concurrent_processes_lose_no_study(seed: Path, tmp_path: Path) -> No
                 str(data),
                 "--logdir",
                 str(log),
+                "--no-index",  # every file in the log folder must be a JSON record
             ],
             stderr=subprocess.PIPE,
         )

@@ -269,6 +269,7 @@ def test_batch_cleanup_killed_at_any_moment_then_rerun_loses_nothing(
     argv = [
         dicom_repack_exe(), "batch", str(incoming), "--datadir", str(data), "--logdir", str(log),
         "--cleanup", "--no-progress", "--jobs", "2",
+        "--index", str(tmp_path / "index.sqlite"),  # the log folder holds only records
     ]  # fmt: skip
     killed = 0
     for count in (1, 10, 40, 80):

@@ -26,7 +26,9 @@ CORE: dict[str, tuple[int, str]] = {
     "SeriesInstanceUID": (0x0020000E, "UI"),
     "SeriesNumber": (0x00200011, "IS"),
     "InstanceNumber": (0x00200013, "IS"),
+    "ImagesInAcquisition": (0x00201002, "IS"),
     "PerformedStationAETitle": (0x00400241, "AE"),
+    "NumberOfSlices": (0x00540081, "US"),
 }
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import os
 
-from .errors import MissingElementError, PlacementError, RepackError
+from .errors import MissingElementError, PlacementError, RecordError, RepackError
+from .index import INDEX_KEYWORDS, Index, IndexFailure, default_path
 from .layout import Layout
 from .outcome import Outcome
 from .records import RECORD_KEYWORDS, RecordWriter
@@ -46,7 +47,7 @@ REQUIRED = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUI
 class Config:
     """Where to file instances and how to name them."""
 
-    __slots__ = ("datadir", "fsync", "layout", "logdir")
+    __slots__ = ("datadir", "fsync", "index", "layout", "logdir")
 
     def __init__(
         self,
@@ -55,6 +56,7 @@ class Config:
         layout: Layout | None = None,
         *,
         fsync: bool = False,
+        index: str | bool = True,
     ) -> None:
         self.datadir = datadir
         self.logdir = logdir
@@ -62,6 +64,11 @@ class Config:
         #: fsync every file and record before reporting success (a receiver's
         #: "stored" then survives a power cut; costs a disk flush per file)
         self.fsync = fsync
+        #: the SQLite index (core/index.py): a path, or True for its default
+        #: place in the log folder (none without one), or False for none
+        self.index: str | None = (
+            index if isinstance(index, str) else default_path(logdir) if index and logdir else None
+        )
 
 
 class Repacker:
@@ -81,7 +88,11 @@ class Repacker:
         self.datadir = self.data.root
         self.layout = config.layout
         self.records = RecordWriter(config.logdir, fsync=config.fsync) if config.logdir else None
-        self.keywords = tuple(dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS))
+        self.index = Index(config.index, durable=config.fsync) if config.index else None
+        more = INDEX_KEYWORDS if self.index else ()
+        self.keywords = tuple(
+            dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)
+        )
 
     def repack_path(
         self,
@@ -115,8 +126,8 @@ class Repacker:
             out.dst, out.size = placed.path, placed.stat.st_size
             try:
                 earlier = self._record(header.values, directory, name, placed, source)
-                # (core/index.py, the SQLite index, is told here: after the records, before
-                # the commit, so that a kill leaves nothing indexed that is not filed)
+                # the index after the records, before the commit: a row means filed + recorded
+                self._index(header.values, placed, source.origin)
                 if earlier is not None:
                     self._retire(earlier, placed, source, header.values["SOPInstanceUID"])
             except RepackError:
@@ -185,6 +196,13 @@ class Repacker:
             dump=lambda: _dump(dump_from),
             origin=source.origin,
         )
+
+    def _index(self, values: Mapping[str, str], placed: Placed, origin: str) -> None:
+        if self.index is not None:
+            try:
+                self.index.add(values, path=placed.path, size=placed.stat.st_size, source=origin)
+            except IndexFailure as exc:
+                raise RecordError(origin, str(exc)) from None
 
     def _retire(self, earlier: str, placed: Placed, source: Source, sop_uid: str) -> None:
         """Remove the earlier copy of this instance, filed elsewhere (a changed layout tag).

@@ -245,7 +245,7 @@ def run(
 
 def build_parser() -> argparse.ArgumentParser:
     """The batch door's options: its own, then those shared with every door (doors/options.py)."""
-    from .options import DESTINATION, FILING, LAYOUT, LAYOUT_HELP, add_arguments
+    from .options import DESTINATION, FILING, INDEX, LAYOUT, LAYOUT_HELP, add_arguments
 
     parser = argparse.ArgumentParser(
         prog="dicom-repack batch",
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="folders or files; '-' reads paths from stdin"
     )
-    add_arguments(parser, DESTINATION + FILING, required=["datadir"])
+    add_arguments(parser, DESTINATION + FILING + INDEX, required=["datadir"])
     parser.add_argument(
         "-j", "--jobs", type=int, default=None, help="worker processes (default: all cores)"
     )
@@ -293,7 +293,7 @@ def main(argv: list[str]) -> int:
     from ..core.destination import DestinationError, check_writable
     from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TemplateError
     from ..core.jsonio import NdjsonLog, dumps
-    from .options import layout_from
+    from .options import index_from, layout_from
 
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -330,7 +330,7 @@ def main(argv: list[str]) -> int:
         from ..core._pydicom import show_warnings
 
         show_warnings(True)
-    config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync)
+    config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync, index=index_from(vars(ns)))
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
     ndjson: NdjsonLog | None = None
     if ns.log_ndjson is not None:

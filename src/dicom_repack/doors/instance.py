@@ -18,14 +18,23 @@ import sys
 
 from .. import __version__
 from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from .options import DESTINATION, FILING, INSTANCE, LAYOUT, fast_tables, optional_const
+from .options import (
+    DESTINATION,
+    FILING,
+    INDEX,
+    INSTANCE,
+    LAYOUT,
+    fast_tables,
+    index_from,
+    optional_const,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 
 #: every option this door takes, as declared once in doors/options.py
-FLAGS = INSTANCE + DESTINATION + FILING + LAYOUT
+FLAGS = INSTANCE + DESTINATION + FILING + INDEX + LAYOUT
 _BOOL_FLAGS, _VALUE_FLAGS, _OPTIONAL_FLAGS = fast_tables(FLAGS)
 _CONST = optional_const(FLAGS)
 
@@ -63,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_arguments(parser, INSTANCE + DESTINATION + FILING)
+    add_arguments(parser, INSTANCE + DESTINATION + FILING + INDEX)
     add_arguments(parser, LAYOUT, title="layout", description=LAYOUT_HELP)
     return parser
 
@@ -179,7 +188,11 @@ def main(argv: list[str]) -> int:
 
         show_warnings(True)
     config = Config(
-        str(opts["datadir"]), _opt(opts, "logdir"), layout, fsync=bool(opts.get("fsync"))
+        str(opts["datadir"]),
+        _opt(opts, "logdir"),
+        layout,
+        fsync=bool(opts.get("fsync")),
+        index=index_from(opts),
     )
     repacker = Repacker(config)
     move = bool(opts.get("cleanup"))

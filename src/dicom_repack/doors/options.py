@@ -40,11 +40,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DESTINATION",
     "FILING",
+    "INDEX",
     "INSTANCE",
     "LAYOUT",
     "LAYOUT_HELP",
     "add_arguments",
     "fast_tables",
+    "index_from",
     "layout_from",
     "long_name",
 ]
@@ -99,6 +101,14 @@ LOG_NDJSON: Flag = (("--log-ndjson",), "log_ndjson", OPTIONAL,
     "PATH", None, "-")  # fmt: skip
 #: How each instance is filed and reported: every door (listen takes FSYNC and LOG_NDJSON).
 FILING = (CLEANUP, FSYNC, LOG_NDJSON)
+
+INDEX_PATH: Flag = (("--index",), "index", VALUE,
+    "the SQLite index of filed instances, read by `dicom-repack status` (default: "
+    "dicom-repack-index.sqlite in --logdir; none without --logdir)",
+    "PATH", None, None)  # fmt: skip
+NO_INDEX: Flag = (("--no-index",), "no_index", BOOL, "write no index", None, None, None)
+#: The index (core/index.py): every door.
+INDEX = (INDEX_PATH, NO_INDEX)
 
 LAYOUT_HELP = """\
   Where each instance goes. Default: rx-repack 1.0's tree; any px-repack template
@@ -211,6 +221,15 @@ def add_arguments(
             if dest in must:
                 kw["required"] = True
         target.add_argument(*names, **kw)  # type: ignore[arg-type]  # kw's values vary
+
+
+def index_from(values: Mapping[str, object]) -> str | bool:
+    """What :class:`~..core.repack.Config` takes as ``index`` from the INDEX options:
+    a path, True (the default place, in the log folder) or False (none)."""
+    if values.get("no_index"):
+        return False
+    path = values.get("index")
+    return str(path) if path else True
 
 
 def layout_from(values: Mapping[str, object]) -> Layout:

@@ -1,0 +1,347 @@
+"""The index: one SQLite row per filed instance, so "what arrived?" is one query.
+
+Every door writes it through the job (:class:`~.repack.Repacker` calls
+:meth:`Index.add` right after an instance's records, before its source is
+removed), so a row means "filed and recorded"; the same SOPInstanceUID filed
+again replaces its row. ``dicom-repack status`` and the receiver's live page
+read it; ``dicom-repack index --rebuild`` remakes it from the data tree.
+
+Why SQLite, and these settings:
+
+- WAL journal: readers (``status``, the live page) never block writers, and a
+  commit appends to one file instead of rewriting pages in place.
+- ``synchronous=NORMAL`` unless ``--fsync``: a commit costs no fsync (a power
+  cut may lose the last rows, never corrupt the file; ``index --rebuild``
+  restores them from the tree). With ``--fsync`` every commit is durable.
+- ``busy_timeout``: concurrent writers (hundreds of per-instance processes, a
+  batch pool, a receiver's threads) queue for the write lock instead of
+  failing; on top of it, an add is retried until its deadline, so a row is
+  never dropped silently: it is written or the instance fails (retryable).
+- The per-instance door pays for this on every instance, so the module imports
+  the C extension ``_sqlite3`` alone (~0.6 ms; the ``sqlite3`` package adds
+  ``datetime`` and its adapters, ~1 ms more), only when a row is written, and
+  writes one ``INSERT OR REPLACE`` in autocommit mode.
+
+An index must live on a local filesystem (SQLite's locking does not work over
+NFS); ``--index PATH`` moves it, ``--no-index`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Callable, Mapping
+    from types import ModuleType
+
+__all__ = [
+    "DEFAULT_NAME",
+    "INDEX_KEYWORDS",
+    "SCHEMA_VERSION",
+    "Index",
+    "IndexFailure",
+    "connect_reader",
+    "default_path",
+]
+
+#: the index's file name in the log folder
+DEFAULT_NAME = "dicom-repack-index.sqlite"
+SCHEMA_VERSION = 1
+
+#: header elements the index stores beyond the four UIDs (all in the fast path's table)
+INDEX_KEYWORDS = (
+    "PatientName",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyDescription",
+    "SeriesNumber",
+    "SeriesDescription",
+    "Modality",
+    "ImagesInAcquisition",
+    "NumberOfSlices",
+)
+
+#: columns of ``instances`` filled from header keywords
+_FROM_HEADER = (
+    ("patient_name", "PatientName"),
+    ("accession_number", "AccessionNumber"),
+    ("study_date", "StudyDate"),
+    ("study_description", "StudyDescription"),
+    ("series_number", "SeriesNumber"),
+    ("series_description", "SeriesDescription"),
+    ("modality", "Modality"),
+)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid    TEXT PRIMARY KEY,
+    series_instance_uid TEXT NOT NULL,
+    study_instance_uid  TEXT NOT NULL,
+    patient_id          TEXT NOT NULL,
+    path                TEXT NOT NULL,
+    size                INTEGER NOT NULL,
+    filed_at            REAL NOT NULL,
+    source              TEXT,
+    calling_ae          TEXT,
+    peer                TEXT,
+    {", ".join(f"{col} TEXT" for col, _ in _FROM_HEADER)},
+    expected            INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS instances_series
+    ON instances (study_instance_uid, series_instance_uid);
+CREATE INDEX IF NOT EXISTS instances_filed_at ON instances (filed_at);
+CREATE TABLE IF NOT EXISTS associations (
+    peer       TEXT NOT NULL,
+    started    REAL NOT NULL,
+    calling_ae TEXT,
+    called_ae  TEXT,
+    ended      REAL,
+    instances  INTEGER NOT NULL DEFAULT 0,
+    failed     INTEGER NOT NULL DEFAULT 0,
+    bytes      INTEGER NOT NULL DEFAULT 0,
+    result     TEXT,
+    PRIMARY KEY (peer, started)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    at         REAL NOT NULL,
+    source     TEXT,
+    kind       TEXT,
+    reason     TEXT,
+    calling_ae TEXT,
+    peer       TEXT
+);
+CREATE INDEX IF NOT EXISTS failures_at ON failures (at);
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+_COLUMNS = (
+    "sop_instance_uid",
+    "series_instance_uid",
+    "study_instance_uid",
+    "patient_id",
+    "path",
+    "size",
+    "filed_at",
+    "source",
+    "calling_ae",
+    "peer",
+    *(col for col, _ in _FROM_HEADER),
+    "expected",
+)
+_INSERT = (
+    f"INSERT OR REPLACE INTO instances ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+
+#: how long an add may wait for the write lock, in all, before the instance fails
+DEFAULT_TIMEOUT = 60.0
+
+
+class IndexFailure(Exception):
+    """The index could not be written or read (the message names its path)."""
+
+
+def default_path(logdir: str) -> str:
+    """Where the index lives when only ``--logdir`` is given."""
+    return os.path.join(logdir, DEFAULT_NAME)
+
+
+_db: ModuleType | None = None
+
+
+def _driver() -> ModuleType:
+    """The SQLite driver: the C extension alone when it is there (see the module doc)."""
+    global _db
+    if _db is None:
+        try:
+            import _sqlite3 as db
+        except ImportError:  # pragma: no cover - every CPython build with sqlite3 has it
+            import sqlite3 as db  # type: ignore[no-redef]
+        _db = db
+    return _db
+
+
+def split_origin(origin: str) -> tuple[str | None, str | None]:
+    """(calling AE, peer host:port) of a receiver's origin ``dicom://AE@host:port/UID``."""
+    if not origin.startswith("dicom://"):
+        return None, None
+    who = origin[8:].rsplit("/", 1)[0]
+    ae, at, peer = who.rpartition("@")
+    return (ae, peer) if at else (None, who)
+
+
+def expected_count(values: Mapping[str, str]) -> int | None:
+    """The series' announced size, where the instance carries one (else None)."""
+    for keyword in ("ImagesInAcquisition", "NumberOfSlices"):
+        text = (values.get(keyword) or "").strip()
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    return None
+
+
+def row_for(
+    values: Mapping[str, str], path: str, size: int, source: str | None, when: float
+) -> tuple[object, ...]:
+    """The ``instances`` row of one filed instance."""
+    calling_ae, peer = split_origin(source) if source else (None, None)
+    if source and peer is None:
+        source = os.path.abspath(source)
+    return (
+        values["SOPInstanceUID"],
+        values["SeriesInstanceUID"],
+        values["StudyInstanceUID"],
+        values["PatientID"],
+        path,
+        size,
+        when,
+        source,
+        calling_ae,
+        peer,
+        *(values.get(kw) for _, kw in _FROM_HEADER),
+        expected_count(values),
+    )
+
+
+class Index:
+    """One process's (or thread's) connection to the index at ``path``.
+
+    Opens nothing until the first statement, so it may be created before a
+    fork as long as it is used only after. Not shared between threads: each
+    association thread's Repacker holds its own.
+    """
+
+    def __init__(
+        self, path: str, *, durable: bool = False, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self.durable = durable
+        self.timeout = timeout
+        self._conn: sqlite3.Connection | None = None
+
+    # -- writing ---------------------------------------------------------------
+
+    def add(
+        self,
+        values: Mapping[str, str],
+        *,
+        path: str,
+        size: int,
+        source: str | None,
+        when: float | None = None,
+    ) -> None:
+        """Insert (or replace) the row of one filed instance; raises IndexFailure on failure."""
+        row = row_for(values, path, size, source, time.time() if when is None else when)
+        self.run(lambda conn: conn.execute(_INSERT, row))
+
+    def add_many(self, rows: list[tuple[object, ...]]) -> None:
+        """Insert many rows in one transaction (``index --rebuild``)."""
+        if rows:
+            self.run(lambda conn: _in_transaction(conn, lambda: conn.executemany(_INSERT, rows)))
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> None:
+        """One statement in its own transaction (the receiver's association and failure rows)."""
+        self.run(lambda conn: conn.execute(sql, params))
+
+    def run(self, step: Callable[[sqlite3.Connection], object]) -> None:
+        """Run ``step`` on the connection, creating the tables on first use and retrying
+        while the database is busy, until the deadline; raises IndexFailure naming the file."""
+        db = _driver()
+        deadline = time.monotonic() + self.timeout
+        delay = 0.002
+        while True:
+            try:
+                conn = self._connection()
+                try:
+                    step(conn)
+                except db.OperationalError as exc:
+                    if "no such table" not in str(exc):
+                        raise
+                    _setup(conn)
+                    step(conn)
+                return
+            except db.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() > deadline:
+                    self.close()
+                    raise IndexFailure(f"cannot write the index {self.path}: {exc}") from None
+            except db.DatabaseError as exc:
+                self.close()
+                raise IndexFailure(
+                    f"cannot write the index {self.path}: {exc} "
+                    "(dicom-repack index --rebuild remakes it)"
+                ) from None
+            except OSError as exc:
+                self.close()
+                raise IndexFailure(
+                    f"cannot write the index {self.path}: {exc.strerror or exc}"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            directory = os.path.dirname(self.path)
+            if not os.path.isdir(directory):
+                os.makedirs(directory, exist_ok=True)
+            conn: sqlite3.Connection = _driver().connect(
+                self.path, timeout=min(self.timeout, 30.0), isolation_level=None
+            )
+            try:
+                conn.execute("PRAGMA synchronous=" + ("FULL" if self.durable else "NORMAL"))
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+def _setup(conn: sqlite3.Connection) -> None:
+    """Create the file's tables (the first writer does; concurrent first writers are fine)."""
+    conn.execute("PRAGMA journal_mode=WAL")
+
+    def create() -> None:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    _in_transaction(conn, create)
+
+
+def _in_transaction(conn: sqlite3.Connection, body: Callable[[], object]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        body()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _busy(exc: Exception) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def connect_reader(path: str) -> sqlite3.Connection:
+    """A connection for reading (``status``, the live page); IndexFailure if there is no index."""
+    import sqlite3
+
+    if not os.path.exists(path):
+        raise IndexFailure(f"no index at {path} (nothing filed yet, or --no-index)")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("SELECT 1 FROM instances LIMIT 1")
+    except sqlite3.Error as exc:
+        raise IndexFailure(f"cannot read the index {path}: {exc}") from None
+    return conn
