@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, str] = {
     "listen": "dicom_repack.listen.cli",
     "bench": "dicom_repack.bench.cli",
     "corpus": "dicom_repack.bench.corpus",
+    "status": "dicom_repack.doors.status",
+    "index": "dicom_repack.doors.reindex",
 }
 
 

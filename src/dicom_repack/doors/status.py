@@ -1,0 +1,329 @@
+"""``dicom-repack status``: what arrived, from the index: patients -> studies -> series.
+
+Reads the SQLite index every door writes (core/index.py), never the data tree,
+so it answers in milliseconds however large the tree is. Each series shows its
+instances, bytes, first and last arrival and whether it is complete: DICOM has
+no end-of-series message, so a series counts as complete once it has been quiet
+for the series-idle period or the association that brought its last instance
+has ended; where its instances announce how many there should be
+(ImagesInAcquisition, NumberOfSlices), fewer than that is "incomplete".
+
+    dicom-repack status --logdir /log                 # a table
+    dicom-repack status --logdir /log --json          # for machines
+    dicom-repack status --index /var/lib/x.sqlite --patient-id 1449c1d --date 20130308
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from ..core.index import DEFAULT_NAME, IndexFailure, connect_reader, default_path
+
+__all__ = ["build_parser", "collect", "main"]
+
+#: the series-idle period status assumes when not told (listen's default with a hook)
+DEFAULT_IDLE = 10.0
+
+_SERIES_SQL = """
+SELECT patient_id,
+       max(patient_name)        AS patient_name,
+       study_instance_uid,
+       max(accession_number)    AS accession_number,
+       max(study_date)          AS study_date,
+       max(study_description)   AS study_description,
+       series_instance_uid,
+       max(series_number)       AS series_number,
+       max(series_description)  AS series_description,
+       max(modality)            AS modality,
+       count(*)                 AS instances,
+       sum(size)                AS bytes,
+       min(filed_at)            AS first,
+       max(filed_at)            AS last,
+       peer,
+       path,
+       max(expected)            AS expected
+FROM instances
+{where}
+GROUP BY patient_id, study_instance_uid, series_instance_uid
+ORDER BY patient_id, study_instance_uid, CAST(series_number AS INTEGER), first
+"""
+# (SQLite gives the bare columns peer and path from the row holding max(filed_at).)
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _where(ns: argparse.Namespace) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    if ns.patient_id:
+        clauses.append("patient_id = ?")
+        params.append(ns.patient_id)
+    if ns.study_uid:
+        clauses.append("study_instance_uid = ?")
+        params.append(ns.study_uid)
+    if ns.since is not None:
+        clauses.append("filed_at >= ?")
+        params.append(ns.since)
+    # a filter on a study's own fields keeps whole studies (all their series)
+    study: list[str] = []
+    if ns.accession:
+        study.append("accession_number = ?")
+        params.append(ns.accession)
+    if ns.date:
+        low, dash, high = ns.date.partition("-")
+        if not dash:
+            high = low  # one day
+        study.append("study_date BETWEEN ? AND ?")
+        params += [low or "00000000", high or "99999999"]
+    if study:
+        clauses.append(
+            "study_instance_uid IN (SELECT study_instance_uid FROM instances WHERE "
+            + " AND ".join(study)
+            + ")"
+        )
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _ended(conn: Any, peers: set[str]) -> dict[str, list[tuple[float, float | None]]]:
+    """peer -> [(started, ended)] of the receiver's associations from those peers."""
+    out: dict[str, list[tuple[float, float | None]]] = {}
+    peers.discard("")
+    if not peers:
+        return out
+    marks = ",".join("?" * len(peers))
+    for row in conn.execute(
+        f"SELECT peer, started, ended FROM associations WHERE peer IN ({marks})", sorted(peers)
+    ):
+        out.setdefault(row[0], []).append((row[1], row[2]))
+    return out
+
+
+def _state(series: dict[str, Any], now: float, idle: float, assoc_ended: bool) -> str:
+    quiet = now - series["_last"] >= idle
+    expected = series["expected"]
+    if expected and series["instances"] >= expected:
+        return "complete"
+    if quiet or assoc_ended:
+        return "incomplete" if expected else "complete"
+    return "receiving"
+
+
+def collect(index: str, ns: argparse.Namespace, *, now: float | None = None) -> dict[str, object]:
+    """The status document (what ``--json`` prints) for the index at ``index``."""
+    now = time.time() if now is None else now
+    conn = connect_reader(index)
+    try:
+        where, params = _where(ns)
+        rows = conn.execute(_SERIES_SQL.format(where=where), params).fetchall()
+        assocs = _ended(conn, {r["peer"] or "" for r in rows})
+    finally:
+        conn.close()
+    patients: dict[str, dict[str, Any]] = {}
+    totals = {"patients": 0, "studies": 0, "series": 0, "instances": 0, "bytes": 0}
+    for r in rows:
+        p = patients.get(r["patient_id"])
+        if p is None:
+            p = patients[r["patient_id"]] = {
+                "PatientID": r["patient_id"],
+                "PatientName": r["patient_name"],
+                "instances": 0,
+                "bytes": 0,
+                "studies": {},
+            }
+        s = p["studies"].get(r["study_instance_uid"])
+        if s is None:
+            s = p["studies"][r["study_instance_uid"]] = {
+                "StudyInstanceUID": r["study_instance_uid"],
+                "AccessionNumber": r["accession_number"],
+                "StudyDate": r["study_date"],
+                "StudyDescription": r["study_description"],
+                "instances": 0,
+                "bytes": 0,
+                "_first": r["first"],
+                "_last": r["last"],
+                "series": [],
+            }
+        ended = any(
+            started <= r["last"] and end is not None and end >= r["last"]
+            for started, end in assocs.get(r["peer"] or "", ())
+        )
+        series: dict[str, Any] = {
+            "SeriesInstanceUID": r["series_instance_uid"],
+            "SeriesNumber": r["series_number"],
+            "SeriesDescription": r["series_description"],
+            "Modality": r["modality"],
+            "instances": r["instances"],
+            "bytes": r["bytes"],
+            "expected": r["expected"],
+            "first": _iso(r["first"]),
+            "last": _iso(r["last"]),
+            "folder": (r["path"] or "").rsplit("/", 1)[0],
+            "_last": r["last"],
+        }
+        series["state"] = _state(series, now, ns.series_idle, ended)
+        series["complete"] = series["state"] == "complete"
+        del series["_last"]
+        s["series"].append(series)
+        for node in (p, s):
+            node["instances"] += r["instances"]
+            node["bytes"] += r["bytes"]
+        s["_first"] = min(s["_first"], r["first"])
+        s["_last"] = max(s["_last"], r["last"])
+        totals["series"] += 1
+        totals["instances"] += r["instances"]
+        totals["bytes"] += r["bytes"]
+    out_patients = []
+    for p in patients.values():
+        studies = []
+        for s in p["studies"].values():
+            s["first"], s["last"] = _iso(s.pop("_first")), _iso(s.pop("_last"))
+            s["complete"] = all(x["complete"] for x in s["series"])
+            studies.append(s)
+        p["studies"] = studies
+        totals["studies"] += len(studies)
+        out_patients.append(p)
+    totals["patients"] = len(out_patients)
+    return {
+        "index": index,
+        "generated": _iso(now),
+        "series_idle_s": ns.series_idle,
+        "totals": totals,
+        "patients": out_patients,
+    }
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def _table(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = doc["totals"]
+    table = Table(
+        title=f"{t['patients']} patients, {t['studies']} studies, {t['series']} series, "
+        f"{t['instances']} instances, {_size(t['bytes'])}",
+        caption=f"index {doc['index']}; complete = quiet {doc['series_idle_s']:g} s "
+        "or association ended",
+    )
+    for col in ("Patient", "Study", "Series", "Instances", "Bytes", "First", "Last", "State"):
+        right = col in ("Instances", "Bytes")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col != "Series")
+    for p in doc["patients"]:
+        who = p["PatientID"]
+        for s in p["studies"]:
+            study = " ".join(x for x in (s["StudyDate"], s["AccessionNumber"]) if x)
+            for x in s["series"]:
+                count = str(x["instances"])
+                if x["expected"]:
+                    count += f"/{x['expected']}"
+                series = " ".join(
+                    str(v) for v in (x["SeriesNumber"], x["Modality"], x["SeriesDescription"]) if v
+                )
+                state = {"complete": "[green]complete", "receiving": "[yellow]receiving"}.get(
+                    x["state"], "[red]" + x["state"]
+                )
+                table.add_row(
+                    who,
+                    study,
+                    series or x["SeriesInstanceUID"],
+                    count,
+                    _size(x["bytes"]),
+                    _short(x["first"]),
+                    _short(x["last"]),
+                    state,
+                )
+                who = study = ""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
+def _short(iso: str | None) -> str:
+    """``2026-11-26T08:25:30Z`` -> ``11-26 08:25:30`` (UTC, as in --json)."""
+    return (iso or "")[5:19].replace("T", " ")
+
+
+def _since(text: str) -> float:
+    """``--since``: seconds ago (``90s``, ``15m``, ``2h``, ``3d``) or a date/time (UTC)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    import calendar
+
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
+        try:
+            return float(calendar.timegm(time.strptime(text.rstrip("Z"), fmt)))
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"not a time: {text!r} (try 2h, 3d or 2026-11-26T08:00)")
+
+
+def _date(text: str) -> str:
+    low, _, high = text.partition("-")
+    if not all(len(x) in (0, 8) and (not x or x.isdigit()) for x in (low, high)) or not (
+        low or high
+    ):
+        raise argparse.ArgumentTypeError(
+            f"not a DICOM date or range: {text!r} (YYYYMMDD[-YYYYMMDD])"
+        )
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dicom-repack status",
+        description="What arrived: patients, studies and series from the index, with instance "
+        "counts, bytes, first/last arrival and completeness.",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-l", "--logdir", help=f"pypx log folder holding {DEFAULT_NAME}")
+    where.add_argument("--index", metavar="PATH", help="the index file itself")
+    p.add_argument("--patient-id", metavar="ID", help="only this PatientID")
+    p.add_argument("--study-uid", metavar="UID", help="only this StudyInstanceUID")
+    p.add_argument("--accession", metavar="N", help="only studies with this AccessionNumber")
+    p.add_argument(
+        "--date", type=_date, metavar="YYYYMMDD[-YYYYMMDD]", help="only studies of this StudyDate"
+    )
+    p.add_argument(
+        "--since", type=_since, metavar="WHEN", help="only instances filed since (2h, 3d, ISO UTC)"
+    )
+    p.add_argument(
+        "--series-idle",
+        type=float,
+        default=DEFAULT_IDLE,
+        metavar="S",
+        help=f"a series quiet this long counts as complete (default {DEFAULT_IDLE:g})",
+    )
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    ns = build_parser().parse_args(argv)
+    index = ns.index or default_path(ns.logdir)
+    try:
+        doc = collect(index, ns)
+    except IndexFailure as exc:
+        sys.stderr.write(f"dicom-repack status: {exc}\n")
+        return 1
+    if ns.json:
+        import json
+
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        _table(doc)
+    return 0
