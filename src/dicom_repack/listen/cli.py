@@ -30,6 +30,7 @@ from ..core.jsonio import NdjsonLog
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..doors import options
+from .activity import Activity
 from .assoc import Policy
 from .limits import Limits
 from .scp import (
@@ -42,6 +43,7 @@ from .scp import (
     listening_socket,
 )
 from .series_watch import SeriesWatch
+from .service import add_service_arguments, apply_config_file, setup_logging
 from .sink import Incoming, Spool
 from .workers import Relay, serve_workers
 
@@ -64,10 +66,12 @@ class Filer:
         config: Config,
         ndjson: NdjsonLog | None = None,
         watch: SeriesWatch | Relay | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self.config = config
         self.ndjson = ndjson
         self.watch = watch
+        self.activity = activity
         self._local = threading.local()
 
     def __call__(self, incoming: Incoming, info: StoreInfo) -> tuple[int, str]:
@@ -100,6 +104,8 @@ class Filer:
                 )
             return STATUS_SUCCESS, ""
         LOG.warning("%s", outcome.error)
+        if self.activity is not None:
+            self.activity.failure(origin, outcome.kind, outcome.error, info.calling_ae, info.peer)
         return _status_for(outcome), outcome.error
 
 
@@ -284,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_arguments(out, options.DESTINATION, required=["datadir"])
     options.add_arguments(
         out,
-        (options.FSYNC, options.LOG_NDJSON),
+        (options.FSYNC, options.LOG_NDJSON, *options.INDEX),
         aliases={"log_ndjson": ("--ndjson",)},
     )
     out.add_argument(
@@ -303,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--log-level", default="warning", help="debug, info, warning, error")
     options.add_arguments(p, options.LAYOUT, title="layout", description=options.LAYOUT_HELP)
+    add_service_arguments(p)
     _env_defaults(p)
     return p
 
@@ -353,15 +360,16 @@ def _allowed(values: list[str] | None) -> frozenset[str]:
 def main(argv: list[str]) -> int:
     try:
         parser = build_parser()
-    except ValueError as exc:  # a DICOM_REPACK_LISTEN_* variable that cannot be read
+        apply_config_file(parser, argv, ENV_PREFIX)  # flags > env > config file > defaults
+    except ValueError as exc:  # a DICOM_REPACK_LISTEN_* variable or config key that cannot be read
         print(f"dicom-repack listen: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-        format="dicom-repack listen: %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        setup_logging(args.log_level, args.log_file)
+    except OSError as exc:
+        print(f"dicom-repack listen: --log-file {args.log_file}: {exc}", file=sys.stderr)
+        return 2
     try:
         return _run(args)
     except _Refused as exc:
@@ -403,7 +411,11 @@ def _run(args: argparse.Namespace) -> int:
         watch = SeriesWatch(idle, args.on_series_complete, emit.write)
 
     config = _server_config(args, ctx)
-    repack_config = Config(args.datadir, args.logdir, layout, fsync=args.fsync)
+    repack_config = Config(
+        args.datadir, args.logdir, layout, fsync=args.fsync, index=options.index_from(vars(args))
+    )
+    # associations and failures: log lines and index rows (opened lazily, after any fork)
+    activity = Activity(repack_config.index, durable=args.fsync)
     try:
         sock = listening_socket(args.bind, args.port)
     except OSError as exc:
@@ -419,7 +431,10 @@ def _run(args: argparse.Namespace) -> int:
     limits = Limits(config.max_associations, config.memory_budget, workers)
     started = time.monotonic()
     if workers == 1:
-        server = StorageServer(config, Filer(repack_config, lines, watch), limits.share(0))
+        server = StorageServer(
+            config, Filer(repack_config, lines, watch, activity), limits.share(0)
+        )
+        server.on_association_end = activity.association_ended
         server.adopt(sock)
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -435,7 +450,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
 
         def make_server(index: int, relay: Relay) -> StorageServer:
-            server = StorageServer(config, Filer(repack_config, lines, relay), limits.share(index))
+            server = StorageServer(
+                config, Filer(repack_config, lines, relay, activity), limits.share(index)
+            )
+            server.on_association_end = activity.association_ended
             server.adopt(sock)
             return server
 

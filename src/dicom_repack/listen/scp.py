@@ -164,6 +164,7 @@ class Association:
         "peer",
         "received",
         "receiving",
+        "result",
         "started",
     )
 
@@ -182,6 +183,8 @@ class Association:
         self.idle_since: float | None = time.monotonic()
         #: set by the server to take this association's slot for a new one
         self.evict = False
+        #: how it ended: released, aborted by peer, evicted, interrupted, protocol error, dropped
+        self.result = "dropped"
 
 
 class _Closed(Exception):
@@ -279,6 +282,8 @@ class StorageServer:
         self.config = config
         self.on_store = on_store
         self.counters = Counters()
+        #: called with each accepted association when it ends (the log line, the index)
+        self.on_association_end: Callable[[Association], None] | None = None
         if share is None:
             share = Limits(config.max_associations, config.memory_budget).share(0)
         self.share = share
@@ -453,10 +458,12 @@ class StorageServer:
             sock.setblocking(True)
             self._association(sock, arrival, me)
         except _Interrupted:
+            me.result = "evicted" if me.evict and not self.stopping else "interrupted"
             self.counters.add("evicted" if me.evict and not self.stopping else "aborted")
             self._send_quietly(sock, abort_pdu(0x00, 0x00))
         except _Protocol as exc:
             LOG.info("%s: protocol error, aborting: %s", peer, exc)
+            me.result = f"protocol error: {exc}"
             self.counters.add("aborted")
             self._send_quietly(sock, abort_pdu(0x02, exc.reason))
         except _Closed:
@@ -473,6 +480,8 @@ class StorageServer:
             with contextlib.suppress(OSError):
                 sock.close()
             self.active.pop(ident, None)
+            if me.calling_ae and self.on_association_end is not None:
+                self.on_association_end(me)
             self.share.give_slot()
             with self._threads_lock:
                 self._threads.discard(threading.current_thread())
@@ -535,10 +544,12 @@ class StorageServer:
                     if not idle:
                         raise _Protocol("A-RELEASE-RQ in the middle of a message", 0x02)
                     self.counters.add("released")
+                    me.result = "released"
                     sock.sendall(release_rp_pdu())
                     return
                 if pdu_type == PDU_ABORT:
                     self.counters.add("aborted")
+                    me.result = "aborted by peer"
                     return
                 if pdu_type != PDU_P_DATA_TF:
                     raise _Protocol(f"unexpected PDU type 0x{pdu_type:02X}", 0x02)

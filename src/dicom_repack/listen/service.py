@@ -1,0 +1,175 @@
+"""Running ``listen`` as a service: a config file, log lines, a log file SIGHUP reopens.
+
+Where each option's value comes from, first match wins (docs/service.md):
+
+1. the command line (``--port 104``);
+2. the environment (``DICOM_REPACK_LISTEN_PORT=104``);
+3. the config file (``--config FILE`` or ``DICOM_REPACK_LISTEN_CONFIG``), TOML
+   with the options' long names as keys (``port = 104``, ``allow-calling =
+   ["PACS1", "PACS2"]``, ``fsync = true``; ``-`` or ``_`` alike);
+4. the built-in defaults.
+
+Log lines carry a UTC timestamp and a level (``2026-11-26T08:50:01.123Z INFO
+...``) and go to ``--log-file`` when given, else to stderr (journald adds its
+own time stamps, but a file needs them). SIGHUP reopens the log file, so
+logrotate can move it away; a moved file is also noticed on the next line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import signal
+import threading
+import time
+
+__all__ = ["ConfigError", "add_service_arguments", "apply_config_file", "setup_logging"]
+
+CONFIG_ENV = "DICOM_REPACK_LISTEN_CONFIG"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class ConfigError(ValueError):
+    """The config file cannot be read or names an option that does not exist (one line)."""
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--log-file``: the service options of ``listen``."""
+    group = parser.add_argument_group("service")
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file of options (keys: the long option names); flags and env vars win",
+    )
+    group.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="append log lines here instead of stderr (SIGHUP reopens it, for logrotate)",
+    )
+
+
+def _config_path(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """--config from the command line (parsed ahead), else from the environment."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return os.environ.get(CONFIG_ENV) or None
+
+
+def apply_config_file(
+    parser: argparse.ArgumentParser, argv: list[str], env_prefix: str
+) -> str | None:
+    """Make the config file's values the defaults of ``parser``'s options.
+
+    An option whose ``<env_prefix><DEST>`` variable is set keeps the
+    environment's value (the environment wins over the file). Returns the file
+    read, or None. Raises ConfigError naming the file and key.
+    """
+    path = _config_path(parser, argv)
+    if not path:
+        return None
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not TOML: {exc}") from None
+    if isinstance(table.get("listen"), dict):  # a [listen] table is accepted too
+        table = {**{k: v for k, v in table.items() if k != "listen"}, **table["listen"]}
+    actions = {
+        a.dest: a
+        for a in parser._actions  # argparse has no public iterator over its options
+        if a.option_strings and a.dest not in ("help", "config")
+    }
+    for key, value in table.items():
+        dest = key.replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            raise ConfigError(f"--config {path}: unknown option {key!r}")
+        if os.environ.get(env_prefix + dest.upper()) is not None:
+            continue
+        action.default = _convert(path, key, action, value)
+        action.required = False
+    return path
+
+
+def _convert(path: str, key: str, action: argparse.Action, value: object) -> object:
+    where = f"--config {path}: {key} = {value!r}"
+    if isinstance(action, argparse._StoreTrueAction):
+        if isinstance(value, str):
+            return value.strip().lower() in _TRUE
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else [value]
+        return [str(v) for v in items]
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{where}: expected a single value")
+    try:
+        out = action.type(str(value)) if callable(action.type) else str(value)
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if action.choices is not None and out not in action.choices:
+        raise ConfigError(f"{where}: not one of {', '.join(map(str, action.choices))}")
+    return out
+
+
+class _UTCFormatter(logging.Formatter):
+    """``2026-11-26T08:50:01.123Z INFO dicom-repack listen: message``."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+FORMAT = "%(asctime)s %(levelname)s dicom-repack listen: %(message)s"
+
+
+def setup_logging(level: str, log_file: str | None) -> logging.Handler:
+    """Configure the root logger: timestamped lines to ``log_file`` or stderr.
+
+    With a file, SIGHUP reopens it (a WatchedFileHandler also notices a file
+    moved away by logrotate on its next line). Raises OSError if the file
+    cannot be opened.
+    """
+    handler: logging.Handler
+    if log_file:
+        handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        _reopen_on_sighup(handler)
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(_UTCFormatter(FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, str(level).upper(), logging.WARNING))
+    return handler
+
+
+def _reopen_on_sighup(handler: logging.handlers.WatchedFileHandler) -> None:
+    def reopen() -> None:
+        handler.acquire()
+        try:
+            if handler.stream is not None:
+                handler.stream.close()
+            handler.stream = handler._open()
+            handler._statstream()
+        finally:
+            handler.release()
+        logging.getLogger("dicom_repack.listen").info("log file reopened (SIGHUP)")
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        # not in the handler itself: the main thread may hold the handler's lock
+        threading.Thread(target=reopen, name="log-reopen", daemon=True).start()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, on_hup)
