@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from ..core.index import Index, IndexFailure
 
 if TYPE_CHECKING:
+    from .metrics import WorkerCounters
     from .scp import Association
 
 __all__ = ["Activity"]
@@ -45,6 +46,8 @@ class Activity:
         self.failures: collections.deque[dict[str, object]] = collections.deque(maxlen=KEEP)
         self.ended: collections.deque[dict[str, object]] = collections.deque(maxlen=KEEP)
         self.failure_kinds: collections.Counter[str] = collections.Counter()
+        #: this process's row of the shared counters (set by the worker that uses it)
+        self.counters: WorkerCounters | None = None
 
     def _index(self) -> Index | None:
         if self.index_path is None:
@@ -62,6 +65,14 @@ class Activity:
             index.execute(sql, row)
         except IndexFailure as exc:  # the instances are filed; only the page loses a line
             LOG.warning("%s", exc)
+
+    def association_started(self, me: Association) -> None:
+        """An open row (no end yet): the live page of a multi-process receiver lists it."""
+        self._write(
+            "INSERT OR REPLACE INTO associations (peer, started, calling_ae, called_ae) "
+            "VALUES (?, ?, ?, ?)",
+            (me.peer, me.started, me.calling_ae, me.called_ae),
+        )
 
     def association_ended(self, me: Association) -> None:
         """The log line and the index row of one association that was accepted."""
@@ -97,6 +108,8 @@ class Activity:
         """One instance not filed (its reason is already one line naming it)."""
         now = time.time()
         kind = kind or "Error"
+        if self.counters is not None:
+            self.counters.failure(kind)
         with self._lock:
             self.failure_kinds[kind] += 1
             self.failures.appendleft(

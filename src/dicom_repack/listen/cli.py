@@ -33,6 +33,7 @@ from ..doors import options
 from .activity import Activity
 from .assoc import Policy
 from .limits import Limits
+from .metrics import SharedCounters
 from .scp import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
@@ -46,6 +47,12 @@ from .series_watch import SeriesWatch
 from .service import add_service_arguments, apply_config_file, setup_logging
 from .sink import Incoming, Spool
 from .workers import Relay, serve_workers
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from .http import LiveServer
 
 __all__ = ["ENV_PREFIX", "Filer", "build_parser", "main"]
 
@@ -414,8 +421,11 @@ def _run(args: argparse.Namespace) -> int:
     repack_config = Config(
         args.datadir, args.logdir, layout, fsync=args.fsync, index=options.index_from(vars(args))
     )
-    # associations and failures: log lines and index rows (opened lazily, after any fork)
+    # associations and failures: log lines and index rows (opened lazily, after any fork);
+    # counters in shared memory, so that the live page adds up every worker's
     activity = Activity(repack_config.index, durable=args.fsync)
+    shared = SharedCounters(workers)
+    live: LiveServer | None = None
     try:
         sock = listening_socket(args.bind, args.port)
     except OSError as exc:
@@ -434,7 +444,7 @@ def _run(args: argparse.Namespace) -> int:
         server = StorageServer(
             config, Filer(repack_config, lines, watch, activity), limits.share(0)
         )
-        server.on_association_end = activity.association_ended
+        _observe(server, activity, shared, 0)
         server.adopt(sock)
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -443,6 +453,7 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         print(started_line, file=sys.stderr, flush=True)
+        live = _live(args, shared, limits, activity, repack_config.index, server)
         if watch is not None:
             watch.start()
         server.serve_forever()
@@ -453,16 +464,20 @@ def _run(args: argparse.Namespace) -> int:
             server = StorageServer(
                 config, Filer(repack_config, lines, relay, activity), limits.share(index)
             )
-            server.on_association_end = activity.association_ended
+            _observe(server, activity, shared, index)
             server.adopt(sock)
             return server
 
         def on_started() -> None:
+            nonlocal live
             print(started_line, file=sys.stderr, flush=True)
+            live = _live(args, shared, limits, activity, repack_config.index, None)
             if watch is not None:
                 watch.start()
 
         counters, lost = serve_workers(workers, limits, make_server, watch, on_started)
+    if live is not None:
+        live.stop()
     if watch is not None:
         watch.close(flush=True)
     summary = _summary(counters, watch, time.monotonic() - started)
@@ -475,6 +490,56 @@ def _run(args: argparse.Namespace) -> int:
         lines.write({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
         lines.close()
     return 0 if not lost else 1
+
+
+def _observe(
+    server: StorageServer, activity: Activity, counters: SharedCounters, index: int
+) -> None:
+    """Count into the shared table and report associations (log line, index rows)."""
+    server.counters = activity.counters = counters.view(index)
+    server.on_association_start = activity.association_started
+    server.on_association_end = activity.association_ended
+
+
+def _live(
+    args: argparse.Namespace,
+    counters: SharedCounters,
+    limits: Limits,
+    activity: Activity,
+    index: str | None,
+    server: StorageServer | None,
+) -> LiveServer | None:
+    """Start ``--http`` (in the process that sees every worker's counters), or None."""
+    if not args.http:
+        return None
+    from .http import LiveServer, LiveState
+
+    stopping = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        if callable(previous):
+            previous(signum, frame)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, on_term)
+    state = LiveState(
+        counters,
+        limits,
+        activity,
+        index=index,
+        series_idle=args.series_idle or 10.0,
+        active=(lambda: list(server.active.values())) if server is not None else None,
+        healthy=lambda: not stopping.is_set(),
+    )
+    try:
+        host, port = args.http
+        live = LiveServer(host, port, state).start()
+    except OSError as exc:
+        LOG.error("--http %s:%d: %s; no live page", args.http[0], args.http[1], exc)
+        return None
+    print(f"dicom-repack listen: live page on {live.url}", file=sys.stderr, flush=True)
+    return live
 
 
 def _cores() -> int:

@@ -282,7 +282,9 @@ class StorageServer:
         self.config = config
         self.on_store = on_store
         self.counters = Counters()
-        #: called with each accepted association when it ends (the log line, the index)
+        #: called with each accepted association when it starts and when it ends
+        #: (listen/activity.py: the log line, the index rows)
+        self.on_association_start: Callable[[Association], None] | None = None
         self.on_association_end: Callable[[Association], None] | None = None
         if share is None:
             share = Limits(config.max_associations, config.memory_budget).share(0)
@@ -505,6 +507,8 @@ class StorageServer:
             raise _Protocol(f"undecodable A-ASSOCIATE-RQ ({exc})", 0x06) from None
         me.calling_ae, me.called_ae = negotiated.calling_ae, negotiated.called_ae
         self.counters.add("associations")
+        if self.on_association_start is not None:
+            self.on_association_start(me)
         sock.sendall(ac)
 
         def interrupt(at_boundary: bool) -> bool:

@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--log-file``: the service options of ``listen``."""
+    """``--config``, ``--http`` and ``--log-file``: the service options of ``listen``."""
     group = parser.add_argument_group("service")
     group.add_argument(
         "--config",
@@ -44,10 +44,28 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         help="TOML file of options (keys: the long option names); flags and env vars win",
     )
     group.add_argument(
+        "--http",
+        type=parse_address,
+        metavar="[HOST:]PORT",
+        help="serve a live page, /metrics (Prometheus) and /healthz here "
+        "(default: off; HOST defaults to 127.0.0.1)",
+    )
+    group.add_argument(
         "--log-file",
         metavar="PATH",
         help="append log lines here instead of stderr (SIGHUP reopens it, for logrotate)",
     )
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``--http``: ``8080`` -> (127.0.0.1, 8080); ``0.0.0.0:8080``; ``[::1]:8080``."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"--http wants [HOST:]PORT, not {text!r}")
+    return host, int(port)
 
 
 def _config_path(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:

@@ -1,0 +1,377 @@
+"""``listen --http [HOST:]PORT``: a live page, ``/metrics`` and ``/healthz``.
+
+Off by default; bound to 127.0.0.1 unless a host is given. Served by the
+standard library's threading HTTP server in a thread of the process that owns
+the counters (the parent, with ``--workers N``), read-only:
+
+- ``/``: one HTML page that updates itself (a few lines of JavaScript fetch
+  ``/api/status`` every second): instances/s, active associations and their
+  peers, series in progress and recently completed, failures with reasons;
+- ``/api/status``: the same as JSON;
+- ``/metrics``: Prometheus' text format (instances, bytes, failures by kind,
+  associations by outcome, active associations, in-flight bytes);
+- ``/healthz``: ``200 ok`` while serving, ``503`` once stopping.
+
+The numbers come from the shared counters (:mod:`~.metrics`, summed over the
+workers) and the association/byte table (:mod:`~.limits`); the lists from the
+index when there is one (it holds every worker's rows), else from this
+process's memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .activity import Activity
+from .limits import Limits
+from .metrics import FAILURE_KINDS, SharedCounters
+
+__all__ = ["LiveServer", "LiveState"]
+
+#: how far back the page looks for series (in progress and recently completed)
+RECENT_S = 3600.0
+#: instances/s is averaged over this window
+RATE_WINDOW_S = 10.0
+
+
+class LiveState:
+    """Gathers what the page and /metrics show; cheap enough to call every second."""
+
+    def __init__(
+        self,
+        counters: SharedCounters,
+        limits: Limits,
+        activity: Activity,
+        *,
+        index: str | None,
+        series_idle: float,
+        active: Callable[[], list[Any]] | None = None,
+        healthy: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.counters = counters
+        self.limits = limits
+        self.activity = activity
+        self.index = index
+        self.series_idle = series_idle
+        #: this process's open associations (one process only), else None: from the index
+        self.active = active
+        self.healthy = healthy
+        self.started = time.time()
+        self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=64)
+        self._lock = threading.Lock()
+
+    def sample(self) -> None:
+        """Remember (time, stored, bytes) for the rate; called every second by the server."""
+        t = self.counters.totals()
+        with self._lock:
+            self._samples.append((time.monotonic(), t["stored"], t["bytes"]))
+
+    def _rate(self) -> tuple[float, float]:
+        with self._lock:
+            samples = list(self._samples)
+        if len(samples) < 2:
+            return 0.0, 0.0
+        now = samples[-1][0]
+        first = next((s for s in samples if now - s[0] <= RATE_WINDOW_S), samples[0])
+        last = samples[-1]
+        span = last[0] - first[0]
+        if span <= 0:
+            return 0.0, 0.0
+        return (last[1] - first[1]) / span, (last[2] - first[2]) / span
+
+    def document(self) -> dict[str, object]:
+        """The /api/status JSON."""
+        totals = self.counters.totals()
+        associations, inflight = self.limits.totals()
+        per_s, bytes_per_s = self._rate()
+        doc: dict[str, object] = {
+            "generated": time.time(),
+            "started": self.started,
+            "workers": self.limits.workers,
+            "healthy": self.healthy(),
+            "counters": {k: v for k, v in totals.items() if not k.startswith("failed:")},
+            "failed_by_kind": {
+                k.split(":", 1)[1]: v for k, v in totals.items() if k.startswith("failed:") and v
+            },
+            "instances_per_s": round(per_s, 2),
+            "bytes_per_s": round(bytes_per_s, 1),
+            "active_associations": associations,
+            "inflight_bytes": inflight,
+            "index": self.index,
+        }
+        doc.update(self._lists())
+        return doc
+
+    def _lists(self) -> dict[str, object]:
+        active: list[dict[str, object]] = []
+        if self.active is not None:
+            active = [
+                {"peer": a.peer, "calling_ae": a.calling_ae, "called_ae": a.called_ae,
+                 "started": a.started, "instances": a.instances,
+                 "bytes": a.received + a.receiving}
+                for a in self.active() if a.calling_ae
+            ]  # fmt: skip
+        recent = self.activity.snapshot()
+        out: dict[str, object] = {
+            "associations": active,
+            "recent_associations": recent["ended"],
+            "failures": recent["failures"],
+            "series_in_progress": [],
+            "series_completed": [],
+        }
+        if self.index is None:
+            return out
+        from ..core.index import IndexFailure, connect_reader
+
+        try:
+            conn = connect_reader(self.index)
+        except IndexFailure:
+            return out  # nothing filed yet
+        try:
+            since = time.time() - RECENT_S
+            if self.active is None:
+                out["associations"] = [
+                    dict(r)
+                    for r in conn.execute(
+                        "SELECT peer, calling_ae, called_ae, started, instances, bytes "
+                        "FROM associations WHERE ended IS NULL AND started >= ? "
+                        "ORDER BY started",
+                        (self.started - 1,),
+                    )
+                ]
+                out["recent_associations"] = [
+                    dict(r)
+                    for r in conn.execute(
+                        "SELECT * FROM associations WHERE ended IS NOT NULL "
+                        "ORDER BY ended DESC LIMIT 20"
+                    )
+                ]
+            out["failures"] = [
+                dict(r) for r in conn.execute("SELECT * FROM failures ORDER BY at DESC LIMIT 20")
+            ]
+        except Exception:  # a reader must never break the page (a locked or new file)
+            pass
+        finally:
+            conn.close()
+        out.update(self._series(since))
+        return out
+
+    def _series(self, since: float) -> dict[str, object]:
+        from ..core.index import IndexFailure
+        from ..doors.status import collect
+
+        assert self.index is not None
+        ns = argparse.Namespace(
+            patient_id=None, study_uid=None, accession=None, date=None, since=since,
+            series_idle=self.series_idle,
+        )  # fmt: skip
+        try:
+            doc = collect(self.index, ns)
+        except IndexFailure:
+            return {}
+        rows = []
+        for p in doc["patients"]:  # type: ignore[attr-defined]
+            for st in p["studies"]:
+                for s in st["series"]:
+                    rows.append(
+                        {
+                            "PatientID": p["PatientID"],
+                            "StudyDescription": st["StudyDescription"],
+                            **{k: v for k, v in s.items() if k != "complete"},
+                        }
+                    )
+        rows.sort(key=lambda r: str(r["last"]), reverse=True)
+        return {
+            "series_in_progress": [r for r in rows if r["state"] == "receiving"],
+            "series_completed": [r for r in rows if r["state"] != "receiving"][:20],
+        }
+
+    def metrics(self) -> str:
+        """Prometheus' text exposition format."""
+        t = self.counters.totals()
+        associations, inflight = self.limits.totals()
+        out: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, values: dict[str, float]) -> None:
+            out.append(f"# HELP dicom_repack_{name} {help_text}")
+            out.append(f"# TYPE dicom_repack_{name} {kind}")
+            for labels, value in values.items():
+                text = str(value) if isinstance(value, int) else repr(float(value))
+                out.append(f"dicom_repack_{name}{labels} {text}")
+
+        metric("up", "gauge", "1 while the receiver serves.", {"": 1 if self.healthy() else 0})
+        metric("start_time_seconds", "gauge", "Unix time the receiver started.",
+               {"": self.started})  # fmt: skip
+        metric("workers", "gauge", "Receiving processes.", {"": self.limits.workers})
+        metric("instances_stored_total", "counter", "Instances filed and recorded.",
+               {"": t["stored"]})  # fmt: skip
+        metric("instances_failed_total", "counter", "Instances not filed, by error kind.",
+               {f'{{kind="{k}"}}': t[f"failed:{k}"] for k in FAILURE_KINDS})  # fmt: skip
+        metric("received_bytes_total", "counter", "Bytes of instances received.",
+               {"": t["bytes"]})  # fmt: skip
+        metric("spooled_total", "counter", "Instances spooled to disk while arriving.",
+               {"": t["spooled"]})  # fmt: skip
+        metric("echoes_total", "counter", "C-ECHO requests answered.", {"": t["echoes"]})
+        metric("connections_total", "counter", "TCP connections accepted.",
+               {"": t["connections"]})  # fmt: skip
+        metric("connections_dropped_total", "counter",
+               "Connections closed before associating.", {"": t["dropped"]})  # fmt: skip
+        metric("associations_total", "counter", "Associations, by outcome.",
+               {f'{{result="{k}"}}': t[n] for k, n in (
+                   ("accepted", "associations"), ("rejected", "rejected"),
+                   ("released", "released"), ("aborted", "aborted"), ("evicted", "evicted"))})  # fmt: skip
+        metric("associations_active", "gauge", "Associations open now.", {"": associations})
+        metric("inflight_bytes", "gauge",
+               "Bytes of unfinished instances held in memory now.", {"": inflight})  # fmt: skip
+        return "\n".join(out) + "\n"
+
+
+class LiveServer:
+    """The HTTP server thread; :meth:`start`, then :meth:`stop` at shutdown."""
+
+    def __init__(self, host: str, port: int, state: LiveState) -> None:
+        self.state = state
+        handler = type("Handler", (_Handler,), {"state": state})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        bound = self.httpd.server_address
+        self.address: tuple[str, int] = (str(bound[0]), int(bound[1]))
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True),
+            threading.Thread(target=self._sampler, name="http-sampler", daemon=True),
+        ]
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/"
+
+    def start(self) -> LiveServer:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _sampler(self) -> None:
+        while not self._stop.wait(1.0):
+            self.state.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: LiveState
+    server_version = "dicom-repack"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/":
+            self._send(200, "text/html; charset=utf-8", PAGE.encode())
+        elif path == "/api/status":
+            body = json.dumps(self.state.document(), default=str).encode()
+            self._send(200, "application/json", body)
+        elif path == "/metrics":
+            self._send(200, "text/plain; version=0.0.4; charset=utf-8",
+                       self.state.metrics().encode())  # fmt: skip
+        elif path == "/healthz":
+            ok = self.state.healthy()
+            self._send(200 if ok else 503, "text/plain", b"ok\n" if ok else b"stopping\n")
+        else:
+            self._send(404, "text/plain", b"not found\n")
+
+    def _send(self, status: int, ctype: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # requests are not worth a log line each
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>dicom-repack listen</title>
+<style>
+body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.3em} h2{font-size:1.05em;margin-top:1.5em}
+.cards{display:flex;gap:1em;flex-wrap:wrap}
+.card{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;min-width:8em}
+.card b{display:block;font-size:1.6em}
+table{border-collapse:collapse;margin-top:.3em} td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
+.bad{color:#b00} .muted{color:#888}
+</style></head>
+<body>
+<h1>dicom-repack listen <span id="health" class="muted"></span></h1>
+<div class="cards">
+ <div class="card">instances filed<b id="stored">-</b></div>
+ <div class="card">failed<b id="failed">-</b></div>
+ <div class="card">instances/s<b id="rate">-</b></div>
+ <div class="card">received<b id="bytes">-</b></div>
+ <div class="card">associations open<b id="active">-</b></div>
+ <div class="card">in flight<b id="inflight">-</b></div>
+</div>
+<h2>Active associations</h2><table id="assocs"></table>
+<h2>Series in progress</h2><table id="progress"></table>
+<h2>Recently completed series</h2><table id="completed"></table>
+<h2>Failures</h2><table id="failures"></table>
+<p class="muted" id="updated"></p>
+<script>
+const $ = id => document.getElementById(id);
+const mb = n => (n / 1e6).toFixed(1) + " MB";
+const t = s => s ? new Date(typeof s === "number" ? s * 1000 : s).toISOString().slice(11, 19) : "";
+function rows(id, head, items, cells) {
+  const el = $(id);
+  el.replaceChildren();
+  const tr = el.insertRow();
+  head.forEach(h => { const th = document.createElement("th"); th.textContent = h; tr.appendChild(th); });
+  items.forEach(it => { const r = el.insertRow(); cells(it).forEach(c => { r.insertCell().textContent = c; }); });
+  el.dataset.rows = items.length;
+}
+let updates = 0;
+async function refresh() {
+  try {
+    const d = await (await fetch("/api/status", {cache: "no-store"})).json();
+    const c = d.counters;
+    $("stored").textContent = c.stored;
+    $("failed").textContent = c.failed;
+    $("rate").textContent = d.instances_per_s;
+    $("bytes").textContent = mb(c.bytes);
+    $("bytes").dataset.bytes = c.bytes;
+    $("active").textContent = d.active_associations;
+    $("inflight").textContent = mb(d.inflight_bytes);
+    $("health").textContent = d.healthy ? "serving" : "stopping";
+    rows("assocs", ["peer", "calling AE", "called AE", "since", "instances", "bytes"], d.associations,
+         a => [a.peer, a.calling_ae, a.called_ae, t(a.started), a.instances, mb(a.bytes || 0)]);
+    const series = s => [s.PatientID, s.SeriesNumber + " " + (s.SeriesDescription || ""), s.Modality || "",
+         s.instances + (s.expected ? "/" + s.expected : ""), mb(s.bytes), t(s.last), s.state];
+    const head = ["patient", "series", "modality", "instances", "bytes", "last", "state"];
+    rows("progress", head, d.series_in_progress, series);
+    rows("completed", head, d.series_completed, series);
+    rows("failures", ["at", "kind", "reason"], d.failures, f => [t(f.at), f.kind, f.reason]);
+    document.body.dataset.stored = c.stored;
+    document.body.dataset.updates = ++updates;
+    $("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC" +
+      (d.index ? "" : " (no index: series lists need one)");
+  } catch (e) {
+    $("health").textContent = "unreachable";
+  }
+}
+refresh();
+setInterval(refresh, 1000);
+</script>
+</body></html>
+"""
