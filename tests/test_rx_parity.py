@@ -61,8 +61,11 @@ def file_like_rx(name: str, base: Path) -> tuple[Path, Path, Path]:
         )
     data, log = base / "data", base / "log"
     for group in series_groups(files).values():
-        run_cli("--xcrdirfile", str(group[0]), "--datadir", str(data), "--logdir", str(log))
-    run_cli("batch", str(src), "--datadir", str(data), "--logdir", str(log), "--no-progress")
+        run_cli("--xcrdirfile", str(group[0]), "--datadir", str(data), "--logdir", str(log),
+                "--no-index")  # fmt: skip
+    # --no-index: the log folder is compared file for file with rx-repack's records
+    run_cli("batch", str(src), "--datadir", str(data), "--logdir", str(log), "--no-progress",
+            "--no-index")  # fmt: skip
     return src, data, log
 
 
