@@ -229,7 +229,12 @@ def bench_corpus(
     print(
         f"\n== {label}: {n} instances, {size / 1e6:.0f} MB; {args.repeat} repetitions, alternated"
     )
-    runs: dict[str, list[Run]] = {"cp -r": [], "batch copy": [], "batch move": []}
+    runs: dict[str, list[Run]] = {
+        "cp -r": [],
+        "batch copy": [],
+        "batch copy --no-index": [],  # the SQLite index's cost apart (core/index.py)
+        "batch move": [],
+    }
     if args.io_floor:
         runs["python io floor"] = []
     px_flat = None
@@ -261,6 +266,8 @@ def bench_corpus(
                 runs[name].append(timed(["cp", "-r", str(corpus), str(out / "copy")]))
             elif name == "batch copy":
                 runs[name].append(timed(batch_argv(exe, corpus, out, *jobs)))
+            elif name == "batch copy --no-index":
+                runs[name].append(timed(batch_argv(exe, corpus, out, "--no-index", *jobs)))
             elif name == "python io floor":
                 floor = [sys.executable, str(HERE / "io_floor.py"), str(corpus), str(out)]
                 runs[name].append(timed(floor))
@@ -319,6 +326,12 @@ def bench_corpus(
         )
     cp, bc, bm = table["cp -r"], table["batch copy"], table["batch move"]
     print(f"batch copy / cp -r (median wall): {bc['wall'] / cp['wall']:.2f}x   (target <= 2.5x)")
+    bare = table["batch copy --no-index"]
+    print(
+        f"the index's cost: {(bc['per_inst_cpu'] - bare['per_inst_cpu']) * 1e3:+.3f} ms CPU per "
+        f"instance, batch copy / --no-index = {bc['cpu'] / bare['cpu']:.2f}x CPU, "
+        f"{bc['wall'] / bare['wall']:.2f}x wall"
+    )
     if "python io floor" in table:
         fl = table["python io floor"]
         print(

@@ -95,6 +95,10 @@ def main() -> int:
         return [exe, "--xcrdir", str(f.parent), "--xcrfile", f.name, "--datadir", str(out / "data"),
                 "--logdir", str(out / "log")]  # fmt: skip
 
+    def cmd_ours_no_index(f: Path, out: Path) -> list[str]:
+        # the SQLite index (core/index.py) is on by default with --logdir: its cost apart
+        return [*cmd_ours(f, out), "--no-index"]
+
     def cmd_ours_first(f: Path, out: Path) -> list[str]:
         # a fresh tree per instance: every one is the first of its series
         fresh = out / f.name
@@ -121,6 +125,7 @@ def main() -> int:
         ("python -c pass", cmd_floor, files),
         ("python -S -c pass", cmd_floor_s, files),
         ("dicom-repack", cmd_ours, files),
+        ("dicom-repack --no-index", cmd_ours_no_index, files),
         ("dicom-repack --cleanup", cmd_ours_move, files),
         ("dicom-repack, first of series", cmd_ours_first, _sample(files, args.first_sample)),
     ]
@@ -167,6 +172,11 @@ def main() -> int:
         f"  dicom-repack / python -c pass:                 {ours / floor_cpu:.2f}x  (target <= 0.9x)"
     )
     print(f"  first of series / later instance:              {first / ours:.2f}x  (target <= 1.5x)")
+    bare = statistics.median(cpus["dicom-repack --no-index"])
+    print(
+        f"  the index's cost per instance (CPU):           {(ours - bare) * 1e3:+.2f} ms "
+        f"({ours / bare:.2f}x the door with --no-index)"
+    )
     if args.rx_repack:
         rx = statistics.median(cpus["rx-repack"])
         print(f"  dicom-repack / rx-repack:                      {ours / rx:.1f}x  (target <= 8x)")
