@@ -45,20 +45,18 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..core import jsonio
+from ..core.errors import RecordError
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
-from ..core.source import PathSource
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
-    from ..core.header import Header
-    from ..core.place import Placed
     from .batch import Summary
 
     #: distributed's objects (its annotations are partial: handled as Any here)
@@ -137,7 +135,7 @@ def repack_chunk(
     repacker = _repacker(run_id, config)
     earlier = read_journal(journal) if journal else {}
     outcomes: list[Outcome] = []
-    log = _Journal(journal, repacker, sync=config.fsync) if journal and move else None
+    log = _Journal(journal, sync=config.fsync) if journal and move else None
     try:
         for path in paths:
             done = earlier.get(path)
@@ -146,7 +144,7 @@ def repack_chunk(
                 outcomes.append(done)
                 continue
             if log is not None:
-                outcomes.append(repacker.repack(_JournalledSource(path, log)))
+                outcomes.append(repacker.repack_path(path, move=True, before_commit=log.add))
             else:
                 outcomes.append(repacker.repack_path(path, move=move))
             _test_hook()
@@ -157,59 +155,34 @@ def repack_chunk(
 
 
 class _Journal:
-    """One task's journal: a line per instance filed, written before its source goes."""
+    """One task's journal: a line per instance, written by the job's ``before_commit``.
 
-    def __init__(self, path: str, repacker: Repacker, *, sync: bool) -> None:
+    The job calls it once the instance is placed and recorded, right before the
+    source is removed: a source that is gone always has its line.
+    """
+
+    def __init__(self, path: str, *, sync: bool) -> None:
         self.path = path
-        self.repacker = repacker
         self.sync = sync
         self.fd = -1
 
-    def add(self, origin: str, placed: Placed, header: Header) -> None:
-        """Journal ``origin`` as filed at ``placed``: the outcome its task would report."""
-        vals = header.values
-        out = Outcome(
-            origin,
-            dst=placed.path,
-            size=placed.stat.st_size,
-            patient_id=vals.get("PatientID"),
-            study_uid=vals.get("StudyInstanceUID"),
-            series_uid=vals.get("SeriesInstanceUID"),
-            sop_uid=vals.get("SOPInstanceUID"),
-            missing=self.repacker.layout.plan(vals, header.empty).missing,
-        )
-        if self.fd < 0:
-            self.fd = _open_journal(self.path)
-        _journal_line(self.fd, out, sync=self.sync)
+    def add(self, outcome: Outcome) -> None:
+        try:
+            if self.fd < 0:
+                self.fd = _open_journal(self.path)
+            _journal_line(self.fd, outcome, sync=self.sync)
+        except OSError as exc:
+            # the source stays (not committed); the instance is filed, a re-run is harmless
+            raise RecordError(
+                outcome.src,
+                f"cannot write the task journal {self.path}: {exc.strerror or exc}",
+                errno=exc.errno,
+            ) from None
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-class _JournalledSource(PathSource):
-    """The core's moved path source, journalled between its records and its removal.
-
-    The job calls ``commit`` only once the instance is placed and recorded; the
-    journal line goes first, so a source that is gone always has its line.
-    """
-
-    __slots__ = ("_header", "_journal")
-
-    def __init__(self, path: str, journal: _Journal) -> None:
-        super().__init__(path, move=True)
-        self._journal = journal
-        self._header: Header | None = None
-
-    def header(self, keywords: Collection[str]) -> Header:
-        self._header = header = super().header(keywords)
-        return header
-
-    def commit(self, placed: Placed) -> None:
-        if self._header is not None and not placed.same_entry:
-            self._journal.add(self.origin, placed, self._header)
-        super().commit(placed)
 
 
 def _repacker(run_id: str, config: Config) -> Repacker:
