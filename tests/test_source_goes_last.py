@@ -274,7 +274,7 @@ def test_batch_cleanup_killed_at_any_moment_then_rerun_loses_nothing(
     killed = 0
     for count in (1, 10, 40, 80):
         proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         killed += _kill_when(proc, data, count)
         # at every moment, every instance is somewhere, complete: in the input or in the tree
