@@ -59,7 +59,7 @@ def index_rows(index: Path) -> dict[str, tuple[str, int, str, str, str]]:
             "patient_id FROM instances"
         ).fetchall()
     assert len(rows) == len({r[0] for r in rows})
-    return {r[0]: tuple(r[1:]) for r in rows}  # type: ignore[misc]
+    return {r[0]: tuple(r[1:]) for r in rows}
 
 
 def test_batch_index_rows_equal_the_filed_tree(tmp_path: Path) -> None:
