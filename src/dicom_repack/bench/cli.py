@@ -422,18 +422,18 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
         corpus["duplicate_destinations"] = truth.duplicates
         bytecode = compile_bytecode()
 
+        from .energy import detect_rapl
+
         method: dict[str, Any] = {
             "summary": "not measured (--no-energy)",
-            "rapl": None,
+            "rapl": detect_rapl()[0],
             "hint": None,
         }
         if not opts.no_energy:
             from .energy import EnergyMeter
 
             meter = EnergyMeter(out, country=opts.country)
-            from .energy import detect_rapl
-
-            if detect_rapl()[0] == "readable":
+            if method["rapl"] == "readable":
                 with console.status("RAPL readable: measuring the idle baseline (10 s)"):
                     meter.calibrate(10.0)
         settings = {
@@ -508,6 +508,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
             report.write_json(out / "results.json", results)
             report.write_csv(out / "results.csv", results)
             report.write_html(out / "report.html", results)
+            (out / "summary.md").write_text(report.markdown_table(results), encoding="utf-8")
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
     if "summary" not in results:

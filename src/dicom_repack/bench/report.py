@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "SEED_BYTES",
     "SEED_PUBLISHED",
+    "markdown_table",
     "print_table",
     "summarize",
     "write_csv",
@@ -550,6 +551,42 @@ def headline(results: dict[str, Any]) -> list[str]:
     if not out:
         out.append(f"Ratios against {s['baseline_basis']} (px-repack and rx-repack did not run).")
     return out
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The verdict as a Markdown table (``summary.md``), for pasting into documentation."""
+    s = results["summary"]
+    lines = [
+        "| contestant | status | wall | CPU-s | energy | inst/s | MB/s | peak RSS, tree | "
+        "largest process | × px wall | × px CPU | × rx wall | × rx CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in _ordered(s):
+        lines.append(
+            f"| {r['label']}{' *' if r.get('sampled') else ''} | {r['status']} | "
+            f"{fmt_duration(r['wall_s'])} | {fmt_cpu(r['cpu_s'])} | {fmt_energy(r['energy_kwh'])} | "
+            f"{(r['instances_per_s'] or 0):.0f} | {(r['mb_per_s'] or 0):.1f} | "
+            f"{fmt_bytes(r['peak_tree_rss_bytes'])} | {fmt_bytes(r['max_process_rss_bytes'])} | "
+            f"{_vs(r, 'px', 'speed')} | {_vs(r, 'px', 'cpu')} | {_vs(r, 'rx', 'speed')} | "
+            f"{_vs(r, 'rx', 'cpu')} |"
+        )
+    notes = [f"Corpus: {describe_corpus_line(results['corpus'])}."]
+    for r in _ordered(s):
+        if r.get("sampled"):
+            m = r["measured"]
+            notes.append(
+                f"\\* {r['label']}: measured on an evenly spaced sample of {m['instances']:.0f} "
+                f"instances ({fmt_duration(m['wall_s'])} wall, {fmt_cpu(m['cpu_s'])} CPU-s), "
+                "scaled to the corpus by instance count."
+            )
+    for rival, info in (s.get("rivals") or {}).items():
+        if info["runs_failed"]:
+            notes.append(
+                f"{rival} FAILED the checks in {info['runs_failed']} of {info['runs']} run(s) "
+                f"({'; '.join(info['problems'])}); ratios against it for reference."
+            )
+    notes.append(f"Energy: {(results.get('energy_method') or {}).get('summary', 'not measured')}.")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 # -- HTML -------------------------------------------------------------------------------
