@@ -285,6 +285,13 @@ class StorescpContestant(Contestant):
             return "dcmtk's storescp/storescu not found (apt-get install dcmtk)"
         return None
 
+    def version(self) -> str | None:
+        from .feed import find_dcmtk
+
+        scp = find_dcmtk("storescp")
+        dcmtk = _first_line([scp, "--version"]) if scp else None
+        return f"{dcmtk or 'dcmtk storescp'}; -xcr {self.program}"
+
     def plan(self, ctx: RunContext) -> RunPlan:
         assert self.program is not None
         incoming = ctx.root / "incoming"
