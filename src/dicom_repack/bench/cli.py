@@ -356,6 +356,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
         "tool": "dicom-repack bench",
         "started": started.isoformat(timespec="seconds"),
         "command": ["dicom-repack", "bench", *argv],
+        "out": str(out),
         "complete": False,
         "runs": [],
     }
@@ -632,6 +633,7 @@ def _run_rounds(
                     details = json.loads(ctx.summary.read_text())
                 run = _run_record(c, rep, pos, m, energy, verdict, details, corpus, ctx, sample)
                 results["runs"].append(run)
+                _checkpoint(results)
                 progress.update(
                     task,
                     description=f"  {c.name} (run {rep + 1}/{opts.repeat}) {run['status']}"
@@ -646,6 +648,24 @@ def _run_rounds(
                     return True
     results["settings"]["runs_deleted_between_runs"] = scratch.deleted_between_runs
     return False
+
+
+def _checkpoint(results: dict[str, Any]) -> None:
+    """Write results.json after every run, so that a bench killed from outside (the OOM
+    killer, a lost terminal) still leaves every finished run's figures behind."""
+    from . import report
+
+    out = results.get("out")
+    if not out:
+        return
+    with contextlib.suppress(OSError, KeyError, TypeError, ValueError):
+        results["summary"] = report.summarize(
+            results["runs"],
+            results["contestants"],
+            results["corpus"]["bytes"],
+            results["corpus"]["instances"],
+        )
+        report.write_json(Path(out) / "results.json", results)
 
 
 def _run_record(
