@@ -394,3 +394,32 @@ def test_before_commit_sees_the_instance_filed_and_the_source_still_there(tmp_pa
         str(src), move=True, before_commit=hook
     )
     assert outcome.error is None and seen == [(True, True, True)] and not src.exists()
+
+
+@pytest.mark.parametrize("door", ["instance", "batch"])
+def test_a_source_that_cannot_be_removed_is_filed_and_named_in_one_line(
+    tmp_path: Path, door: str
+) -> None:
+    """--cleanup from an input folder that refuses removal (chattr +i, which binds root
+    too): the instance is filed and recorded, the source stays, one line names it."""
+    from test_listen_support import immutable
+
+    src = generate(tmp_path / "in", 3, series=1, patients=1)
+    originals = {p.name: sha(p) for p in src}
+    data, log = tmp_path / "data", tmp_path / "log"
+    assert len({p.parent for p in src}) == 1  # one series: one folder to make immutable
+    with immutable(src[0].parent):
+        if door == "instance":
+            args = ["--xcrdirfile", str(src[0]), "-d", str(data), "-l", str(log), "--cleanup"]
+        else:
+            args = ["batch", str(tmp_path / "in"), "-d", str(data), "-l", str(log), "--cleanup"]
+        proc = run_cli(*args, check=False)
+        assert all(p.exists() for p in src)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    wanted = src[:1] if door == "instance" else src
+    failed = [ln for ln in proc.stderr.splitlines() if "cannot be removed" in ln]
+    assert len(failed) == len(wanted), proc.stderr
+    assert all(str(tmp_path / "in") in ln for ln in failed), proc.stderr
+    assert sorted(sha(p) for p in files_under(data)) == sorted(originals[p.name] for p in wanted)
+    assert len(image_records(log)) == len(wanted)

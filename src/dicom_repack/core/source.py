@@ -152,6 +152,14 @@ class PathSource:
             os.unlink(self.origin)
         except FileNotFoundError:
             pass  # removed meanwhile (another run finished it): nothing left to let go
+        except OSError as exc:
+            # filed and recorded, but the input folder will not let the source go
+            # (read-only, immutable): say so in one line; nothing is undone, and a
+            # re-run files it again (same path, same bytes) and retries the removal
+            raise SourceError(
+                self.origin,
+                f"filed as {placed.path}, but the source cannot be removed: {exc.strerror or exc}",
+            ) from None  # no errno: the source's fault, not the destination's (a batch goes on)
 
     def dump_source(self, placed: Placed) -> str | bytes | memoryview:
         """What the series dump reads: the bytes (or the mapping) already open."""
