@@ -49,6 +49,7 @@ __all__ = [
     "Header",
     "dataset_offset",
     "open_regular",
+    "read_all",
     "read_header",
     "read_header_pydicom",
     "read_small_file",
@@ -333,7 +334,7 @@ def _not_regular_reason(mode: int) -> str:
     return f"not a regular file ({kind}); skipped"
 
 
-def _read_all(fd: int, size: int) -> bytes:
+def read_all(fd: int, size: int) -> bytes:
     """Everything in ``fd`` (``size`` as fstat said; a file that grew is read to its end)."""
     data = os.read(fd, size + 1)
     while len(data) < size + 1:
@@ -356,7 +357,7 @@ def read_small_file(path: str | os.PathLike[str]) -> bytes | None:
     try:
         if st.st_size > _READ_WHOLE_MAX:
             return None
-        return _read_all(fd, st.st_size)
+        return read_all(fd, st.st_size)
     finally:
         os.close(fd)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 
 from .errors import SourceError
-from .header import open_regular, read_header
+from .header import open_regular, read_all, read_header
 from .place import copy_fd, link_fd, place_bytes
 
 TYPE_CHECKING = False
@@ -119,7 +119,7 @@ class PathSource:
         size = self.stat.st_size
         try:
             if size <= READ_WHOLE_MAX:
-                self.data = data = _read_all(self.fd, size)
+                self.data = data = read_all(self.fd, size)
                 return read_header(data, keywords, name=self.origin)
             import mmap
 
@@ -211,14 +211,3 @@ class BufferSource:
 
     def close(self) -> None:
         pass
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """Everything in ``fd`` (``size`` as fstat said; a file that grew is read to its end)."""
-    data = os.read(fd, size + 1)
-    while len(data) < size + 1:
-        more = os.read(fd, size + 1 - len(data))
-        if not more:
-            break
-        data += more
-    return data
