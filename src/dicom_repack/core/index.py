@@ -152,14 +152,43 @@ def default_path(logdir: str) -> str:
 _db: ModuleType | None = None
 
 
+def _no_cache(maxsize: int) -> Callable[[Callable[[str], object]], Callable[[str], object]]:
+    """``functools.lru_cache`` as ``_sqlite3`` uses it, without the cache (see ``_driver``)."""
+    return lambda make: make
+
+
 def _driver() -> ModuleType:
-    """The SQLite driver: the C extension alone when it is there (see the module doc)."""
+    """The SQLite driver: the C extension alone when it is there (see the module doc).
+
+    ``_sqlite3`` fetches ``functools.lru_cache`` when it is first imported (its
+    statement cache), and ``functools`` brings ``collections``: ~2 ms of the
+    per-instance door's ~10 ms, for a process that runs one statement. Where
+    ``functools`` is not loaded yet, a stand-in whose ``lru_cache`` caches nothing
+    serves that one import and is then removed (each statement is compiled when
+    run, which is what a one-statement process does anyway); where it is loaded
+    (batch, listen), the real one is used.
+    """
     global _db
     if _db is None:
+        import sys
+
+        stand_in = None
+        if "functools" not in sys.modules:
+            from types import ModuleType as _Module
+
+            stand_in = _Module("functools")
+            stand_in.lru_cache = _no_cache  # type: ignore[attr-defined]
+            sys.modules["functools"] = stand_in
         try:
             import _sqlite3 as db
         except ImportError:  # pragma: no cover - every CPython build with sqlite3 has it
+            if stand_in is not None:
+                del sys.modules["functools"]
+                stand_in = None
             import sqlite3 as db  # type: ignore[no-redef]
+        finally:
+            if stand_in is not None and sys.modules.get("functools") is stand_in:
+                del sys.modules["functools"]
         _db = db
     return _db
 
