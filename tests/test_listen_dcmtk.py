@@ -12,6 +12,7 @@ from helpers import dicom_files, dicom_repack_exe
 from test_listen import CORPUS_NAMES, batch_reference  # noqa: F401 - fixture
 from test_listen_support import (
     assert_same_datasets,
+    close_pipes,
     dcmtk,
     dcmtk_env,
     free_port,
@@ -122,6 +123,7 @@ def test_storescp_end_of_study_hook_runs_batch_once_per_study(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        close_pipes(proc)
     assert_same_datasets(files, data)
     batch_data, batch_log = batch_reference["mr-explicit"]
     ours, theirs = records(log, data), records(batch_log, batch_data)

@@ -101,6 +101,17 @@ def listening(datadir: Path, *extra: str, env: dict[str, str] | None = None) -> 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        close_pipes(proc, listener if "listener" in locals() else None)
+
+
+def close_pipes(proc: subprocess.Popen[str], listener: Listener | None = None) -> None:
+    """Close a finished server's pipes (after its stderr reader drained them): an
+    unclosed pipe is a ResourceWarning, an error under ``pytest -W error``."""
+    if listener is not None:
+        listener._reader.join(timeout=10)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 @contextmanager
