@@ -104,7 +104,9 @@ def listening(datadir: Path, *extra: str, env: dict[str, str] | None = None) -> 
         close_pipes(proc, listener if "listener" in locals() else None)
 
 
-def close_pipes(proc: subprocess.Popen[str], listener: Listener | None = None) -> None:
+def close_pipes(
+    proc: subprocess.Popen[str] | subprocess.Popen[bytes], listener: Listener | None = None
+) -> None:
     """Close a finished server's pipes (after its stderr reader drained them): an
     unclosed pipe is a ResourceWarning, an error under ``pytest -W error``."""
     if listener is not None:
