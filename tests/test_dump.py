@@ -551,6 +551,8 @@ def test_listen_files_a_typical_instance_without_importing_pydicom_for_it(tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
     assert "1 instances filed" in after_start
     assert "dicom_repack.core.dump" in after_start  # the filing's own imports are seen...
     assert pydicom_imports(after_start) == []  # ...and none of them is pydicom's

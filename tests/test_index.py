@@ -92,7 +92,8 @@ def test_many_concurrent_per_instance_processes_lose_no_row(tmp_path: Path) -> N
         )
         for f in files
     ]
-    errors = [p.communicate()[1] for p in procs if p.wait() != 0]
+    finished = [(p.communicate()[1], p.returncode) for p in procs]  # closes every pipe
+    errors = [err for err, status in finished if status != 0]
     assert not errors, errors[:3]
     rows = index_rows(log / INDEX)
     assert len(rows) == len(files)
