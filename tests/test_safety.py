@@ -17,7 +17,7 @@ import pytest
 from dicom_repack.core import place
 from dicom_repack.core.records import record_paths
 from dicom_repack.core.repack import Config, Repacker
-from helpers import dicom_files, dicom_repack_exe, run_cli
+from helpers import HOSTILE, dicom_files, dicom_repack_exe, run_cli
 
 # the hostile files are invalid on purpose; pydicom says so when writing them
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom")
@@ -201,25 +201,6 @@ def test_a_damaged_patient_record_is_reported_and_left_alone(
 
 
 # -- hostile tag values -----------------------------------------------------------------
-
-HOSTILE = {
-    "PatientID": [
-        "../../../x",
-        "/etc/passwd",
-        "..",
-        ".",
-        "a/../../b",
-        "x\x00y",
-        "é" * 300,
-        "A" * 1000,
-    ],
-    "StudyInstanceUID": ["1.2/../../3", "..", "/1.2.3"],
-    "SeriesInstanceUID": ["1.2/../../4", "../..", "1.2\x00.5"],
-    "SOPInstanceUID": ["../../../../evil", "/tmp/evil"],
-    "PatientName": ["../../..", "Ünïcødé^Näme", "x" * 1000],
-    "SeriesDescription": ["../../../../../tmp/pwned", "\x00\x00"],
-    "StudyDescription": ["/" * 64],
-}
 
 
 def hostile_instances(seed: Path, folder: Path) -> list[Path]:
