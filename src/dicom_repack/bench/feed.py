@@ -65,6 +65,17 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
     return False
 
 
+def _stop_receiver(receiver: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the receiver and wait for it (killed after 60 s): its graceful path."""
+    with contextlib.suppress(ProcessLookupError):
+        receiver.send_signal(signal.SIGTERM)
+    try:
+        receiver.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        receiver.kill()
+        receiver.wait()
+
+
 def _dot() -> None:
     sys.stdout.buffer.write(b".")
     sys.stdout.buffer.flush()
@@ -231,13 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["errors"] = errors
         summary["stopped"] = _stop
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            receiver.send_signal(signal.SIGTERM)
-        try:
-            receiver.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            receiver.kill()
-            receiver.wait()
+        _stop_receiver(receiver)
         summary["receiver_exit"] = receiver.returncode
         with open(args.summary, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
@@ -293,13 +298,7 @@ def _storescp_main(args: argparse.Namespace, files: list[str]) -> int:
         summary["errors"] = errors
         summary["throttled_s"] = waited
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            receiver.send_signal(signal.SIGTERM)
-        try:
-            receiver.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            receiver.kill()
-            receiver.wait()
+        _stop_receiver(receiver)
         summary["receiver_exit"] = receiver.returncode
         # every program storescp started and did not wait for is ours now: wait for all
         failed = 0
