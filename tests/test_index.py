@@ -51,7 +51,14 @@ def tree_rows(data: Path) -> dict[str, tuple[str, int, str, str, str]]:
     return out
 
 
+def fold(index: Path) -> None:
+    """Let a reader fold the per-instance door's pending rows in (core/index.py), as
+    `status` does for a user, before the test reads the SQLite file itself."""
+    run_cli("status", "--index", str(index), "--json")
+
+
 def index_rows(index: Path) -> dict[str, tuple[str, int, str, str, str]]:
+    fold(index)
     with sqlite3.connect(index) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = conn.execute(
@@ -106,9 +113,11 @@ def test_refiling_replaces_the_row_and_flags_choose_the_index(tmp_path: Path) ->
     f = sorted(src.rglob("*.dcm"))[0]
     data, log = tmp_path / "data", tmp_path / "log"
     run_cli("--xcrdirfile", str(f), "-d", str(data), "-l", str(log))
+    fold(log / INDEX)
     with sqlite3.connect(log / INDEX) as conn:
         (first,) = conn.execute("SELECT filed_at FROM instances").fetchone()
     run_cli("--xcrdirfile", str(f), "-d", str(data), "-l", str(log))
+    fold(log / INDEX)
     with sqlite3.connect(log / INDEX) as conn:
         rows = conn.execute("SELECT filed_at FROM instances").fetchall()
     assert len(rows) == 1 and rows[0][0] > first

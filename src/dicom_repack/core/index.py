@@ -17,10 +17,20 @@ Why SQLite, and these settings:
   batch pool, a receiver's threads) queue for the write lock instead of
   failing; on top of it, an add is retried until its deadline, so a row is
   never dropped silently: it is written or the instance fails (retryable).
-- The per-instance door pays for this on every instance, so the module imports
-  the C extension ``_sqlite3`` alone (~0.6 ms; the ``sqlite3`` package adds
-  ``datetime`` and its adapters, ~1 ms more), only when a row is written, and
-  writes one ``INSERT OR REPLACE`` in autocommit mode.
+- The per-instance door starts once per instance, and loading SQLite alone
+  (``_sqlite3`` and libsqlite3, ~1.5 ms of a ~6 ms start) would be a quarter of
+  it. So that door does not open the database: it appends its row as one line
+  to ``<index>.pending`` (``O_APPEND``, under a ``lockf`` lock, ~20 us), and the
+  pending rows are **folded** into SQLite by the next reader (``status``, the
+  live page, ``index --rebuild``), or by the door whose line takes the file
+  past :data:`FOLD_AT` (so it never grows without bound). A fold renames the
+  file aside, waits on its lock for a writer that opened it before the rename,
+  inserts its rows in one transaction, then deletes it; a writer that finds the
+  name moved opens the new file instead. A row replaces an existing one only if
+  it is not older (``filed_at``), so folding late, twice (a fold killed between
+  its commit and the delete) or out of order never brings back a stale row.
+  Batch and the receiver, which file many instances per process, write SQLite
+  directly (one ``INSERT OR REPLACE`` in autocommit mode, the C extension alone).
 
 An index must live on a local filesystem (SQLite's locking does not work over
 NFS); ``--index PATH`` moves it, ``--no-index`` turns it off.
@@ -39,12 +49,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_NAME",
+    "FOLD_AT",
     "INDEX_KEYWORDS",
     "SCHEMA_VERSION",
     "Index",
     "IndexFailure",
     "connect_reader",
     "default_path",
+    "pending_path",
 ]
 
 #: the index's file name in the log folder
@@ -136,8 +148,24 @@ _INSERT = (
     f"VALUES ({', '.join('?' * len(_COLUMNS))})"
 )
 
+#: A fold of pending rows keeps a row only if it is not older than the one there.
+_UPSERT = (
+    f"INSERT INTO instances ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    "ON CONFLICT (sop_instance_uid) DO UPDATE SET "
+    + ", ".join(f"{col} = excluded.{col}" for col in _COLUMNS[1:])
+    + " WHERE excluded.filed_at >= instances.filed_at"
+)
+
 #: how long an add may wait for the write lock, in all, before the instance fails
 DEFAULT_TIMEOUT = 60.0
+
+#: A deferred add whose line leaves ``<index>.pending`` at least this big folds it
+#: (~150 rows: one fold, ~5 ms, per ~150 instances).
+FOLD_AT = 64 << 10
+
+#: the pending rows' file is the index's name plus this
+PENDING_SUFFIX = ".pending"
 
 
 class IndexFailure(Exception):
@@ -147,6 +175,11 @@ class IndexFailure(Exception):
 def default_path(logdir: str) -> str:
     """Where the index lives when only ``--logdir`` is given."""
     return os.path.join(logdir, DEFAULT_NAME)
+
+
+def pending_path(index: str) -> str:
+    """Where deferred adds leave their rows until the next fold (see the module doc)."""
+    return index + PENDING_SUFFIX
 
 
 _db: ModuleType | None = None
@@ -239,15 +272,23 @@ class Index:
 
     Opens nothing until the first statement, so it may be created before a
     fork as long as it is used only after. Not shared between threads: each
-    association thread's Repacker holds its own.
+    association thread's Repacker holds its own. With ``deferred``, :meth:`add`
+    appends the row to the pending file instead (a one-instance process: see
+    the module doc); every reader folds it first (:meth:`fold`).
     """
 
     def __init__(
-        self, path: str, *, durable: bool = False, timeout: float = DEFAULT_TIMEOUT
+        self,
+        path: str,
+        *,
+        durable: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        deferred: bool = False,
     ) -> None:
         self.path = os.path.abspath(path)
         self.durable = durable
         self.timeout = timeout
+        self.deferred = deferred
         self._conn: sqlite3.Connection | None = None
 
     # -- writing ---------------------------------------------------------------
@@ -263,7 +304,68 @@ class Index:
     ) -> None:
         """Insert (or replace) the row of one filed instance; raises IndexFailure on failure."""
         row = row_for(values, path, size, source, time.time() if when is None else when)
-        self.run(lambda conn: conn.execute(_INSERT, row))
+        if not self.deferred:
+            self.run(lambda conn: conn.execute(_INSERT, row))
+            return
+        pending = pending_path(self.path)
+        try:
+            size_after = append_row(pending, row, durable=self.durable)
+        except OSError as exc:
+            raise IndexFailure(f"cannot write the index {pending}: {exc.strerror or exc}") from None
+        if size_after >= FOLD_AT:
+            try:
+                self.fold()
+            except IndexFailure:
+                pass  # the rows stay pending, safe; the next fold takes them
+
+    def fold(self) -> int:
+        """Move the pending rows into SQLite; return how many were read.
+
+        Safe while deferred adds run (they wait, or move to a new file) and while
+        other folds run (each file is folded by one of them). Raises IndexFailure.
+        """
+        pending = pending_path(self.path)
+        directory, base = os.path.split(pending)
+        try:  # files an interrupted fold left behind, then the current one
+            files = [f"{directory}/{n}" for n in os.listdir(directory) if n.startswith(base + ".")]
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise IndexFailure(f"cannot read {directory}: {exc.strerror or exc}") from None
+        aside = f"{pending}.{os.getpid()}-{time.time_ns()}"
+        try:
+            os.rename(pending, aside)
+            files.append(aside)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise IndexFailure(f"cannot fold {pending}: {exc.strerror or exc}") from None
+        return sum(self._fold_file(f) for f in files)
+
+    def _fold_file(self, path: str) -> int:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0  # another fold took it
+        except OSError as exc:
+            raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
+        try:
+            # a writer that opened the file before it was renamed holds or wants this
+            # lock: wait for its line; any later writer sees the name moved and goes
+            os.lockf(fd, os.F_LOCK, 0)
+            if os.fstat(fd).st_nlink == 0:
+                return 0  # folded meanwhile by another fold
+            rows = parse_pending(_read_fd(fd))
+            if rows:
+                self.run(
+                    lambda conn: _in_transaction(conn, lambda: conn.executemany(_UPSERT, rows))
+                )
+            os.unlink(path)
+            return len(rows)
+        except OSError as exc:
+            raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
 
     def add_many(self, rows: list[tuple[object, ...]]) -> None:
         """Insert many rows in one transaction (``index --rebuild``)."""
@@ -334,6 +436,72 @@ class Index:
                 pass
 
 
+def append_row(pending: str, row: tuple[object, ...], *, durable: bool = False) -> int:
+    """Append ``row`` to the pending file as one line; return the file's size after it.
+
+    The line is the row's ``ascii()`` (read back with ``ast.literal_eval``: text,
+    numbers and None only), preceded by a newline so that a line torn by a crash
+    can never swallow the next one. Written with one ``write`` under an exclusive
+    ``lockf`` lock; if a fold renamed the file between our open and our lock, the
+    name now holds another file (or none), so we write there instead.
+    """
+    line = f"\n{row!a}\n".encode("ascii")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    while True:
+        fd = os.open(pending, flags, 0o644)
+        try:
+            os.lockf(fd, os.F_LOCK, 0)
+            st = os.fstat(fd)
+            try:
+                now = os.stat(pending)
+            except FileNotFoundError:
+                continue
+            if now.st_ino != st.st_ino or now.st_dev != st.st_dev:
+                continue
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(28, "short write (no space left?)")
+            if durable:
+                os.fsync(fd)
+            return st.st_size + written
+        finally:
+            os.close(fd)
+
+
+def parse_pending(data: bytes) -> list[tuple[object, ...]]:
+    """The rows of a pending file's bytes; a torn or foreign line is skipped."""
+    from ast import literal_eval
+
+    rows = []
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        try:
+            row = literal_eval(line.decode("ascii"))
+        except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
+            continue
+        if isinstance(row, tuple) and len(row) == len(_COLUMNS):
+            rows.append(tuple(_storable(v) for v in row))
+    return rows
+
+
+def _storable(value: object) -> object:
+    """A text SQLite can hold: a file name's undecodable bytes (surrogates) become U+FFFD."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _setup(conn: sqlite3.Connection) -> None:
     """Create the file's tables (the first writer does; concurrent first writers are fine)."""
     conn.execute("PRAGMA journal_mode=WAL")
@@ -365,6 +533,10 @@ def connect_reader(path: str) -> sqlite3.Connection:
     """A connection for reading (``status``, the live page); IndexFailure if there is no index."""
     import sqlite3
 
+    try:  # the per-instance door's pending rows first (see the module doc); best effort:
+        Index(path, timeout=10.0).fold()  # a reader that may not write reads what is there
+    except IndexFailure:
+        pass
     if not os.path.exists(path):
         raise IndexFailure(f"no index at {path} (nothing filed yet, or --no-index)")
     try:

@@ -47,7 +47,7 @@ REQUIRED = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUI
 class Config:
     """Where to file instances and how to name them."""
 
-    __slots__ = ("datadir", "fsync", "index", "layout", "logdir")
+    __slots__ = ("datadir", "fsync", "index", "index_deferred", "layout", "logdir")
 
     def __init__(
         self,
@@ -57,6 +57,7 @@ class Config:
         *,
         fsync: bool = False,
         index: str | bool = True,
+        index_deferred: bool = False,
     ) -> None:
         self.datadir = datadir
         self.logdir = logdir
@@ -69,6 +70,9 @@ class Config:
         self.index: str | None = (
             index if isinstance(index, str) else default_path(logdir) if index and logdir else None
         )
+        #: append each row to the index's pending file (folded into SQLite by its
+        #: readers) instead of opening SQLite: for a process that files one instance
+        self.index_deferred = index_deferred
 
 
 class Repacker:
@@ -88,7 +92,11 @@ class Repacker:
         self.datadir = self.data.root
         self.layout = config.layout
         self.records = RecordWriter(config.logdir, fsync=config.fsync) if config.logdir else None
-        self.index = Index(config.index, durable=config.fsync) if config.index else None
+        self.index = (
+            Index(config.index, durable=config.fsync, deferred=config.index_deferred)
+            if config.index
+            else None
+        )
         more = INDEX_KEYWORDS if self.index else ()
         self.keywords = tuple(
             dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)

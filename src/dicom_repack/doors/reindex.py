@@ -9,6 +9,7 @@ core's reader, and makes the index hold exactly one row per filed instance:
 - a file without a row gets one (arrival time = the file's mtime);
 - a row whose file is gone is deleted, unless it was written after the rebuild
   started (a receiver may run meanwhile: rebuilding never blocks or undoes it);
+- rows the per-instance door left pending (core/index.py) are folded in first;
 - an index that SQLite cannot read at all is set aside as ``<name>.damaged-<time>``
   and a new one is built.
 
@@ -32,6 +33,8 @@ from ..core.index import (
     _INSERT,
     DEFAULT_NAME,
     INDEX_KEYWORDS,
+    Index,
+    IndexFailure,
     _setup,
     default_path,
     row_for,
@@ -121,6 +124,10 @@ def rebuild(datadir: str, index: str, logdir: str | None = None) -> Rebuilt:
 
     done = Rebuilt()
     started = time.time()
+    try:  # the per-instance door's pending rows first: they keep their source and time
+        Index(index).fold()
+    except IndexFailure:
+        pass  # a damaged index: set aside below; the rows stay pending for the next fold
     conn, done.set_aside = _open(index)
     conn.execute("CREATE TEMP TABLE seen (sop TEXT PRIMARY KEY)")
     rows: list[tuple[object, ...]] = []

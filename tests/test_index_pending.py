@@ -1,0 +1,115 @@
+"""The per-instance door's pending index rows (core/index.py): appended by writers,
+folded into SQLite by readers and by the writer that fills the file, never lost,
+never duplicated, and never bringing back a stale row.
+
+The door itself is tested through the console script in test_index.py (512
+concurrent processes, each appending; some of them fold). Here the protocol is
+driven harder than storescp ever would: several processes appending as fast as
+they can while several others fold in a loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from dicom_repack.core.index import (
+    _COLUMNS,
+    Index,
+    append_row,
+    parse_pending,
+    pending_path,
+)
+
+WRITERS, ROWS_EACH, FOLDERS = 6, 300, 2
+
+
+def row(sop: str, when: float, path: str = "/data/x.dcm") -> tuple[object, ...]:
+    values: dict[str, object] = dict.fromkeys(_COLUMNS)
+    values.update(
+        sop_instance_uid=sop, series_instance_uid="1.2.3", study_instance_uid="1.2",
+        patient_id="P\n'\"\\ é\udcff", path=path, size=1, filed_at=when,
+    )  # fmt: skip
+    return tuple(values.values())
+
+
+def rows_in(index: Path) -> dict[str, tuple[object, ...]]:
+    with sqlite3.connect(index) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        got = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM instances").fetchall()
+    return {r[0]: tuple(r) for r in got}
+
+
+def test_writers_and_folders_at_once_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    index = tmp_path / "log" / "idx.sqlite"
+    index.parent.mkdir()
+    writer = textwrap.dedent(f"""
+        import sys
+        from dicom_repack.core.index import append_row, _COLUMNS
+        w = int(sys.argv[1])
+        for i in range({ROWS_EACH}):
+            row = [None] * len(_COLUMNS)
+            row[:7] = [f"{{w}}.{{i}}", "1.2.3", "1.2", "P", "/d/x", 1, 1.0 + i]
+            append_row({str(pending_path(str(index)))!r}, tuple(row))
+    """)
+    folder = textwrap.dedent(f"""
+        import os
+        from dicom_repack.core.index import Index
+        stop = {str(tmp_path / "stop")!r}
+        while not os.path.exists(stop):
+            Index({str(index)!r}, timeout=30.0).fold()
+    """)
+    folders = [subprocess.Popen([sys.executable, "-c", folder]) for _ in range(FOLDERS)]
+    writers = [subprocess.Popen([sys.executable, "-c", writer, str(w)]) for w in range(WRITERS)]
+    assert [w.wait(timeout=120) for w in writers] == [0] * WRITERS
+    (tmp_path / "stop").touch()
+    assert [f.wait(timeout=120) for f in folders] == [0] * FOLDERS
+    Index(str(index)).fold()
+    got = rows_in(index)
+    assert set(got) == {f"{w}.{i}" for w in range(WRITERS) for i in range(ROWS_EACH)}
+    assert sorted(p.name for p in index.parent.iterdir()) == [
+        p for p in ("idx.sqlite", "idx.sqlite-shm", "idx.sqlite-wal")
+        if (index.parent / p).exists()
+    ]  # fmt: skip
+
+
+def test_a_fold_keeps_the_newest_row_and_folding_again_changes_nothing(tmp_path: Path) -> None:
+    index = tmp_path / "idx.sqlite"
+    pending = pending_path(str(index))
+    newer, older = row("1.9", 2000.0, "/data/new.dcm"), row("1.9", 1000.0, "/data/old.dcm")
+    Index(str(index)).run(lambda conn: None)  # the file exists, empty
+    append_row(pending, newer)
+    assert Index(str(index)).fold() == 1
+    # newlines, quotes, non-ASCII kept; a file name's undecodable byte becomes U+FFFD
+    stored = {**dict(zip(_COLUMNS, newer, strict=True)), "patient_id": "P\n'\"\\ é\ufffd"}
+    assert rows_in(index)["1.9"] == tuple(stored.values())
+    # a late, older row (a slow writer, or the same file folded twice) changes nothing
+    append_row(pending, older)
+    append_row(pending, newer)
+    assert Index(str(index)).fold() == 2
+    assert rows_in(index) == {"1.9": tuple(stored.values())}
+    assert not Path(pending).exists()
+
+
+def test_a_torn_line_costs_only_itself(tmp_path: Path) -> None:
+    pending = tmp_path / "idx.sqlite.pending"
+    append_row(str(pending), row("1.1", 1.0))
+    with open(pending, "ab") as fh:
+        fh.write(b"('1.2', 'half a row, the writer kil")  # no newline: torn by a crash
+    append_row(str(pending), row("1.3", 3.0))
+    assert [r[0] for r in parse_pending(pending.read_bytes())] == ["1.1", "1.3"]
+    assert Index(str(tmp_path / "idx.sqlite")).fold() == 2
+
+
+def test_a_fold_interrupted_after_its_rename_is_finished_by_the_next(tmp_path: Path) -> None:
+    index = tmp_path / "idx.sqlite"
+    pending = pending_path(str(index))
+    append_row(pending, row("1.1", 1.0))
+    Path(pending).rename(pending + ".4242-1")  # a fold killed right after setting it aside
+    append_row(pending, row("1.2", 2.0))
+    assert Index(str(index)).fold() == 2
+    assert set(rows_in(index)) == {"1.1", "1.2"}
+    assert [p.name for p in tmp_path.iterdir() if ".pending" in p.name] == []
