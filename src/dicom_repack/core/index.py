@@ -461,8 +461,8 @@ def append_row(pending: str, row: tuple[object, ...], *, durable: bool = False) 
             written = os.write(fd, line)
             if written != len(line):
                 raise OSError(28, "short write (no space left?)")
-            if durable:
-                os.fsync(fd)
+            if durable:  # the data and the size that reaches it, as SQLite's WAL does
+                os.fdatasync(fd)
             return st.st_size + written
         finally:
             os.close(fd)
