@@ -12,11 +12,15 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
 
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from rich.progress import Progress, TaskID
 
 __all__ = ["Summary", "iter_paths", "main", "run"]
 
@@ -134,43 +138,12 @@ def iter_paths(
             stack.extend(reversed(subdirs))
 
 
-# -- worker side ---------------------------------------------------------------------
-
-_worker: tuple[Repacker, bool, _Flag | None] | None = None
+# -- the run ---------------------------------------------------------------------------
 
 #: The most paths sent to a worker at once.
 _CHUNK_MAX = 128
 #: inputs of at most this many files are filed in the batch process itself (no pool)
 _IN_PROCESS_MAX = 4
-
-
-class _Flag(Protocol):
-    """What a stop flag must offer (threading.Event, multiprocessing's Event)."""
-
-    def is_set(self) -> bool: ...  # pragma: no cover - a protocol
-
-    def set(self) -> None: ...  # pragma: no cover - a protocol
-
-
-def _init_worker(config: Config, move: bool, stop: _Flag | None = None) -> None:
-    global _worker
-    _worker = (Repacker(config), move, stop)
-
-
-def _work(path: str) -> Outcome | None:
-    """One path through the job, or None (untouched) once the run was told to stop."""
-    assert _worker is not None
-    repacker, move, stop = _worker
-    if stop is not None and stop.is_set():
-        return None
-    return repacker.repack_path(path, move=move)
-
-
-def _until(flag: _Flag, paths: Iterable[str]) -> Iterator[str]:
-    for path in paths:
-        if flag.is_set():
-            return
-        yield path
 
 
 def run(
@@ -181,63 +154,129 @@ def run(
     jobs: int | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
     stop_when: Callable[[Outcome], bool] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> Summary:
     """Repack every path; call ``on_outcome`` for each (in completion order).
 
     ``stop_when(outcome)`` returning True stops the run early: no further path is
     handed out, paths already handed out are left untouched (counted in
     ``Summary.not_attempted``), and only instances already in the job finish.
-    The batch door stops this way when the destination itself fails.
+    The batch door stops this way when the destination itself fails. A worker
+    process that dies (kill -9, out of memory) stops the run too: the paths it
+    held are failures (not known to be filed; a re-run finishes them).
+
+    With more than one job the workers are forked (doors/fork_pool.py): call this
+    before any thread starts. ``on_started()`` is called once they are (the
+    place to start a progress bar's thread).
     """
     jobs = jobs or os.cpu_count() or 1
     summary = Summary()
     start = time.perf_counter()
+    stopping = [False]
 
     def take(outcome: Outcome | None) -> None:
         if outcome is None:
             summary.not_attempted += 1
             return
         summary.add(outcome)
-        if stop_when is not None and not stop.is_set() and stop_when(outcome):
-            stop.set()
-            summary.stopped = True
+        if stop_when is not None and not stopping[0] and stop_when(outcome):
+            stopping[0] = summary.stopped = True
         if on_outcome:
             on_outcome(outcome)
 
     if jobs > 1:
         # Paths go to the workers in chunks; the first are looked at so a small batch
-        # still gets split, and a tiny one (a few files) is filed here: importing
-        # multiprocessing and forking workers costs more than filing them (~40 ms).
+        # still gets split, and a tiny one (a few files) is filed here: forking
+        # workers costs more than filing them.
         head = list(itertools.islice(paths, jobs * _CHUNK_MAX * 4))
         paths = iter(head) if len(head) <= _IN_PROCESS_MAX else itertools.chain(head, paths)
         if len(head) <= _IN_PROCESS_MAX:
             jobs = 1
     if jobs == 1:
-        import threading
-
-        stop: _Flag = threading.Event()
         repacker = Repacker(config)
-        for path in _until(stop, paths):
+        if on_started is not None:
+            on_started()
+        for path in paths:
+            if stopping[0]:
+                break
             take(repacker.repack_path(path, move=move))
     else:
-        import multiprocessing
-
-        if config.logdir:
-            # Each new series' record carries a full-header dump, made with the
-            # element-name tables (~1.5 ms to import): imported here, before the
-            # fork, the workers share one import. pydicom is not imported at all
-            # unless a file needs it (core/dump.py's fallback).
-            from ..core import dictionary  # noqa: F401
-        # Outcomes come back in chunks too: per-instance pickling and pipe traffic
+        # Outcomes come back in chunks too: per-instance messages and pipe traffic
         # cost ~15% of a small instance's time at 16 a chunk.
         chunk = max(1, min(_CHUNK_MAX, len(head) // (jobs * 4)))
-        ctx = multiprocessing.get_context("fork")
-        stop = ctx.Event()
-        with ctx.Pool(jobs, initializer=_init_worker, initargs=(config, move, stop)) as pool:
-            for outcome in pool.imap_unordered(_work, _until(stop, paths), chunksize=chunk):
-                take(outcome)
+        _run_pooled(paths, config, move, jobs, chunk, take, stopping, on_started, summary)
     summary.elapsed = time.perf_counter() - start
     return summary
+
+
+def _run_pooled(
+    paths: Iterable[str],
+    config: Config,
+    move: bool,
+    jobs: int,
+    chunk: int,
+    take: Callable[[Outcome | None], None],
+    stopping: list[bool],
+    on_started: Callable[[], None] | None,
+    summary: Summary,
+) -> None:
+    """``run`` on ``jobs`` forked workers (doors/fork_pool.py)."""
+    from .fork_pool import LOST, NOT_ATTEMPTED, ForkPool
+
+    _preload(config)
+
+    def start() -> Callable[[object], object]:
+        """In each worker, after the fork: its own Repacker (and index connection)."""
+        repacker = Repacker(config)
+
+        def work(path: object) -> object:
+            return repacker.repack_path(str(path), move=move).__getstate__()
+
+        return work
+
+    with ForkPool(jobs, start) as pool:
+        if on_started is not None:
+            on_started()
+        for path, result in pool.map_unordered(paths, chunk=chunk):
+            if result is NOT_ATTEMPTED:
+                take(None)
+                continue
+            if result is LOST:
+                summary.stopped = True
+                outcome = Outcome(
+                    str(path),
+                    error=f"{path}: not known to be filed: the worker process filing it "
+                    f"{_death(pool.lost_workers())}; run the batch again to finish it",
+                    kind="WorkerLost",
+                )
+            else:
+                outcome = Outcome.__new__(Outcome)
+                outcome.__setstate__(result)  # type: ignore[arg-type]  # Outcome's own state
+            take(outcome)
+            if stopping[0] and not pool.stopped:
+                pool.stop()
+
+
+def _preload(config: Config) -> None:
+    """Import, before the fork, what every worker would import for itself.
+
+    Each new series' record carries a full-header dump, made with the element-name
+    tables (~1.5 ms to import) and the index needs its SQLite driver: imported here,
+    the workers share one import. pydicom is not imported at all unless a file
+    needs it (core/dump.py's fallback).
+    """
+    if config.logdir:
+        from ..core import dictionary, dump, keywords  # noqa: F401
+    if config.index:
+        from ..core.index import _driver
+
+        _driver()
+
+
+def _death(statuses: list[int]) -> str:
+    """How the last lost worker ended, in words."""
+    code = os.waitstatus_to_exitcode(statuses[-1]) if statuses else 0
+    return f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
 
 
 # -- command line ----------------------------------------------------------------------
@@ -341,8 +380,14 @@ def main(argv: list[str]) -> int:
             return EXIT_FAILED
     # the summary line leaves stdout to the NDJSON lines when they go there
     summary_stream = sys.stderr if ns.log_ndjson == "-" else sys.stdout
-    progress = None
-    if not ns.no_progress and sys.stderr.isatty():
+    progress: Progress | None = None
+    task: TaskID | None = None
+
+    def start_progress() -> None:
+        """The progress bar (its refresh thread starts only once the workers are forked)."""
+        nonlocal progress, task
+        if ns.no_progress or not sys.stderr.isatty():
+            return
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         progress = Progress(
@@ -354,6 +399,7 @@ def main(argv: list[str]) -> int:
         )
         task = progress.add_task("repack", total=None)
         progress.start()
+
     skipped_names: list[tuple[str, str]] = []
     stopped: list[str] = []
 
@@ -378,7 +424,7 @@ def main(argv: list[str]) -> int:
                     skipped_names.append((why, outcome.src))
             elif not (stopped and outcome.destination_failed):  # the stop line said it
                 sys.stderr.write(f"dicom-repack: error: {outcome.error}\n")
-        if progress is not None:
+        if progress is not None and task is not None:
             progress.update(task, advance=1)
 
     try:
@@ -386,6 +432,7 @@ def main(argv: list[str]) -> int:
             from .dask_batch import DaskJobError
             from .dask_batch import run as run_on_dask
 
+            start_progress()
             try:
                 summary = run_on_dask(
                     iter_paths(ns.paths, exclude=exclude),
@@ -406,6 +453,7 @@ def main(argv: list[str]) -> int:
                 jobs=ns.jobs,
                 on_outcome=report,
                 stop_when=destination_failed,
+                on_started=start_progress,
             )
     except KeyboardInterrupt:
         sys.stderr.write(
