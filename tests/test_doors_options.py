@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dicom_repack.doors import instance, options
+from dicom_repack.doors import batch, instance, options
 from helpers import run_cli
 from test_doors_faults import make_instance
 
@@ -106,3 +108,98 @@ def test_python_dash_m_is_the_same_program() -> None:
         [sys.executable, "-m", "dicom_repack", "--help"], capture_output=True, text=True, check=True
     )
     assert proc.stdout == run_cli("--help").stdout
+
+
+# -- the batch door's plain-command-line parser (options.parse_plain) ---------------------
+
+
+def _segments() -> list[tuple[str, ...]]:
+    """Pieces a batch command line is made of: every batch flag by each of its names with
+    plain and odd values, paths, and words only argparse handles."""
+    values = ["in", "/data", "x y", "", "-", "2", "0", "-3", "px", "rx", "a=b", "--cleanup"]
+    out: list[tuple[str, ...]] = []
+    for flag in batch._flags():
+        for name in flag[options.NAMES]:
+            if flag[options.KIND] == options.BOOL:
+                out += [(name,), (f"{name}=1",)]
+            else:
+                out += [(name, v) for v in values] + [(f"{name}={v}",) for v in values[:6]]
+                if flag[options.KIND] == options.OPTIONAL:
+                    out.append((name,))
+    odd = ["--", "-h", "--help", "--datad", "-j2", "-j=2", "-vj", "--unknown", "-x y"]
+    return out + [(w,) for w in ["in", "other", "-", "x y", "", "a=b", *odd]]
+
+
+_SEGMENTS = _segments()
+
+
+def _argparse_batch(argv: list[str]) -> dict[str, object] | None:
+    """vars() of argparse's namespace for ``argv``, or None where argparse exits (error, help)."""
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            return vars(batch.build_parser().parse_args(argv))
+    except SystemExit:
+        return None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["in", "--datadir", "/d", "--logdir", "/l", "--no-progress"],
+        ["--datadir=/d", "-j", "2", "in", "other", "--log-ndjson"],
+        ["-", "-d", "/d", "--log-ndjson", "/l.nd", "--cleanup", "--layout", "px", "-v"],
+        ["a", "b", "-d", "/d", "--index", "/i.sqlite", "--no-index", "--strict", "--fsync"],
+        ["in", "-d", "/d", "--summary-json", "s.json", "--dask", "local:2", "--jobs=3"],
+    ],
+)
+def test_batch_reads_a_plain_command_line_as_argparse_does(argv: list[str]) -> None:
+    plain = options.parse_plain(argv, batch._flags(), positional="paths", required=["datadir"])
+    assert plain is not None
+    assert plain == _argparse_batch(argv)
+
+
+@given(
+    st.lists(st.sampled_from(_SEGMENTS), max_size=6),
+    st.booleans(),
+    st.integers(min_value=0, max_value=6),
+)
+@settings(max_examples=1500, deadline=None)
+def test_batch_parser_agrees_with_argparse_or_leaves_it_the_command_line(
+    segments: list[tuple[str, ...]], usual: bool, where: int
+) -> None:
+    """On any command line: parse_plain gives argparse's result, or None (argparse then
+    decides) -- never a different reading, never one argparse would refuse. (``usual``
+    puts a path and --datadir in, somewhere, so that most lines are complete.)"""
+    if usual:
+        segments = [*segments]
+        segments.insert(min(where, len(segments)), ("in",))
+        segments.insert(min(where // 2, len(segments)), ("--datadir", "/d"))
+    argv = [word for segment in segments for word in segment]
+    plain = options.parse_plain(argv, batch._flags(), positional="paths", required=["datadir"])
+    if plain is not None:
+        assert plain == _argparse_batch(argv), argv
+
+
+def test_batch_parses_a_plain_command_line_without_argparse(tmp_path: Path) -> None:
+    """argparse (with re, enum, gettext, locale, shutil) stays out of a plain batch;
+    a usage error still gets argparse's usage line."""
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # python -X importtime
+    src = tmp_path / "in"
+    src.mkdir()
+    make_instance(src / "a.dcm")
+    argv = ["batch", str(src), "--datadir", str(tmp_path / "d"), "--no-progress", "-j", "1"]
+    proc = run_cli(*argv, env=env)
+    imported = {
+        line.split("|")[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "1 instances filed" in proc.stdout
+    assert sorted(imported & {"argparse", "re", "enum", "gettext", "locale", "shutil"}) == []
+    bad = run_cli(*argv, "-j", "0", check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("usage: dicom-repack batch")
+    assert "--jobs must be at least 1" in bad.stderr

@@ -7,7 +7,6 @@ is in flight), so memory stays flat however large the corpus is.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import sys
@@ -18,9 +17,13 @@ from ..core.repack import Config, Repacker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Iterable, Iterator
+    from typing import Any, NoReturn
 
     from rich.progress import Progress, TaskID
+
+    from .options import Flag
 
 __all__ = ["Summary", "iter_paths", "main", "run"]
 
@@ -282,9 +285,19 @@ def _death(statuses: list[int]) -> str:
 # -- command line ----------------------------------------------------------------------
 
 
+def _flags() -> tuple[Flag, ...]:
+    """Every option of the batch door, as declared once in doors/options.py."""
+    from .options import BATCH, DESTINATION, FILING, INDEX, LAYOUT
+
+    return DESTINATION + FILING + INDEX + BATCH + LAYOUT
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The batch door's options: its own, then those shared with every door (doors/options.py)."""
-    from .options import DESTINATION, FILING, INDEX, LAYOUT, LAYOUT_HELP, add_arguments
+    """argparse's view of the batch door's options: for --help, usage errors and any
+    command line :func:`~.options.parse_plain` leaves to it."""
+    import argparse
+
+    from .options import BATCH, DESTINATION, FILING, INDEX, LAYOUT, LAYOUT_HELP, add_arguments
 
     parser = argparse.ArgumentParser(
         prog="dicom-repack batch",
@@ -299,65 +312,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="folders or files; '-' reads paths from stdin"
     )
-    add_arguments(parser, DESTINATION + FILING + INDEX, required=["datadir"])
-    parser.add_argument(
-        "-j", "--jobs", type=int, default=None, help="worker processes (default: all cores)"
-    )
-    parser.add_argument(
-        "--dask",
-        metavar="ADDRESS",
-        help="run on a Dask distributed cluster: a scheduler address (tcp://host:8786), "
-        "or local:N for N local worker processes (pip install 'dicom-repack[dask]'); "
-        "see docs/scale.md",
-    )
-    parser.add_argument(
-        "--summary-json", metavar="FILE", help="also write the summary as JSON to FILE"
-    )
-    parser.add_argument("--strict", action="store_true", help="count non-DICOM files as failures")
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar even on a terminal"
-    )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="let pydicom's warnings about damaged files through (default: one line per "
-        "failed instance, nothing else)",
-    )
+    add_arguments(parser, DESTINATION + FILING + INDEX + BATCH, required=["datadir"])
     add_arguments(parser, LAYOUT, title="layout", description=LAYOUT_HELP)
     return parser
+
+
+class _Options:
+    """The parsed options as attributes (what argparse's Namespace offers)."""
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:  # pragma: no cover - every dest is set
+        raise AttributeError(name)
+
+
+def _usage_error(message: str) -> NoReturn:
+    """argparse's usage line and ``message`` on stderr, exit 2 (argparse is imported now)."""
+    build_parser().error(message)
 
 
 def main(argv: list[str]) -> int:
     from ..core.destination import DestinationError, check_writable
     from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TemplateError
     from ..core.jsonio import NdjsonLog, dumps
-    from .options import index_from, layout_from
+    from .options import index_from, layout_from, parse_plain
 
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    values = parse_plain(argv, _flags(), positional="paths", required=("datadir",))
+    if values is None:  # not a plain command line: argparse decides (its errors, --help)
+        values = vars(build_parser().parse_args(argv))
+    ns = _Options(values)
     if ns.jobs is not None and ns.jobs < 1:
-        parser.error("--jobs must be at least 1")
+        _usage_error("--jobs must be at least 1")
     if ns.dask is not None:
         from .dask_batch import DaskUnavailable, parse_address, require_distributed
 
         if ns.jobs is not None:
-            parser.error("--jobs and --dask exclude each other (local:N sets the workers)")
+            _usage_error("--jobs and --dask exclude each other (local:N sets the workers)")
         problem = parse_address(ns.dask)
         if problem:
-            parser.error(problem)
+            _usage_error(problem)
         try:
             require_distributed()
         except DaskUnavailable as exc:
             sys.stderr.write(f"dicom-repack: error: {exc}\n")
             return 2
     try:
-        layout = layout_from(vars(ns))
+        layout = layout_from(values)
     except TemplateError as exc:
-        parser.error(str(exc))
+        _usage_error(str(exc))
     for p in ns.paths:
         if p != "-" and not os.path.exists(p):
-            parser.error(f"no such file or folder: {p}")
+            _usage_error(f"no such file or folder: {p}")
     destinations = [(ns.datadir, "--datadir")] + ([(ns.logdir, "--logdir")] if ns.logdir else [])
     try:
         for folder, what in destinations:
@@ -369,7 +375,7 @@ def main(argv: list[str]) -> int:
         from ..core._pydicom import show_warnings
 
         show_warnings(True)
-    config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync, index=index_from(vars(ns)))
+    config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync, index=index_from(values))
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
     ndjson: NdjsonLog | None = None
     if ns.log_ndjson is not None:
