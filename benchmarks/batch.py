@@ -71,11 +71,13 @@ def _tree_rss(pid: int) -> int:
         return 0
 
 
-def timed(argv: list[str], *, stdin: int | None = None) -> Run:
+def timed(argv: list[str], *, stdin: int | None = None, env: dict[str, str] | None = None) -> Run:
     """Run ``argv`` to completion; measure wall, CPU (process tree) and peak tree RSS."""
     peak = 0
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=stdin)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=stdin, env=env
+    )
     done = threading.Event()
 
     def sample() -> None:
@@ -130,6 +132,21 @@ def batch_argv(exe: str, src: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+#: ``--ab``: each version runs as ``python -c`` this, with PYTHONPATH choosing its src folder
+_AB_RUN = "from dicom_repack.cli import run; run()"
+
+
+def ab_runs(args: argparse.Namespace) -> list[tuple[str, list[str], dict[str, str]]]:
+    """``(label, command prefix, env)`` of each ``--ab`` version (none without ``--ab``)."""
+    if not args.ab:
+        return []
+    return [
+        (f"batch copy {label}", [sys.executable, "-c", _AB_RUN],
+         dict(os.environ, PYTHONPATH=str(Path(src).resolve())))
+        for label, src in zip(("A", "B"), args.ab, strict=True)
+    ]  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,6 +178,14 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=None, help="batch --jobs (default: all cores)")
     ap.add_argument(
         "--workdir", type=Path, default=None, help="scratch folder (default: a temp folder)"
+    )
+    ap.add_argument(
+        "--ab",
+        nargs=2,
+        metavar=("A_SRC", "B_SRC"),
+        help="also batch copy with two versions' src folders (git archive REV src | tar -x "
+        "-C DIR; python -m compileall -q DIR/src), alternated with the rest, in the corpus "
+        "runs and the --scale check: CPU per instance, instances/s, RSS, A/B",
     )
     ap.add_argument(
         "--io-floor",
@@ -237,6 +262,9 @@ def bench_corpus(
     }
     if args.io_floor:
         runs["python io floor"] = []
+    versions = ab_runs(args)
+    for label, _, _ in versions:
+        runs[label] = []
     px_flat = None
     if args.px_repack:
         runs["px-repack batch"] = []
@@ -266,6 +294,10 @@ def bench_corpus(
                 runs[name].append(timed(["cp", "-r", str(corpus), str(out / "copy")]))
             elif name == "batch copy":
                 runs[name].append(timed(batch_argv(exe, corpus, out, *jobs)))
+            elif name.startswith("batch copy ") and name[-1] in "AB":
+                _, prefix, env = next(v for v in versions if v[0] == name)
+                argv = batch_argv("-", corpus, out, *jobs)[1:]
+                runs[name].append(timed([*prefix, *argv], env=env))
             elif name == "batch copy --no-index":
                 runs[name].append(timed(batch_argv(exe, corpus, out, "--no-index", *jobs)))
             elif name == "python io floor":
@@ -332,6 +364,13 @@ def bench_corpus(
         f"instance, batch copy / --no-index = {bc['cpu'] / bare['cpu']:.2f}x CPU, "
         f"{bc['wall'] / bare['wall']:.2f}x wall"
     )
+    if versions:
+        a, b = table["batch copy A"], table["batch copy B"]
+        print(
+            f"A/B: CPU per instance B / A = {b['per_inst_cpu'] / a['per_inst_cpu']:.3f}, "
+            f"instances/s B / A = {b['rate'] / a['rate']:.3f}, peak RSS A {a['rss']:.0f} MB, "
+            f"B {b['rss']:.0f} MB"
+        )
     if "python io floor" in table:
         fl = table["python io floor"]
         print(
@@ -407,15 +446,32 @@ def scale_check(
     walls: dict[int, list[float]] = {1: [], n_small: [], n_big: []}
     cpus: dict[int, list[float]] = {1: [], n_small: [], n_big: []}
     rss: dict[int, int] = {1: 0, n_small: 0, n_big: 0}
-    sizes = [(one, 1), (small, n_small), (big, n_big)]
+    versions = ab_runs(args)  # --ab: each version at both sizes too, alternated with the rest
+    ab: dict[tuple[str, int], list[Run]] = {
+        (label, n): [] for label, _, _ in versions for n in (n_small, n_big)
+    }
+    sizes: list[tuple[Path, int, str]] = [(one, 1, ""), (small, n_small, ""), (big, n_big, "")]
+    sizes += [(small if n == n_small else big, n, label) for label, n in ab]
     for rep in range(args.repeat):
-        for corpus, n in sizes[rep % 3 :] + sizes[: rep % 3]:
+        for corpus, n, label in sizes[rep % len(sizes) :] + sizes[: rep % len(sizes)]:
             out = work / "out-scale"
+            if label:
+                _, prefix, env = next(v for v in versions if v[0] == label)
+                argv = batch_argv("-", corpus, out, *jobs)[1:]
+                ab[label, n].append(timed([*prefix, *argv], env=env))
+                trash.set_aside(out)
+                continue
             r = timed(batch_argv(exe, corpus, out, *jobs))
             walls[n].append(r.wall)
             cpus[n].append(r.cpu)
             rss[n] = max(rss[n], r.rss)
             trash.set_aside(out)
+    for (label, n), rs in ab.items():
+        wall, cpu = median([r.wall for r in rs]), median([r.cpu for r in rs])
+        print(
+            f"{label} at {n}: {n / wall:.0f} instances/s, {cpu / n * 1e3:.3f} ms CPU per "
+            f"instance, peak RSS (tree) {max(r.rss for r in rs) / 2**20:.0f} MB"
+        )
     fixed = median(walls[1])
     a, b = n_small / median(walls[n_small]), n_big / median(walls[n_big])
     a2 = n_small / (median(walls[n_small]) - fixed)
