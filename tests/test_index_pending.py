@@ -1,4 +1,4 @@
-"""The per-instance door's pending index rows (core/index.py): appended by writers,
+"""The per-instance door's pending index rows (core/index_rows.py, core/index.py): appended by writers,
 folded into SQLite by readers and by the writer that fills the file, never lost,
 never duplicated, and never bringing back a stale row.
 
@@ -16,19 +16,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from dicom_repack.core.index import (
-    _COLUMNS,
-    Index,
-    append_row,
-    parse_pending,
-    pending_path,
-)
+from dicom_repack.core.index import Index
+from dicom_repack.core.index_rows import COLUMNS, append_row, parse_pending, pending_path
 
 WRITERS, ROWS_EACH, FOLDERS = 6, 300, 2
 
 
 def row(sop: str, when: float, path: str = "/data/x.dcm") -> tuple[object, ...]:
-    values: dict[str, object] = dict.fromkeys(_COLUMNS)
+    values: dict[str, object] = dict.fromkeys(COLUMNS)
     values.update(
         sop_instance_uid=sop, series_instance_uid="1.2.3", study_instance_uid="1.2",
         patient_id="P\n'\"\\ é\udcff", path=path, size=1, filed_at=when,
@@ -39,7 +34,7 @@ def row(sop: str, when: float, path: str = "/data/x.dcm") -> tuple[object, ...]:
 def rows_in(index: Path) -> dict[str, tuple[object, ...]]:
     with sqlite3.connect(index) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        got = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM instances").fetchall()
+        got = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM instances").fetchall()
     return {r[0]: tuple(r) for r in got}
 
 
@@ -48,10 +43,10 @@ def test_writers_and_folders_at_once_lose_and_duplicate_nothing(tmp_path: Path) 
     index.parent.mkdir()
     writer = textwrap.dedent(f"""
         import sys
-        from dicom_repack.core.index import append_row, _COLUMNS
+        from dicom_repack.core.index_rows import append_row, COLUMNS
         w = int(sys.argv[1])
         for i in range({ROWS_EACH}):
-            row = [None] * len(_COLUMNS)
+            row = [None] * len(COLUMNS)
             row[:7] = [f"{{w}}.{{i}}", "1.2.3", "1.2", "P", "/d/x", 1, 1.0 + i]
             append_row({str(pending_path(str(index)))!r}, tuple(row))
     """)
@@ -84,7 +79,7 @@ def test_a_fold_keeps_the_newest_row_and_folding_again_changes_nothing(tmp_path:
     append_row(pending, newer)
     assert Index(str(index)).fold() == 1
     # newlines, quotes, non-ASCII kept; a file name's undecodable byte becomes U+FFFD
-    stored = {**dict(zip(_COLUMNS, newer, strict=True)), "patient_id": "P\n'\"\\ é\ufffd"}
+    stored = {**dict(zip(COLUMNS, newer, strict=True)), "patient_id": "P\n'\"\\ é\ufffd"}
     assert rows_in(index)["1.9"] == tuple(stored.values())
     # a late, older row (a slow writer, or the same file folded twice) changes nothing
     append_row(pending, older)

@@ -41,51 +41,36 @@ from __future__ import annotations
 import os
 import time
 
+from .index_rows import (
+    COLUMNS,
+    DEFAULT_NAME,
+    FROM_HEADER,
+    INDEX_KEYWORDS,
+    IndexFailure,
+    default_path,
+    parse_pending,
+    pending_path,
+    row_for,
+)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Callable, Mapping
     from types import ModuleType
 
+#: DEFAULT_NAME, INDEX_KEYWORDS, IndexFailure, default_path: from .index_rows, named here too
 __all__ = [
     "DEFAULT_NAME",
-    "FOLD_AT",
     "INDEX_KEYWORDS",
     "SCHEMA_VERSION",
     "Index",
     "IndexFailure",
     "connect_reader",
     "default_path",
-    "pending_path",
 ]
 
-#: the index's file name in the log folder
-DEFAULT_NAME = "dicom-repack-index.sqlite"
 SCHEMA_VERSION = 1
-
-#: header elements the index stores beyond the four UIDs (all in the fast path's table)
-INDEX_KEYWORDS = (
-    "PatientName",
-    "AccessionNumber",
-    "StudyDate",
-    "StudyDescription",
-    "SeriesNumber",
-    "SeriesDescription",
-    "Modality",
-    "ImagesInAcquisition",
-    "NumberOfSlices",
-)
-
-#: columns of ``instances`` filled from header keywords
-_FROM_HEADER = (
-    ("patient_name", "PatientName"),
-    ("accession_number", "AccessionNumber"),
-    ("study_date", "StudyDate"),
-    ("study_description", "StudyDescription"),
-    ("series_number", "SeriesNumber"),
-    ("series_description", "SeriesDescription"),
-    ("modality", "Modality"),
-)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS instances (
@@ -99,7 +84,7 @@ CREATE TABLE IF NOT EXISTS instances (
     source              TEXT,
     calling_ae          TEXT,
     peer                TEXT,
-    {", ".join(f"{col} TEXT" for col, _ in _FROM_HEADER)},
+    {", ".join(f"{col} TEXT" for col, _ in FROM_HEADER)},
     expected            INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_series
@@ -129,58 +114,22 @@ CREATE INDEX IF NOT EXISTS failures_at ON failures (at);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
-_COLUMNS = (
-    "sop_instance_uid",
-    "series_instance_uid",
-    "study_instance_uid",
-    "patient_id",
-    "path",
-    "size",
-    "filed_at",
-    "source",
-    "calling_ae",
-    "peer",
-    *(col for col, _ in _FROM_HEADER),
-    "expected",
-)
 _INSERT = (
-    f"INSERT OR REPLACE INTO instances ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_COLUMNS))})"
+    f"INSERT OR REPLACE INTO instances ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))})"
 )
 
 #: A fold of pending rows keeps a row only if it is not older than the one there.
 _UPSERT = (
-    f"INSERT INTO instances ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    f"INSERT INTO instances ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))}) "
     "ON CONFLICT (sop_instance_uid) DO UPDATE SET "
-    + ", ".join(f"{col} = excluded.{col}" for col in _COLUMNS[1:])
+    + ", ".join(f"{col} = excluded.{col}" for col in COLUMNS[1:])
     + " WHERE excluded.filed_at >= instances.filed_at"
 )
 
 #: how long an add may wait for the write lock, in all, before the instance fails
 DEFAULT_TIMEOUT = 60.0
-
-#: A deferred add whose line leaves ``<index>.pending`` at least this big folds it
-#: (~150 rows: one fold, ~5 ms, per ~150 instances).
-FOLD_AT = 64 << 10
-
-#: the pending rows' file is the index's name plus this
-PENDING_SUFFIX = ".pending"
-
-
-class IndexFailure(Exception):
-    """The index could not be written or read (the message names its path)."""
-
-
-def default_path(logdir: str) -> str:
-    """Where the index lives when only ``--logdir`` is given."""
-    return os.path.join(logdir, DEFAULT_NAME)
-
-
-def pending_path(index: str) -> str:
-    """Where deferred adds leave their rows until the next fold (see the module doc)."""
-    return index + PENDING_SUFFIX
-
 
 _db: ModuleType | None = None
 
@@ -226,55 +175,14 @@ def _driver() -> ModuleType:
     return _db
 
 
-def split_origin(origin: str) -> tuple[str | None, str | None]:
-    """(calling AE, peer host:port) of a receiver's origin ``dicom://AE@host:port/UID``."""
-    if not origin.startswith("dicom://"):
-        return None, None
-    who = origin[8:].rsplit("/", 1)[0]
-    ae, at, peer = who.rpartition("@")
-    return (ae, peer) if at else (None, who)
-
-
-def expected_count(values: Mapping[str, str]) -> int | None:
-    """The series' announced size, where the instance carries one (else None)."""
-    for keyword in ("ImagesInAcquisition", "NumberOfSlices"):
-        text = (values.get(keyword) or "").strip()
-        if text.isdigit() and int(text) > 0:
-            return int(text)
-    return None
-
-
-def row_for(
-    values: Mapping[str, str], path: str, size: int, source: str | None, when: float
-) -> tuple[object, ...]:
-    """The ``instances`` row of one filed instance."""
-    calling_ae, peer = split_origin(source) if source else (None, None)
-    if source and peer is None:
-        source = os.path.abspath(source)
-    return (
-        values["SOPInstanceUID"],
-        values["SeriesInstanceUID"],
-        values["StudyInstanceUID"],
-        values["PatientID"],
-        path,
-        size,
-        when,
-        source,
-        calling_ae,
-        peer,
-        *(values.get(kw) for _, kw in _FROM_HEADER),
-        expected_count(values),
-    )
-
-
 class Index:
     """One process's (or thread's) connection to the index at ``path``.
 
     Opens nothing until the first statement, so it may be created before a
     fork as long as it is used only after. Not shared between threads: each
-    association thread's Repacker holds its own. With ``deferred``, :meth:`add`
-    appends the row to the pending file instead (a one-instance process: see
-    the module doc); every reader folds it first (:meth:`fold`).
+    association thread's Repacker holds its own. A one-instance process writes
+    :class:`~.index_rows.PendingIndex` instead; every reader folds its pending
+    rows in first (:meth:`fold`).
     """
 
     def __init__(
@@ -283,12 +191,10 @@ class Index:
         *,
         durable: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
-        deferred: bool = False,
     ) -> None:
         self.path = os.path.abspath(path)
         self.durable = durable
         self.timeout = timeout
-        self.deferred = deferred
         self._conn: sqlite3.Connection | None = None
 
     # -- writing ---------------------------------------------------------------
@@ -304,24 +210,12 @@ class Index:
     ) -> None:
         """Insert (or replace) the row of one filed instance; raises IndexFailure on failure."""
         row = row_for(values, path, size, source, time.time() if when is None else when)
-        if not self.deferred:
-            self.run(lambda conn: conn.execute(_INSERT, row))
-            return
-        pending = pending_path(self.path)
-        try:
-            size_after = append_row(pending, row, durable=self.durable)
-        except OSError as exc:
-            raise IndexFailure(f"cannot write the index {pending}: {exc.strerror or exc}") from None
-        if size_after >= FOLD_AT:
-            try:
-                self.fold()
-            except IndexFailure:
-                pass  # the rows stay pending, safe; the next fold takes them
+        self.run(lambda conn: conn.execute(_INSERT, row))
 
     def fold(self) -> int:
         """Move the pending rows into SQLite; return how many were read.
 
-        Safe while deferred adds run (they wait, or move to a new file) and while
+        Safe while pending adds run (they wait, or move to a new file) and while
         other folds run (each file is folded by one of them). Raises IndexFailure.
         """
         pending = pending_path(self.path)
@@ -434,65 +328,6 @@ class Index:
                 conn.close()
             except Exception:
                 pass
-
-
-def append_row(pending: str, row: tuple[object, ...], *, durable: bool = False) -> int:
-    """Append ``row`` to the pending file as one line; return the file's size after it.
-
-    The line is the row's ``ascii()`` (read back with ``ast.literal_eval``: text,
-    numbers and None only), preceded by a newline so that a line torn by a crash
-    can never swallow the next one. Written with one ``write`` under an exclusive
-    ``lockf`` lock; if a fold renamed the file between our open and our lock, the
-    name now holds another file (or none), so we write there instead.
-    """
-    line = f"\n{row!a}\n".encode("ascii")
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    while True:
-        fd = os.open(pending, flags, 0o644)
-        try:
-            os.lockf(fd, os.F_LOCK, 0)
-            st = os.fstat(fd)
-            try:
-                now = os.stat(pending)
-            except FileNotFoundError:
-                continue
-            if now.st_ino != st.st_ino or now.st_dev != st.st_dev:
-                continue
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(28, "short write (no space left?)")
-            if durable:  # the data and the size that reaches it, as SQLite's WAL does
-                os.fdatasync(fd)
-            return st.st_size + written
-        finally:
-            os.close(fd)
-
-
-def parse_pending(data: bytes) -> list[tuple[object, ...]]:
-    """The rows of a pending file's bytes; a torn or foreign line is skipped."""
-    from ast import literal_eval
-
-    rows = []
-    for line in data.split(b"\n"):
-        if not line:
-            continue
-        try:
-            row = literal_eval(line.decode("ascii"))
-        except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
-            continue
-        if isinstance(row, tuple) and len(row) == len(_COLUMNS):
-            rows.append(tuple(_storable(v) for v in row))
-    return rows
-
-
-def _storable(value: object) -> object:
-    """A text SQLite can hold: a file name's undecodable bytes (surrogates) become U+FFFD."""
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return value
 
 
 def _read_fd(fd: int) -> bytes:

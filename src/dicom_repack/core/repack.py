@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 
 from .errors import MissingElementError, PlacementError, RecordError, RepackError
-from .index import INDEX_KEYWORDS, Index, IndexFailure, default_path
+from .index_rows import INDEX_KEYWORDS, IndexFailure, PendingIndex, default_path
 from .layout import Layout
 from .outcome import Outcome
 from .records import RECORD_KEYWORDS, RecordWriter
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from .header import Header
+    from .index import Index
     from .place import Placed
     from .source import Source
 
@@ -70,8 +71,9 @@ class Config:
         self.index: str | None = (
             index if isinstance(index, str) else default_path(logdir) if index and logdir else None
         )
-        #: append each row to the index's pending file (folded into SQLite by its
-        #: readers) instead of opening SQLite: for a process that files one instance
+        #: append each row to the index's pending file (core/index_rows.py; folded
+        #: into SQLite by its readers) instead of opening SQLite: for a process that
+        #: files one instance
         self.index_deferred = index_deferred
 
 
@@ -92,11 +94,13 @@ class Repacker:
         self.datadir = self.data.root
         self.layout = config.layout
         self.records = RecordWriter(config.logdir, fsync=config.fsync) if config.logdir else None
-        self.index = (
-            Index(config.index, durable=config.fsync, deferred=config.index_deferred)
-            if config.index
-            else None
-        )
+        self.index: Index | PendingIndex | None = None
+        if config.index and config.index_deferred:
+            self.index = PendingIndex(config.index, durable=config.fsync)
+        elif config.index:
+            from .index import Index
+
+            self.index = Index(config.index, durable=config.fsync)
         more = INDEX_KEYWORDS if self.index else ()
         self.keywords = tuple(
             dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)

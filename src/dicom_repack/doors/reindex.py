@@ -29,16 +29,8 @@ import time
 
 from ..core.errors import RepackError
 from ..core.header import read_header
-from ..core.index import (
-    _INSERT,
-    DEFAULT_NAME,
-    INDEX_KEYWORDS,
-    Index,
-    IndexFailure,
-    _setup,
-    default_path,
-    row_for,
-)
+from ..core.index import _INSERT, DEFAULT_NAME, Index, IndexFailure, _setup, default_path
+from ..core.index_rows import INDEX_KEYWORDS, row_for
 from ..core.repack import REQUIRED
 
 TYPE_CHECKING = False

@@ -1,0 +1,238 @@
+"""One row of the index, and where the per-instance door leaves it: the pending file.
+
+The SQLite side (schema, connections, the fold) is :mod:`.index`; this module is
+what a process that files one instance needs of the index, and nothing more, so
+that the per-instance door loads neither SQLite nor the rest of that module:
+
+* the row of a filed instance (:func:`row_for`: its columns, :data:`COLUMNS`);
+* where the index lives (:func:`default_path`) and its pending file
+  (:func:`pending_path`);
+* :class:`PendingIndex`, whose :meth:`~PendingIndex.add` appends the row to the
+  pending file as one line (:func:`append_row`); once that file passes
+  :data:`FOLD_AT` it folds it into SQLite (:meth:`.index.Index.fold`, imported
+  then). Every reader of the index folds first, so a pending row is as good as
+  a row (see :mod:`.index` for the protocol).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_NAME",
+    "FOLD_AT",
+    "INDEX_KEYWORDS",
+    "IndexFailure",
+    "PendingIndex",
+    "append_row",
+    "default_path",
+    "parse_pending",
+    "pending_path",
+    "row_for",
+]
+
+#: the index's file name in the log folder
+DEFAULT_NAME = "dicom-repack-index.sqlite"
+
+#: header elements the index stores beyond the four UIDs (all in the fast path's table)
+INDEX_KEYWORDS = (
+    "PatientName",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyDescription",
+    "SeriesNumber",
+    "SeriesDescription",
+    "Modality",
+    "ImagesInAcquisition",
+    "NumberOfSlices",
+)
+
+#: columns of ``instances`` filled from header keywords
+FROM_HEADER = (
+    ("patient_name", "PatientName"),
+    ("accession_number", "AccessionNumber"),
+    ("study_date", "StudyDate"),
+    ("study_description", "StudyDescription"),
+    ("series_number", "SeriesNumber"),
+    ("series_description", "SeriesDescription"),
+    ("modality", "Modality"),
+)
+
+#: the ``instances`` table's columns, in a row's order
+COLUMNS = (
+    "sop_instance_uid",
+    "series_instance_uid",
+    "study_instance_uid",
+    "patient_id",
+    "path",
+    "size",
+    "filed_at",
+    "source",
+    "calling_ae",
+    "peer",
+    *(col for col, _ in FROM_HEADER),
+    "expected",
+)
+
+#: A pending add whose line leaves ``<index>.pending`` at least this big folds it
+#: (~150 rows: one fold, ~5 ms, per ~150 instances).
+FOLD_AT = 64 << 10
+
+#: the pending rows' file is the index's name plus this
+PENDING_SUFFIX = ".pending"
+
+
+class IndexFailure(Exception):
+    """The index could not be written or read (the message names its path)."""
+
+
+def default_path(logdir: str) -> str:
+    """Where the index lives when only ``--logdir`` is given."""
+    return os.path.join(logdir, DEFAULT_NAME)
+
+
+def pending_path(index: str) -> str:
+    """Where pending adds leave their rows until the next fold (see the module doc)."""
+    return index + PENDING_SUFFIX
+
+
+def split_origin(origin: str) -> tuple[str | None, str | None]:
+    """(calling AE, peer host:port) of a receiver's origin ``dicom://AE@host:port/UID``."""
+    if not origin.startswith("dicom://"):
+        return None, None
+    who = origin[8:].rsplit("/", 1)[0]
+    ae, at, peer = who.rpartition("@")
+    return (ae, peer) if at else (None, who)
+
+
+def expected_count(values: Mapping[str, str]) -> int | None:
+    """The series' announced size, where the instance carries one (else None)."""
+    for keyword in ("ImagesInAcquisition", "NumberOfSlices"):
+        text = (values.get(keyword) or "").strip()
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    return None
+
+
+def row_for(
+    values: Mapping[str, str], path: str, size: int, source: str | None, when: float
+) -> tuple[object, ...]:
+    """The ``instances`` row of one filed instance."""
+    calling_ae, peer = split_origin(source) if source else (None, None)
+    if source and peer is None:
+        source = os.path.abspath(source)
+    return (
+        values["SOPInstanceUID"],
+        values["SeriesInstanceUID"],
+        values["StudyInstanceUID"],
+        values["PatientID"],
+        path,
+        size,
+        when,
+        source,
+        calling_ae,
+        peer,
+        *(values.get(kw) for _, kw in FROM_HEADER),
+        expected_count(values),
+    )
+
+
+class PendingIndex:
+    """The index as a one-instance process writes it: rows appended to the pending file.
+
+    ``add`` takes what :meth:`.index.Index.add` takes; raises IndexFailure when the
+    row cannot be written (the instance then fails: a filed instance always has
+    its row, pending or folded).
+    """
+
+    def __init__(self, path: str, *, durable: bool = False) -> None:
+        self.path = os.path.abspath(path)
+        self.durable = durable
+
+    def add(
+        self,
+        values: Mapping[str, str],
+        *,
+        path: str,
+        size: int,
+        source: str | None,
+        when: float | None = None,
+    ) -> None:
+        row = row_for(values, path, size, source, time.time() if when is None else when)
+        pending = pending_path(self.path)
+        try:
+            size_after = append_row(pending, row, durable=self.durable)
+        except OSError as exc:
+            raise IndexFailure(f"cannot write the index {pending}: {exc.strerror or exc}") from None
+        if size_after >= FOLD_AT:
+            from .index import Index
+
+            try:
+                Index(self.path, durable=self.durable).fold()
+            except IndexFailure:
+                pass  # the rows stay pending, safe; the next fold takes them
+
+
+def append_row(pending: str, row: tuple[object, ...], *, durable: bool = False) -> int:
+    """Append ``row`` to the pending file as one line; return the file's size after it.
+
+    The line is the row's ``ascii()`` (read back with ``ast.literal_eval``: text,
+    numbers and None only), preceded by a newline so that a line torn by a crash
+    can never swallow the next one. Written with one ``write`` under an exclusive
+    ``lockf`` lock; if a fold renamed the file between our open and our lock, the
+    name now holds another file (or none), so we write there instead.
+    """
+    line = f"\n{row!a}\n".encode("ascii")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    while True:
+        fd = os.open(pending, flags, 0o644)
+        try:
+            os.lockf(fd, os.F_LOCK, 0)
+            st = os.fstat(fd)
+            try:
+                now = os.stat(pending)
+            except FileNotFoundError:
+                continue
+            if now.st_ino != st.st_ino or now.st_dev != st.st_dev:
+                continue
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(28, "short write (no space left?)")
+            if durable:  # the data and the size that reaches it, as SQLite's WAL does
+                os.fdatasync(fd)
+            return st.st_size + written
+        finally:
+            os.close(fd)
+
+
+def parse_pending(data: bytes) -> list[tuple[object, ...]]:
+    """The rows of a pending file's bytes; a torn or foreign line is skipped."""
+    from ast import literal_eval
+
+    rows = []
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        try:
+            row = literal_eval(line.decode("ascii"))
+        except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
+            continue
+        if isinstance(row, tuple) and len(row) == len(COLUMNS):
+            rows.append(tuple(_storable(v) for v in row))
+    return rows
+
+
+def _storable(value: object) -> object:
+    """A text SQLite can hold: a file name's undecodable bytes (surrogates) become U+FFFD."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
