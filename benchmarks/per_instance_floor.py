@@ -13,7 +13,8 @@ door into layers by running, alternated instance by instance (CPU from ``wait4``
 
 and the same three with ``python -S`` (no ``site``: the README's fastest storescp line).
 The differences are what each layer costs; the ``_exit`` floors say how much room
-0.9x leaves for the rest.
+0.9x leaves for the rest. Two more price one module of ours apart from its content:
+a package of ``EMPTY_MODULES`` empty modules imported after the package alone.
 
     .venv/bin/python benchmarks/per_instance_floor.py --corpus /work/scratch/corpora/SAG-anon \\
         --rounds 60 --workdir /tmp
@@ -33,6 +34,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import compile_package, dicom_files  # noqa: E402
+
+#: how many empty modules the module-cost contestant imports
+EMPTY_MODULES = 20
 
 #: what a later instance of a series imports (the door, the job, the keyword table)
 DOOR_IMPORTS = (
@@ -76,6 +80,17 @@ def main() -> int:
     exit_now = "import posix; posix._exit(0)"
     work = Path(tempfile.mkdtemp(prefix="per-instance-floor-", dir=args.workdir))
 
+    empty = work / "empty"
+    (empty / "pkg").mkdir(parents=True)
+    (empty / "pkg" / "__init__.py").write_text("")
+    for i in range(EMPTY_MODULES):
+        (empty / "pkg" / f"m{i}.py").write_text(f"X = {i}\n")
+    import compileall
+
+    compileall.compile_dir(str(empty), quiet=1)
+    empty_path = f"import sys; sys.path.insert(0, {str(empty)!r}); import pkg; "
+    all_empty = ", ".join(f"pkg.m{i}" for i in range(EMPTY_MODULES))
+
     def door(pre: list[str], tree: str) -> Callable[[Path], list[str]]:
         return lambda f: [*pre, "--xcrdir", str(f.parent), "--xcrfile", f.name,
                           "-d", str(work / tree / "data"), "-l", str(work / tree / "log")]  # fmt: skip
@@ -88,6 +103,13 @@ def main() -> int:
         "python -S: start, _exit": lambda f: [python, "-S", "-c", exit_now],
         "  + door imports, _exit ": lambda f: [python, "-S", "-c", no_site_path + imports],
         "  + job: python -S dicom-repack": door([python, "-S", exe], "nosite"),
+        "python -S: an empty package, _exit": lambda f: [python, "-S", "-c", empty_path + exit_now],
+        f"  + {EMPTY_MODULES} empty modules, _exit": lambda f: [
+            python,
+            "-S",
+            "-c",
+            f"{empty_path}import {all_empty}; {exit_now}",
+        ],
     }
     for make in contestants.values():  # each tree's first instance: the series dump, untimed
         cpu_of(make(files[0]))
@@ -105,6 +127,12 @@ def main() -> int:
         layer = "" if name.startswith("python") else f"{(m - previous) * 1e3:+7.2f} ms"
         print(f"{name:34} {m * 1e3:6.2f} ms {m / base:6.3f}x {layer:>9}")
         previous = m
+    per_module = statistics.median(
+        cpu[f"  + {EMPTY_MODULES} empty modules, _exit"]
+    ) - statistics.median(cpu["python -S: an empty package, _exit"])
+    print(
+        f"one module's own cost (finder, loader, no content): {per_module / EMPTY_MODULES * 1e6:.0f} us"
+    )
     print(
         f"(medians of {args.rounds} alternated rounds; 0.9x python -c pass = {0.9 * base * 1e3:.2f} ms)"
     )
