@@ -461,8 +461,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
 
         def make_server(index: int, relay: Relay) -> StorageServer:
+            # filed instances go up the pipe only when the parent watches series
+            seen = relay if watch is not None else None
             server = StorageServer(
-                config, Filer(repack_config, lines, relay, activity), limits.share(index)
+                config, Filer(repack_config, lines, seen, activity), limits.share(index)
             )
             _observe(server, activity, shared, index)
             server.adopt(sock)
