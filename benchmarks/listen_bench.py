@@ -16,8 +16,12 @@ Contestants (a fresh receiver per run; order rotated every repetition):
 
 Measured per run: instances/s (storescu wall clock), receiver CPU per instance
 (utime+stime of the receiver and its waited-for children, from /proc, between the
-receiver being ready and storescu returning), receiver peak RSS (VmHWM). Then a
-concurrency run: 8 storescu at once against storescp plain and each listen variant.
+receiver being ready and storescu returning), the senders' own CPU per instance
+(``wait4`` of each storescu: on a 2-core machine the sender takes its share of the
+same cores), cores busy ((receiver + sender CPU) / wall), receiver peak RSS (VmHWM).
+Then a concurrency run: 8 storescu at once against storescp plain and each listen
+variant. Run trees are set aside with their files truncated to 0 bytes (blocks freed,
+no inode freed: see dicom_repack/bench/scratch.py).
 
     python benchmarks/listen_bench.py --reps 5 --json /tmp/listen-bench.json
 
@@ -65,6 +69,7 @@ class Run:
     bytes: int = 0
     landed: int = 0
     load: float = 0.0
+    sender_cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -73,6 +78,14 @@ class Run:
     @property
     def cpu_ms(self) -> float:
         return 1000 * self.cpu_s / self.instances
+
+    @property
+    def sender_cpu_ms(self) -> float:
+        return 1000 * self.sender_cpu_s / self.instances
+
+    @property
+    def cores_busy(self) -> float:
+        return (self.cpu_s + self.sender_cpu_s) / self.seconds
 
 
 def dcmtk(tool: str) -> str:
@@ -202,19 +215,26 @@ def one_run(
         cpu0 = cpu_of(proc.pid)
         t0 = time.perf_counter()
         parts = [files[i::streams] for i in range(streams)]
-        senders = [
-            subprocess.Popen(
-                [dcmtk("storescu"), "-aec", "ANY", "127.0.0.1", str(port), *map(str, part)],
-                env=env_nodelay(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            for part in parts
-        ]
-        for s in senders:
-            _, err = s.communicate()
+        logs = [out / f"storescu-{i}.log" for i in range(streams)]
+        senders = []
+        for part, log in zip(parts, logs, strict=True):
+            with open(log, "wb") as err:
+                senders.append(
+                    subprocess.Popen(
+                        [dcmtk("storescu"), "-aec", "ANY", "127.0.0.1", str(port), *map(str, part)],
+                        env=env_nodelay(),
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                    )
+                )
+        sender_cpu = 0.0
+        for s, log in zip(senders, logs, strict=True):
+            _, status, usage = os.wait4(s.pid, 0)  # the sender's own CPU, as it exits
+            s.returncode = os.waitstatus_to_exitcode(status)
+            sender_cpu += usage.ru_utime + usage.ru_stime
             if s.returncode != 0:
-                raise RuntimeError(f"storescu failed against {name}: {err.decode()[-500:]}")
+                tail = log.read_bytes().decode(errors="replace")[-500:]
+                raise RuntimeError(f"storescu failed against {name}: {tail}")
         seconds = time.perf_counter() - t0
         cpu = cpu_of(proc.pid) - cpu0
         rss = peak_rss_mb(proc.pid)
@@ -231,8 +251,9 @@ def one_run(
         trash.set_aside(out)
     size = sum(f.stat().st_size for f in files)
     return Run(
-        name, corpus, len(files), seconds, cpu, rss, streams, size, landed, os.getloadavg()[0]
-    )
+        name, corpus, len(files), seconds, cpu, rss, streams, size, landed, os.getloadavg()[0],
+        sender_cpu,
+    )  # fmt: skip
 
 
 def summarise(runs: list[Run]) -> list[dict[str, object]]:
@@ -251,6 +272,10 @@ def summarise(runs: list[Run]) -> list[dict[str, object]]:
                 "instances_per_s": round(statistics.median(r.rate for r in rs), 1),
                 "mb_per_s": round(statistics.median(r.bytes / 1e6 / r.seconds for r in rs), 1),
                 "cpu_ms_per_instance": round(statistics.median(r.cpu_ms for r in rs), 3),
+                "sender_cpu_ms_per_instance": round(
+                    statistics.median(r.sender_cpu_ms for r in rs), 3
+                ),
+                "cores_busy": round(statistics.median(r.cores_busy for r in rs), 2),
                 "peak_rss_mb": round(max(r.peak_rss_mb for r in rs), 1),
             }
         )
@@ -266,38 +291,41 @@ def ratios(rows: list[dict[str, object]]) -> list[str]:
             if one and many:
                 gain = float(many["instances_per_s"]) / float(one["instances_per_s"])  # type: ignore[arg-type]
                 out.append(f"{corpus}: {name} 8 associations / 1: {gain:.2f}x instances/s")
-        listen = by.get((corpus, "listen", 1))
-        if not listen:
-            continue
-        for base in (
-            "storescp",
-            "storescp-xcr-true",
-            "storescp-xcr-door",
-            "storescp-xcr-rx",
-            "pynetdicom-repack",
-        ):
-            b = by.get((corpus, base, 1))
-            if not b:
+        for name in ("listen", "listen-1w"):
+            listen = by.get((corpus, name, 1))
+            if not listen:
                 continue
-            speed = float(listen["instances_per_s"]) / float(b["instances_per_s"])  # type: ignore[arg-type]
-            cpu = float(listen["cpu_ms_per_instance"]) / float(b["cpu_ms_per_instance"])  # type: ignore[arg-type]
-            out.append(
-                f"{corpus}: listen / {base}: {speed:.2f}x instances/s, {cpu:.2f}x CPU per instance"
-            )
+            for base in (
+                "storescp",
+                "storescp-xcr-true",
+                "storescp-xcr-door",
+                "storescp-xcr-rx",
+                "pynetdicom-repack",
+            ):
+                b = by.get((corpus, base, 1))
+                if not b:
+                    continue
+                speed = float(listen["instances_per_s"]) / float(b["instances_per_s"])  # type: ignore[arg-type]
+                cpu = float(listen["cpu_ms_per_instance"]) / float(b["cpu_ms_per_instance"])  # type: ignore[arg-type]
+                out.append(
+                    f"{corpus}: {name} / {base}: {speed:.2f}x instances/s, "
+                    f"{cpu:.2f}x CPU per instance"
+                )
     return out
 
 
 def table(rows: list[dict[str, object]]) -> str:
     head = (
         "| corpus | receiver | streams | instances | reps | instances/s | MB/s "
-        "| CPU ms/instance | peak RSS MB |"
+        "| CPU ms/instance | storescu CPU ms/instance | cores busy | peak RSS MB |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(
             f"| {r['corpus']} | {r['contestant']} | {r['streams']} | {r['instances']} | "
             f"{r['reps']} | {r['instances_per_s']} | {r['mb_per_s']} | "
-            f"{r['cpu_ms_per_instance']} | {r['peak_rss_mb']} |"
+            f"{r['cpu_ms_per_instance']} | {r['sender_cpu_ms_per_instance']} | "
+            f"{r['cores_busy']} | {r['peak_rss_mb']} |"
         )
     return "\n".join(lines)
 
@@ -342,12 +370,13 @@ def main(argv: list[str]) -> int:
         else:
             corpora[corpus] = dicom_files(unpack_shared(corpus, work / "corpora"))
     names = args.contestants.split(",")
-    trash = Scratch(work)
+    trash = Scratch(work, empty_files=True)
     report_creation_cost(work, "before the runs")
     runs: list[Run] = []
     log: Callable[[Run], None] = lambda r: print(  # noqa: E731
         f"  {r.corpus:9} {r.contestant:18} x{r.streams} {r.rate:8.1f} inst/s "
-        f"{r.cpu_ms:7.2f} ms CPU/inst  {r.peak_rss_mb:6.1f} MB  load {r.load:.1f}",
+        f"{r.cpu_ms:7.2f} ms CPU/inst (storescu {r.sender_cpu_ms:5.2f})  "
+        f"{r.peak_rss_mb:6.1f} MB  load {r.load:.1f}",
         flush=True,
     )
     for rep in range(args.reps):

@@ -252,6 +252,23 @@ def test_run_trees_are_set_aside_and_deleted_now_only_when_room_is_short(tmp_pat
         assert scratch.deleted_between_runs == (0 if kept else 1)
 
 
+def test_emptied_run_trees_keep_their_files_at_zero_bytes(tmp_path: Path) -> None:
+    from dicom_repack.bench.scratch import Scratch
+
+    work = tmp_path / "work"
+    root = work / "runs" / "listen-1"
+    (root / "data" / "a").mkdir(parents=True)
+    (root / "data" / "a" / "x.dcm").write_bytes(b"x" * 4096)
+    (root / "data" / "link").symlink_to(tmp_path / "outside")
+    (tmp_path / "outside").write_bytes(b"keep")
+    scratch = Scratch(work, empty_files=True)
+    scratch.set_aside(root)
+    kept = work / "trash" / "listen-1" / "data" / "a" / "x.dcm"
+    assert kept.exists() and kept.stat().st_size == 0
+    assert (tmp_path / "outside").read_bytes() == b"keep"  # a link is not followed
+    assert scratch.deleted_between_runs == 0
+
+
 def test_bench_ratios_against_px_or_the_slowest(full_run: tuple[int, Path]) -> None:
     _, out = full_run
     summary = json.loads((out / "results.json").read_text())["summary"]
