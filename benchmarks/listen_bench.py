@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -70,6 +71,9 @@ class Run:
     landed: int = 0
     load: float = 0.0
     sender_cpu_s: float = 0.0
+    #: per receiver process (parent first, then workers): the most threads seen during
+    #: the run; a listen process runs one thread per association plus its gate
+    threads: tuple[int, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -183,6 +187,31 @@ def peak_rss_mb(pid: int) -> float:
     return peak
 
 
+class ThreadSampler:
+    """The most threads each process had, sampled every 20 ms (how associations spread
+    over listen's workers: each association is a thread of the worker that took it)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.most = [0] * len(pids)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.02):
+            for i, pid in enumerate(self.pids):
+                try:
+                    self.most[i] = max(self.most[i], len(os.listdir(f"/proc/{pid}/task")))
+                except OSError:
+                    continue
+
+    def stop(self) -> tuple[int, ...]:
+        self._done.set()
+        self._thread.join()
+        return tuple(self.most)
+
+
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -213,6 +242,7 @@ def one_run(
     try:
         wait_listening(port, proc)
         cpu0 = cpu_of(proc.pid)
+        sampler = ThreadSampler([proc.pid, *_descendants(proc.pid)])
         t0 = time.perf_counter()
         parts = [files[i::streams] for i in range(streams)]
         logs = [out / f"storescu-{i}.log" for i in range(streams)]
@@ -236,6 +266,7 @@ def one_run(
                 tail = log.read_bytes().decode(errors="replace")[-500:]
                 raise RuntimeError(f"storescu failed against {name}: {tail}")
         seconds = time.perf_counter() - t0
+        threads = sampler.stop()
         cpu = cpu_of(proc.pid) - cpu0
         rss = peak_rss_mb(proc.pid)
         landed = sum(1 for f in (out / "data").rglob("*") if f.is_file())
@@ -252,7 +283,7 @@ def one_run(
     size = sum(f.stat().st_size for f in files)
     return Run(
         name, corpus, len(files), seconds, cpu, rss, streams, size, landed, os.getloadavg()[0],
-        sender_cpu,
+        sender_cpu, threads,
     )  # fmt: skip
 
 
@@ -376,7 +407,7 @@ def main(argv: list[str]) -> int:
     log: Callable[[Run], None] = lambda r: print(  # noqa: E731
         f"  {r.corpus:9} {r.contestant:18} x{r.streams} {r.rate:8.1f} inst/s "
         f"{r.cpu_ms:7.2f} ms CPU/inst (storescu {r.sender_cpu_ms:5.2f})  "
-        f"{r.peak_rss_mb:6.1f} MB  load {r.load:.1f}",
+        f"{r.peak_rss_mb:6.1f} MB  load {r.load:.1f}  threads {'/'.join(map(str, r.threads))}",
         flush=True,
     )
     for rep in range(args.reps):
