@@ -10,6 +10,8 @@ Contestants (a fresh receiver per run; order rotated every repetition):
 - ``pynetdicom-repack``   the same, filing through ``Repacker.repack_buffer`` with records
 - ``listen``              ``dicom-repack listen`` with records (default ``--workers``: one per core)
 - ``listen-1w``           the same with ``--workers 1`` (one process, one GIL)
+- ``listen-noindex``, ``listen-1w-noindex``: the same with ``--no-index`` (what the
+                          SQLite index costs the receiver)
 - ``storescp-xcr-rx``     storescp ``-xcr "rx-repack ... --cleanup" -xs`` (with ``--rx-repack
                           PATH``): the Rust rewrite as the seed deploys it, one process per
                           instance; issue 11 wants listen's CPU per instance <= 1/3 of it
@@ -131,9 +133,10 @@ def receiver_argv(name: str, port: int, out: Path) -> list[str]:
         incoming.mkdir()
         rx = f"{RX_REPACK[0]} --xcrdir #p --xcrfile #f --datadir {data} --logdir {log} --cleanup"
         return [scp, "-od", str(incoming), "-xcr", rx, "-xs", str(port)]
-    if name in ("listen", "listen-1w"):
-        workers = ["--workers", "1"] if name == "listen-1w" else []
-        return [EXE, "listen", "--bind", "127.0.0.1", "--port", str(port), *workers,
+    if name in ("listen", "listen-1w", "listen-noindex", "listen-1w-noindex"):
+        workers = ["--workers", "1"] if name.startswith("listen-1w") else []
+        index = ["--no-index"] if name.endswith("-noindex") else []
+        return [EXE, "listen", "--bind", "127.0.0.1", "--port", str(port), *workers, *index,
                 "--datadir", str(data), "--logdir", str(log)]  # fmt: skip
     raise ValueError(name)
 
@@ -317,7 +320,7 @@ def ratios(rows: list[dict[str, object]]) -> list[str]:
     out = []
     by = {(r["corpus"], r["contestant"], r["streams"]): r for r in rows}
     for corpus in sorted({str(r["corpus"]) for r in rows}):
-        for name in ("listen", "listen-1w"):
+        for name in ("listen", "listen-1w", "listen-noindex", "listen-1w-noindex"):
             one, many = by.get((corpus, name, 1)), by.get((corpus, name, 8))
             if one and many:
                 gain = float(many["instances_per_s"]) / float(one["instances_per_s"])  # type: ignore[arg-type]
@@ -422,7 +425,13 @@ def main(argv: list[str]) -> int:
                 runs.append(run)
                 log(run)
             if args.concurrency > 1:
-                for name in ("storescp", "listen-1w", "listen"):
+                for name in (
+                    "storescp",
+                    "listen-1w",
+                    "listen",
+                    "listen-1w-noindex",
+                    "listen-noindex",
+                ):
                     if name in names:
                         run = one_run(name, corpus, files, work, trash, streams=args.concurrency)
                         runs.append(run)
