@@ -379,6 +379,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--concurrency", type=int, default=8, help="streams in the concurrency run")
     p.add_argument("--json", type=Path, help="write every run and the summary here")
     p.add_argument(
+        "--keep-trash",
+        action="store_true",
+        help="leave the (emptied) run trees in WORK/trash: deleting them puts the disk in its "
+        "slow state for the next timed run, whoever runs it",
+    )
+    p.add_argument(
         "--rx-repack",
         help="a real rx-repack: adds the storescp-xcr-rx contestant (Rust, per instance)",
     )
@@ -437,7 +443,8 @@ def main(argv: list[str]) -> int:
                         runs.append(run)
                         log(run)
     report_creation_cost(work, "after the runs")
-    trash.empty()
+    if not args.keep_trash:
+        trash.empty()
     rows = summarise(runs)
     print()
     print(table(rows))
