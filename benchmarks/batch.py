@@ -180,6 +180,14 @@ def main() -> int:
         "--workdir", type=Path, default=None, help="scratch folder (default: a temp folder)"
     )
     ap.add_argument(
+        "--keep-free",
+        type=float,
+        default=0.0,
+        metavar="GB",
+        help="delete a finished output at once when the disk has less than GB free "
+        "(default 0: every output is set aside until the end)",
+    )
+    ap.add_argument(
         "--ab",
         nargs=2,
         metavar=("A_SRC", "B_SRC"),
@@ -202,7 +210,9 @@ def main() -> int:
     exe = str(Path(sys.executable).parent / "dicom-repack")
     compile_package()
     work = Path(tempfile.mkdtemp(prefix="batch-bench-", dir=args.workdir))
-    trash = Scratch(work, delete_now=args.delete_between_runs)
+    trash = Scratch(
+        work, reserve_bytes=int(args.keep_free * 1e9), delete_now=args.delete_between_runs
+    )
     print(f"scratch: {work} ({os.cpu_count()} cores); caches warm (corpus just written or read)")
     if args.delete_between_runs:
         print("outputs are deleted as soon as each run ends (--delete-between-runs)")
@@ -234,6 +244,11 @@ def main() -> int:
             )
             scale_check(corpus, big, work, exe, jobs, args, trash)
         report_creation_cost(work, "after the runs")
+        if trash.deleted_between_runs:
+            print(
+                f"{trash.deleted_between_runs} outputs deleted between runs (less than "
+                f"{args.keep_free} GB free): the runs after them created files on a slower disk"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
