@@ -207,6 +207,7 @@ def run(
         # Outcomes come back in chunks too: per-instance messages and pipe traffic
         # cost ~15% of a small instance's time at 16 a chunk.
         chunk = max(1, min(_CHUNK_MAX, len(head) // (jobs * 4)))
+        jobs = min(jobs, len(head))  # never a worker with nothing to do
         _preload(config, large=len(head) == jobs * _CHUNK_MAX * 4)
         _run_pooled(paths, config, move, jobs, chunk, take, stopping, on_started, summary)
     summary.elapsed = time.perf_counter() - start
