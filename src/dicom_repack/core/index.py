@@ -156,9 +156,7 @@ def _driver() -> ModuleType:
 
         stand_in = None
         if "functools" not in sys.modules:
-            from types import ModuleType as _Module
-
-            stand_in = _Module("functools")
+            stand_in = type(sys)("functools")  # a module object, without importing types
             stand_in.lru_cache = _no_cache  # type: ignore[attr-defined]
             sys.modules["functools"] = stand_in
         try:
