@@ -151,6 +151,8 @@ class ForkPool:
                 os.close(task_w)
                 os.close(result_r)
                 code = self._serve(start, task_r, result_w)
+            except KeyboardInterrupt:  # Ctrl-C before it could ignore SIGINT: no traceback
+                code = 130
             except BaseException:
                 try:
                     import traceback
@@ -169,7 +171,7 @@ class ForkPool:
     def _serve(
         self, start: Callable[[], Callable[[object], object]], task_fd: int, result_fd: int
     ) -> int:
-        import _signal
+        import _signal  # signal.py would import enum (~2 ms) for its IntEnums
 
         # Ctrl-C is the parent's to handle: an item is never left half-done
         _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
