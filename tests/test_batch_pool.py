@@ -181,3 +181,40 @@ def test_a_pooled_batch_starts_without_multiprocessing(inbox: Path, tmp_path: Pa
     assert "8 instances filed" in proc.stdout
     lines = (tmp_path / "log.ndjson").read_text().splitlines()
     assert len(lines) == 8
+
+
+def test_progress_bar_on_a_terminal_with_the_pool(inbox: Path, tmp_path: Path) -> None:
+    """On a terminal the progress bar shows (its thread starts after the workers are
+    forked: a thread's held locks must not be copied into them) and the run completes."""
+    import pty
+    import threading
+
+    controller, terminal = pty.openpty()
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(controller, 4096)
+            except OSError:  # EIO: the terminal's last holder closed it
+                return
+            if not data:
+                return
+            shown.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run(
+            [dicom_repack_exe(), "batch", str(inbox), "--datadir", str(tmp_path / "data"),
+             "--jobs", "2"],
+            stdout=terminal, stderr=terminal, timeout=300,
+        )  # fmt: skip
+    finally:
+        os.close(terminal)
+        reader.join(timeout=10)
+        os.close(controller)
+    assert proc.returncode == 0, bytes(shown).decode(errors="replace")
+    assert f"{N} instances filed".encode() in shown
+    assert b"repacking" in shown
+    assert b"Traceback" not in shown
