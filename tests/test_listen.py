@@ -152,19 +152,19 @@ def test_environment_configures_like_flags(mr: Path, tmp_path: Path) -> None:
 
 def test_sigterm_finishes_and_exits_zero_with_summary(mr: Path, tmp_path: Path) -> None:
     """An idle open association does not hold the shutdown; the summary is printed."""
-    from pynetdicom import AE
+    from dicom_repack.bench.scu import finish, storage_scu
 
     data = tmp_path / "data"
     with listening(data) as listener:
         assert pynetdicom_send(listener.port, dicom_files(mr)[:3]) == [0, 0, 0]
-        ae = AE(ae_title="IDLE")
+        ae = storage_scu("IDLE")
         ae.add_requested_context("1.2.840.10008.1.1")
         assoc = ae.associate("127.0.0.1", listener.port)
         assert assoc.is_established
         try:
             assert listener.stop() == 0
         finally:
-            assoc.abort()
+            finish(assoc, abort=True)
     assert "3 instances filed" in listener.stderr
     assert "2 associations" in listener.stderr
 

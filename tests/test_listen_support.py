@@ -262,11 +262,14 @@ def pynetdicom_send(
     echo: bool = True,
 ) -> list[int]:
     """Send files with pynetdicom (one association, contexts exactly as the files are
-    encoded so nothing is transcoded); returns each C-STORE status (-1: no response)."""
+    encoded so nothing is transcoded); returns each C-STORE status (-1: no response).
+    The association is ended and its socket closed before this returns, whatever
+    happened (``bench.scu``: pynetdicom alone leaves a reset socket to the GC)."""
     import pydicom
-    from pynetdicom import AE
 
-    ae = AE(ae_title=calling)
+    from dicom_repack.bench.scu import finish, storage_scu
+
+    ae = storage_scu(calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
     seen: set[tuple[str, str]] = set()
     for f in files:
@@ -282,11 +285,11 @@ def pynetdicom_send(
         ae_title="DICOM-REPACK",
         tls_args=tls,  # type: ignore[arg-type]  # (SSLContext, hostname) or None
     )
-    if not assoc.is_established:
-        raise ConnectionRefusedError("association not established")
-    pause_reactor_atomically(assoc)
     statuses: list[int] = []
     try:
+        if not assoc.is_established:
+            raise ConnectionRefusedError("association not established")
+        pause_reactor_atomically(assoc)
         if echo:
             rsp = assoc.send_c_echo()
             assert rsp and rsp.Status == 0
@@ -294,7 +297,7 @@ def pynetdicom_send(
             rsp = assoc.send_c_store(f)
             statuses.append(int(rsp.Status) if rsp and "Status" in rsp else -1)
     finally:
-        assoc.release()
+        finish(assoc)
     return statuses
 
 

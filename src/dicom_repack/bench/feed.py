@@ -84,7 +84,8 @@ def _dot() -> None:
 def _send_pynetdicom(files: list[str], port: int, aet: str) -> tuple[int, list[str]]:
     """C-STORE every file over one association (re-opened if the peer drops it)."""
     import pydicom
-    from pynetdicom import AE
+
+    from dicom_repack.bench.scu import finish, storage_scu
 
     contexts: dict[tuple[str, str], None] = {}
     for path in files:
@@ -92,7 +93,7 @@ def _send_pynetdicom(files: list[str], port: int, aet: str) -> tuple[int, list[s
         contexts[
             (str(meta.file_meta.MediaStorageSOPClassUID), str(meta.file_meta.TransferSyntaxUID))
         ] = None
-    ae = AE(ae_title="BENCHSCU")
+    ae = storage_scu("BENCHSCU")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
     for sop, ts in list(contexts)[:128]:
         ae.add_requested_context(sop, ts)
@@ -103,6 +104,8 @@ def _send_pynetdicom(files: list[str], port: int, aet: str) -> tuple[int, list[s
         if _stop:
             break
         if assoc is None or not assoc.is_established:
+            if assoc is not None:
+                finish(assoc)  # dropped by the peer: its socket closed, its threads joined
             assoc = ae.associate("127.0.0.1", port, ae_title=aet)
             if not assoc.is_established:
                 errors.append("association rejected or aborted")
@@ -113,8 +116,8 @@ def _send_pynetdicom(files: list[str], port: int, aet: str) -> tuple[int, list[s
         elif len(errors) < 20:
             errors.append(f"{path}: status {getattr(status, 'Status', None)!r}")
         _dot()
-    if assoc is not None and assoc.is_established:
-        assoc.release()
+    if assoc is not None:
+        finish(assoc)
     return ok, errors
 
 
