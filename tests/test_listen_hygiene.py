@@ -6,6 +6,7 @@ filed while the bad clients hang on", with timeouts only to stop a hang.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from pathlib import Path
@@ -52,25 +53,29 @@ def test_garbage_midpdu_and_idle_clients_do_not_block_others(mr: Path, tmp_path:
     opts = ("--acse-timeout", "30", "--dimse-timeout", "30", "--network-timeout", "30")
     with listening(data, *opts) as listener:
         port = listener.port
-        garbage = _raw(port)
-        garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(range(256)) * 8)
-        idle = _raw(port)  # connects, says nothing
-        half_rq = _raw(port)  # announces an A-ASSOCIATE-RQ and stops half-way
-        rq = _associate_rq()
-        half_rq.sendall(rq[: len(rq) // 2])
-        half_pdata = _raw(port)  # associates, then stops inside a P-DATA-TF PDU
-        half_pdata.sendall(_associate_rq())
-        assert half_pdata.recv(6)[0] == 0x02  # A-ASSOCIATE-AC
-        half_pdata.settimeout(0.5)
-        try:
-            while half_pdata.recv(65536):
+        with contextlib.ExitStack() as clients:  # each closed however the test ends
+
+            def client() -> socket.socket:
+                return clients.enter_context(_raw(port))
+
+            garbage = client()
+            garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(range(256)) * 8)
+            client()  # idle: connects, says nothing
+            half_rq = client()  # announces an A-ASSOCIATE-RQ and stops half-way
+            rq = _associate_rq()
+            half_rq.sendall(rq[: len(rq) // 2])
+            half_pdata = client()  # associates, then stops inside a P-DATA-TF PDU
+            half_pdata.sendall(_associate_rq())
+            assert half_pdata.recv(6)[0] == 0x02  # A-ASSOCIATE-AC
+            half_pdata.settimeout(0.5)
+            try:
+                while half_pdata.recv(65536):
+                    pass
+            except TimeoutError:
                 pass
-        except TimeoutError:
-            pass
-        half_pdata.sendall(struct.pack(">BBL", 4, 0, 100000) + b"\x00" * 1000)
-        huge = _raw(port)  # claims a 4 GB PDU
-        huge.sendall(struct.pack(">BBL", 1, 0, 0xFFFFFFF0))
-        try:
+            half_pdata.sendall(struct.pack(">BBL", 4, 0, 100000) + b"\x00" * 1000)
+            huge = client()  # claims a 4 GB PDU
+            huge.sendall(struct.pack(">BBL", 1, 0, 0xFFFFFFF0))
             # the well-behaved sender is served while all of the above hang on
             assert pynetdicom_send(port, files) == [0] * 5
             assert pynetdicom_send(port, files[:1]) == [0]
@@ -79,9 +84,6 @@ def test_garbage_midpdu_and_idle_clients_do_not_block_others(mr: Path, tmp_path:
                 bad.settimeout(30)
                 reply = bad.recv(10)
                 assert reply == b"" or reply[0] == 0x07
-        finally:
-            for s in (garbage, idle, half_rq, half_pdata, huge):
-                s.close()
         assert listener.stop() == 0
     assert len(filed(data)) == 5
     assert listener.proc.returncode == 0
@@ -90,35 +92,30 @@ def test_garbage_midpdu_and_idle_clients_do_not_block_others(mr: Path, tmp_path:
 def test_idle_association_is_dropped_after_network_timeout(mr: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     with listening(data, "--network-timeout", "0.5", "--acse-timeout", "0.5") as listener:
-        s = _raw(listener.port)
-        s.sendall(_associate_rq())
-        assert s.recv(6)[0] == 0x02
-        s.settimeout(30)
-        chunks = []
-        while True:  # the listener aborts and closes: the read ends, it does not hang
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        s.close()
+        with _raw(listener.port) as s:
+            s.sendall(_associate_rq())
+            assert s.recv(6)[0] == 0x02
+            s.settimeout(30)
+            chunks = []
+            while True:  # the listener aborts and closes: the read ends, it does not hang
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
         assert pynetdicom_send(listener.port, dicom_files(mr)[:1]) == [0]
 
 
 def test_max_associations_rejects_the_extra_one(mr: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     with listening(data, "--max-associations", "1") as listener:
-        first = _raw(listener.port)
-        first.sendall(_associate_rq())
-        assert first.recv(6)[0] == 0x02  # accepted, and held open
-        try:
-            second = _raw(listener.port)
-            second.sendall(_associate_rq())
-            reply = second.recv(10)
-            assert reply[0] == 0x03, reply  # A-ASSOCIATE-RJ
-            assert reply[7:10] == bytes((2, 3, 2))  # transient, local limit exceeded
-            second.close()
-        finally:
-            first.close()
+        with _raw(listener.port) as first:
+            first.sendall(_associate_rq())
+            assert first.recv(6)[0] == 0x02  # accepted, and held open
+            with _raw(listener.port) as second:
+                second.sendall(_associate_rq())
+                reply = second.recv(10)
+                assert reply[0] == 0x03, reply  # A-ASSOCIATE-RJ
+                assert reply[7:10] == bytes((2, 3, 2))  # transient, local limit exceeded
         # the slot frees when the first goes away
         for _ in range(50):
             try:

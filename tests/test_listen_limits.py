@@ -67,8 +67,9 @@ def test_idle_and_half_open_sockets_never_deny_service(
     stores 192 instances: all 192 are stored."""
     data = tmp_path / "data"
     with listening(data, *extra) as listener:
-        crowd = list(_idle_crowd(listener.port, 200, 20))
+        crowd: list[socket.socket] = []
         try:
+            crowd.extend(_idle_crowd(listener.port, 200, 20))  # kept, to close, if one fails
             done = storescu(listener.port, instances192)
             assert done.returncode == 0, done.stderr
             # the crowd was still there while storescu ran (not merely timed out)
@@ -105,13 +106,12 @@ def test_idle_associations_make_room_for_a_new_one(
     data = tmp_path / "data"
     opts = ("--max-associations", str(slots), "--idle-evict", "0.5", "--workers", workers)
     with listening(data, *opts) as listener:
-        held = []
-        for _ in range(slots):
-            s = _raw(listener.port)
-            s.sendall(_associate_rq())
-            _read_pdu(s, 0x02)  # A-ASSOCIATE-AC, then silence
-            held.append(s)
+        held: list[socket.socket] = []
         try:
+            for _ in range(slots):
+                held.append(s := _raw(listener.port))
+                s.sendall(_associate_rq())
+                _read_pdu(s, 0x02)  # A-ASSOCIATE-AC, then silence
             time.sleep(1.0)  # let them be idle longer than --idle-evict
             assert pynetdicom_send(listener.port, instances192[:1], echo=False) == [0]
             ready, _, _ = select.select(held, [], [], 30)
@@ -234,13 +234,12 @@ def test_unfinished_data_sets_stay_within_the_memory_budget(
         held = []
         try:
             for i in range(4):
-                s = _raw(listener.port)
+                held.append(s := _raw(listener.port))
                 s.sendall(_associate_rq())
                 _read_pdu(s, 0x02)
                 s.sendall(_pdata(3, 0x03, _store_rq(i + 1)))
                 for _ in range(per_assoc // chunk):
                     s.sendall(pdu)
-                held.append(s)
             spool = data / ".dicom-repack-incoming"
 
             def spooled() -> int:
