@@ -20,8 +20,6 @@ from collections.abc import Callable
 
 import pytest
 
-from dicom_repack.bench.scu import finish, storage_scu
-
 VERIFICATION = "1.2.840.10008.1.1"
 
 
@@ -62,6 +60,10 @@ def _resetting_server() -> tuple[int, Callable[[], None]]:
 @pytest.mark.parametrize("peer", ["refused", "reset"])
 def test_an_association_that_fails_leaves_no_socket_to_the_collector(peer: str) -> None:
     port, stop = _refusing_port() if peer == "refused" else _resetting_server()
+    # imported here, not at collection: importing pynetdicom adds its UIDs to pydicom's
+    # UID dictionary, which test_dump compares with the generated table
+    from dicom_repack.bench.scu import finish, storage_scu
+
     before = _open_sockets()
     with warnings.catch_warnings(record=True) as caught:  # a socket dropped unclosed
         warnings.simplefilter("always", ResourceWarning)
