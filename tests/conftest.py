@@ -4,15 +4,35 @@
   machine): what every test that is not about parity uses.
 * ``corpora`` / ``sag`` -- the two shared corpora from ../shared/data, for parity
   tests only; they skip, loudly, where the tarballs are absent.
+* ``_ctrl_c_reaches_children`` (automatic) -- see its docstring.
 """
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from helpers import GENERATED_CORPORA, SHARED_CORPORA, dicom_files, unpack_shared, write_corpus
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ctrl_c_reaches_children() -> Iterator[None]:
+    """Tests Ctrl-C (SIGINT) the programs they start and expect exit 130. A shell starts
+    a background job (``pytest ... &``, ``nohup``, some CI runners) with SIGINT ignored,
+    every child inherits that, and those programs then finish instead: the tests would
+    fail for the way the suite was started. With a handler in this process, its children
+    start with SIGINT at its default (exec resets caught signals), as from a terminal."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")
