@@ -8,7 +8,8 @@ folders (``git archive REV src | tar -x -C DIR``), then::
     .venv/bin/python benchmarks/per_instance_ab.py /tmp/a/src /tmp/b/src --corpus DIR -n 300
 
 Each instance is filed by ``python -c "from dicom_repack.cli import run; run()" ...``
-with ``PYTHONPATH`` choosing the version, the same interpreter for both, A and B
+(with ``--script``: by each version's own console script, ``SRC/../scripts/dicom-repack``,
+as storescp runs it: export ``src scripts``) with ``PYTHONPATH`` choosing the version, the same interpreter for both, A and B
 alternating instance by instance (their order swapped every other time), into a
 series folder both already started (so the once-per-series header dump is not
 measured). CPU is the child's user+sys from ``wait4``. Run it twice with the same
@@ -26,13 +27,17 @@ import tempfile
 from pathlib import Path
 
 
-def run_one(src: Path, out: Path, corpus: Path, name: str) -> float:
+def run_one(src: Path, out: Path, corpus: Path, name: str, script: bool = False) -> float:
     """File ``corpus/name`` with the code under ``src``; return the child's CPU seconds."""
     env = dict(os.environ, PYTHONPATH=str(src))
+    start = (
+        [str(src.parent / "scripts" / "dicom-repack")]
+        if script
+        else ["-c", "from dicom_repack.cli import run; run()"]
+    )
     argv = [
         sys.executable,
-        "-c",
-        "from dicom_repack.cli import run; run()",
+        *start,
         "--xcrdir", str(corpus), "--xcrfile", name,
         "--datadir", str(out / "data"), "--logdir", str(out / "log"),
     ]  # fmt: skip
@@ -52,6 +57,11 @@ def main() -> int:
     ap.add_argument("--corpus", type=Path, required=True, help="a folder of .dcm instances")
     ap.add_argument("-n", type=int, default=300, help="instances per version (default 300)")
     ap.add_argument("--workdir", default="/dev/shm", help="where the output trees go")
+    ap.add_argument(
+        "--script",
+        action="store_true",
+        help="start through each version's scripts/dicom-repack (its start-up code too)",
+    )
     args = ap.parse_args()
     names = sorted(p.name for p in args.corpus.iterdir() if p.suffix == ".dcm")
     if len(names) < 2:
@@ -61,12 +71,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         outs = {k: Path(work) / k for k in versions}
         for k, src in versions.items():  # the series' first instance: its dump, not timed
-            run_one(src, outs[k], args.corpus, names[0])
+            run_one(src, outs[k], args.corpus, names[0], args.script)
         for i in range(args.n):
             name = names[1 + i % (len(names) - 1)]
             order = list(versions) if i % 2 == 0 else list(versions)[::-1]
             for k in order:
-                cpu[k].append(run_one(versions[k], outs[k], args.corpus, name))
+                cpu[k].append(run_one(versions[k], outs[k], args.corpus, name, args.script))
     for k, src in versions.items():
         print(
             f"{k} {src}: median CPU/instance {statistics.median(cpu[k]) * 1e3:.3f} ms "
