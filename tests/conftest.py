@@ -4,11 +4,13 @@
   machine): what every test that is not about parity uses.
 * ``corpora`` / ``sag`` -- the two shared corpora from ../shared/data, for parity
   tests only; they skip, loudly, where the tarballs are absent.
-* ``_ctrl_c_reaches_children`` (automatic) -- see its docstring.
+* ``_ctrl_c_reaches_children``, ``_children_report_leaks`` (automatic) -- see their
+  docstrings.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,24 @@ def _ctrl_c_reaches_children() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _children_report_leaks() -> Iterator[None]:
+    """The programs the tests start (``dicom-repack`` and its workers) run with
+    ``PYTHONWARNINGS=error::ResourceWarning``: a file or socket of ours left to the
+    garbage collector prints "Exception ignored ... ResourceWarning" on their stderr,
+    which the tests' one-line and no-Traceback checks then see. pyproject's
+    ``filterwarnings = ["error"]`` covers only this process."""
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [before, "error::ResourceWarning"]))
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = before
 
 
 @pytest.fixture(scope="session")

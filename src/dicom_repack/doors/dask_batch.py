@@ -314,6 +314,10 @@ def connect(address: str) -> tuple[Client, Any]:
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # the scheduler's HTTP routes (health, metrics) on loopback at a free port: on
+            # the default 8787, a second cluster on the machine prints distributed's
+            # "Port 8787 is already in use" warning into our output
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.ERROR,
         )
         return dd.Client(cluster), cluster

@@ -478,6 +478,7 @@ def _run(args: argparse.Namespace) -> int:
                 watch.start()
 
         counters, lost = serve_workers(workers, limits, make_server, watch, on_started)
+    sock.close()  # the parent's copy (each worker closed its own; a no-op with one worker)
     if live is not None:
         live.stop()
     if watch is not None:
