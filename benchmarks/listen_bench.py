@@ -58,6 +58,13 @@ TICK = os.sysconf("SC_CLK_TCK")
 PER_PROCESS = {"storescp-xcr-true", "storescp-xcr-door", "storescp-xcr-rx"}
 #: the rx-repack binary (--rx-repack)
 RX_REPACK: list[str] = []
+#: ``--ab``: label ("A", "B") -> a version's src folder, for the ``listen@A``/``listen@B``
+#: contestants (``listen`` with default workers, run with PYTHONPATH=that folder)
+AB: dict[str, str] = {}
+LISTEN_AB: list[str] = []
+_AB_RUN = "from dicom_repack.cli import run; run()"
+#: the contestants that also run with ``--concurrency`` senders at once
+CONCURRENT = ("storescp", "listen-1w", "listen", "listen-1w-noindex", "listen-noindex")
 
 
 @dataclass
@@ -133,10 +140,11 @@ def receiver_argv(name: str, port: int, out: Path) -> list[str]:
         incoming.mkdir()
         rx = f"{RX_REPACK[0]} --xcrdir #p --xcrfile #f --datadir {data} --logdir {log} --cleanup"
         return [scp, "-od", str(incoming), "-xcr", rx, "-xs", str(port)]
-    if name in ("listen", "listen-1w", "listen-noindex", "listen-1w-noindex"):
+    if name in ("listen", "listen-1w", "listen-noindex", "listen-1w-noindex", *LISTEN_AB):
         workers = ["--workers", "1"] if name.startswith("listen-1w") else []
         index = ["--no-index"] if name.endswith("-noindex") else []
-        return [EXE, "listen", "--bind", "127.0.0.1", "--port", str(port), *workers, *index,
+        exe = [sys.executable, "-c", _AB_RUN] if "@" in name else [EXE]
+        return [*exe, "listen", "--bind", "127.0.0.1", "--port", str(port), *workers, *index,
                 "--datadir", str(data), "--logdir", str(log)]  # fmt: skip
     raise ValueError(name)
 
@@ -235,9 +243,12 @@ def one_run(
 ) -> Run:
     port = free_port()
     out = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
+    env = env_nodelay()
+    if "@" in name:
+        env["PYTHONPATH"] = AB[name.split("@", 1)[1]]
     proc = subprocess.Popen(
         receiver_argv(name, port, out),
-        env=env_nodelay(),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=out,
@@ -320,11 +331,20 @@ def ratios(rows: list[dict[str, object]]) -> list[str]:
     out = []
     by = {(r["corpus"], r["contestant"], r["streams"]): r for r in rows}
     for corpus in sorted({str(r["corpus"]) for r in rows}):
-        for name in ("listen", "listen-1w", "listen-noindex", "listen-1w-noindex"):
+        for name in ("listen", "listen-1w", "listen-noindex", "listen-1w-noindex", *LISTEN_AB):
             one, many = by.get((corpus, name, 1)), by.get((corpus, name, 8))
             if one and many:
                 gain = float(many["instances_per_s"]) / float(one["instances_per_s"])  # type: ignore[arg-type]
                 out.append(f"{corpus}: {name} 8 associations / 1: {gain:.2f}x instances/s")
+        for streams in sorted({int(r["streams"]) for r in rows}):  # type: ignore[call-overload]
+            a, b = by.get((corpus, "listen@A", streams)), by.get((corpus, "listen@B", streams))
+            if a and b:
+                speed = float(b["instances_per_s"]) / float(a["instances_per_s"])  # type: ignore[arg-type]
+                cpu = float(b["cpu_ms_per_instance"]) / float(a["cpu_ms_per_instance"])  # type: ignore[arg-type]
+                out.append(
+                    f"{corpus}: listen B / A at {streams} streams: {speed:.2f}x instances/s, "
+                    f"{cpu:.2f}x CPU per instance"
+                )
         for name in ("listen", "listen-1w"):
             listen = by.get((corpus, name, 1))
             if not listen:
@@ -379,6 +399,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--concurrency", type=int, default=8, help="streams in the concurrency run")
     p.add_argument("--json", type=Path, help="write every run and the summary here")
     p.add_argument(
+        "--ab",
+        nargs=2,
+        metavar=("A_SRC", "B_SRC"),
+        help="add contestants listen@A and listen@B: listen (default workers) from two "
+        "versions' src folders (git archive REV src | tar -x -C DIR; python -m compileall "
+        "-q DIR/src), alternated with the rest at 1 and --concurrency streams",
+    )
+    p.add_argument(
         "--keep-trash",
         action="store_true",
         help="leave the (emptied) run trees in WORK/trash: deleting them puts the disk in its "
@@ -389,6 +417,11 @@ def main(argv: list[str]) -> int:
         help="a real rx-repack: adds the storescp-xcr-rx contestant (Rust, per instance)",
     )
     args = p.parse_args(argv)
+    if args.ab:
+        for label, src in zip(("A", "B"), args.ab, strict=True):
+            AB[label] = str(Path(src).resolve())
+            LISTEN_AB.append(f"listen@{label}")
+        args.contestants += "," + ",".join(LISTEN_AB)
     if args.rx_repack:
         RX_REPACK[:] = [args.rx_repack]
         if "storescp-xcr-rx" not in args.contestants:
@@ -431,14 +464,8 @@ def main(argv: list[str]) -> int:
                 runs.append(run)
                 log(run)
             if args.concurrency > 1:
-                for name in (
-                    "storescp",
-                    "listen-1w",
-                    "listen",
-                    "listen-1w-noindex",
-                    "listen-noindex",
-                ):
-                    if name in names:
+                for name in order:
+                    if name in CONCURRENT or name in LISTEN_AB:
                         run = one_run(name, corpus, files, work, trash, streams=args.concurrency)
                         runs.append(run)
                         log(run)
