@@ -6,9 +6,11 @@ Generated instances only; dcmtk's storescu as the sender. No timing thresholds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -43,10 +45,11 @@ def _series_of(files: list[Path]) -> Counter[str]:
 
 def test_eight_senders_two_workers_one_receiver(instances192: list[Path], tmp_path: Path) -> None:
     """8 storescu at once, each a slice of every series, into 2 workers: every instance
-    filed once, one summary with the totals, and each series notified once with its
-    full count although its instances arrived through both workers."""
-    data, ndjson = tmp_path / "data", tmp_path / "out.ndjson"
-    opts = ("--workers", "2", "--series-idle", "2", "--ndjson", str(ndjson))
+    filed once, one summary with the totals, each series notified once with its
+    full count although its instances arrived through both workers, and one index
+    row per filed file (each worker's associations share one connection)."""
+    data, ndjson, logs = tmp_path / "data", tmp_path / "out.ndjson", tmp_path / "log"
+    opts = ("--workers", "2", "--series-idle", "2", "--ndjson", str(ndjson), "--logdir", str(logs))
     with listening(data, *opts) as listener:
         workers = _children(listener.proc.pid)
         assert len(workers) == 2
@@ -77,6 +80,10 @@ def test_eight_senders_two_workers_one_receiver(instances192: list[Path], tmp_pa
     assert got == dict(expected)
     assert len(events()) == len(expected)  # once each
     assert len(filed(data)) == 192
+    with contextlib.closing(sqlite3.connect(logs / "dicom-repack-index.sqlite")) as conn:
+        rows = conn.execute("SELECT sop_instance_uid, path FROM instances").fetchall()
+    assert len(rows) == 192
+    assert dict(rows) == {uid: str(path) for uid, path in filed(data).items()}
     lines = [json.loads(x) for x in ndjson.read_text().splitlines()]
     per_instance = [x for x in lines if "SOPInstanceUID" in x]
     assert len(per_instance) == 192 and all(x["error"] is None for x in per_instance)
