@@ -366,10 +366,13 @@ def connect_reader(path: str) -> sqlite3.Connection:
     """A connection for reading (``status``, the live page); IndexFailure if there is no index."""
     import sqlite3
 
+    writer = Index(path, timeout=10.0)
     try:  # the per-instance door's pending rows first (see the module doc); best effort:
-        Index(path, timeout=10.0).fold()  # a reader that may not write reads what is there
+        writer.fold()  # a reader that may not write reads what is there
     except IndexFailure:
         pass
+    finally:
+        writer.close()
     if not os.path.exists(path):
         raise IndexFailure(f"no index at {path} (nothing filed yet, or --no-index)")
     try:

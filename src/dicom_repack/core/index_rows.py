@@ -173,10 +173,13 @@ class PendingIndex:
         if size_after >= FOLD_AT:
             from .index import Index
 
+            index = Index(self.path, durable=self.durable)
             try:
-                Index(self.path, durable=self.durable).fold()
+                index.fold()
             except IndexFailure:
                 pass  # the rows stay pending, safe; the next fold takes them
+            finally:
+                index.close()
 
 
 def append_row(pending: str, row: tuple[object, ...], *, durable: bool = False) -> int:

@@ -116,10 +116,13 @@ def rebuild(datadir: str, index: str, logdir: str | None = None) -> Rebuilt:
 
     done = Rebuilt()
     started = time.time()
+    pending = Index(index)
     try:  # the per-instance door's pending rows first: they keep their source and time
-        Index(index).fold()
+        pending.fold()
     except IndexFailure:
         pass  # a damaged index: set aside below; the rows stay pending for the next fold
+    finally:
+        pending.close()
     conn, done.set_aside = _open(index)
     conn.execute("CREATE TEMP TABLE seen (sop TEXT PRIMARY KEY)")
     rows: list[tuple[object, ...]] = []
