@@ -10,6 +10,7 @@ they can while several others fold in a loop.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from dicom_repack.core.index import Index
 from dicom_repack.core.index_rows import COLUMNS, append_row, parse_pending, pending_path
+from helpers import dicom_files, run_cli
 
 WRITERS, ROWS_EACH, FOLDERS = 6, 300, 2
 
@@ -108,3 +110,41 @@ def test_a_fold_interrupted_after_its_rename_is_finished_by_the_next(tmp_path: P
     assert Index(str(index)).fold() == 2
     assert set(rows_in(index)) == {"1.1", "1.2"}
     assert [p.name for p in tmp_path.iterdir() if ".pending" in p.name] == []
+
+
+def test_a_source_name_that_is_not_utf8_is_indexed_not_a_traceback(
+    tmp_path: Path, mr: Path
+) -> None:
+    """A file name's undecodable bytes reach the index as U+FFFD from every door.
+
+    Batch (in-process for a few files, pooled for more) writes SQLite directly;
+    SQLite's text cannot hold Python's surrogates, and the insert used to end the
+    batch with a UnicodeEncodeError traceback before the source was committed.
+    """
+
+    files = dicom_files(mr)
+    for name, count in (("few", 2), ("pooled", 8)):
+        src = tmp_path / name / "in"
+        src.mkdir(parents=True)
+        for i, f in enumerate(files[:count]):
+            (src / os.fsdecode(b"caf\xe9-%d.dcm" % i)).write_bytes(f.read_bytes())
+        data, log = tmp_path / name / "data", tmp_path / name / "log"
+        proc = run_cli("batch", str(src), "--datadir", str(data), "--logdir", str(log), "-j", "2")
+        assert "Traceback" not in proc.stderr
+        rows = rows_in(log / "dicom-repack-index.sqlite")
+        assert len(rows) == count
+        sources = {str(r[COLUMNS.index("source")]) for r in rows.values()}
+        assert all("caf\ufffd-" in s for s in sources), sources
+
+    one = tmp_path / "door"
+    one.mkdir()
+    name = os.fsdecode(b"\xff.dcm")
+    (one / name).write_bytes(files[0].read_bytes())
+    data, log = tmp_path / "door-data", tmp_path / "door-log"
+    proc = run_cli(
+        "--xcrdir", str(one), "--xcrfile", name, "--datadir", str(data), "--logdir", str(log)
+    )
+    assert "Traceback" not in proc.stderr
+    Index(log / "dicom-repack-index.sqlite").fold()
+    rows = rows_in(log / "dicom-repack-index.sqlite")
+    assert [str(r[COLUMNS.index("source")]).endswith("\ufffd.dcm") for r in rows.values()] == [True]

@@ -35,6 +35,7 @@ __all__ = [
     "parse_pending",
     "pending_path",
     "row_for",
+    "storable",
 ]
 
 #: the index's file name in the log folder
@@ -227,11 +228,11 @@ def parse_pending(data: bytes) -> list[tuple[object, ...]]:
         except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
             continue
         if isinstance(row, tuple) and len(row) == len(COLUMNS):
-            rows.append(tuple(_storable(v) for v in row))
+            rows.append(tuple(storable(v) for v in row))
     return rows
 
 
-def _storable(value: object) -> object:
+def storable(value: object) -> object:
     """A text SQLite can hold: a file name's undecodable bytes (surrogates) become U+FFFD."""
     if isinstance(value, str):
         try:
