@@ -145,6 +145,6 @@ def test_a_source_name_that_is_not_utf8_is_indexed_not_a_traceback(
         "--xcrdir", str(one), "--xcrfile", name, "--datadir", str(data), "--logdir", str(log)
     )
     assert "Traceback" not in proc.stderr
-    Index(log / "dicom-repack-index.sqlite").fold()
+    Index(str(log / "dicom-repack-index.sqlite")).fold()
     rows = rows_in(log / "dicom-repack-index.sqlite")
     assert [str(r[COLUMNS.index("source")]).endswith("\ufffd.dcm") for r in rows.values()] == [True]
