@@ -145,6 +145,23 @@ def test_a_source_name_that_is_not_utf8_is_indexed_not_a_traceback(
         "--xcrdir", str(one), "--xcrfile", name, "--datadir", str(data), "--logdir", str(log)
     )
     assert "Traceback" not in proc.stderr
-    Index(str(log / "dicom-repack-index.sqlite")).fold()
+    index = Index(str(log / "dicom-repack-index.sqlite"))
+    index.fold()
+    index.close()
     rows = rows_in(log / "dicom-repack-index.sqlite")
     assert [str(r[COLUMNS.index("source")]).endswith("\ufffd.dcm") for r in rows.values()] == [True]
+
+
+def test_the_per_instance_door_makes_the_folder_of_an_index_placed_elsewhere(
+    tmp_path: Path, mr: Path
+) -> None:
+    """``--index PATH`` in a folder that does not exist yet: the door makes it, as
+    SQLite's side does, instead of failing every instance."""
+    f = dicom_files(mr)[0]
+    index = tmp_path / "var" / "new" / "idx.sqlite"
+    run_cli("--xcrdirfile", str(f), "-d", str(tmp_path / "d"), "-l", str(tmp_path / "l"),
+            "--index", str(index))  # fmt: skip
+    folder = Index(str(index))
+    folder.fold()
+    folder.close()
+    assert len(rows_in(index)) == 1

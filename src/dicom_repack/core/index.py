@@ -29,8 +29,10 @@ Why SQLite, and these settings:
   name moved opens the new file instead. A row replaces an existing one only if
   it is not older (``filed_at``), so folding late, twice (a fold killed between
   its commit and the delete) or out of order never brings back a stale row.
-  Batch and the receiver, which file many instances per process, write SQLite
-  directly (one ``INSERT OR REPLACE`` in autocommit mode, the C extension alone).
+  A pooled batch's workers append pending rows too, and the batch folds them
+  once at its end: two workers inserting a row per instance wait on SQLite's
+  write lock, whose busy handler sleeps. The receiver and a batch filed in one
+  process write SQLite directly (one ``INSERT OR REPLACE`` in autocommit mode).
 
 An index must live on a local filesystem (SQLite's locking does not work over
 NFS); ``--index PATH`` moves it, ``--no-index`` turns it off.

@@ -168,7 +168,11 @@ class PendingIndex:
         row = row_for(values, path, size, source, time.time() if when is None else when)
         pending = pending_path(self.path)
         try:
-            size_after = append_row(pending, row, durable=self.durable)
+            try:
+                size_after = append_row(pending, row, durable=self.durable)
+            except FileNotFoundError:  # --index in a folder not made yet (as Index does)
+                os.makedirs(os.path.dirname(pending), exist_ok=True)
+                size_after = append_row(pending, row, durable=self.durable)
         except OSError as exc:
             raise IndexFailure(f"cannot write the index {pending}: {exc.strerror or exc}") from None
         if size_after >= FOLD_AT:
