@@ -40,6 +40,20 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _communicate(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``proc.communicate``; if the batch hangs (the bug these tests catch), its whole
+    process group is killed before the test fails, so no batch or worker outlives it."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+
+
 def _start(inbox: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     """A pooled batch (2 workers) of ``inbox``, in its own session (process group)."""
     argv = [
@@ -112,7 +126,7 @@ def test_ctrl_c_ends_the_run_in_one_line_and_reaps_every_worker(
     proc = _start(inbox, tmp_path, "--cleanup")
     workers = _when_filed(proc, tmp_path / "data", 20)
     os.killpg(proc.pid, signal.SIGINT)
-    _out, err = proc.communicate(timeout=60)
+    _out, err = _communicate(proc, 60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("dicom-repack: interrupted;"), err
@@ -131,7 +145,7 @@ def test_kill_9_of_the_batch_alone_leaves_no_worker_behind(inbox: Path, tmp_path
     proc = _start(inbox, tmp_path, "--cleanup")
     workers = _when_filed(proc, tmp_path / "data", 20)
     os.kill(proc.pid, signal.SIGKILL)
-    _out, err = proc.communicate(timeout=60)
+    _out, err = _communicate(proc, 60)
     assert _wait_until(lambda: all(_gone(pid) for pid in workers), 20), "orphaned workers"
     assert "Traceback" not in err, err
     _rerun_files_everything(originals, inbox, tmp_path, "--cleanup")
@@ -145,7 +159,7 @@ def test_a_killed_worker_ends_the_run_with_its_instances_named(inbox: Path, tmp_
     proc = _start(inbox, tmp_path)
     workers = _when_filed(proc, tmp_path / "data", 20)
     os.kill(workers[0], signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
+    out, err = _communicate(proc, 120)
     assert proc.returncode == 1, out + err
     assert "Traceback" not in err, err
     lost = [line for line in err.splitlines() if "not known to be filed" in line]
