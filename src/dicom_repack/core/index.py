@@ -53,7 +53,6 @@ from .index_rows import (
     parse_pending,
     pending_path,
     row_for,
-    storable,
 )
 
 TYPE_CHECKING = False
@@ -210,10 +209,7 @@ class Index:
         when: float | None = None,
     ) -> None:
         """Insert (or replace) the row of one filed instance; raises IndexFailure on failure."""
-        when = time.time() if when is None else when
-        # A source file name may hold bytes that are not UTF-8 (surrogates in Python);
-        # SQLite's text cannot, and the insert would raise UnicodeEncodeError.
-        row = tuple(storable(v) for v in row_for(values, path, size, source, when))
+        row = row_for(values, path, size, source, time.time() if when is None else when)
         self.run(lambda conn: conn.execute(_INSERT, row))
 
     def fold(self) -> int:

@@ -124,11 +124,15 @@ def expected_count(values: Mapping[str, str]) -> int | None:
 def row_for(
     values: Mapping[str, str], path: str, size: int, source: str | None, when: float
 ) -> tuple[object, ...]:
-    """The ``instances`` row of one filed instance."""
+    """The ``instances`` row of one filed instance, as text SQLite can hold.
+
+    A source file name may hold bytes that are not UTF-8 (surrogates in Python);
+    SQLite's text cannot, so every writer of a row gets them as U+FFFD here.
+    """
     calling_ae, peer = split_origin(source) if source else (None, None)
     if source and peer is None:
         source = os.path.abspath(source)
-    return (
+    row = (
         values["SOPInstanceUID"],
         values["SeriesInstanceUID"],
         values["StudyInstanceUID"],
@@ -142,6 +146,7 @@ def row_for(
         *(values.get(kw) for _, kw in FROM_HEADER),
         expected_count(values),
     )
+    return tuple(storable(v) for v in row)
 
 
 class PendingIndex:
@@ -232,7 +237,7 @@ def parse_pending(data: bytes) -> list[tuple[object, ...]]:
         except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
             continue
         if isinstance(row, tuple) and len(row) == len(COLUMNS):
-            rows.append(tuple(storable(v) for v in row))
+            rows.append(tuple(storable(v) for v in row))  # a line not written by row_for
     return rows
 
 
