@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import compileall
+import os
+import resource
 import subprocess
 import sys
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
@@ -37,10 +41,22 @@ def dicom_files(folder: Path) -> list[Path]:
 
 
 def cpu_times_children() -> float:
-    import resource
-
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+def spawn_wait(
+    argv: list[str], env: Mapping[str, str] | None = None, **spawn: Any
+) -> resource.struct_rusage:
+    """posix_spawn ``argv`` (``spawn``: posix_spawn's keywords), wait for it, and return
+    its rusage (wait4: its own CPU and that of the children it reaped); exit the
+    benchmark in one line if it failed."""
+    pid = os.posix_spawn(argv[0], argv, os.environ if env is None else env, **spawn)
+    _, status, usage = os.wait4(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"failed ({code}): {' '.join(argv)}")
+    return usage
 
 
 def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import spawn_wait
+
 
 def run_one(src: Path, out: Path, corpus: Path, name: str, script: bool = False) -> float:
     """File ``corpus/name`` with the code under ``src``; return the child's CPU seconds."""
@@ -41,10 +44,7 @@ def run_one(src: Path, out: Path, corpus: Path, name: str, script: bool = False)
         "--xcrdir", str(corpus), "--xcrfile", name,
         "--datadir", str(out / "data"), "--logdir", str(out / "log"),
     ]  # fmt: skip
-    pid = os.posix_spawn(sys.executable, argv, env)
-    _, status, usage = os.wait4(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}")
+    usage = spawn_wait(argv, env)
     return usage.ru_utime + usage.ru_stime
 
 

@@ -23,7 +23,6 @@ a package of ``EMPTY_MODULES`` empty modules imported after the package alone.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import compile_package, dicom_files  # noqa: E402
+from _common import compile_package, dicom_files, spawn_wait  # noqa: E402
 
 #: how many empty modules the module-cost contestant imports
 EMPTY_MODULES = 20
@@ -49,10 +48,7 @@ DOOR_IMPORTS = (
 
 def cpu_of(argv: list[str]) -> float:
     """Spawn, wait; the child's user+sys CPU seconds."""
-    pid = os.posix_spawn(argv[0], argv, os.environ)
-    _, status, usage = os.wait4(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}")
+    usage = spawn_wait(argv)
     return usage.ru_utime + usage.ru_stime
 
 
