@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "corpus": "dicom_repack.bench.corpus",
     "status": "dicom_repack.doors.status",
     "index": "dicom_repack.doors.reindex",
+    "watch": "dicom_repack.watch.cli",
 }
 
 

@@ -82,10 +82,14 @@ class Repacker:
 
     Example::
 
-        repacker = Repacker(Config("/data", "/log"))
-        outcome = repacker.repack_path("/incoming/x.dcm", move=True)
-        if outcome.error:
-            print(outcome.error)        # one line naming the file; the source is untouched
+        with Repacker(Config("/data", "/log")) as repacker:
+            outcome = repacker.repack_path("/incoming/x.dcm", move=True)
+            if outcome.error:
+                print(outcome.error)    # one line naming the file; the source is untouched
+
+    A Repacker opens its index connection on first use and keeps it: close it
+    (:meth:`close`, or leave the ``with`` block) when done; it may not be used
+    after. Not shared between threads: one per thread (or per process).
     """
 
     def __init__(self, config: Config) -> None:
@@ -105,6 +109,19 @@ class Repacker:
         self.keywords = tuple(
             dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)
         )
+
+    def close(self) -> None:
+        """Close what this Repacker opened (its index connection); safe to call twice."""
+        index, self.index = self.index, None
+        close = getattr(index, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Repacker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def repack_path(
         self,

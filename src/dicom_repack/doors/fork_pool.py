@@ -23,7 +23,7 @@ How it runs:
   each item: items already handed out come back as :data:`NOT_ATTEMPTED`, and
   no further item is taken from the input.
 
-Signals and deaths: workers ignore SIGINT (a Ctrl-C reaches the whole process
+Signals and deaths: workers ignore SIGINT and SIGTERM (a Ctrl-C reaches the whole process
 group; the parent decides, and a worker never stops half-way through an item);
 closing the pool (also on KeyboardInterrupt) stops, closes the pipes and reaps
 every worker, which finish their current item and exit. A worker whose parent
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
 
-__all__ = ["LOST", "NOT_ATTEMPTED", "ForkPool"]
+__all__ = ["LOST", "NOT_ATTEMPTED", "PAUSE", "ForkPool"]
 
 
 class _Marker:
@@ -73,6 +73,9 @@ class _Marker:
 NOT_ATTEMPTED = _Marker("NOT_ATTEMPTED")
 #: the worker holding this item died: it may or may not have been done
 LOST = _Marker("LOST")
+#: yielded by an open-ended source (``watch``): "nothing to hand out now"; the pool
+#: asks again when a wake fd is readable, ``wake_after()`` s passed, or a result came
+PAUSE = _Marker("PAUSE")
 
 #: chunks in flight per worker (one being worked on, one waiting in its pipe)
 _IN_FLIGHT = 2
@@ -173,8 +176,10 @@ class ForkPool:
     ) -> int:
         import _signal  # signal.py would import enum (~2 ms) for its IntEnums
 
-        # Ctrl-C is the parent's to handle: an item is never left half-done
+        # Ctrl-C and SIGTERM (to the whole group: a terminal, a service manager) are
+        # the parent's to handle: an item is never left half-done
         _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
         work = start()
         flag, parent = self._flag, self._parent
         while True:
@@ -200,36 +205,82 @@ class ForkPool:
     # -- the parent --------------------------------------------------------------------
 
     def map_unordered(
-        self, items: Iterable[object], *, chunk: int = 1
+        self,
+        items: Iterable[object],
+        *,
+        chunk: int = 1,
+        wake_fds: Iterable[int] = (),
+        wake_after: Callable[[], float | None] | None = None,
     ) -> Iterator[tuple[object, object]]:
         """``(item, work(item))`` for every item, in completion order, ``chunk`` items per message.
 
         ``work`` must not return None. After :meth:`stop`, the items already handed
         out come back with NOT_ATTEMPTED; those of a worker that died with LOST
         (and the pool stops: a run with a dead worker ends).
+
+        An open-ended source (``watch``'s arrivals) yields :data:`PAUSE` when it has
+        nothing now: what was taken so far goes out as a short chunk, and the source
+        is asked again once one of ``wake_fds`` is readable (the source reads it, not
+        the pool), ``wake_after()`` seconds passed (None: no timer), or a worker
+        returned results. The
+        source ends the run by returning, as any iterator does.
         """
         import select
 
         source = iter(items)
         exhausted = False
+        paused = False
+        wakers = tuple(wake_fds)
+        waiting_on_wakers = False
         poll = select.poll()
         by_fd: dict[int, _Worker] = {}
 
         def feed(w: _Worker) -> None:
             """Top up ``w``'s chunks in flight from ``source``, then write what it can."""
-            nonlocal exhausted
-            while not exhausted and not self.stopped and len(w.inflight) < _IN_FLIGHT:
+            nonlocal exhausted, paused
+            paused = False
+            while (
+                not exhausted and not paused and not self.stopped and len(w.inflight) < _IN_FLIGHT
+            ):
                 taken: list[object] = []
                 for item in source:
+                    if item is PAUSE:
+                        paused = True
+                        break
                     taken.append(item)
                     if len(taken) == chunk:
                         break
-                if len(taken) < chunk:
+                else:
                     exhausted = True
                 if taken:
                     w.inflight.append(taken)
                     w.outbox += _frame(taken)
             flush(w)
+
+        def feed_all() -> None:
+            """Every worker with room asks the source; then wait on the wakers only if
+            the source paused while a worker still has room (else a readable waker
+            nobody reads would spin the loop)."""
+            nonlocal waiting_on_wakers
+            for w in self._workers:
+                if w.results >= 0:
+                    feed(w)
+            if exhausted or self.stopped:  # ended while feeding a later worker: close the
+                for w in self._workers:  # idle ones fed before it too
+                    flush(w)
+            want = (
+                paused
+                and not exhausted
+                and not self.stopped
+                and any(w.tasks >= 0 and len(w.inflight) < _IN_FLIGHT for w in self._workers)
+            )
+            if want != waiting_on_wakers:
+                for fd in wakers:
+                    if want:
+                        poll.register(fd, select.POLLIN)
+                    else:
+                        poll.unregister(fd)
+                waiting_on_wakers = want
 
         def flush(w: _Worker) -> None:
             """Write ``w``'s outbox without blocking; watch for room while some is left."""
@@ -249,18 +300,24 @@ class ForkPool:
             elif not w.outbox and waiting:
                 poll.unregister(w.tasks)
                 del by_fd[w.tasks]
-            if not w.outbox and not w.inflight:
+            if not w.outbox and not w.inflight and (exhausted or self.stopped):
                 os.close(w.tasks)  # nothing left for it: it reads EOF and exits
                 w.tasks = -1
 
         for w in self._workers:
             by_fd[w.results] = w
             poll.register(w.results, select.POLLIN)
-        for w in self._workers:
-            feed(w)
+        feed_all()
         while by_fd:
-            for fd, _event in poll.poll():
-                ready = by_fd.get(fd)  # None: closed while handling an earlier event
+            timeout = None
+            if waiting_on_wakers and wake_after is not None:
+                after = wake_after()
+                timeout = None if after is None else max(0, int(after * 1000 + 0.999))
+            events = poll.poll(timeout)
+            if not events or (waiting_on_wakers and any(fd in wakers for fd, _ in events)):
+                feed_all()  # the source may have something now
+            for fd, _event in events:
+                ready = by_fd.get(fd)  # None: a waker, or closed while handling an earlier event
                 if ready is None:
                     continue
                 if fd == ready.tasks:
@@ -279,7 +336,10 @@ class ForkPool:
                     del ready.inbox[:size]
                     for item, result in zip(ready.inflight.pop(0), results, strict=True):
                         yield item, NOT_ATTEMPTED if result is None else result
-                    feed(ready)
+                    if wakers or wake_after is not None:
+                        feed_all()  # an open-ended source: any worker may be idle
+                    else:
+                        feed(ready)
 
     def _ended(
         self, w: _Worker, poll: select.poll, by_fd: dict[int, _Worker]

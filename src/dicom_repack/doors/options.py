@@ -43,8 +43,11 @@ __all__ = [
     "FILING",
     "INDEX",
     "INSTANCE",
+    "JOBS",
     "LAYOUT",
     "LAYOUT_HELP",
+    "VERBOSE",
+    "WATCH",
     "add_arguments",
     "fast_tables",
     "index_from",
@@ -61,6 +64,9 @@ VALUE = "value"
 OPTIONAL = "optional"
 #: a flag that takes one whole number (argparse's ``type=int``)
 INT = "int"
+#: a flag that may be given several times, each with a value (argparse's ``append``;
+#: not for the per-instance door's parser)
+APPEND = "append"
 
 
 #: The fields of a flag's declaration, a tuple:
@@ -132,9 +138,16 @@ LAYOUT: tuple[Flag, ...] = (
     (("--imageTemplate", "--imageFileTemplate"), "image_template", VALUE, "", "T", None, None),
 )  # fmt: skip
 
+JOBS: Flag = (("-j", "--jobs"), "jobs", INT, "worker processes (default: all cores)",
+    None, None, None)  # fmt: skip
+VERBOSE: Flag = (("-v", "--verbose"), "verbose", BOOL,
+    "let pydicom's warnings about damaged files through (default: one line per "
+    "failed instance, nothing else)",
+    None, None, None)  # fmt: skip
+
 #: The batch door's own options.
 BATCH: tuple[Flag, ...] = (
-    (("-j", "--jobs"), "jobs", INT, "worker processes (default: all cores)", None, None, None),
+    JOBS,
     (("--dask",), "dask", VALUE,
         "run on a Dask distributed cluster: a scheduler address (tcp://host:8786), "
         "or local:N for N local worker processes (pip install 'dicom-repack[dask]'); "
@@ -145,9 +158,26 @@ BATCH: tuple[Flag, ...] = (
     (("--strict",), "strict", BOOL, "count non-DICOM files as failures", None, None, None),
     (("--no-progress",), "no_progress", BOOL, "no progress bar even on a terminal",
         None, None, None),
-    (("-v", "--verbose"), "verbose", BOOL,
-        "let pydicom's warnings about damaged files through (default: one line per "
-        "failed instance, nothing else)",
+    VERBOSE,
+)  # fmt: skip
+
+#: The watch door's own options (beside JOBS and VERBOSE).
+WATCH: tuple[Flag, ...] = (
+    (("--poll",), "poll", VALUE,
+        "poll the folders every SECONDS instead of using inotify events (automatic on NFS, "
+        "CIFS, FUSE, or when a watch cannot be added)",
+        "SECONDS", None, None),
+    (("--settle",), "settle", VALUE,
+        "a file that appeared without a close event (polling, a hard link, a file found at "
+        "start) counts as complete once its size and mtime have not changed for SECONDS "
+        "(default 1)",
+        "SECONDS", None, None),
+    (("--ignore",), "ignore", APPEND,
+        "also leave files matching GLOB alone (repeatable; always left: .*, *.part, *.tmp)",
+        "GLOB", None, None),
+    (("--retry-failed",), "retry_failed", BOOL,
+        "at start, try again files that failed before even if unchanged (default: a failed "
+        "file is tried again only once it changes)",
         None, None, None),
 )  # fmt: skip
 
@@ -303,6 +333,9 @@ def add_arguments(
         kw: dict[str, object] = {"dest": dest, "help": help_text or None}
         if kind == BOOL:
             kw["action"] = "store_true"
+        elif kind == APPEND:
+            kw["action"] = "append"
+            kw["metavar"] = metavar
         else:
             if kind == INT:
                 kw["type"] = int

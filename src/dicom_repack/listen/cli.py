@@ -44,7 +44,13 @@ from .scp import (
     listening_socket,
 )
 from .series_watch import SeriesWatch
-from .service import add_service_arguments, apply_config_file, setup_logging
+from .service import (
+    add_series_arguments,
+    add_service_arguments,
+    apply_config_file,
+    seconds,
+    setup_logging,
+)
 from .sink import Incoming, Spool
 from .workers import Relay, serve_workers
 
@@ -163,14 +169,7 @@ def _natural(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a duration in seconds")
-    return value
+_seconds = seconds
 
 
 def _size(text: str) -> int:
@@ -300,21 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         (options.FSYNC, options.LOG_NDJSON, *options.INDEX),
         aliases={"log_ndjson": ("--ndjson",)},
     )
-    out.add_argument(
-        "--series-idle",
-        type=_seconds,
-        default=0.0,
-        help="s without a new instance after which a series counts as complete "
-        "(default: off, or 10 with --on-series-complete)",
-    )
-    out.add_argument(
-        "--on-series-complete",
-        metavar="CMD",
-        help="command run per complete series; {folder} {patient_id} {study_uid} {series_uid} "
-        "{instances} are replaced (also in DICOM_REPACK_SERIES_* env vars). Without it, an "
-        "event line is written (to --log-ndjson, else stdout)",
-    )
-    out.add_argument("--log-level", default="warning", help="debug, info, warning, error")
+    add_series_arguments(out)
     options.add_arguments(p, options.LAYOUT, title="layout", description=options.LAYOUT_HELP)
     add_service_arguments(p)
     _env_defaults(p)

@@ -25,8 +25,16 @@ import signal
 import threading
 import time
 
-__all__ = ["ConfigError", "add_service_arguments", "apply_config_file", "setup_logging"]
+__all__ = [
+    "ConfigError",
+    "add_series_arguments",
+    "add_service_arguments",
+    "apply_config_file",
+    "seconds",
+    "setup_logging",
+]
 
+#: listen's config file variable (each door's is its prefix + CONFIG)
 CONFIG_ENV = "DICOM_REPACK_LISTEN_CONFIG"
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -57,6 +65,42 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a duration in seconds")
+    return value
+
+
+def add_series_arguments(group: argparse._ArgumentGroup) -> None:
+    """``--series-idle``, ``--on-series-complete`` and ``--log-level``: the receiving
+    doors' (listen, watch) series hook and log level, declared once."""
+    group.add_argument(
+        "--series-idle",
+        type=seconds,
+        default=0.0,
+        help="s without a new instance after which a series counts as complete "
+        "(default: off, or 10 with --on-series-complete)",
+    )
+    group.add_argument(
+        "--on-series-complete",
+        metavar="CMD",
+        help="command run per complete series; {folder} {patient_id} {study_uid} {series_uid} "
+        "{instances} are replaced (also in DICOM_REPACK_SERIES_* env vars). Without it, an "
+        "event line is written (to --log-ndjson, else stdout)",
+    )
+    group.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="debug, info, warning (default), error",
+    )
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """``--http``: ``8080`` -> (127.0.0.1, 8080); ``0.0.0.0:8080``; ``[::1]:8080``."""
     host, sep, port = text.rpartition(":")
@@ -68,14 +112,14 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _config_path(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
-    """--config from the command line (parsed ahead), else from the environment."""
+def _config_path(argv: list[str], env_prefix: str) -> str | None:
+    """--config from the command line (parsed ahead), else from ``<env_prefix>CONFIG``."""
     for i, arg in enumerate(argv):
         if arg == "--config" and i + 1 < len(argv):
             return argv[i + 1]
         if arg.startswith("--config="):
             return arg.split("=", 1)[1]
-    return os.environ.get(CONFIG_ENV) or None
+    return os.environ.get(env_prefix + "CONFIG") or None
 
 
 def apply_config_file(
@@ -87,7 +131,7 @@ def apply_config_file(
     environment's value (the environment wins over the file). Returns the file
     read, or None. Raises ConfigError naming the file and key.
     """
-    path = _config_path(parser, argv)
+    path = _config_path(argv, env_prefix)
     if not path:
         return None
     import tomllib
@@ -99,8 +143,9 @@ def apply_config_file(
         raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not TOML: {exc}") from None
-    if isinstance(table.get("listen"), dict):  # a [listen] table is accepted too
-        table = {**{k: v for k, v in table.items() if k != "listen"}, **table["listen"]}
+    door = env_prefix.rstrip("_").rsplit("_", 1)[-1].lower()  # "listen", "watch"
+    if isinstance(table.get(door), dict):  # a [listen] / [watch] table is accepted too
+        table = {**{k: v for k, v in table.items() if k != door}, **table[door]}
     actions = {
         a.dest: a
         for a in parser._actions  # argparse has no public iterator over its options
@@ -148,10 +193,10 @@ class _UTCFormatter(logging.Formatter):
         return f"{stamp}.{int(record.msecs):03d}Z"
 
 
-FORMAT = "%(asctime)s %(levelname)s dicom-repack listen: %(message)s"
+FORMAT = "%(asctime)s %(levelname)s dicom-repack {door}: %(message)s"
 
 
-def setup_logging(level: str, log_file: str | None) -> logging.Handler:
+def setup_logging(level: str, log_file: str | None, door: str = "listen") -> logging.Handler:
     """Configure the root logger: timestamped lines to ``log_file`` or stderr.
 
     With a file, SIGHUP reopens it (a WatchedFileHandler also notices a file
@@ -164,7 +209,7 @@ def setup_logging(level: str, log_file: str | None) -> logging.Handler:
         _reopen_on_sighup(handler)
     else:
         handler = logging.StreamHandler()
-    handler.setFormatter(_UTCFormatter(FORMAT))
+    handler.setFormatter(_UTCFormatter(FORMAT.replace("{door}", door)))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

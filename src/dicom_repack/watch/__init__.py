@@ -1,0 +1,1 @@
+"""``dicom-repack watch``: file what a receiver writes into a folder, as it arrives."""

@@ -1,0 +1,302 @@
+"""``dicom-repack watch DIR...``: keep your receiver, drop the program per instance.
+
+storescp (``storescp -od /incoming 11112``), dcm4che, Conquest, an SFTP drop or a
+scanner's export writes files into a folder; this door files each one as it
+becomes complete, with the batch door's options and rules, resident: one start
+for the whole service instead of one per instance. The engine is
+:class:`~.engine.Watcher`; this module parses, reports and runs it as a service
+(``--config`` TOML, ``--log-file`` reopened on SIGHUP, ``--http`` live page, the
+series-complete hook: the same as ``listen``'s, reused from ``listen``).
+
+Exit status: 0 after SIGTERM/SIGINT (each instance in hand finished), 1 when a
+worker died or the destination failed (a service manager restarts it; what
+was not filed is filed at the next start), 2 for a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import NoReturn
+
+from ..core.destination import DestinationError, check_writable
+from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
+from ..core.jsonio import NdjsonLog
+from ..core.outcome import Outcome
+from ..core.repack import Config
+from ..doors import options
+from ..listen.service import (
+    ConfigError,
+    add_series_arguments,
+    add_service_arguments,
+    apply_config_file,
+    seconds,
+    setup_logging,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..listen.http import LiveServer
+    from ..listen.series_watch import SeriesWatch
+
+__all__ = ["ENV_PREFIX", "build_parser", "main"]
+
+ENV_PREFIX = "DICOM_REPACK_WATCH_"
+LOG = logging.getLogger("dicom_repack.watch")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (a service's log keeps one line per refusal)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The watch door's options: batch's destination, filing, index, layout and jobs
+    (declared once in doors/options.py), its own, and listen's service options."""
+    p = _OneLineParser(
+        prog="dicom-repack watch",
+        description=(
+            "Watch the folders a receiver writes into (storescp -od DIR, an SFTP drop, a "
+            "scanner's export) and file each DICOM file as soon as it is complete, into the "
+            "tag-named tree under --datadir with pypx records under --logdir: the batch door, "
+            "resident. Files already there are filed first. Not DICOM, truncated or vanished "
+            "files get one line and are left in place. The fast way to keep storescp: no "
+            "program started per instance (see README, 'Keep your receiver')."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="DIR", help="folders to watch (recursively)")
+    options.add_arguments(
+        p, options.DESTINATION + options.FILING + options.INDEX, required=["datadir"]
+    )
+    options.add_arguments(p, (options.JOBS, options.VERBOSE))
+    options.add_arguments(
+        p,
+        options.WATCH,
+        title="watching",
+        description="  When a file counts as arrived (inotify by default).",
+    )
+    add_series_arguments(p.add_argument_group("series"))
+    add_service_arguments(p)
+    options.add_arguments(p, options.LAYOUT, title="layout", description=options.LAYOUT_HELP)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    try:
+        apply_config_file(parser, argv, ENV_PREFIX)  # flags > config file > defaults
+    except ConfigError as exc:
+        print(f"dicom-repack watch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    try:
+        poll = None if args.poll is None else seconds(args.poll)
+        settle = 1.0 if args.settle is None else seconds(args.settle)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if poll is not None and poll <= 0:
+        parser.error("--poll must be more than 0 seconds")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    for path in args.paths:
+        if not os.path.isdir(path):
+            parser.error(f"not a folder: {path}")
+    try:
+        layout = options.layout_from(vars(args))
+    except TemplateError as exc:
+        parser.error(str(exc))
+    try:
+        setup_logging(args.log_level, args.log_file, door="watch")
+    except OSError as exc:
+        print(f"dicom-repack watch: --log-file {args.log_file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for folder, flag in ((args.datadir, "--datadir"), (args.logdir, "--logdir")):
+        if folder:
+            try:
+                check_writable(folder, flag)
+            except DestinationError as exc:
+                print(f"dicom-repack watch: {exc}; nothing was done", file=sys.stderr)
+                return EXIT_FAILED
+    if args.verbose:
+        from ..core._pydicom import show_warnings
+
+        show_warnings(True)
+    config = Config(
+        args.datadir,
+        args.logdir,
+        layout,
+        fsync=args.fsync,
+        index=options.index_from(vars(args)),
+    )
+    lines: NdjsonLog | None = None
+    if args.log_ndjson is not None:
+        try:
+            lines = NdjsonLog(args.log_ndjson)
+        except OSError as exc:
+            print(
+                f"dicom-repack watch: --log-ndjson {args.log_ndjson}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+    try:
+        return _serve(args, config, poll, settle, lines)
+    finally:
+        if lines is not None:
+            lines.close()
+
+
+def _serve(
+    args: argparse.Namespace,
+    config: Config,
+    poll: float | None,
+    settle: float,
+    lines: NdjsonLog | None,
+) -> int:
+    """Run the watcher until SIGTERM/SIGINT, reporting as the operator expects."""
+    from ..listen.activity import Activity
+    from ..listen.metrics import SharedCounters
+    from .engine import Watcher
+
+    table = SharedCounters(1)  # the page sums it (one row: one process files here)
+    counters = table.view(0)
+    activity = Activity(None)  # the engine writes failure rows; this keeps the page's list
+    activity.counters = counters
+    idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
+    series: SeriesWatch | None = None
+    if idle > 0:
+        from ..listen.series_watch import SeriesWatch
+
+        emit = lines if lines is not None else NdjsonLog("-")
+        series = SeriesWatch(idle, args.on_series_complete, emit.write)
+    stopped_early: list[str] = []
+
+    def report(outcome: Outcome) -> None:
+        if lines is not None:
+            lines.write(outcome.as_dict())
+        if outcome.error is None:
+            counters.add("stored")
+            counters.add("bytes", outcome.size)
+            if series is not None and outcome.dst:
+                series.seen(
+                    os.path.dirname(outcome.dst),
+                    outcome.patient_id or "",
+                    outcome.study_uid or "",
+                    outcome.series_uid or "",
+                )
+            return
+        counters.add("failed")
+        activity.failure(outcome.src, outcome.kind, outcome.error, "", "")
+        if outcome.destination_failed and not stopped_early:
+            stopped_early.append(outcome.error)
+            LOG.error("the destination failed (%s); stopping, files not filed stay", outcome.error)
+            watcher.stop()
+            return
+        if outcome.skipped:
+            why = "not a regular file" if outcome.not_regular else "not DICOM"
+            LOG.warning("left in place (%s): %s", why, outcome.src)
+        else:
+            LOG.warning("%s", outcome.error)
+
+    jobs = args.jobs if args.jobs is not None else _cores()
+    watcher = Watcher(
+        args.paths,
+        config,
+        move=args.cleanup,
+        jobs=jobs,
+        poll=poll,
+        settle=settle,
+        ignore=args.ignore or (),
+        retry_failed=args.retry_failed,
+        report=report,
+        say=LOG.warning,
+    )
+    live: list[LiveServer] = []
+    healthy = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        healthy.clear()
+        watcher.stop()
+
+    def on_started() -> None:
+        """After the fork: threads may start now (the page, the series hook)."""
+        how = watcher.arrivals.polling_because
+        mode = f"polling every {watcher.arrivals.poll:g} s" if how else "inotify"
+        print(
+            f"dicom-repack watch: watching {', '.join(watcher.arrivals.roots)} ({mode}"
+            f"{f', {jobs} workers' if jobs > 1 else ''}) -> {config.datadir}"
+            f"{f', records in {config.logdir}' if config.logdir else ''}"
+            f"{' (move)' if args.cleanup else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
+        healthy.set()
+        if series is not None:
+            series.start()
+        if args.http:
+            page = _live(args, config, activity, table, healthy)
+            if page is not None:
+                live.append(page)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        summary = watcher.run(on_started)
+    finally:
+        for page in live:
+            page.stop()
+        if series is not None:
+            series.close(flush=True)
+        watcher.close()
+    line = summary.line()
+    LOG.info("%s", line)
+    print(f"dicom-repack watch: {line}", file=sys.stderr, flush=True)
+    if lines is not None:
+        lines.write({"event": "summary", **summary.as_dict()})
+    return EXIT_FAILED if summary.stopped or stopped_early else EXIT_OK
+
+
+def _live(
+    args: argparse.Namespace,
+    config: Config,
+    activity: object,
+    counters: object,
+    healthy: threading.Event,
+) -> LiveServer | None:
+    """``--http``: listen's page, /api/status, /metrics and /healthz, on this door's counters."""
+    from ..listen.activity import Activity
+    from ..listen.http import LiveServer, LiveState
+    from ..listen.limits import Limits
+    from ..listen.metrics import SharedCounters
+
+    assert isinstance(activity, Activity) and isinstance(counters, SharedCounters)
+    state = LiveState(
+        counters,
+        Limits(0, 0, 1),
+        activity,
+        index=config.index,
+        series_idle=args.series_idle or 10.0,
+        active=list,
+        healthy=healthy.is_set,
+    )
+    host, port = args.http
+    try:
+        live = LiveServer(host, port, state).start()
+    except OSError as exc:
+        LOG.error("--http %s:%d: %s; no live page", host, port, exc)
+        return None
+    print(f"dicom-repack watch: live page on {live.url}", file=sys.stderr, flush=True)
+    return live
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

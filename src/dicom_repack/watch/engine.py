@@ -1,0 +1,339 @@
+"""The watch door's engine: file what a receiver writes into a folder, as it arrives.
+
+storescp (or any receiver that writes files) keeps its job; this resident
+process files each complete file through the core job, as ``batch`` does, with
+no program started per instance. Arrivals (:mod:`.arrivals`) say which files are
+complete; the job runs here (``jobs=1``) or on forked workers
+(:class:`~..doors.fork_pool.ForkPool`, fed as files arrive).
+
+What it promises:
+
+- **Nothing lost.** The source goes last (the core job). SIGTERM or Ctrl-C:
+  each worker finishes the instance in hand; files not started stay where they
+  are and are filed at the next start, which files whatever is already there
+  first.
+- **Once.** In copy mode a file is filed again only when it changed (size or
+  mtime; across restarts: size or ctime, from the index, whose rows hold each
+  source, its size and when it was filed). Without an index a restart files everything again, to the
+  same paths with the same bytes.
+- **Bad files stay.** A file that is not DICOM, is truncated, vanished or is not
+  a regular file gets one line naming it and is left in place; it is tried
+  again only when it changes, or at a start with ``retry_failed`` (failures are
+  remembered in the index, across restarts).
+
+Use (what ``dicom-repack watch`` does)::
+
+    watcher = Watcher(["/incoming"], Config("/data", "/log"), move=True)
+    signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
+    summary = watcher.run()
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+from ..core.outcome import Outcome
+from ..core.repack import Config, Repacker
+from ..doors.batch import Summary
+from .arrivals import Arrivals
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from ..core.index import Index
+
+__all__ = ["Watcher"]
+
+#: fold the workers' pending index rows at most this often while instances arrive
+FOLD_EVERY_S = 1.0
+#: paths per message to a worker: a burst (a start with a full folder) travels in
+#: chunks; a trickle goes one by one (a pause ends a chunk early)
+CHUNK = 8
+
+
+class Watcher:
+    """Watches ``roots`` and files every complete file under ``config``.
+
+    ``report(outcome)`` is called for each file taken (filed, skipped or failed),
+    in this process; ``say(line)`` for what the operator should know (polling,
+    an overflow, files left alone). ``on_started()`` runs once the workers are
+    forked and the folders watched (the place to start threads: a page, a hook).
+    """
+
+    def __init__(
+        self,
+        roots: Iterable[str],
+        config: Config,
+        *,
+        move: bool = False,
+        jobs: int = 1,
+        poll: float | None = None,
+        settle: float = 1.0,
+        ignore: Iterable[str] = (),
+        retry_failed: bool = False,
+        report: Callable[[Outcome], None] = lambda outcome: None,
+        say: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.config = config
+        self.move = move
+        self.jobs = max(1, jobs)
+        self.retry_failed = retry_failed
+        self.report = report
+        self.say = say
+        exclude = [config.datadir] + ([config.logdir] if config.logdir else [])
+        if config.index:
+            exclude.append(os.path.dirname(os.path.abspath(config.index)))
+        self.arrivals = Arrivals(
+            roots, exclude=exclude, ignore=ignore, poll=poll, settle=settle, say=say
+        )
+        self.summary = Summary()
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._filed_since_fold = 0
+        self._last_fold = 0.0
+        self._failures: Index | None = None
+
+    # -- control -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the instances in hand, then return from :meth:`run` (signal-safe)."""
+        self._stopping = True
+        try:
+            os.write(self._wake_w, b"s")
+        except OSError:  # full (already woken) or closed (already stopped)
+            pass
+
+    def close(self) -> None:
+        """Release the inotify descriptor, the wake pipe and the index connection."""
+        self.arrivals.close()
+        if self._failures is not None:
+            self._failures.close()
+            self._failures = None
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self, on_started: Callable[[], None] | None = None) -> Summary:
+        """Watch and file until :meth:`stop`; the summary of what was taken."""
+        start = time.perf_counter()
+        self._remember_earlier_runs()
+        self.arrivals.start()
+        try:
+            if self.jobs == 1:
+                self._run_here(on_started)
+            else:
+                self._run_pooled(on_started)
+        finally:
+            self._fold()
+            self.summary.elapsed = time.perf_counter() - start
+        return self.summary
+
+    def _config(self) -> Config:
+        """The job's config: index rows appended to the pending file (~20 us) and folded
+        here once a second, instead of one SQLite commit per instance."""
+        c = self.config
+        return Config(
+            c.datadir,
+            c.logdir,
+            c.layout,
+            fsync=c.fsync,
+            index=c.index or False,
+            index_deferred=True,
+        )
+
+    def _items(self) -> Iterator[object]:
+        """Paths as they become complete; PAUSE when there are none now; ends on stop."""
+        from ..doors.fork_pool import PAUSE
+
+        while True:
+            self._drain_wake()
+            if self._stopping:
+                return
+            for path in self.arrivals.take():
+                yield path
+                if self._stopping:
+                    return
+            if self._filed_since_fold and time.monotonic() - self._last_fold >= FOLD_EVERY_S:
+                self._fold()
+            yield PAUSE
+
+    def _wake_fds(self) -> list[int]:
+        fd = self.arrivals.fileno()
+        return [self._wake_r] + ([fd] if fd is not None else [])
+
+    def _run_here(self, on_started: Callable[[], None] | None) -> None:
+        from ..doors.fork_pool import PAUSE
+
+        with Repacker(self._config()) as repacker:
+            if on_started is not None:
+                on_started()
+            poller = select.poll()
+            registered: list[int] = []
+            for item in self._items():
+                if item is not PAUSE:
+                    self._take(repacker.repack_path(str(item), move=self.move))
+                    continue
+                fds = self._wake_fds()  # inotify may have given way to polling
+                if fds != registered:
+                    for fd in registered:
+                        poller.unregister(fd)
+                    for fd in fds:
+                        poller.register(fd, select.POLLIN)
+                    registered = fds
+                after = self.arrivals.wake_after()
+                poller.poll(None if after is None else int(after * 1000 + 0.999))
+
+    def _run_pooled(self, on_started: Callable[[], None] | None) -> None:
+        from ..doors.fork_pool import LOST, NOT_ATTEMPTED, ForkPool
+
+        config, move = self._config(), self.move
+
+        def start() -> Callable[[object], object]:
+            repacker = Repacker(config)  # in each worker, after the fork
+
+            def work(path: object) -> object:
+                return repacker.repack_path(str(path), move=move).__getstate__()
+
+            return work
+
+        with ForkPool(self.jobs, start) as pool:
+            if on_started is not None:
+                on_started()
+            results = pool.map_unordered(
+                self._items(),
+                chunk=CHUNK,
+                wake_fds=self._wake_fds(),  # fixed for the run: a fall-back to polling
+                wake_after=self.arrivals.wake_after,  # then wakes on the timer alone
+            )
+            for path, result in results:
+                if result is NOT_ATTEMPTED:
+                    self.arrivals.forget(str(path))  # untouched: the next start takes it
+                    self.summary.not_attempted += 1
+                    continue
+                if result is LOST:
+                    self.summary.stopped = True
+                    outcome = Outcome(
+                        str(path),
+                        error=f"{path}: not known to be filed: a worker process died; "
+                        "stopping (a restart files whatever is left)",
+                        kind="WorkerLost",
+                    )
+                else:
+                    outcome = Outcome.__new__(Outcome)
+                    outcome.__setstate__(result)  # type: ignore[arg-type]  # Outcome's own state
+                self._take(outcome)
+
+    def _take(self, outcome: Outcome) -> None:
+        self.summary.add(outcome)
+        if outcome.error is None:
+            self._filed_since_fold += 1
+            if self.move:
+                self.arrivals.forget(outcome.src)  # gone: nothing to remember
+        elif outcome.kind != "WorkerLost":
+            self._remember_failure(outcome)
+        self.report(outcome)
+
+    def _remember_failure(self, outcome: Outcome) -> None:
+        """A failure row in the index: the next start leaves the file alone unless it
+        changed (or ``retry_failed``)."""
+        if not self.config.index:
+            return
+        from ..core.index import Index, IndexFailure
+
+        if self._failures is None:
+            self._failures = Index(self.config.index, durable=self.config.fsync, timeout=10.0)
+        try:
+            self._failures.execute(
+                "INSERT INTO failures (at, source, kind, reason) VALUES (?, ?, ?, ?)",
+                (time.time(), outcome.src, outcome.kind or "Error", outcome.error),
+            )
+        except IndexFailure as exc:
+            self.say(f"{exc}; {outcome.src} may be tried again at the next start")
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- the index ---------------------------------------------------------------------------
+
+    def _fold(self) -> None:
+        """Fold the pending index rows into SQLite (status folds too: this keeps it small)."""
+        self._last_fold = time.monotonic()
+        if not self._filed_since_fold or not self.config.index:
+            return
+        self._filed_since_fold = 0
+        from ..core.index import Index, IndexFailure
+
+        index = Index(self.config.index, durable=self.config.fsync)
+        try:
+            index.fold()
+        except IndexFailure as exc:
+            self.say(f"{exc}; the rows stay pending, folded at the next read")
+        finally:
+            index.close()
+
+    def _remember_earlier_runs(self) -> None:
+        """What earlier runs did with the files now under the roots, from the index:
+        filed (copy mode: not again unless changed) or failed (not again unless
+        changed, or ``retry_failed``)."""
+        index_path = self.config.index
+        if not index_path or not os.path.exists(index_path):
+            return
+        from ..core.index import Index, IndexFailure, connect_reader
+
+        index = Index(index_path, durable=self.config.fsync)
+        try:
+            index.fold()
+        except IndexFailure as exc:
+            self.say(f"{exc}; files filed before may be filed again")
+        finally:
+            index.close()
+        try:
+            conn = connect_reader(index_path)
+        except IndexFailure:
+            return
+        roots = tuple(r.rstrip("/") + "/" for r in self.arrivals.roots)
+        left_alone = 0
+        try:
+            if not self.move:
+                rows = conn.execute("SELECT source, size, filed_at FROM instances").fetchall()
+                for source, size, filed_at in rows:
+                    if isinstance(source, str) and source.startswith(roots):
+                        self._skip_if_unchanged(source, size, filed_at)
+            if not self.retry_failed:
+                rows = conn.execute(
+                    "SELECT source, max(at) FROM failures WHERE source IS NOT NULL GROUP BY source"
+                ).fetchall()
+                for source, at in rows:
+                    if isinstance(source, str) and source.startswith(roots):
+                        left_alone += self._skip_if_unchanged(source, None, at)
+        finally:
+            conn.close()
+        if left_alone:
+            self.say(
+                f"{left_alone} files that failed before and have not changed are left alone "
+                "(--retry-failed tries them again)"
+            )
+
+    def _skip_if_unchanged(self, path: str, size: int | None, since: float) -> int:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return 0
+        # ctime, not mtime: any write, truncation or touch moves it on, and no tool can
+        # set it back (a copy keeping old mtimes, cp -p, rsync -t, is still a change)
+        if (size is not None and st.st_size != size) or st.st_ctime > since:
+            return 0
+        self.arrivals.taken(path, (st.st_size, st.st_mtime_ns))
+        return 1
