@@ -686,6 +686,9 @@ def _run_record(
     nonzero = int(details.get("nonzero_exits", 0) or 0) + int(details.get("spawn_errors", 0) or 0)
     if nonzero:
         problems.append(f"{nonzero} instance process(es) exited non-zero")
+    left = details.get("left_in_incoming")
+    if isinstance(left, int) and left:
+        problems.append(f"{left} file(s) left in the receiver's incoming folder")
     failed_batch = details.get("failed")
     if isinstance(failed_batch, int) and failed_batch:
         problems.append(f"{failed_batch} instance(s) reported failed by the contestant")

@@ -34,6 +34,7 @@ __all__ = [
     "RunContext",
     "RunPlan",
     "StorescpContestant",
+    "StorescpWatchContestant",
     "default_contestants",
     "dicom_repack_program",
 ]
@@ -341,6 +342,47 @@ class StorescpContestant(Contestant):
         return RunPlan(argv=argv, progress_dots=True, stop_signal=signal.SIGTERM, env=env)
 
 
+@dataclass
+class StorescpWatchContestant(Contestant):
+    """storescp keeps its job, without ``-xcr``: ``storescp -od IN`` writes each instance
+    and ``dicom-repack watch IN --cleanup`` (resident, started once) files it as soon as
+    storescp closes it; fed by dcmtk ``storescu``. The timed tree is :mod:`.feed`: it
+    starts the watcher, then storescp, sends everything and waits until IN is empty."""
+
+    def unavailable(self) -> str | None:
+        from .feed import find_dcmtk
+
+        if find_dcmtk("storescp") is None or find_dcmtk("storescu") is None:
+            return "dcmtk's storescp/storescu not found (apt-get install dcmtk)"
+        return None
+
+    def version(self) -> str | None:
+        from dicom_repack import __version__
+
+        from .feed import find_dcmtk
+
+        scp = find_dcmtk("storescp")
+        dcmtk = _first_line([scp, "--version"]) if scp else None
+        return f"{dcmtk or 'dcmtk storescp'}; dicom-repack watch {__version__}"
+
+    def plan(self, ctx: RunContext) -> RunPlan:
+        incoming = ctx.root / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", "dicom_repack.bench.feed",
+            "--list", str(ctx.list_file),
+            "--datadir", str(ctx.datadir),
+            "--logdir", str(ctx.logdir),
+            "--summary", str(ctx.summary),
+            "--receiver", "storescp-watch",
+            "--incoming", str(incoming),
+            "--program", dicom_repack_program(),
+        ]  # fmt: skip
+        env = dict(os.environ)
+        env["TCP_NODELAY"] = "1"
+        return RunPlan(argv=argv, progress_dots=True, stop_signal=signal.SIGTERM, env=env)
+
+
 def default_contestants(
     px_repack: str | None = None,
     rx_repack: str | None = None,
@@ -446,6 +488,14 @@ def default_contestants(
             description='dcmtk storescp -xcr "dicom-repack --xcrdir #p --xcrfile #f ... '
             '--cleanup", fed by dcmtk storescu',
             program=ours,
+        ),
+        StorescpWatchContestant(
+            name="storescp-watch",
+            kind="pipeline",
+            compare="dataset",
+            label="storescu + storescp + dicom-repack watch",
+            description="dcmtk storescp -od IN (no -xcr) beside dicom-repack watch IN "
+            "--cleanup (resident), fed by dcmtk storescu",
         ),
     ]
 

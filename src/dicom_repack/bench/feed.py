@@ -4,7 +4,9 @@ Run as ``python -m dicom_repack.bench.feed --list FILES --datadir D --logdir L
 --summary S [--sender auto|storescu|pynetdicom] --program dicom-repack`` for
 ``dicom-repack listen``, or with ``--receiver storescp --incoming DIR --xcr COMMAND
 --concurrency N`` for dcmtk's ``storescp -xcr COMMAND`` (the pipeline px-repack and
-rx-repack are deployed in).
+rx-repack are deployed in), or with ``--receiver storescp-watch --incoming DIR`` for
+``storescp -od DIR`` beside ``dicom-repack watch DIR --cleanup`` (no program per
+instance).
 
 storescp starts the ``-xcr`` program for each instance and does not wait for it; the
 driver makes itself the *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``), so
@@ -194,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sender", choices=("auto", "storescu", "pynetdicom"), default="auto")
     parser.add_argument("--program", default="dicom-repack")
     parser.add_argument("--aet", default="REPACK")
-    parser.add_argument("--receiver", choices=("listen", "storescp"), default="listen")
+    parser.add_argument(
+        "--receiver", choices=("listen", "storescp", "storescp-watch"), default="listen"
+    )
     parser.add_argument("--incoming", help="storescp: its output folder (-od)")
     parser.add_argument("--xcr", help="storescp: the -xcr command (with #p and #f)")
     parser.add_argument("--concurrency", type=int, default=512, help="storescp: -xcr programs")
@@ -205,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         files = [line.rstrip("\n") for line in fh if line.strip()]
     if args.receiver == "storescp":
         return _storescp_main(args, files)
+    if args.receiver == "storescp-watch":
+        return _storescp_watch_main(args, files)
     port = _free_port()
     env = dict(os.environ, TCP_NODELAY="1")
     receiver = subprocess.Popen(
@@ -317,10 +323,105 @@ def _storescp_main(args: argparse.Namespace, files: list[str]) -> int:
                 failed += 1
         summary["programs_reaped_after_storescp"] = reaped
         summary["nonzero_exits"] = failed
+        summary["left_in_incoming"] = _files_under(args.incoming)
         summary["stopped"] = _stop
         with open(args.summary, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
     return 0 if summary.get("stored") == len(files) else 1
+
+
+def _files_under(folder: str) -> int:
+    """Regular files left under ``folder`` (what a receiver wrote and nobody filed)."""
+    n = 0
+    for _dirpath, _dirs, names in os.walk(folder):
+        n += len(names)
+    return n
+
+
+def _storescp_watch_main(args: argparse.Namespace, files: list[str]) -> int:
+    """``storescp -od IN`` (no ``-xcr``) beside ``dicom-repack watch IN --cleanup``, fed by
+    ``storescu``: storescp keeps its job, no program is started per instance.
+
+    The watcher starts first (and files what it finds). When the last instance is sent
+    and a C-ECHO proves storescp wrote it, the driver waits until the watcher has taken
+    every file out of IN (or nothing moved for 60 s), then stops storescp and the
+    watcher (SIGTERM: it finishes the instance in hand)."""
+    summary: dict[str, object] = {"instances": len(files), "receiver": "storescp + watch"}
+    scp, scu, echo = find_dcmtk("storescp"), find_dcmtk("storescu"), find_dcmtk("echoscu")
+    if not (scp and scu and echo and args.incoming):
+        summary["error"] = "dcmtk's storescp, storescu and echoscu, and --incoming needed"
+        with open(args.summary, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh)
+        return 1
+    env = dict(os.environ, TCP_NODELAY="1")
+    log_path = os.path.join(os.path.dirname(os.path.abspath(args.summary)), "watch-stderr.log")
+    with open(log_path, "wb") as log:
+        watcher = subprocess.Popen(
+            [args.program, "watch", args.incoming, "--datadir", args.datadir,
+             "--logdir", args.logdir, "--cleanup"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )  # fmt: skip
+    port = _free_port()
+    receiver: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while b"watching" not in _read(log_path) and watcher.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if watcher.poll() is not None or b"watching" not in _read(log_path):
+            summary["error"] = f"watch did not start: {_read(log_path)[-300:].decode()}"
+            return 1
+        receiver = subprocess.Popen(
+            [scp, "-aet", args.aet, "-od", args.incoming, str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
+        if not _wait_port_echo(port, receiver, echo, args.aet):
+            summary["error"] = f"storescp did not answer on port {port} (exit {receiver.poll()})"
+            return 1
+        t0 = time.perf_counter()
+        ok, errors = _send_storescu(files, port, args.aet, scu)
+        subprocess.run(
+            [echo, "-aec", args.aet, "127.0.0.1", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            check=False,
+        )
+        summary["send_s"] = time.perf_counter() - t0
+        left, since = _files_under(args.incoming), time.monotonic()
+        while left and not _stop and time.monotonic() - since < 60:
+            time.sleep(0.01)
+            now_left = _files_under(args.incoming)
+            if now_left != left:
+                left, since = now_left, time.monotonic()
+        summary["filed_s"] = time.perf_counter() - t0
+        summary["stored"] = ok
+        summary["errors"] = errors
+        summary["stopped"] = _stop
+    finally:
+        if receiver is not None:
+            _stop_receiver(receiver)
+            summary["receiver_exit"] = receiver.returncode
+        _stop_receiver(watcher)
+        summary["watcher_exit"] = watcher.returncode
+        summary["left_in_incoming"] = _files_under(args.incoming)
+        with open(args.summary, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh)
+    done = summary.get("stored") == len(files) and not summary["left_in_incoming"]
+    return 0 if done and summary["watcher_exit"] == 0 else 1
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
 
 
 def _wait_port_echo(

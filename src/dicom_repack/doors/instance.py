@@ -46,12 +46,20 @@ rx-repack under dcmtk's storescp:
 
   storescp -xcr "dicom-repack --xcrdir #p --xcrfile #f --datadir /data --logdir /log \\
                 --cleanup" 11113
+
+This door is for compatibility: it starts a Python interpreter per instance (about
+1.3-1.6x `python -c pass`). The fast ways to keep storescp are `dicom-repack watch`
+beside `storescp -od DIR` (resident: no program per instance), or to receive with
+`dicom-repack listen`.
 """
 
 EPILOG = """\
 sub-commands:
   dicom-repack batch PATH... --datadir DIR ...       folders (or paths on stdin), all cores
+  dicom-repack watch DIR... --datadir DIR ...        file what a receiver writes, resident
   dicom-repack listen --port PORT --datadir DIR ...  a DICOM Storage SCP, in process
+  dicom-repack status --logdir DIR ...               what arrived (the index)
+  dicom-repack index --rebuild ...                   remake the index from the tree
   dicom-repack bench [--corpus DIR] ...              against px-repack and rx-repack
   dicom-repack corpus OUT [--from SEED] ...          a benchmark corpus
 

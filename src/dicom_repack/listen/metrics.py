@@ -1,6 +1,6 @@
 """Live counters that add up across ``listen --workers N`` processes.
 
-The receiver's counters (:class:`~.scp.Counters`: connections, associations,
+The receiver's counters (:class:`~.counters.Counters`: connections, associations,
 instances stored and failed, bytes ...) plus failures by kind live in one small
 table in shared memory, created by the parent before it forks: each worker
 writes only its own row (under a thread lock of its own, no cross-process lock,
@@ -17,7 +17,7 @@ import threading
 from collections.abc import MutableSequence
 from typing import cast
 
-from .scp import Counters
+from .counters import Counters
 
 __all__ = ["FAILURE_KINDS", "SharedCounters", "WorkerCounters"]
 
@@ -55,7 +55,7 @@ class SharedCounters:
             self.rows = [0] * len(NAMES)
 
     def view(self, index: int) -> WorkerCounters:
-        """Worker ``index``'s counters (the :class:`~.scp.Counters` interface)."""
+        """Worker ``index``'s counters (the :class:`~.counters.Counters` interface)."""
         return WorkerCounters(self, index)
 
     def totals(self) -> dict[str, int]:

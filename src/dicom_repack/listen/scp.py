@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .assoc import Negotiated, Policy, Rejected, negotiate
+from .counters import Counters
 from .gate import Arrival, Gate, raise_fd_limit
 from .limits import Limits, Share
 from .sink import Incoming, Spool
@@ -119,37 +120,6 @@ class StoreInfo:
 #: Files one received instance (its bytes in memory or in a spool file):
 #: (DIMSE status, error comment) out.
 StoreHandler = Callable[[Incoming, StoreInfo], tuple[int, str]]
-
-
-class Counters:
-    """What the server did, for the summary at shutdown; safe to bump from any thread."""
-
-    NAMES = (
-        "connections",
-        "dropped",
-        "associations",
-        "rejected",
-        "evicted",
-        "aborted",
-        "released",
-        "echoes",
-        "stored",
-        "failed",
-        "spooled",
-        "bytes",
-    )
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values = dict.fromkeys(self.NAMES, 0)
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._values[name] += n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._values)
 
 
 class Association:
