@@ -404,3 +404,22 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     for flag in ("--cleanup", "--poll", "--settle", "--ignore", "--retry-failed", "--jobs",
                  "--http", "--config", "--on-series-complete", "--layout", "--index"):  # fmt: skip
         assert flag in helped.stdout
+
+
+def test_the_series_hook_runs_once_per_series(tmp_path: Path, mr: Path) -> None:
+    """listen's --on-series-complete, reused: one event per series once it goes quiet."""
+    files = sorted(mr.glob("*.dcm"))
+    series = series_groups(files)
+    incoming, data, log = tmp_path / "in", tmp_path / "data", tmp_path / "log"
+    incoming.mkdir()
+    events = tmp_path / "events.txt"
+    hook = f"sh -c 'echo {{series_uid}} {{instances}} >> {events}'"
+    with watching([incoming], data, log, "--cleanup", "--series-idle", "0.5",
+                  "--on-series-complete", hook) as w:  # fmt: skip
+        drop(files, incoming)
+        wait_filed(data, len(files), w.proc)
+        wait_for(lambda: events.exists() and len(events.read_text().splitlines()) >= len(series),
+                 what="one event per series")  # fmt: skip
+        assert w.stop() == 0
+    got = dict(line.split() for line in events.read_text().splitlines())
+    assert got == {uid: str(len(group)) for uid, group in series.items()}
