@@ -249,6 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="s a message may stall between two of its PDUs",
     )
     net.add_argument(
+        "--message-timeout",
+        type=_seconds,
+        default=60.0,
+        help="s a whole message (a C-STORE's command and data set) may take, plus the time "
+        "its size needs at --min-rate; past it the association is aborted, however "
+        "steadily its PDUs trickle in",
+    )
+    net.add_argument(
+        "--min-rate",
+        type=_size,
+        default=64 << 10,
+        help="bytes per s a message earns extra time at (default 64KiB): a sender at least "
+        "this fast is never cut by --message-timeout (0: no extra time for size)",
+    )
+    net.add_argument(
         "--network-timeout",
         type=_seconds,
         default=120.0,
@@ -568,6 +583,8 @@ def _server_config(args: argparse.Namespace, ctx: ssl.SSLContext | None) -> Serv
         max_pending=args.max_pending,
         acse_timeout=args.acse_timeout,
         dimse_timeout=args.dimse_timeout,
+        message_timeout=args.message_timeout,
+        min_rate=args.min_rate,
         network_timeout=args.network_timeout,
         idle_evict=args.idle_evict,
         shutdown_grace=args.shutdown_grace,

@@ -93,6 +93,10 @@ class ServerConfig:
     max_pending: int = 1024
     acse_timeout: float = 10.0
     dimse_timeout: float = 60.0
+    #: a whole message (command and data set) may take this long, plus its size at min_rate
+    message_timeout: float = 60.0
+    #: bytes per second a message's time allowance grows by (0: no allowance for size)
+    min_rate: int = 64 << 10
     network_timeout: float = 120.0
     idle_evict: float = 5.0
     shutdown_grace: float = 30.0
@@ -208,29 +212,42 @@ class _Reader:
 
     Reads in large chunks (several PDUs per system call when they are queued)
     and keeps an offset instead of shifting the buffer after each PDU.
+    :attr:`started` is when the header of a message's first PDU arrived (None
+    between messages): the caller bounds the whole message from it.
     """
 
-    __slots__ = ("buf", "interrupt", "pos", "sock")
+    __slots__ = ("buf", "interrupt", "message_timeout", "pos", "sock", "started")
 
     def __init__(
-        self, sock: socket.socket, interrupt: Callable[[bool], bool], initial: bytes = b""
+        self,
+        sock: socket.socket,
+        interrupt: Callable[[bool], bool],
+        initial: bytes = b"",
+        message_timeout: float = float("inf"),
     ) -> None:
         self.sock = sock
         self.buf = bytearray(initial)
         self.pos = 0
         #: called with "at a message boundary?" when a read waits; True stops the association
         self.interrupt = interrupt
+        #: the longest a message's first PDU may take once its header is in
+        self.message_timeout = message_timeout
+        self.started: float | None = None
 
-    def _fill(self, need: int, timeout: float, boundary: bool) -> None:
-        deadline = time.monotonic() + timeout
+    def _fill(self, need: int, timeout: float, boundary: bool, deadline: float) -> None:
+        """Wait for ``need`` bytes: at most ``timeout`` s for this PDU part, and never
+        past ``deadline`` (monotonic; the bound of the message in progress)."""
+        quiet_until = time.monotonic() + timeout
         while len(self.buf) - self.pos < need:
             if self.pos:
                 del self.buf[: self.pos]
                 self.pos = 0
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError("message not complete in time (--message-timeout, --min-rate)")
+            if now >= quiet_until:
                 raise TimeoutError(f"no data for {timeout:g} s")
-            self.sock.settimeout(min(_WAKE, remaining))
+            self.sock.settimeout(min(_WAKE, quiet_until - now, deadline - now))
             try:
                 chunk = self.sock.recv(max(need - len(self.buf), 262144))
             except TimeoutError:
@@ -241,15 +258,25 @@ class _Reader:
                 raise _Closed()
             self.buf += chunk
 
-    def pdu(self, limit: int, timeout: float, boundary: bool) -> tuple[int, bytes]:
-        """The next PDU's type and body (its variable field)."""
-        self._fill(6, timeout, boundary)
+    def pdu(
+        self, limit: int, timeout: float, boundary: bool, deadline: float = float("inf")
+    ) -> tuple[int, bytes]:
+        """The next PDU's type and body (its variable field).
+
+        ``timeout``: the longest wait without a byte; ``deadline``: when the
+        message in progress must be complete (none between messages: the first
+        PDU of a message then starts its clock, :attr:`started`).
+        """
+        self._fill(6, timeout, boundary, deadline)
+        if boundary:
+            self.started = time.monotonic()
+            deadline = self.started + self.message_timeout
         pdu_type, _, length = _HDR.unpack_from(self.buf, self.pos)
         if pdu_type not in (1, 2, 3, 4, 5, 6, 7):
             raise _Protocol(f"unrecognised PDU type 0x{pdu_type:02X}", 0x01)
         if length > limit:
             raise _Protocol(f"PDU of {length} bytes exceeds the limit of {limit}", 0x06)
-        self._fill(6 + length, timeout, False)
+        self._fill(6 + length, timeout, False, deadline)
         start = self.pos + 6
         body = bytes(self.buf[start : start + length])
         self.pos = start + length
@@ -518,7 +545,7 @@ class StorageServer:
                 return False
             return at_boundary or time.monotonic() > self._stop_deadline
 
-        reader = _Reader(sock, interrupt, arrival.rest)
+        reader = _Reader(sock, interrupt, arrival.rest, cfg.message_timeout)
         self._data_phase(sock, reader, negotiated, me)
 
     def _data_phase(
@@ -531,6 +558,7 @@ class StorageServer:
         store: Command | None = None
         store_cx = 0
         incoming: Incoming | None = None
+        message_bytes = 0  # of the message in progress: each earns time at --min-rate
         try:
             while True:
                 idle = store is None and not cmd_buf
@@ -541,8 +569,14 @@ class StorageServer:
                         raise _Interrupted()  # stop between messages, never inside one
                 else:
                     me.idle_since = None
-                timeout = cfg.network_timeout if idle else cfg.dimse_timeout
-                pdu_type, body = reader.pdu(limit, timeout, idle)
+                if idle:
+                    reader.started, message_bytes = None, 0
+                    pdu_type, body = reader.pdu(limit, cfg.network_timeout, True)
+                else:
+                    pdu_type, body = reader.pdu(
+                        limit, cfg.dimse_timeout, False, self._deadline(reader, message_bytes)
+                    )
+                message_bytes += len(body)
                 me.idle_since = None
                 if pdu_type == PDU_RELEASE_RQ:
                     if not idle:
@@ -610,6 +644,16 @@ class StorageServer:
             me.receiving = 0
             if incoming is not None:
                 incoming.close()
+
+    def _deadline(self, reader: _Reader, received: int) -> float:
+        """When the message in progress must be complete: ``--message-timeout`` s after
+        its first PDU, plus the time its bytes so far need at ``--min-rate``. A sender
+        at least that fast is never cut; one trickling a few bytes at a time (each PDU
+        inside ``--dimse-timeout``) loses its association instead of holding it."""
+        cfg = self.config
+        started = reader.started if reader.started is not None else time.monotonic()
+        allowance = received / cfg.min_rate if cfg.min_rate > 0 else 0.0
+        return started + cfg.message_timeout + allowance
 
     @staticmethod
     def _command(buf: bytearray) -> Command:

@@ -1,0 +1,60 @@
+"""The receiver's door against slow, greedy or hostile peers (issue 22, listen's part).
+
+Each test starts ``dicom-repack listen`` on 127.0.0.1 through the console script and
+talks to it with raw PDUs over real sockets (or real HTTP). No timing thresholds:
+each check is "the bound held / the peer was cut / the process ended", with
+timeouts only to stop a hang.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from pathlib import Path
+
+from helpers import dicom_files
+from test_listen_hygiene import _associate_rq, _raw
+from test_listen_limits import _pdata, _read_pdu, _store_rq
+from test_listen_support import filed, listening, pynetdicom_send
+
+
+def _cut_off(s: socket.socket, fragment: bytes, every: float, tries: int) -> bool:
+    """Send ``fragment`` every ``every`` s until the listener aborts or closes the
+    connection (True), or ``tries`` fragments went unanswered (False)."""
+    for _ in range(tries):
+        try:
+            s.sendall(fragment)
+        except OSError:  # reset: the listener closed it
+            return True
+        ready, _, _ = select.select([s], [], [], every)
+        if ready:
+            try:
+                reply = s.recv(10)
+            except OSError:
+                return True
+            return reply == b"" or reply[0] == 0x07  # closed, or A-ABORT
+    return False
+
+
+# -- 1. a message trickled in tiny PDUs ------------------------------------------------
+
+
+def test_a_trickled_message_loses_its_association(mr: Path, tmp_path: Path) -> None:
+    """A peer that sends a C-STORE's data set two bytes at a time, each PDU well inside
+    --dimse-timeout, is aborted once the whole message outlasts --message-timeout (plus
+    what its size earns at --min-rate); its slot goes to a real sender. Before, it held
+    the association for as long as it kept trickling."""
+    data = tmp_path / "data"
+    opts = ("--message-timeout", "2", "--dimse-timeout", "30", "--max-associations", "1")
+    with listening(data, *opts, "--idle-evict", "30") as listener:
+        with _raw(listener.port) as s:
+            s.sendall(_associate_rq())
+            _read_pdu(s, 0x02)
+            s.sendall(_pdata(3, 0x03, _store_rq(1)))
+            # 2 bytes every 0.5 s: at most 120 of them (60 s) before the test gives up
+            assert _cut_off(s, _pdata(3, 0x00, b"\x00\x00"), 0.5, 120), "still trickling"
+        assert pynetdicom_send(listener.port, dicom_files(mr)[:1]) == [0]
+        assert listener.stop() == 0
+    assert len(filed(data)) == 1
+    assert "message not complete in time" not in listener.stderr  # logged at info only
+    assert "Traceback" not in listener.stderr
