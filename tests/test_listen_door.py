@@ -15,7 +15,7 @@ from pathlib import Path
 from helpers import dicom_files
 from test_listen_hygiene import _associate_rq, _raw
 from test_listen_limits import _pdata, _read_pdu, _store_rq
-from test_listen_support import filed, listening, pynetdicom_send
+from test_listen_support import filed, listening, pynetdicom_send, wait_for
 
 
 def _cut_off(s: socket.socket, fragment: bytes, every: float, tries: int) -> bool:
@@ -57,4 +57,59 @@ def test_a_trickled_message_loses_its_association(mr: Path, tmp_path: Path) -> N
         assert listener.stop() == 0
     assert len(filed(data)) == 1
     assert "message not complete in time" not in listener.stderr  # logged at info only
+    assert "Traceback" not in listener.stderr
+
+
+# -- 2. association requests that are not ----------------------------------------------
+
+
+def _rq_header(length: int) -> bytes:
+    import struct
+
+    return struct.pack(">BBL", 0x01, 0, length)
+
+
+def test_an_oversized_association_request_is_refused_at_its_header(tmp_path: Path) -> None:
+    """A connection announcing a 512 KiB A-ASSOCIATE-RQ (a real one is a few KiB) is
+    aborted as soon as its header arrives, not held until --acse-timeout."""
+    with listening(tmp_path / "data", "--acse-timeout", "30") as listener:
+        with _raw(listener.port) as s:
+            s.sendall(_rq_header(512 << 10) + b"\x00" * 1000)
+            _read_pdu(s, 0x07)  # A-ABORT (before: nothing until the ARTIM timer closed it)
+        assert listener.stop() == 0
+
+
+def test_waiting_association_requests_count_in_the_memory_budget(mr: Path, tmp_path: Path) -> None:
+    """40 connections each send 200 KiB of a declared 250 KiB request and wait: past
+    16 KiB each, their buffers come out of --memory-budget (1 MiB here), so all but
+    the few that fit are rejected at once (A-ASSOCIATE-RJ), and a real sender is
+    still served. Before, all 40 were held (up to 1 MiB each, 1,024 per worker)."""
+    n, sent = 40, 200 << 10
+    opts = ("--workers", "1", "--memory-budget", "1MiB", "--acse-timeout", "60")
+    with listening(tmp_path / "data", *opts) as listener:
+        conns: list[socket.socket] = []
+        try:
+            for _ in range(n):
+                conns.append(s := _raw(listener.port))
+                s.sendall(_rq_header(250 << 10) + b"\x00" * sent)
+            answered: set[int] = set()
+
+            def refused() -> int:
+                for i, s in enumerate(conns):
+                    if i in answered:
+                        continue
+                    ready, _, _ = select.select([s], [], [], 0)
+                    if ready:
+                        reply = s.recv(10)
+                        assert reply == b"" or reply[0] == 0x03, reply  # closed or RJ
+                        answered.add(i)
+                return len(answered)
+
+            fit = (1 << 20) // (sent - (16 << 10))  # requests the budget can hold
+            wait_for(lambda: refused() >= n - fit, what="requests over the budget refused")
+            assert pynetdicom_send(listener.port, dicom_files(mr)[:1]) == [0]
+        finally:
+            for s in conns:
+                s.close()
+        assert listener.stop() == 0
     assert "Traceback" not in listener.stderr

@@ -376,6 +376,8 @@ class StorageServer:
             artim=cfg.acse_timeout,
             max_pending=max_pending,
             ssl_context=cfg.ssl_context,
+            reserve=self.share.reserve,
+            release=self.share.release,
         )
         self._gate.run()
         while self._queued:
