@@ -113,3 +113,41 @@ def test_waiting_association_requests_count_in_the_memory_budget(mr: Path, tmp_p
                 s.close()
         assert listener.stop() == 0
     assert "Traceback" not in listener.stderr
+
+
+# -- 4. the spool: --spill-above at any value, a dead worker's files -------------------
+
+
+def test_spill_above_below_a_mebibyte_takes_effect(mr: Path, tmp_path: Path) -> None:
+    """--spill-above under the 1 MiB reservation grain spools every instance larger
+    than it (before, memory was reserved a mebibyte at a time and nothing spilled)."""
+    files = dicom_files(mr)
+    below = min(f.stat().st_size for f in files) // 2
+    data = tmp_path / "data"
+    with listening(data, "--spill-above", str(below)) as listener:
+        assert pynetdicom_send(listener.port, files) == [0] * len(files)
+        assert listener.stop() == 0
+    assert f"{len(files)} spooled to disk" in listener.stderr
+    assert len(filed(data)) == len(files)
+    assert not list(data.rglob("*.part"))
+
+
+def test_a_killed_workers_spool_files_go_when_it_is_replaced(tmp_path: Path) -> None:
+    """A worker killed (-9) while spooling an instance: its spool file is removed when
+    the worker is replaced, not at the next start of listen."""
+    import os
+    import signal
+
+    data = tmp_path / "data"
+    spool = data / ".dicom-repack-incoming"
+    with listening(data, "--workers", "2", "--spill-above", "1") as listener:
+        with _raw(listener.port) as s:
+            s.sendall(_associate_rq())
+            _read_pdu(s, 0x02)
+            s.sendall(_pdata(3, 0x03, _store_rq(1)) + _pdata(3, 0x00, b"\x00" * 4096))
+            wait_for(lambda: list(spool.glob("*.part")), what="a spool file")
+            (part,) = spool.glob("*.part")
+            os.kill(int(part.name.split("-", 1)[0]), signal.SIGKILL)
+            wait_for(lambda: "replacing it" in listener.stderr, what="the worker replaced")
+            wait_for(lambda: not part.exists(), what="the dead worker's spool file removed")
+        assert listener.stop() == 1  # a worker was lost: the exit status says so

@@ -492,7 +492,12 @@ def _run(args: argparse.Namespace) -> int:
             if watch is not None:
                 watch.start()
 
-        counters, lost = serve_workers(workers, limits, make_server, watch, on_started)
+        def on_lost(_pid: int) -> None:
+            Spool(args.datadir).sweep()  # the dead worker's unfinished instances
+
+        counters, lost = serve_workers(
+            workers, limits, make_server, watch, on_started, on_lost=on_lost
+        )
     sock.close()  # the parent's copy (each worker closed its own; a no-op with one worker)
     if live is not None:
         live.stop()

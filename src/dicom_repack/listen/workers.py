@@ -18,7 +18,8 @@ its counters down the same pipe when it stops; the parent prints one summary.
 Signals: SIGTERM or SIGINT to the parent is passed to every worker (each
 finishes the messages it is receiving, as a single process does); the parent
 exits once all have. A worker that dies otherwise (kill -9, a crash) has its
-share of the limits cleared and is replaced.
+share of the limits cleared, the spool files it was writing removed (``on_lost``)
+and is replaced.
 """
 
 from __future__ import annotations
@@ -68,12 +69,15 @@ def serve_workers(
     make_server: Callable[[int, Relay], StorageServer],
     watch: SeriesWatch | None,
     on_started: Callable[[], None],
+    on_lost: Callable[[int], None] = lambda pid: None,
 ) -> tuple[dict[str, int], int]:
     """Run ``n`` workers until SIGTERM/SIGINT; returns (summed counters, workers lost).
 
     ``make_server(index, relay)`` runs in the worker, after the fork: it builds
     the worker's server on the inherited socket with ``limits.share(index)`` and
-    a filer that reports filed instances to ``relay``.
+    a filer that reports filed instances to ``relay``. ``on_lost(pid)`` runs in
+    the parent for each worker that died while serving (e.g. to remove its spool
+    files: nobody else will finish them).
     """
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
@@ -158,6 +162,10 @@ def serve_workers(
             if index is None:
                 continue
             limits.clear(index)
+            try:
+                on_lost(pid)
+            except Exception:  # cleaning up after a dead worker must not stop the others
+                LOG.exception("cleaning up after worker %d (pid %d) failed", index, pid)
             if not stopping:
                 lost += 1
                 LOG.warning(
