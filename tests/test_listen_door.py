@@ -12,6 +12,8 @@ import select
 import socket
 from pathlib import Path
 
+import pytest
+
 from helpers import dicom_files
 from test_listen_hygiene import _associate_rq, _raw
 from test_listen_limits import _pdata, _read_pdu, _store_rq
@@ -151,3 +153,53 @@ def test_a_killed_workers_spool_files_go_when_it_is_replaced(tmp_path: Path) -> 
             wait_for(lambda: "replacing it" in listener.stderr, what="the worker replaced")
             wait_for(lambda: not part.exists(), what="the dead worker's spool file removed")
         assert listener.stop() == 1  # a worker was lost: the exit status says so
+
+
+# -- 5. the shutdown grace is a hard bound ---------------------------------------------
+
+
+def _fill_pipe(pid: int, fd: int) -> None:
+    """Fill the pipe behind ``pid``'s descriptor ``fd`` (a reader that stopped reading)."""
+    import os
+
+    w = os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(w, b"\n" * 65536)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(w)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_ends_listen_within_the_grace_even_with_a_stuck_handler(
+    workers: str, mr: Path, tmp_path: Path
+) -> None:
+    """--log-ndjson to a stdout nobody reads: the association filing an instance blocks
+    writing its line, for ever. SIGTERM with --shutdown-grace 3 still ends the process
+    (one line says why), instead of waiting on that thread and then on the same pipe.
+    With workers, the stuck worker is killed and the parent, whose summary line would
+    block on the same pipe, ends as well."""
+    import signal
+    import subprocess
+    import threading
+
+    data = tmp_path / "data"
+    with listening(data, "--log-ndjson", "--shutdown-grace", "3", "--workers", workers) as li:
+        _fill_pipe(li.proc.pid, 1)
+        statuses: list[int] = []
+        sender = threading.Thread(
+            target=lambda: statuses.extend(pynetdicom_send(li.port, dicom_files(mr)[:1])),
+            daemon=True,
+        )
+        sender.start()
+        wait_for(lambda: len(filed(data)) == 1, what="the instance filed (its line then blocks)")
+        li.proc.send_signal(signal.SIGTERM)
+        try:
+            li.proc.wait(timeout=3 + 30)  # not a speed check: only "it ended at all"
+        except subprocess.TimeoutExpired:
+            raise AssertionError("listen still running 33 s after SIGTERM") from None
+        sender.join(timeout=120)
+    assert "Traceback" not in li.stderr
+    assert "shutdown grace" in li.stderr

@@ -76,6 +76,8 @@ _MAX_PDU_UNLIMITED = 1 << 26
 _WAKE = 0.5
 #: How long a request waits for the slot of an idle association being evicted.
 _EVICT_WAIT = 4 * _WAKE
+#: Past the shutdown grace, how long associations get to notice it and end.
+_JOIN_SLACK = 2 * _WAKE
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -297,7 +299,9 @@ class StorageServer:
     from any thread or a signal handler. After ``stop`` no association is
     accepted; those in flight finish the message they are receiving (for at
     most ``shutdown_grace`` seconds) and are then aborted at a message
-    boundary; ``serve_forever`` returns when all are gone.
+    boundary; ``serve_forever`` returns when all are gone, or about
+    ``shutdown_grace`` seconds after ``stop`` with :attr:`stuck` set to those
+    that could not be stopped (a handler blocked in a write).
 
     ``share`` is this process's view of the limits shared by every worker
     (default: limits of its own, from ``config``).
@@ -322,6 +326,8 @@ class StorageServer:
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
+        #: associations still running when serve_forever returned (stuck in a handler)
+        self.stuck = 0
         self._threads: set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
         #: requests waiting for the slot of an idle association being evicted
@@ -385,7 +391,10 @@ class StorageServer:
         self._join()
 
     def _join(self) -> None:
-        deadline = self._stop_deadline + self.config.dimse_timeout
+        """Wait for the associations in flight, never past the grace (plus a turn of
+        their read loop): one stuck in a handler (a blocked write) is left behind,
+        counted in :attr:`stuck`, so that shutdown keeps its bound."""
+        deadline = self._stop_deadline + _JOIN_SLACK
         while True:
             with self._threads_lock:
                 threads = list(self._threads)
@@ -394,7 +403,13 @@ class StorageServer:
             for thread in threads:
                 thread.join(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
             if time.monotonic() > deadline:
-                LOG.warning("%d association(s) still open at exit", len(self._threads))
+                with self._threads_lock:
+                    self.stuck = len(self._threads)
+                if self.stuck:
+                    LOG.warning(
+                        "%d association(s) still busy when the shutdown grace ran out; left behind",
+                        self.stuck,
+                    )
                 return
 
     # -- admission (runs in the gate's thread: never blocks) ------------------------
