@@ -203,3 +203,83 @@ def test_sigterm_ends_listen_within_the_grace_even_with_a_stuck_handler(
         sender.join(timeout=120)
     assert "Traceback" not in li.stderr
     assert "shutdown grace" in li.stderr
+
+
+# -- 3. --http: bounded, quiet, and only for its own names -----------------------------
+
+
+def _http(port: int, path: str, host: str | None) -> int:
+    """The status of GET ``path`` with this Host header (None: no Host header);
+    0 when nothing answers."""
+    try:
+        conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+    except ConnectionRefusedError:
+        return 0
+    with conn as s:
+        head = f"GET {path} HTTP/1.0\r\n" + (f"Host: {host}\r\n" if host is not None else "")
+        s.sendall((head + "\r\n").encode())
+        reply = b""
+        while b"\r\n" not in reply:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0
+
+
+def test_http_answers_only_its_own_host_names(tmp_path: Path) -> None:
+    """A page on another name (DNS rebinding: evil.example resolving to 127.0.0.1) gets
+    421; the bound address, localhost, an IP literal and no Host at all are served."""
+    from test_listen_support import free_port
+
+    port = free_port()
+    with listening(tmp_path / "data", "--http", f"127.0.0.1:{port}", "--workers", "1") as li:
+        wait_for(lambda: _http(port, "/healthz", f"127.0.0.1:{port}") == 200, what="/healthz")
+        for host in ("evil.example", f"evil.example:{port}", f"localhost.evil.example:{port}"):
+            assert _http(port, "/api/status", host) == 421, host
+        served: list[str | None] = [f"127.0.0.1:{port}", f"localhost:{port}", "localhost"]
+        for name in [*served, f"[::1]:{port}", "LOCALHOST.", None]:
+            assert _http(port, "/api/status", name) == 200, name
+        assert li.stop() == 0
+    assert "Traceback" not in li.stderr
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_http_bounds_slow_clients_and_stays_quiet(tmp_path: Path) -> None:
+    """200 clients that send half a request line and wait cost at most the connection
+    cap in threads (before: a thread each, for ever); 50 that reset the connection after
+    their request leave no traceback on stderr; once the slow ones time out, the page
+    answers again."""
+    import struct
+
+    from test_listen_support import free_port
+
+    port = free_port()
+    with listening(tmp_path / "data", "--http", f"127.0.0.1:{port}", "--workers", "1") as li:
+        wait_for(lambda: _http(port, "/healthz", None) == 200, what="/healthz")
+        before = _threads(li.proc.pid)
+        slow: list[socket.socket] = []
+        try:
+            for _ in range(200):
+                slow.append(s := socket.create_connection(("127.0.0.1", port), timeout=30))
+                s.sendall(b"GET /api/sta")
+            # accepted in order: once this one is answered, all 200 were accepted
+            assert _http(port, "/healthz", None) in (200, 503)
+            assert _threads(li.proc.pid) - before <= 32
+            for _ in range(50):  # ask for the page, then reset instead of reading it
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            wait_for(lambda: _http(port, "/healthz", None) == 200, what="the page again")
+        finally:
+            for s in slow:
+                s.close()
+        assert li.stop() == 0
+    assert "Traceback" not in li.stderr
+    assert "Error" not in li.stderr
