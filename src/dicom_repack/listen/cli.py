@@ -255,9 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--message-timeout",
         type=_seconds,
         default=60.0,
-        help="s a whole message (a C-STORE's command and data set) may take, plus the time "
-        "its size needs at --min-rate; past it the association is aborted, however "
-        "steadily its PDUs trickle in",
+        help="s a whole message (a C-STORE's command and data set) may take (default 60), "
+        "plus the time its size needs at --min-rate; past it the association is aborted, "
+        "however steadily its PDUs trickle in",
     )
     net.add_argument(
         "--min-rate",
