@@ -265,9 +265,9 @@ class _Reader:
     ) -> tuple[int, bytes]:
         """The next PDU's type and body (its variable field).
 
-        ``timeout``: the longest wait without a byte; ``deadline``: when the
-        message in progress must be complete (none between messages: the first
-        PDU of a message then starts its clock, :attr:`started`).
+        ``timeout``: the longest wait for its header, and again for its body;
+        ``deadline``: when the message in progress must be complete (none between
+        messages: the first PDU of a message then starts its clock, :attr:`started`).
         """
         self._fill(6, timeout, boundary, deadline)
         if boundary:
