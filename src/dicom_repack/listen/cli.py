@@ -63,6 +63,9 @@ if TYPE_CHECKING:
 __all__ = ["ENV_PREFIX", "Filer", "build_parser", "main"]
 
 ENV_PREFIX = "DICOM_REPACK_LISTEN_"
+#: After --shutdown-grace, how long the rest of a shutdown may take before the process
+#: is ended regardless (the hard bound: see :func:`_exit_after`).
+EXIT_SLACK = 5.0
 LOG = logging.getLogger("dicom_repack.listen")
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -246,6 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=60.0,
         help="s a message may stall between two of its PDUs",
+    )
+    net.add_argument(
+        "--message-timeout",
+        type=_seconds,
+        default=60.0,
+        help="s a whole message (a C-STORE's command and data set) may take (default 60), "
+        "plus the time its size needs at --min-rate; past it the association is aborted, "
+        "however steadily its PDUs trickle in",
+    )
+    net.add_argument(
+        "--min-rate",
+        type=_size,
+        default=64 << 10,
+        help="bytes per s a message earns extra time at (default 64KiB): a sender at least "
+        "this fast is never cut by --message-timeout (0: no extra time for size)",
     )
     net.add_argument(
         "--network-timeout",
@@ -432,8 +450,13 @@ def _run(args: argparse.Namespace) -> int:
         _observe(server, activity, shared, 0)
         server.adopt(sock)
 
+        watchdog: threading.Timer | None = None
+
         def on_signal(signum: int, _frame: object) -> None:
+            nonlocal watchdog
             server.stop()
+            if watchdog is None:
+                watchdog = _exit_after(config.shutdown_grace + EXIT_SLACK)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
@@ -442,6 +465,8 @@ def _run(args: argparse.Namespace) -> int:
         if watch is not None:
             watch.start()
         server.serve_forever()
+        if watchdog is not None and not server.stuck:
+            watchdog.cancel()  # every association ended: the rest of shutdown cannot hang on one
         counters, lost = server.counters.snapshot(), 0
     else:
 
@@ -462,7 +487,28 @@ def _run(args: argparse.Namespace) -> int:
             if watch is not None:
                 watch.start()
 
-        counters, lost = serve_workers(workers, limits, make_server, watch, on_started)
+        def on_lost(_pid: int) -> None:
+            Spool(args.datadir).sweep()  # the dead worker's unfinished instances
+
+        watchdog_workers: threading.Timer | None = None
+
+        def on_stopping() -> None:
+            nonlocal watchdog_workers
+            # the parent's bound: past the workers' (killed at grace + slack), one more slack
+            watchdog_workers = _exit_after(config.shutdown_grace + 2 * EXIT_SLACK)
+
+        counters, lost, stuck = serve_workers(
+            workers,
+            limits,
+            make_server,
+            watch,
+            on_started,
+            on_lost=on_lost,
+            kill_after=config.shutdown_grace + EXIT_SLACK,
+            on_stopping=on_stopping,
+        )
+        if watchdog_workers is not None and not stuck:
+            watchdog_workers.cancel()  # every association ended: the rest cannot hang on one
     sock.close()  # the parent's copy (each worker closed its own; a no-op with one worker)
     if live is not None:
         live.stop()
@@ -478,6 +524,29 @@ def _run(args: argparse.Namespace) -> int:
         lines.write({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
         lines.close()
     return 0 if not lost else 1
+
+
+def _exit_after(seconds: float) -> threading.Timer:
+    """Arm the hard bound of a shutdown: unless cancelled, end the process (status 1)
+    ``seconds`` from now, with one line on stderr. For an association stuck in a
+    handler (a write to a pipe nobody reads): it cannot be interrupted, and it may
+    hold a lock the rest of the shutdown needs."""
+
+    def fire() -> None:
+        line = (
+            f"dicom-repack listen: the shutdown grace ran out ({seconds:g} s after the "
+            "signal, an association stuck in a handler); exiting without it\n"
+        )
+        # the line from a thread of its own: stderr itself may be a pipe nobody reads
+        say = threading.Thread(target=os.write, args=(2, line.encode()), daemon=True)
+        say.start()
+        say.join(timeout=1.0)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _observe(
@@ -553,6 +622,8 @@ def _server_config(args: argparse.Namespace, ctx: ssl.SSLContext | None) -> Serv
         max_pending=args.max_pending,
         acse_timeout=args.acse_timeout,
         dimse_timeout=args.dimse_timeout,
+        message_timeout=args.message_timeout,
+        min_rate=args.min_rate,
         network_timeout=args.network_timeout,
         idle_evict=args.idle_evict,
         shutdown_grace=args.shutdown_grace,

@@ -28,14 +28,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_ASSOCIATE_RQ", "Arrival", "Gate", "raise_fd_limit"]
+from .wire import reject_pdu
+
+__all__ = ["FREE_REQUEST_BYTES", "MAX_ASSOCIATE_RQ", "Arrival", "Gate", "raise_fd_limit"]
 
 LOG = logging.getLogger("dicom_repack.listen")
 
 _HDR = struct.Struct(">BBL")
-#: An A-ASSOCIATE-RQ proposing every storage SOP class in several contexts stays
-#: well under this; anything longer is not a real request.
-MAX_ASSOCIATE_RQ = 1 << 20
+#: A real A-ASSOCIATE-RQ is a few KiB (128 presentation contexts, the most a
+#: requestor may propose, each with a dozen transfer syntaxes, stay under 64 KiB);
+#: a longer one is refused as soon as its header announces it.
+MAX_ASSOCIATE_RQ = 256 << 10
+#: Bytes of a request a waiting connection may hold outside the memory budget;
+#: past this, the buffer is reserved from ``--memory-budget`` like a data set's.
+FREE_REQUEST_BYTES = 16 << 10
+#: Budget reserved at a time for a request that outgrows the free part.
+_REQUEST_GRAIN = 64 << 10
 #: Connections taken per wake-up of the listening socket (a burst is drained).
 _ACCEPT_BURST = 64
 #: How long a worker leaves new connections to a less loaded one before looking again.
@@ -62,6 +70,8 @@ class _Waiting:
     deadline: float
     fd: int
     buf: bytearray = field(default_factory=bytearray)
+    #: bytes of the memory budget this connection's buffer holds
+    reserved: int = 0
     handshaking: bool = False
     gone: bool = False
 
@@ -91,7 +101,14 @@ class Gate:
     Counters bumped through ``count(name)``: ``connections`` for every accepted
     socket, ``dropped`` for each closed before it associated (ARTIM timeout,
     pushed out as the oldest, or closed by the peer), ``aborted`` for each
-    answered with an A-ABORT (a first PDU that is not a request, or too long).
+    answered with an A-ABORT (a first PDU that is not a request, or too long),
+    ``rejected`` for each answered with A-ASSOCIATE-RJ (its request outgrew the
+    memory budget: ``reserve`` refused).
+
+    Memory: each waiting connection holds at most :data:`MAX_ASSOCIATE_RQ` bytes,
+    and what it holds past :data:`FREE_REQUEST_BYTES` is taken from the shared
+    budget through ``reserve``/``release`` (so ``max_pending`` requests cannot
+    take more than ``max_pending`` x 16 KiB outside ``--memory-budget``).
     """
 
     def __init__(
@@ -107,8 +124,12 @@ class Gate:
         artim: float = 10.0,
         max_pending: int = 1024,
         ssl_context: ssl.SSLContext | None = None,
+        reserve: Callable[[int], bool] = lambda n: True,
+        release: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.listener = listener
+        self.reserve = reserve
+        self.release = release
         self.admit = admit
         self.count = count
         self.stopping = stopping
@@ -232,7 +253,7 @@ class Gate:
                 self._drop(w, "closed by the peer before associating")
                 return
             w.buf += chunk
-            if not self._check(w):
+            if not self._check(w) or not self._hold(w):
                 return
         self._check(w, complete=True)
 
@@ -256,8 +277,32 @@ class Gate:
         del self._waiting[w.fd]
         w.gone = True
         self._sel.unregister(w.sock)
+        self._unhold(w)  # from here the association's slot accounts for it
         self.admit(Arrival(w.sock, w.peer, bytes(buf[: 6 + length]), bytes(buf[6 + length :])))
         return False
+
+    def _hold(self, w: _Waiting) -> bool:
+        """Take budget for the part of ``w``'s buffer past the free bytes; reject the
+        request when the budget is spent. False once ``w`` is gone."""
+        excess = len(w.buf) - FREE_REQUEST_BYTES
+        if excess <= w.reserved:
+            return True
+        need = excess - w.reserved
+        step = max(need, _REQUEST_GRAIN)
+        if self.reserve(step) or (step > need and self.reserve(step := need)):
+            w.reserved += step
+            return True
+        LOG.info("%s: association rejected: memory budget spent (waiting requests)", w.peer)
+        self.count("rejected")
+        with contextlib.suppress(OSError, ValueError):  # transient, local limit exceeded
+            w.sock.send(reject_pdu(0x02, 0x03, 0x02))
+        self._close(w)
+        return False
+
+    def _unhold(self, w: _Waiting) -> None:
+        if w.reserved:
+            self.release(w.reserved)
+            w.reserved = 0
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -281,6 +326,7 @@ class Gate:
 
     def _close(self, w: _Waiting) -> None:
         w.gone = True
+        self._unhold(w)
         self._waiting.pop(w.fd, None)
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(w.sock)

@@ -16,13 +16,31 @@ The numbers come from the shared counters (:mod:`~.metrics`, summed over the
 workers) and the association/byte table (:mod:`~.limits`); the lists from the
 index when there is one (it holds every worker's rows), else from this
 process's memory.
+
+Bounds, because the port may face a browser or a crowd: at most
+:data:`MAX_CONNECTIONS` connections are served at once (one thread each; more
+are answered 503 at once and closed); each has :data:`REQUEST_TIMEOUT` seconds
+to send its request, and as long again to take the response; a client that
+goes away is closed quietly (never a traceback). And only requests naming this
+server are answered: a Host header with a name other than ``localhost``, the
+``--http`` host or this machine's host name gets 421, so that a web page whose
+name is made to resolve to 127.0.0.1 (DNS rebinding) cannot read
+``/api/status`` through a local browser. An IP address as Host is accepted
+(such a page can only be the server's own), and so is no Host at all (not a
+browser).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import io
+import ipaddress
 import json
+import logging
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +51,14 @@ from .activity import Activity
 from .limits import Limits
 from .metrics import FAILURE_KINDS, SharedCounters
 
-__all__ = ["LiveServer", "LiveState"]
+__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT", "LiveServer", "LiveState", "host_allowed"]
+
+LOG = logging.getLogger("dicom_repack.listen")
+
+#: connections served at once (a thread each); more get 503 at once
+MAX_CONNECTIONS = 16
+#: seconds a client has to send its whole request, and again to take the response
+REQUEST_TIMEOUT = 10.0
 
 #: how far back the page looks for series (in progress and recently completed)
 RECENT_S = 3600.0
@@ -238,9 +263,9 @@ class LiveServer:
 
     def __init__(self, host: str, port: int, state: LiveState) -> None:
         self.state = state
-        handler = type("Handler", (_Handler,), {"state": state})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        names = {"localhost", _host_name(host), _host_name(socket.gethostname())}
+        handler = type("Handler", (_Handler,), {"state": state, "names": frozenset(names)})
+        self.httpd = _Server((host, port), handler)
         bound = self.httpd.server_address
         self.address: tuple[str, int] = (str(bound[0]), int(bound[1]))
         self._stop = threading.Event()
@@ -270,11 +295,112 @@ class LiveServer:
         self.httpd.server_close()
 
 
+def _host_name(host: str) -> str:
+    """A Host header's (or an address's) host part, lower case: no port, no brackets,
+    no final dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host.rstrip(".")
+
+
+def host_allowed(header: str | None, names: frozenset[str]) -> bool:
+    """True for a request this server should answer: no Host header, an IP address,
+    or one of ``names`` (anything else may be a DNS-rebinding page: see the module)."""
+    if header is None:
+        return True
+    host = _host_name(header)
+    if host in names:
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n"
+)
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on connections and no tracebacks."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):  # over the cap: 503 without a thread
+                request.setblocking(False)
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # the thread did not start: its slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away or was too slow is not worth a line; anything else
+        gets one line (never socketserver's traceback on stderr)."""
+        exc = sys.exception()
+        if isinstance(exc, OSError) or exc is None:
+            return
+        LOG.warning("--http: %s: %s: %s", client_address[0], exc.__class__.__name__, exc)
+
+
+class _UntilDeadline(io.RawIOBase):
+    """A socket's reads, refused past a deadline (the request's whole time, not each read's)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"request not complete within {REQUEST_TIMEOUT:g} s")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
 class _Handler(BaseHTTPRequestHandler):
     state: LiveState
+    #: the host names this server answers to (besides IP addresses)
+    names: frozenset[str]
     server_version = "dicom-repack"
+    timeout = REQUEST_TIMEOUT
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the makefile of StreamRequestHandler, replaced by one with a deadline
+        raw = _UntilDeadline(self.connection, time.monotonic() + REQUEST_TIMEOUT)
+        self.rfile = io.BufferedReader(raw)
 
     def do_GET(self) -> None:
+        if not host_allowed(self.headers.get("Host"), self.names):
+            self._send(421, "text/plain", b"misdirected request: not a name of this server\n")
+            return
         path = self.path.split("?", 1)[0]
         if path == "/":
             self._send(200, "text/html; charset=utf-8", PAGE.encode())
@@ -291,6 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain", b"not found\n")
 
     def _send(self, status: int, ctype: str, body: bytes) -> None:
+        self.connection.settimeout(REQUEST_TIMEOUT)  # for the whole response (sendall)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))

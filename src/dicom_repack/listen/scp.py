@@ -77,6 +77,8 @@ _MAX_PDU_UNLIMITED = 1 << 26
 _WAKE = 0.5
 #: How long a request waits for the slot of an idle association being evicted.
 _EVICT_WAIT = 4 * _WAKE
+#: Past the shutdown grace, how long associations get to notice it and end.
+_JOIN_SLACK = 2 * _WAKE
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -94,6 +96,10 @@ class ServerConfig:
     max_pending: int = 1024
     acse_timeout: float = 10.0
     dimse_timeout: float = 60.0
+    #: a whole message (command and data set) may take this long, plus its size at min_rate
+    message_timeout: float = 60.0
+    #: bytes per second a message's time allowance grows by (0: no allowance for size)
+    min_rate: int = 64 << 10
     network_timeout: float = 120.0
     idle_evict: float = 5.0
     shutdown_grace: float = 30.0
@@ -178,29 +184,42 @@ class _Reader:
 
     Reads in large chunks (several PDUs per system call when they are queued)
     and keeps an offset instead of shifting the buffer after each PDU.
+    :attr:`started` is when the header of a message's first PDU arrived (None
+    between messages): the caller bounds the whole message from it.
     """
 
-    __slots__ = ("buf", "interrupt", "pos", "sock")
+    __slots__ = ("buf", "interrupt", "message_timeout", "pos", "sock", "started")
 
     def __init__(
-        self, sock: socket.socket, interrupt: Callable[[bool], bool], initial: bytes = b""
+        self,
+        sock: socket.socket,
+        interrupt: Callable[[bool], bool],
+        initial: bytes = b"",
+        message_timeout: float = float("inf"),
     ) -> None:
         self.sock = sock
         self.buf = bytearray(initial)
         self.pos = 0
         #: called with "at a message boundary?" when a read waits; True stops the association
         self.interrupt = interrupt
+        #: the longest a message's first PDU may take once its header is in
+        self.message_timeout = message_timeout
+        self.started: float | None = None
 
-    def _fill(self, need: int, timeout: float, boundary: bool) -> None:
-        deadline = time.monotonic() + timeout
+    def _fill(self, need: int, timeout: float, boundary: bool, deadline: float) -> None:
+        """Wait for ``need`` bytes: at most ``timeout`` s for this PDU part, and never
+        past ``deadline`` (monotonic; the bound of the message in progress)."""
+        quiet_until = time.monotonic() + timeout
         while len(self.buf) - self.pos < need:
             if self.pos:
                 del self.buf[: self.pos]
                 self.pos = 0
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError("message not complete in time (--message-timeout, --min-rate)")
+            if now >= quiet_until:
                 raise TimeoutError(f"no data for {timeout:g} s")
-            self.sock.settimeout(min(_WAKE, remaining))
+            self.sock.settimeout(min(_WAKE, quiet_until - now, deadline - now))
             try:
                 chunk = self.sock.recv(max(need - len(self.buf), 262144))
             except TimeoutError:
@@ -211,15 +230,25 @@ class _Reader:
                 raise _Closed()
             self.buf += chunk
 
-    def pdu(self, limit: int, timeout: float, boundary: bool) -> tuple[int, bytes]:
-        """The next PDU's type and body (its variable field)."""
-        self._fill(6, timeout, boundary)
+    def pdu(
+        self, limit: int, timeout: float, boundary: bool, deadline: float = float("inf")
+    ) -> tuple[int, bytes]:
+        """The next PDU's type and body (its variable field).
+
+        ``timeout``: the longest wait for its header, and again for its body;
+        ``deadline``: when the message in progress must be complete (none between
+        messages: the first PDU of a message then starts its clock, :attr:`started`).
+        """
+        self._fill(6, timeout, boundary, deadline)
+        if boundary:
+            self.started = time.monotonic()
+            deadline = self.started + self.message_timeout
         pdu_type, _, length = _HDR.unpack_from(self.buf, self.pos)
         if pdu_type not in (1, 2, 3, 4, 5, 6, 7):
             raise _Protocol(f"unrecognised PDU type 0x{pdu_type:02X}", 0x01)
         if length > limit:
             raise _Protocol(f"PDU of {length} bytes exceeds the limit of {limit}", 0x06)
-        self._fill(6 + length, timeout, False)
+        self._fill(6 + length, timeout, False, deadline)
         start = self.pos + 6
         body = bytes(self.buf[start : start + length])
         self.pos = start + length
@@ -240,7 +269,9 @@ class StorageServer:
     from any thread or a signal handler. After ``stop`` no association is
     accepted; those in flight finish the message they are receiving (for at
     most ``shutdown_grace`` seconds) and are then aborted at a message
-    boundary; ``serve_forever`` returns when all are gone.
+    boundary; ``serve_forever`` returns when all are gone, or about
+    ``shutdown_grace`` seconds after ``stop`` with :attr:`stuck` set to those
+    that could not be stopped (a handler blocked in a write).
 
     ``share`` is this process's view of the limits shared by every worker
     (default: limits of its own, from ``config``).
@@ -265,6 +296,8 @@ class StorageServer:
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
+        #: associations still running when serve_forever returned (stuck in a handler)
+        self.stuck = 0
         self._threads: set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
         #: requests waiting for the slot of an idle association being evicted
@@ -319,6 +352,8 @@ class StorageServer:
             artim=cfg.acse_timeout,
             max_pending=max_pending,
             ssl_context=cfg.ssl_context,
+            reserve=self.share.reserve,
+            release=self.share.release,
         )
         self._gate.run()
         while self._queued:
@@ -326,7 +361,10 @@ class StorageServer:
         self._join()
 
     def _join(self) -> None:
-        deadline = self._stop_deadline + self.config.dimse_timeout
+        """Wait for the associations in flight, never past the grace (plus a turn of
+        their read loop): one stuck in a handler (a blocked write) is left behind,
+        counted in :attr:`stuck`, so that shutdown keeps its bound."""
+        deadline = self._stop_deadline + _JOIN_SLACK
         while True:
             with self._threads_lock:
                 threads = list(self._threads)
@@ -335,7 +373,13 @@ class StorageServer:
             for thread in threads:
                 thread.join(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
             if time.monotonic() > deadline:
-                LOG.warning("%d association(s) still open at exit", len(self._threads))
+                with self._threads_lock:
+                    self.stuck = len(self._threads)
+                if self.stuck:
+                    LOG.warning(
+                        "%d association(s) still busy when the shutdown grace ran out; left behind",
+                        self.stuck,
+                    )
                 return
 
     # -- admission (runs in the gate's thread: never blocks) ------------------------
@@ -488,7 +532,7 @@ class StorageServer:
                 return False
             return at_boundary or time.monotonic() > self._stop_deadline
 
-        reader = _Reader(sock, interrupt, arrival.rest)
+        reader = _Reader(sock, interrupt, arrival.rest, cfg.message_timeout)
         self._data_phase(sock, reader, negotiated, me)
 
     def _data_phase(
@@ -501,6 +545,7 @@ class StorageServer:
         store: Command | None = None
         store_cx = 0
         incoming: Incoming | None = None
+        message_bytes = 0  # of the message in progress: each earns time at --min-rate
         try:
             while True:
                 idle = store is None and not cmd_buf
@@ -511,8 +556,14 @@ class StorageServer:
                         raise _Interrupted()  # stop between messages, never inside one
                 else:
                     me.idle_since = None
-                timeout = cfg.network_timeout if idle else cfg.dimse_timeout
-                pdu_type, body = reader.pdu(limit, timeout, idle)
+                if idle:
+                    reader.started, message_bytes = None, 0
+                    pdu_type, body = reader.pdu(limit, cfg.network_timeout, True)
+                else:
+                    pdu_type, body = reader.pdu(
+                        limit, cfg.dimse_timeout, False, self._deadline(reader, message_bytes)
+                    )
+                message_bytes += len(body)
                 me.idle_since = None
                 if pdu_type == PDU_RELEASE_RQ:
                     if not idle:
@@ -580,6 +631,16 @@ class StorageServer:
             me.receiving = 0
             if incoming is not None:
                 incoming.close()
+
+    def _deadline(self, reader: _Reader, received: int) -> float:
+        """When the message in progress must be complete: ``--message-timeout`` s after
+        its first PDU, plus the time its bytes so far need at ``--min-rate``. A sender
+        at least that fast is never cut; one trickling a few bytes at a time (each PDU
+        inside ``--dimse-timeout``) loses its association instead of holding it."""
+        cfg = self.config
+        started = reader.started if reader.started is not None else time.monotonic()
+        allowance = received / cfg.min_rate if cfg.min_rate > 0 else 0.0
+        return started + cfg.message_timeout + allowance
 
     @staticmethod
     def _command(buf: bytearray) -> Command:

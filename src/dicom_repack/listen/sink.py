@@ -113,8 +113,8 @@ class Incoming:
             return
         if self.buffer is not None:
             need = len(self.buffer) + n
-            if need <= self._reserved or (
-                need <= self.spill_above and self._grow(need - self._reserved)
+            if need <= self.spill_above and (
+                need <= self._reserved or self._grow(need - self._reserved)
             ):
                 self.buffer += fragment
                 return
@@ -127,7 +127,8 @@ class Incoming:
             self._fail(f"cannot write {self.path}: {exc.strerror or exc}")
 
     def _grow(self, at_least: int) -> bool:
-        step = max(at_least, _GRAIN)
+        # never more than spill_above in all: a reservation is what may be held
+        step = max(at_least, min(_GRAIN, self.spill_above - self._reserved))
         if not self.share.reserve(step):
             if step == at_least or not self.share.reserve(at_least):
                 return False

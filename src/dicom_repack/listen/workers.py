@@ -18,7 +18,8 @@ its counters down the same pipe when it stops; the parent prints one summary.
 Signals: SIGTERM or SIGINT to the parent is passed to every worker (each
 finishes the messages it is receiving, as a single process does); the parent
 exits once all have. A worker that dies otherwise (kill -9, a crash) has its
-share of the limits cleared and is replaced.
+share of the limits cleared, the spool files it was writing removed (``on_lost``)
+and is replaced.
 """
 
 from __future__ import annotations
@@ -68,18 +69,28 @@ def serve_workers(
     make_server: Callable[[int, Relay], StorageServer],
     watch: SeriesWatch | None,
     on_started: Callable[[], None],
-) -> tuple[dict[str, int], int]:
-    """Run ``n`` workers until SIGTERM/SIGINT; returns (summed counters, workers lost).
+    on_lost: Callable[[int], None] = lambda pid: None,
+    kill_after: float = float("inf"),
+    on_stopping: Callable[[], None] = lambda: None,
+) -> tuple[dict[str, int], int, int]:
+    """Run ``n`` workers until SIGTERM/SIGINT; returns (summed counters, workers lost,
+    stuck: workers killed at shutdown plus associations the others left behind).
 
     ``make_server(index, relay)`` runs in the worker, after the fork: it builds
     the worker's server on the inherited socket with ``limits.share(index)`` and
-    a filer that reports filed instances to ``relay``.
+    a filer that reports filed instances to ``relay``. ``on_lost(pid)`` runs in
+    the parent for each worker that died while serving (e.g. to remove its spool
+    files: nobody else will finish them). A worker still running ``kill_after``
+    seconds after the stop signal (one stuck past its grace) is killed (SIGKILL),
+    so that the shutdown keeps its bound. ``on_stopping`` runs once, in the
+    signal handler, when the stop signal first arrives.
     """
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     pids: dict[int, int] = {}  # pid -> worker index
     stopping = False
-    lost = 0
+    kill_at = float("inf")
+    lost = killed = 0
 
     def spawn(index: int) -> None:
         sys.stdout.flush()
@@ -87,6 +98,7 @@ def serve_workers(
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
+            stuck = False
             try:
                 os.close(read_fd)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -100,19 +112,24 @@ def serve_workers(
                 signal.signal(signal.SIGTERM, stop)
                 signal.signal(signal.SIGINT, stop)
                 server.serve_forever()
-                relay.send({"counters": server.counters.snapshot()})
+                stuck = server.stuck > 0
+                relay.send({"counters": server.counters.snapshot(), "stuck": server.stuck})
                 code = 0
             except BaseException:  # a worker must never return into the parent's code
                 LOG.exception("worker %d failed", index)
             finally:
-                with contextlib.suppress(Exception):
-                    sys.stdout.flush()
-                    sys.stderr.flush()
+                if not stuck:  # a stuck association may hold stdout's lock: no flush then
+                    with contextlib.suppress(Exception):
+                        sys.stdout.flush()
+                        sys.stderr.flush()
                 os._exit(code)
         pids[pid] = index
 
     def on_signal(_signum: int, _frame: object) -> None:
-        nonlocal stopping
+        nonlocal stopping, kill_at
+        if not stopping:
+            kill_at = time.monotonic() + kill_after
+            on_stopping()
         stopping = True
         for pid in list(pids):
             with contextlib.suppress(ProcessLookupError):
@@ -125,6 +142,7 @@ def serve_workers(
     on_started()
 
     totals = dict.fromkeys(Counters.NAMES, 0)
+    totals["stuck"] = 0
     pending = bytearray()
     respawn_at: dict[int, float] = {}
 
@@ -158,6 +176,10 @@ def serve_workers(
             if index is None:
                 continue
             limits.clear(index)
+            try:
+                on_lost(pid)
+            except Exception:  # cleaning up after a dead worker must not stop the others
+                LOG.exception("cleaning up after worker %d (pid %d) failed", index, pid)
             if not stopping:
                 lost += 1
                 LOG.warning(
@@ -168,6 +190,13 @@ def serve_workers(
                 )
                 respawn_at[index] = time.monotonic() + _RESPAWN_EVERY
         now = time.monotonic()
+        if now >= kill_at:
+            for pid, index in list(pids.items()):
+                killed += 1
+                LOG.warning("worker %d (pid %d) outlived the shutdown grace; killed", index, pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            kill_at = float("inf")
         for index, when in list(respawn_at.items()):
             if stopping:
                 respawn_at.clear()
@@ -177,7 +206,8 @@ def serve_workers(
     drain()
     os.close(read_fd)
     os.close(write_fd)
-    return totals, lost
+    stuck = totals.pop("stuck") + killed
+    return totals, lost, stuck
 
 
 def _dispatch(line: bytes, watch: SeriesWatch | None, totals: dict[str, int]) -> None:
@@ -192,3 +222,4 @@ def _dispatch(line: bytes, watch: SeriesWatch | None, totals: dict[str, int]) ->
     for name, value in (msg.get("counters") or {}).items():
         if name in totals:
             totals[name] += int(value)
+    totals["stuck"] += int(msg.get("stuck") or 0)
