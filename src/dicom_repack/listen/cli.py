@@ -172,9 +172,6 @@ def _natural(text: str) -> int:
     return value
 
 
-_seconds = seconds
-
-
 def _size(text: str) -> int:
     from ..bench.corpus import parse_size
 
@@ -239,20 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument(
         "--acse-timeout",
-        type=_seconds,
+        type=seconds,
         default=10.0,
         help="s a new connection has to finish TLS and send its association request "
         "(the ARTIM timer)",
     )
     net.add_argument(
         "--dimse-timeout",
-        type=_seconds,
+        type=seconds,
         default=60.0,
         help="s a message may stall between two of its PDUs",
     )
     net.add_argument(
         "--message-timeout",
-        type=_seconds,
+        type=seconds,
         default=60.0,
         help="s a whole message (a C-STORE's command and data set) may take (default 60), "
         "plus the time its size needs at --min-rate; past it the association is aborted, "
@@ -267,20 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument(
         "--network-timeout",
-        type=_seconds,
+        type=seconds,
         default=120.0,
         help="s an association may stay idle between messages",
     )
     net.add_argument(
         "--idle-evict",
-        type=_seconds,
+        type=seconds,
         default=5.0,
         help="when every association slot is taken, an association idle between messages "
         "for this many s is closed to admit a new one",
     )
     net.add_argument(
         "--shutdown-grace",
-        type=_seconds,
+        type=seconds,
         default=30.0,
         help="on SIGTERM/SIGINT, s to finish the instances being received",
     )
