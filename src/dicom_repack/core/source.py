@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from .header import Header
     from .place import Placed
+    from .tree import Folder
 
     class Source(Protocol):
         """What the job needs of a source (see the module docstring)."""
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
         origin: str
 
         def header(self, keywords: Collection[str]) -> Header: ...
-        def place(self, directory: str, name: str, *, sync: bool) -> Placed: ...
+        def place(self, folder: Folder, name: str, *, sync: bool) -> Placed: ...
         def commit(self, placed: Placed) -> None: ...
         def dump_source(self, placed: Placed) -> str | bytes | memoryview: ...
         def close(self) -> None: ...
@@ -131,18 +132,18 @@ class PathSource:
                 self.origin, f"cannot read: {exc.strerror or exc}", errno=exc.errno
             ) from None
 
-    def place(self, directory: str, name: str, *, sync: bool) -> Placed:
-        """Put the instance at ``directory/name`` (OSError if it cannot be)."""
+    def place(self, folder: Folder, name: str, *, sync: bool) -> Placed:
+        """Put the instance at ``name`` in ``folder`` (OSError if it cannot be)."""
         if self.move and not self.symlink:
             try:
-                return link_fd(self.fd, self.stat, directory, name, self.origin)
+                return link_fd(self.fd, self.stat, folder, name, self.origin)
             except OSError as exc:
                 if not _copy_instead(exc):
                     raise
             sync = True  # the source is removed once this copy is named: make it durable
         if self.data is not None:
-            return place_bytes(self.data, directory, name, sync=sync)
-        return copy_fd(self.fd, self.stat.st_size, directory, name, sync=sync, what=self.origin)
+            return place_bytes(self.data, folder, name, sync=sync)
+        return copy_fd(self.fd, self.stat.st_size, folder, name, sync=sync, what=self.origin)
 
     def commit(self, placed: Placed) -> None:
         """Let the source go: with ``move``, remove its name (the link, for a symbolic link)."""
@@ -200,8 +201,8 @@ class BufferSource:
     def header(self, keywords: Collection[str]) -> Header:
         return read_header(self.data, keywords, name=self.origin)
 
-    def place(self, directory: str, name: str, *, sync: bool) -> Placed:
-        return place_bytes(self.data, directory, name, sync=sync)
+    def place(self, folder: Folder, name: str, *, sync: bool) -> Placed:
+        return place_bytes(self.data, folder, name, sync=sync)
 
     def commit(self, placed: Placed) -> None:
         pass
