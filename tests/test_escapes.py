@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -58,7 +59,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if "error" in line]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     return lines[0]
 
@@ -154,3 +155,163 @@ def test_a_link_planted_after_a_folder_was_used_is_refused_at_once(
     assert outcome.error is not None and f"{planted} is a symbolic link" in outcome.error
     assert not outcome.retryable
     assert snapshot(outside) == before, "written through the link"
+
+
+# -- 6 and hangs: every name the project opens under data and log ----------------------------
+
+#: where, under tmp_path, each file the doors open lives ({series} etc. filled in)
+PLACES = {
+    "patient record": "log/{patient}",
+    "image record": "log/{image}",
+    "study record": "log/{study}",
+    "series dump": "log/{study_series}",
+    "series record": "log/{series}",
+    "pack record": "log/{pack}",
+    "index": f"log/{INDEX}",
+    "index -wal": f"log/{INDEX}-wal",
+    "index -shm": f"log/{INDEX}-shm",
+    "index -journal": f"log/{INDEX}-journal",
+    "pending rows": f"log/{INDEX}.pending",
+    "fold file": f"log/{INDEX}.pending.1-2",
+}
+
+
+def place_of(setting: Setting, name: str) -> str:
+    p = setting.paths
+    (image,) = (setting.log / p.image_dir).iterdir()  # the first instance's record
+    return PLACES[name].format(
+        patient=p.patient,
+        image=f"{p.image_dir}/{image.name}",
+        study=p.study,
+        study_series=p.study_series,
+        series=p.series,
+        pack=p.pack,
+    )
+
+
+def doors(s: Setting) -> dict[str, Callable[[Path], subprocess.CompletedProcess[str]]]:
+    """Each door, given a fresh copy of the second instance (moved, where the door files)."""
+    folders = ["-d", str(s.data), "-l", str(s.log)]
+    return {
+        "per-instance": lambda src: cli("--xcrdirfile", str(src), *folders, "--cleanup"),
+        "batch": lambda src: cli("batch", str(src), *folders, "--no-progress", "--cleanup"),
+        "status": lambda src: cli("status", "-l", str(s.log)),
+        "index --rebuild": lambda src: cli("index", "--rebuild", *folders),
+    }
+
+
+def fresh_copy(s: Setting, door: str) -> Path:
+    """A copy of the filed instance (a re-send: its image record is read, then replaced)."""
+    src = s.first.parent.parent / "copies" / f"{door.replace(' ', '_')}.dcm"
+    src.parent.mkdir(exist_ok=True)
+    shutil.copy(s.first, src)
+    return src
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+@pytest.mark.parametrize("name", list(PLACES))
+def test_a_link_or_fifo_at_any_name_the_doors_open_touches_nothing_outside_and_never_hangs(
+    tmp_path: Path, name: str, kind: str
+) -> None:
+    setting = Setting(tmp_path)
+    planted = setting.plant(place_of(setting, name), kind)
+    digest = sha(setting.first)
+    for door, run in doors(setting).items():
+        src = fresh_copy(setting, door)
+        proc = run(src)  # fails the test if it hangs
+        assert "Traceback" not in proc.stderr, f"{door}: {proc.stderr}"
+        assert proc.returncode in (0, 1), f"{door}: {proc.returncode} {proc.stderr}"
+        if proc.returncode == 1:
+            line = one_line(proc)
+            assert str(planted) in line or str(planted.parent) in line, f"{door}: {line}"
+            if door in ("per-instance", "batch"):
+                assert src.exists() and sha(src) == digest, "the source stays"
+        assert setting.secret.read_bytes() == SECRET, f"{door} wrote through the link"
+        assert sorted(p.name for p in setting.outside.iterdir()) == ["secret"], door
+        assert planted.is_symlink() == (kind == "link"), f"{door} replaced the planted {kind}"
+        assert "/etc/passwd" not in proc.stdout
+
+
+def test_a_forged_fold_file_linked_from_outside_is_never_imported_or_removed(
+    tmp_path: Path,
+) -> None:
+    """A ``<index>.pending.*`` link to a file of forged rows: not read, not unlinked."""
+    setting = Setting(tmp_path)
+    forged = setting.outside / "forged"
+    row = ("9.9.9", "9.9", "9", "FORGED", "/etc/passwd", 1, 1e12) + (None,) * 10
+    forged.write_bytes(f"\n{row!a}\n".encode())
+    link = setting.log / f"{INDEX}.pending.1-2"
+    link.symlink_to(forged)
+    proc = cli("status", "-l", str(setting.log), "--json")
+    assert "/etc/passwd" not in proc.stdout and "FORGED" not in proc.stdout
+    assert str(link) in one_line(proc)
+    assert link.is_symlink() and forged.exists()
+
+
+# -- 2, 3, 4: the project's own files and folders planted as links -------------------------
+
+
+def test_an_index_linked_from_outside_is_refused_by_every_door(tmp_path: Path) -> None:
+    setting = Setting(tmp_path)
+    target = setting.outside / "db.sqlite"
+    link = setting.log / INDEX
+    link.unlink()
+    link.symlink_to(target)
+    for door, run in doors(setting).items():
+        proc = run(fresh_copy(setting, door))
+        if door == "per-instance" and proc.returncode == 0:
+            continue  # it appends its row to the pending file and opens no database
+        assert proc.returncode == 1, f"{door}: {proc.stderr}"
+        assert str(link) in one_line(proc), door
+        assert sorted(p.name for p in setting.outside.iterdir()) == ["secret"], door
+
+
+def test_the_spool_folder_planted_as_a_link_is_never_written_nor_swept(tmp_path: Path) -> None:
+    from dicom_repack.listen.sink import SPOOL_DIR, Spool
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    stale = outside / "999999999-abc.part"  # a pid that runs nowhere: "left by a kill"
+    stale.write_bytes(SECRET)
+    (data / SPOOL_DIR).symlink_to(outside, target_is_directory=True)
+    spool = Spool(str(data))
+    spool.sweep()
+    assert stale.read_bytes() == SECRET, "the sweep removed a file outside"
+    with pytest.raises(OSError, match="symbolic link"):
+        spool.create()
+    assert sorted(p.name for p in outside.iterdir()) == [stale.name]
+
+
+def test_a_batch_over_the_data_folder_never_files_the_projects_own_hidden_folders(
+    tmp_path: Path,
+) -> None:
+    setting = Setting(tmp_path)
+    for hidden in (".dicom-repack-incoming", ".dicom-repack-journal/run"):
+        folder = setting.data / hidden
+        folder.mkdir(parents=True)
+        shutil.copy(setting.second, folder / "999999999-x.part")
+    proc = cli(
+        "batch", str(setting.data), "-d", str(setting.data), "-l", str(setting.log),
+        "--no-progress", "--no-index",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    filed = [p for p in setting.data.rglob("*.dcm")]
+    assert len(filed) == 1, "a spool or journal file was filed"
+    assert (setting.data / ".dicom-repack-incoming" / "999999999-x.part").exists()
+
+
+def test_the_dask_journal_folder_planted_as_a_link_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    setting = Setting(tmp_path)
+    (setting.data / ".dicom-repack-journal").symlink_to(
+        setting.outside, target_is_directory=True
+    )  # fmt: skip
+    proc = cli(
+        "batch", str(setting.second), "-d", str(setting.data), "-l", str(setting.log),
+        "--no-progress", "--cleanup", "--dask", "local:1",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    line = [x for x in proc.stderr.splitlines() if "error" in x]
+    assert len(line) == 1 and ".dicom-repack-journal is a symbolic link" in line[0], proc.stderr
+    assert sorted(p.name for p in setting.outside.iterdir()) == ["secret"]

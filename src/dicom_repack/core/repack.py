@@ -253,21 +253,10 @@ class Repacker:
 
 
 def _sop_of(fd: int, size: int, name: str) -> str | None:
-    """The SOPInstanceUID of the open file ``fd`` (``size`` bytes; mapped when large)."""
-    from .header import read_all, read_header
-    from .source import READ_WHOLE_MAX
+    """The SOPInstanceUID of the open file ``fd`` (``size`` bytes)."""
+    from .header import read_header_fd
 
-    keywords = ("SOPInstanceUID",)
-    if size <= READ_WHOLE_MAX:
-        return read_header(read_all(fd, size), keywords, name=name).values.get("SOPInstanceUID")
-    import mmap
-
-    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
-        view = memoryview(mm)
-        try:
-            return read_header(view, keywords, name=name).values.get("SOPInstanceUID")
-        finally:
-            view.release()
+    return read_header_fd(fd, size, ("SOPInstanceUID",), name=name).values.get("SOPInstanceUID")
 
 
 def _dump(source: str | bytes | memoryview) -> dict[str, str]:
