@@ -41,7 +41,21 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Folder", "NotRegularError", "Tree", "open_below", "open_file", "remove_beneath"]
+__all__ = [
+    "OWN_PREFIX",
+    "Folder",
+    "NotRegularError",
+    "Tree",
+    "open_below",
+    "open_file",
+    "remove_beneath",
+]
+
+#: The project's own folders inside the data folder (the receiver's spool, batch
+#: --dask's journals) start with this, and no door walks into them (a batch over
+#: the data folder would otherwise file spool files). Only a tag value that itself
+#: starts with this text could make a layout folder of such a name.
+OWN_PREFIX = ".dicom-repack-"
 
 #: a folder below a root: opened only if it is a folder and not a link
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -279,10 +293,23 @@ class Tree:
     def open(self, path: str, origin: str, *, create: bool = True) -> Folder:
         """The folder ``path`` (absolute: the root or below it), open; the caller closes it.
 
+        As :meth:`folder_at`, but a component that is a symbolic link or not a
+        folder raises UnsafePathError naming ``origin`` (the instance) and the
+        component: the job's error.
+        """
+        try:
+            return self.folder_at(path, create=create)
+        except NotRegularError as exc:
+            raise UnsafePathError(origin, str(exc)) from None
+
+    def folder_at(self, path: str, *, create: bool = True) -> Folder:
+        """The folder ``path`` (absolute: the root or below it), open; the caller closes it.
+
         Folders below the root are created where missing (unless not ``create``:
-        FileNotFoundError). Raises UnsafePathError (naming ``origin``, the
-        instance, and the offending component) if a component below the root is a
-        symbolic link or not a folder; OSError if one cannot be created.
+        FileNotFoundError). Raises NotRegularError (an OSError naming the
+        offending component) if a component below the root is a symbolic link or
+        not a folder, or ``path`` is outside the root; OSError if one cannot be
+        created.
         """
         root = self.root
         parts: list[str]
@@ -291,13 +318,11 @@ class Tree:
         elif path.startswith(root + "/"):
             parts = path[len(root) + 1 :].split("/")
         else:
-            raise UnsafePathError(origin, f"{path} is outside the {self.what} {root}")
+            raise NotRegularError(f"{path} is outside the {self.what} {root}")
         for attempt in (0, 1):
             fd = self._root(create)
             try:
                 return open_below(fd, root, parts, create=create, what=self.what)
-            except NotRegularError as exc:
-                raise UnsafePathError(origin, str(exc)) from None
             except FileNotFoundError:
                 if attempt or not create:
                     raise
@@ -331,6 +356,12 @@ class Tree:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __enter__(self) -> Tree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __del__(self) -> None:
         self.close()
