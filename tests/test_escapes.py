@@ -315,3 +315,35 @@ def test_the_dask_journal_folder_planted_as_a_link_is_refused(tmp_path: Path) ->
     line = [x for x in proc.stderr.splitlines() if "error" in x]
     assert len(line) == 1 and ".dicom-repack-journal is a symbolic link" in line[0], proc.stderr
     assert sorted(p.name for p in setting.outside.iterdir()) == ["secret"]
+
+
+@pytest.mark.parametrize("name", ["patient record", "image record", "pending rows"])
+def test_the_receivers_job_refuses_a_fifo_in_one_line_instead_of_blocking(
+    tmp_path: Path, name: str
+) -> None:
+    """What listen's association thread calls for every C-STORE (Repacker.repack_buffer),
+    in a process of its own so that a block fails the test instead of hanging it."""
+    import sys
+
+    setting = Setting(tmp_path)
+    planted = setting.plant(place_of(setting, name), "fifo")
+    script = (
+        "import sys\n"
+        "from dicom_repack.core.repack import Config, Repacker\n"
+        "config = Config(sys.argv[1], sys.argv[2], index_deferred=sys.argv[4] == 'pending')\n"
+        "with open(sys.argv[3], 'rb') as fh:\n"
+        "    out = Repacker(config).repack_buffer(fh.read())\n"
+        "print(out.error)\n"
+    )
+    mode = "pending" if name == "pending rows" else "sqlite"
+    args = [str(setting.data), str(setting.log), str(setting.first), mode]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=HANG
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the receiver's job blocked on the FIFO at {planted}")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    (error,) = proc.stdout.splitlines()
+    assert f"{planted} is a FIFO" in error
+    assert planted.exists() and not planted.is_file()
