@@ -9,6 +9,7 @@ subprocess timeout, so a hang fails the test instead of hanging the suite.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -173,13 +174,16 @@ PLACES = {
     "index -journal": f"log/{INDEX}-journal",
     "pending rows": f"log/{INDEX}.pending",
     "fold file": f"log/{INDEX}.pending.1-2",
+    "data file": "data/{filed}",  # never opened: a re-send replaces the name, atomically
 }
 
 
 def place_of(setting: Setting, name: str) -> str:
     p = setting.paths
     (image,) = (setting.log / p.image_dir).iterdir()  # the first instance's record
+    (filed,) = setting.data.rglob("*.dcm")
     return PLACES[name].format(
+        filed=filed.relative_to(setting.data).as_posix(),
         patient=p.patient,
         image=f"{p.image_dir}/{image.name}",
         study=p.study,
@@ -190,7 +194,7 @@ def place_of(setting: Setting, name: str) -> str:
 
 
 def doors(s: Setting) -> dict[str, Callable[[Path], subprocess.CompletedProcess[str]]]:
-    """Each door, given a fresh copy of the second instance (moved, where the door files)."""
+    """Each door, given a fresh copy of the filed instance (moved, where the door files)."""
     folders = ["-d", str(s.data), "-l", str(s.log)]
     return {
         "per-instance": lambda src: cli("--xcrdirfile", str(src), *folders, "--cleanup"),
@@ -228,7 +232,10 @@ def test_a_link_or_fifo_at_any_name_the_doors_open_touches_nothing_outside_and_n
                 assert src.exists() and sha(src) == digest, "the source stays"
         assert setting.secret.read_bytes() == SECRET, f"{door} wrote through the link"
         assert sorted(p.name for p in setting.outside.iterdir()) == ["secret"], door
-        assert planted.is_symlink() == (kind == "link"), f"{door} replaced the planted {kind}"
+        if name == "data file":
+            assert planted.is_file() and not planted.is_symlink(), f"{door}: not re-filed"
+        else:
+            assert planted.is_symlink() == (kind == "link"), f"{door} replaced the {kind}"
         assert "/etc/passwd" not in proc.stdout
 
 
@@ -347,3 +354,21 @@ def test_the_receivers_job_refuses_a_fifo_in_one_line_instead_of_blocking(
     (error,) = proc.stdout.splitlines()
     assert f"{planted} is a FIFO" in error
     assert planted.exists() and not planted.is_file()
+
+
+def test_index_rebuild_never_reads_a_file_through_a_link_planted_in_the_data_tree(
+    tmp_path: Path,
+) -> None:
+    """A link in the data tree to an instance outside: skipped with its reason, not indexed."""
+    setting = Setting(tmp_path)
+    outside_instance = setting.outside / "other.dcm"
+    shutil.copy(setting.second, outside_instance)
+    (filed,) = setting.data.rglob("*.dcm")
+    planted = filed.parent / "planted.dcm"
+    planted.symlink_to(outside_instance)
+    proc = cli("index", "--rebuild", "-d", str(setting.data), "-l", str(setting.log))
+    assert proc.returncode == 0, proc.stderr
+    assert f"skipped {planted} is a symbolic link" in proc.stderr
+    status = cli("status", "-l", str(setting.log), "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["totals"]["instances"] == 1, "the outside instance indexed"
