@@ -372,3 +372,39 @@ def test_index_rebuild_never_reads_a_file_through_a_link_planted_in_the_data_tre
     status = cli("status", "-l", str(setting.log), "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["totals"]["instances"] == 1, "the outside instance indexed"
+
+
+def test_a_spooled_instance_is_filed_from_its_open_file_even_if_the_spool_is_swapped(
+    tmp_path: Path,
+) -> None:
+    """The receiver files a spooled instance from the spool file it holds open and removes
+    it inside the spool folder: a link put in the spool folder's place between the last
+    fragment and the filing changes nothing outside (no read, no removal there)."""
+    from dicom_repack.core.repack import Config
+    from dicom_repack.listen.cli import Filer
+    from dicom_repack.listen.limits import Limits
+    from dicom_repack.listen.scp import StoreInfo
+    from dicom_repack.listen.sink import SPOOL_DIR, Incoming, Spool
+
+    (src,) = generate(tmp_path / "in", 1, series=1, patients=1)
+    data, log, outside = tmp_path / "data", tmp_path / "log", tmp_path / "outside"
+    outside.mkdir()
+    received = src.read_bytes()
+    limits = Limits(1, 1 << 20)
+    incoming = Incoming(received[:1000], limits.share(0), Spool(str(data)), spill_above=0)
+    try:
+        incoming.add(received[1000:])
+        incoming.finish()
+        assert incoming.path is not None and incoming.buffer is None, "not spooled"
+        spool = data / SPOOL_DIR
+        shutil.move(spool, outside / "moved")  # the real spool folder, now outside
+        spool.symlink_to(outside, target_is_directory=True)
+        decoy = outside / Path(incoming.path).name  # same name, other bytes
+        decoy.write_bytes(SECRET)
+        info = StoreInfo("SCU", "REPACK", "127.0.0.1:1", "1.2", "1.2.3", "1.2.840.10008.1.2.1")
+        status, comment = Filer(Config(str(data), str(log), index=False))(incoming, info)
+    finally:
+        incoming.close()
+    assert decoy.read_bytes() == SECRET, "the decoy outside was read or removed"
+    (filed,) = data.rglob("*.dcm")
+    assert filed.read_bytes() == received, (status, comment)

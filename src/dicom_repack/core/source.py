@@ -34,7 +34,7 @@ from .place import copy_fd, link_fd, place_bytes
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
     from typing import Protocol
 
     from .header import Header
@@ -79,14 +79,38 @@ class PathSource:
     """A Part 10 file at ``path``; ``move`` removes it once filed and recorded.
 
     Call :meth:`header` first (it opens the file), :meth:`close` always.
+    A caller that already holds the file open (the receiver's spool file, made
+    in the data folder without following a link) passes it as ``opened`` (fd at
+    offset 0, and its fstat; closed here) and how to let it go as ``remove``
+    (instead of removing ``path`` by name), so the path is never opened again.
     """
 
-    __slots__ = ("_map", "_view", "data", "fd", "move", "origin", "stat", "symlink")
+    __slots__ = (
+        "_map",
+        "_remove",
+        "_view",
+        "data",
+        "fd",
+        "move",
+        "origin",
+        "stat",
+        "symlink",
+    )
 
-    def __init__(self, path: str, *, move: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        move: bool = False,
+        opened: tuple[int, os.stat_result] | None = None,
+        remove: Callable[[], None] | None = None,
+    ) -> None:
         self.origin = path
         self.move = move
         self.fd = -1
+        if opened is not None:
+            self.fd, self.stat = opened
+        self._remove = remove
         self.data: bytes | None = None
         self.symlink = False
         self._map: mmap.mmap | None = None
@@ -98,6 +122,8 @@ class PathSource:
         Opened first without following a symbolic link, which tells a link apart
         at no extra cost; a link is then opened through (its bytes are filed).
         """
+        if self.fd >= 0:
+            return  # opened by the caller
         path = self.origin
         try:
             try:
@@ -150,7 +176,10 @@ class PathSource:
         if not self.move or placed.same_entry:
             return  # copying, or the source is the filed file itself: never remove it
         try:
-            os.unlink(self.origin)
+            if self._remove is not None:
+                self._remove()
+            else:
+                os.unlink(self.origin)
         except FileNotFoundError:
             pass  # removed meanwhile (another run finished it): nothing left to let go
         except OSError as exc:

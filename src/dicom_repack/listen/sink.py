@@ -183,10 +183,23 @@ class Incoming:
         self.close()
 
     def finish(self) -> None:
-        """The last fragment arrived: close the spool file (if any)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """The last fragment arrived. A spool file stays open, for :meth:`take`."""
+
+    def take(self) -> tuple[int, os.stat_result]:
+        """The finished spool file, open at its start, and its fstat; the caller closes it.
+
+        The job files it from this descriptor (never opening the spool path again,
+        where a link may have been planted meanwhile).
+        """
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            raise OSError(9, f"{self.path}: the spool file is not open")
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            return fd, os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def close(self) -> None:
         """Release memory and budget; remove the spool file unless it was filed (moved)."""
