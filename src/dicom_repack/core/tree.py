@@ -24,11 +24,11 @@ under those folders is used by path:
   ``unlinkat``/``rmdir`` relative to the walked folders, never by path.
 
 The roots themselves (``--datadir``, ``--logdir``, ``--index``) are the
-operator's choice and may be links. Cost: one ``openat`` (and a ``close``) per
-folder below the root, at each use; no ``lstat``.
+operator's choice and may be links. Cost: one ``open`` of the root and one
+``openat`` per folder below it (and as many ``close``), at each use; no ``lstat``.
 
-:class:`Tree` holds one root (opened once, kept) and names it in errors
-("... is a symbolic link inside the data folder ...").
+:class:`Tree` names one root in errors ("... is a symbolic link inside the data
+folder ...").
 """
 
 from __future__ import annotations
@@ -281,14 +281,18 @@ def remove_beneath(
 
 
 class Tree:
-    """The folders below ``root``; ``what`` names it in errors ("data folder")."""
+    """The folders below ``root``; ``what`` names it in errors ("data folder").
 
-    __slots__ = ("_fd", "root", "what")
+    Nothing is kept between uses: each :meth:`open` opens the root by its path
+    (following it if it is a link: the operator's choice, and a root renamed and
+    made anew is the new one) and walks down from it.
+    """
+
+    __slots__ = ("root", "what")
 
     def __init__(self, root: str, what: str) -> None:
         self.root = os.path.abspath(root)
         self.what = what
-        self._fd = -1
 
     def open(self, path: str, origin: str, *, create: bool = True) -> Folder:
         """The folder ``path`` (absolute: the root or below it), open; the caller closes it.
@@ -305,11 +309,11 @@ class Tree:
     def folder_at(self, path: str, *, create: bool = True) -> Folder:
         """The folder ``path`` (absolute: the root or below it), open; the caller closes it.
 
-        Folders below the root are created where missing (unless not ``create``:
-        FileNotFoundError). Raises NotRegularError (an OSError naming the
-        offending component) if a component below the root is a symbolic link or
-        not a folder, or ``path`` is outside the root; OSError if one cannot be
-        created.
+        Folders below the root (and the root) are created where missing (unless
+        not ``create``: FileNotFoundError). Raises NotRegularError (an OSError
+        naming the offending component) if a component below the root is a
+        symbolic link or not a folder, or ``path`` is outside the root; OSError if
+        one cannot be created.
         """
         root = self.root
         parts: list[str]
@@ -319,49 +323,24 @@ class Tree:
             parts = path[len(root) + 1 :].split("/")
         else:
             raise NotRegularError(f"{path} is outside the {self.what} {root}")
-        for attempt in (0, 1):
-            fd = self._root(create)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        try:
+            fd = os.open(root, flags)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.makedirs(root, exist_ok=True)  # the first write into a new tree
+            fd = os.open(root, flags)
+        if not parts:
+            return Folder(fd, root)  # the caller closes it
+        try:
             try:
                 return open_below(fd, root, parts, create=create, what=self.what)
             except FileNotFoundError:
-                if attempt or not create:
-                    raise
-                self._root_gone()  # removed under us (a folder emptied meanwhile): once more
-        raise AssertionError("unreachable")
-
-    def _root(self, create: bool) -> int:
-        if self._fd < 0:
-            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-            try:
-                self._fd = os.open(self.root, flags)
-            except FileNotFoundError:
                 if not create:
                     raise
-                os.makedirs(self.root, exist_ok=True)  # the first write into a new tree
-                self._fd = os.open(self.root, flags)
-        return self._fd
-
-    def _root_gone(self) -> bool:
-        """True (and the root forgotten) when the open root was removed since it was opened."""
-        try:
-            if os.fstat(self._fd).st_nlink > 0:
-                return False
-        except OSError:
-            pass
-        self.close()
-        return True
-
-    def close(self) -> None:
-        """Close the root folder (opened again on next use)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> Tree:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
+                # made and removed again meanwhile (another job retired an earlier
+                # copy and removed the folder it left empty): once more
+                return open_below(fd, root, parts, create=create, what=self.what)
+        finally:
+            os.close(fd)

@@ -241,8 +241,7 @@ def worker_version() -> str:
 
 def _journal_folder(path: str, datadir: str, *, create: bool) -> Folder:
     """The folder of the journal ``path`` (inside ``datadir``), open, no link on the way."""
-    with Tree(datadir, "data folder") as tree:
-        return tree.folder_at(os.path.dirname(path), create=create)
+    return Tree(datadir, "data folder").folder_at(os.path.dirname(path), create=create)
 
 
 def _open_journal(path: str, datadir: str) -> int:
@@ -530,16 +529,16 @@ def _remove_journals(root: str, datadir: str) -> None:
     """Remove this run's journals (every task reported: they are not needed any more),
     inside their folders opened without following a link."""
     try:
-        with Tree(datadir, "data folder") as tree:
-            with tree.folder_at(root, create=False) as folder:
-                for name in os.listdir(folder.fd):
-                    try:
-                        os.unlink(name, dir_fd=folder.fd)
-                    except OSError:
-                        pass
-            with tree.folder_at(os.path.dirname(root), create=False) as parent:
-                os.rmdir(os.path.basename(root), dir_fd=parent.fd)
-            with tree.folder_at(tree.root, create=False) as top:
-                os.rmdir(JOURNAL_DIR, dir_fd=top.fd)  # only if no other run is using it
+        tree = Tree(datadir, "data folder")
+        with tree.folder_at(root, create=False) as folder:
+            for name in os.listdir(folder.fd):
+                try:
+                    os.unlink(name, dir_fd=folder.fd)
+                except OSError:
+                    pass
+        with tree.folder_at(os.path.dirname(root), create=False) as parent:
+            os.rmdir(os.path.basename(root), dir_fd=parent.fd)
+        with tree.folder_at(tree.root, create=False) as top:
+            os.rmdir(JOURNAL_DIR, dir_fd=top.fd)  # only if no other run is using it
     except OSError:
         pass

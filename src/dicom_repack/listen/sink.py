@@ -36,8 +36,8 @@ class Spool:
     """The temporary-file folder for instances that do not stay in memory."""
 
     def __init__(self, datadir: str) -> None:
-        self.datadir = os.path.abspath(datadir)
-        self.path = os.path.join(self.datadir, SPOOL_DIR)
+        self.tree = Tree(datadir, "data folder")
+        self.path = os.path.join(self.tree.root, SPOOL_DIR)
 
     def create(self) -> tuple[int, str]:
         """A new spool file, open for reading and writing: (fd, path).
@@ -45,7 +45,7 @@ class Spool:
         OSError (NotRegularError for a link in the spool folder's place) if it
         cannot be made.
         """
-        with Tree(self.datadir, "data folder") as tree, tree.folder_at(self.path) as folder:
+        with self.tree.folder_at(self.path) as folder:
             while True:
                 name = f"{os.getpid()}-{os.urandom(6).hex()}.part"
                 try:
@@ -59,10 +59,7 @@ class Spool:
 
     def remove(self, path: str) -> None:
         """Remove the spool file ``path`` (made by :meth:`create`), in the spool folder."""
-        with (
-            Tree(self.datadir, "data folder") as tree,
-            tree.folder_at(self.path, create=False) as folder,
-        ):
+        with self.tree.folder_at(self.path, create=False) as folder:
             os.unlink(os.path.basename(path), dir_fd=folder.fd)
 
     def sweep(self) -> int:
@@ -73,10 +70,7 @@ class Spool:
         """
         removed = 0
         try:
-            with (
-                Tree(self.datadir, "data folder") as tree,
-                tree.folder_at(self.path, create=False) as folder,
-            ):
+            with self.tree.folder_at(self.path, create=False) as folder:
                 for name in os.listdir(folder.fd):
                     if not name.endswith(".part"):
                         continue
