@@ -434,7 +434,7 @@ def test_a_series_header_dump_is_made_once_when_its_first_instances_race(tmp_pat
 
     def writer() -> None:
         RecordWriter(str(tmp_path / "log"))._create_if_absent(
-            str(tmp_path / "series"), "r.json", make, serialise=True
+            "series/r.json", "<test>", make, serialise=True
         )
 
     threads = [threading.Thread(target=writer) for _ in range(8)]
@@ -443,7 +443,7 @@ def test_a_series_header_dump_is_made_once_when_its_first_instances_race(tmp_pat
     for t in threads:
         t.join()
     assert calls == [1]
-    assert json.loads((tmp_path / "series" / "r.json").read_text()) == {"dump": True}
+    assert json.loads((tmp_path / "log" / "series" / "r.json").read_text()) == {"dump": True}
 
 
 def test_fsync_option_flushes_every_file_and_record(

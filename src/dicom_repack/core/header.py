@@ -345,6 +345,23 @@ def read_all(fd: int, size: int) -> bytes:
     return data
 
 
+def read_header_fd(fd: int, size: int, keywords: Collection[str], *, name: str) -> Header:
+    """:func:`read_header` on the open file ``fd`` (``size`` bytes): read whole up to
+    1 MiB, mapped above. For callers that opened the file themselves, without
+    following a link (:func:`.tree.open_file`): the retire of an earlier copy,
+    ``index --rebuild``."""
+    if size <= 1 << 20:
+        return read_header(read_all(fd, size), keywords, name=name)
+    import mmap
+
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        try:
+            return read_header(view, keywords, name=name)
+        finally:
+            view.release()
+
+
 def read_small_file(path: str | os.PathLike[str]) -> bytes | None:
     """The whole of ``path`` if it is at most 1 MiB, else None.
 

@@ -36,6 +36,14 @@ Why SQLite, and these settings:
 
 An index must live on a local filesystem (SQLite's locking does not work over
 NFS); ``--index PATH`` moves it, ``--no-index`` turns it off.
+
+Nobody let in: SQLite opens its files itself, by path, following links; so
+before every connection the database and its ``-wal``, ``-shm`` and
+``-journal`` are checked to be absent or regular files (:func:`check_files`),
+and the pending files are opened with :func:`.tree.open_file`. A link or FIFO
+planted at any of those names raises :class:`IndexRefused` naming it (a
+forged fold file is never read, imported or removed). The folder holding the
+index is the operator's (``--logdir`` or ``--index``), like the roots.
 """
 
 from __future__ import annotations
@@ -49,11 +57,13 @@ from .index_rows import (
     FROM_HEADER,
     INDEX_KEYWORDS,
     IndexFailure,
+    IndexRefused,
     default_path,
     parse_pending,
     pending_path,
     row_for,
 )
+from .tree import NotRegularError, kind_of, open_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -68,9 +78,14 @@ __all__ = [
     "SCHEMA_VERSION",
     "Index",
     "IndexFailure",
+    "IndexRefused",
+    "check_files",
     "connect_reader",
     "default_path",
 ]
+
+#: the files SQLite may open beside the database, by its name plus these
+_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
 SCHEMA_VERSION = 1
 
@@ -216,7 +231,9 @@ class Index:
         """Move the pending rows into SQLite; return how many were read.
 
         Safe while pending adds run (they wait, or move to a new file) and while
-        other folds run (each file is folded by one of them). Raises IndexFailure.
+        other folds run (each file is folded by one of them). Raises IndexFailure;
+        IndexRefused (after folding the others) naming a pending file that is a
+        link, FIFO or anything but a regular file: it is left as it is, unread.
         """
         pending = pending_path(self.path)
         directory, base = os.path.split(pending)
@@ -226,21 +243,36 @@ class Index:
             return 0
         except OSError as exc:
             raise IndexFailure(f"cannot read {directory}: {exc.strerror or exc}") from None
+        folded = 0
+        refused: NotRegularError | None = None
         aside = f"{pending}.{os.getpid()}-{time.time_ns()}"
         try:
-            os.rename(pending, aside)
-            files.append(aside)
+            mode = os.stat(pending, follow_symlinks=False).st_mode
+            if (mode & 0o170000) != 0o100000:  # a planted link or FIFO: not even moved
+                refused = NotRegularError(f"{pending} is {kind_of(mode)}, not a regular file")
+            else:
+                os.rename(pending, aside)
+                files.append(aside)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise IndexFailure(f"cannot fold {pending}: {exc.strerror or exc}") from None
-        return sum(self._fold_file(f) for f in files)
+        for f in files:
+            try:
+                folded += self._fold_file(f)
+            except NotRegularError as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise IndexRefused(f"cannot fold the index's pending rows: {refused}")
+        return folded
 
     def _fold_file(self, path: str) -> int:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            fd, _ = open_file(path, os.O_RDWR)
         except FileNotFoundError:
             return 0  # another fold took it
+        except NotRegularError:
+            raise
         except OSError as exc:
             raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
         try:
@@ -310,6 +342,7 @@ class Index:
             directory = os.path.dirname(self.path)
             if not os.path.isdir(directory):
                 os.makedirs(directory, exist_ok=True)
+            check_files(self.path)
             conn: sqlite3.Connection = _driver().connect(
                 self.path, timeout=min(self.timeout, 30.0), isolation_level=None
             )
@@ -328,6 +361,27 @@ class Index:
                 conn.close()
             except Exception:
                 pass
+
+
+def check_files(path: str) -> None:
+    """Raise IndexRefused unless the database ``path`` and each file SQLite opens beside
+    it (``-wal``, ``-shm``, ``-journal``) is absent or a regular file (not a link).
+
+    SQLite opens them itself, by path, following links; checked before every
+    connection (one ``lstat`` each).
+    """
+    for suffix in _COMPANIONS:
+        name = path + suffix
+        try:
+            mode = os.stat(name, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise IndexFailure(f"cannot open the index {name}: {exc.strerror or exc}") from None
+        if (mode & 0o170000) != 0o100000:
+            raise IndexRefused(
+                f"{name} is {kind_of(mode)}, not a regular file; the index is not opened"
+            )
 
 
 def _read_fd(fd: int) -> bytes:
@@ -371,11 +425,14 @@ def connect_reader(path: str) -> sqlite3.Connection:
     writer = Index(path, timeout=10.0)
     try:  # the per-instance door's pending rows first (see the module doc); best effort:
         writer.fold()  # a reader that may not write reads what is there
+    except IndexRefused:
+        raise  # a planted link or FIFO: said, not read around
     except IndexFailure:
         pass
     finally:
         writer.close()
-    if not os.path.exists(path):
+    check_files(path)
+    if not os.path.lexists(path):
         raise IndexFailure(f"no index at {path} (nothing filed yet, or --no-index)")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)

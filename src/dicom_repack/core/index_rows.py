@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import time
 
+from .tree import NotRegularError, open_file
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,6 +31,7 @@ __all__ = [
     "FOLD_AT",
     "INDEX_KEYWORDS",
     "IndexFailure",
+    "IndexRefused",
     "PendingIndex",
     "append_row",
     "default_path",
@@ -91,6 +94,12 @@ PENDING_SUFFIX = ".pending"
 
 class IndexFailure(Exception):
     """The index could not be written or read (the message names its path)."""
+
+
+class IndexRefused(IndexFailure):
+    """A file of the index (the database, ``-wal``, ``-shm``, ``-journal``, pending rows)
+    is a symbolic link, FIFO, socket, device or folder: not opened, not removed, and
+    every door says so (naming it) until an operator removes it."""
 
 
 def default_path(logdir: str) -> str:
@@ -178,6 +187,8 @@ class PendingIndex:
             except FileNotFoundError:  # --index in a folder not made yet (as Index does)
                 os.makedirs(os.path.dirname(pending), exist_ok=True)
                 size_after = append_row(pending, row, durable=self.durable)
+        except NotRegularError as exc:
+            raise IndexRefused(f"cannot write the index: {exc}") from None
         except OSError as exc:
             raise IndexFailure(f"cannot write the index {pending}: {exc.strerror or exc}") from None
         if size_after >= FOLD_AT:
@@ -199,17 +210,19 @@ def append_row(pending: str, row: tuple[object, ...], *, durable: bool = False) 
     numbers and None only), preceded by a newline so that a line torn by a crash
     can never swallow the next one. Written with one ``write`` under an exclusive
     ``lockf`` lock; if a fold renamed the file between our open and our lock, the
-    name now holds another file (or none), so we write there instead.
+    name now holds another file (or none), so we write there instead. Opened with
+    :func:`.tree.open_file`: a link or FIFO planted at its name raises
+    NotRegularError (never written through, never waited on).
     """
     line = f"\n{row!a}\n".encode("ascii")
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
     while True:
-        fd = os.open(pending, flags, 0o644)
+        fd, _ = open_file(pending, flags)
         try:
             os.lockf(fd, os.F_LOCK, 0)
             st = os.fstat(fd)
             try:
-                now = os.stat(pending)
+                now = os.stat(pending, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if now.st_ino != st.st_ino or now.st_dev != st.st_dev:

@@ -12,13 +12,23 @@ A new file is written unnamed (Linux ``O_TMPFILE``) or under a hidden temporary
 name in the destination folder, and only given its real name once complete. A
 second copy of the same instance replaces the first atomically (temporary name,
 then rename), so it ends as one file. The source is never touched here.
+
+Everything happens relative to an open :class:`~.tree.Folder` (``openat``,
+``linkat``, ``renameat``, ``unlinkat``), the folder :meth:`.tree.Tree.open`
+walked to without following a link: a link planted on the way after that walk
+changes nothing, and a link or FIFO planted at the file's own name is replaced
+(a rename replaces the name, never writes through it), never opened.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["Placed", "copy_fd", "ensure_dir", "link_fd", "place_bytes", "temp_name"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .tree import Folder
+
+__all__ = ["Placed", "copy_fd", "link_fd", "place_bytes", "temp_name"]
 
 
 class Placed:
@@ -30,30 +40,35 @@ class Placed:
     stood at ``path`` (an earlier copy of the same instance, or this very file):
     :meth:`undo` then leaves ``path`` alone, so undoing never removes an earlier,
     recorded copy. ``same_entry`` is True when ``path`` *is* the source (a run over
-    the data tree itself): the source must then never be removed.
+    the data tree itself): the source must then never be removed. ``dir_fd`` is
+    the folder it was placed in (open while the job runs; :meth:`undo` removes the
+    name there) and ``name`` its name in it.
     """
 
-    __slots__ = ("nlink", "path", "replaced", "same_entry", "stat")
+    __slots__ = ("dir_fd", "name", "nlink", "path", "replaced", "same_entry", "stat")
 
     def __init__(
         self,
-        path: str,
+        folder: Folder,
+        name: str,
         stat: os.stat_result,
         *,
         replaced: bool,
         nlink: int = 1,
         same_entry: bool = False,
     ) -> None:
-        self.path = path
+        self.dir_fd = folder.fd
+        self.name = name
+        self.path = f"{folder.path}/{name}"
         self.stat = stat
         self.replaced = replaced
         self.nlink = nlink
         self.same_entry = same_entry
 
     def undo(self) -> None:
-        """Delete what was placed (never what stood there before)."""
+        """Delete what was placed (never what stood there before); its folder is still open."""
         if not self.replaced:
-            _unlink_quietly(self.path)
+            _unlink_quietly(self.dir_fd, self.name)
 
 
 _counter = 0
@@ -70,47 +85,32 @@ _tmpfile_works = _O_TMPFILE != 0 and os.path.isdir("/proc/self/fd")
 _UNNAMED = ""
 
 
-def temp_name(directory: str, name: str) -> str:
-    """A hidden, unique temporary path beside ``directory/name`` (same filesystem).
+def temp_name(name: str) -> str:
+    """A hidden, unique temporary name for a file beside ``name`` (same folder).
 
     The name is cut so that the temporary name, too, stays within NAME_MAX.
     """
     global _counter
     _counter += 1
-    return f"{directory}/.{name[:200]}.{os.getpid()}.{_counter}.tmp"
+    return f".{name[:200]}.{os.getpid()}.{_counter}.tmp"
 
 
-def ensure_dir(path: str) -> None:
-    """Create ``path`` and its parents; one syscall when it already exists."""
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise
-    except FileNotFoundError:
-        os.makedirs(path, exist_ok=True)
-
-
-def _unlink_quietly(path: str) -> None:
-    if path == _UNNAMED:
+def _unlink_quietly(dir_fd: int, name: str) -> None:
+    if name == _UNNAMED:
         return
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)
     except OSError:
         pass
 
 
-def _open_new(directory: str, name: str) -> tuple[str, int]:
-    """Open a new file nobody can see yet: (temporary path, or _UNNAMED, and its fd)."""
+def _open_new(folder: Folder, name: str) -> tuple[str, int]:
+    """Open a new file nobody can see yet: (temporary name, or _UNNAMED, and its fd)."""
     global _tmpfile_works
     flags = os.O_WRONLY | os.O_CLOEXEC
     if _tmpfile_works:
         try:
-            try:
-                return _UNNAMED, os.open(directory, _O_TMPFILE | flags, 0o644)
-            except FileNotFoundError:
-                ensure_dir(directory)
-                return _UNNAMED, os.open(directory, _O_TMPFILE | flags, 0o644)
+            return _UNNAMED, os.open(".", _O_TMPFILE | flags, 0o644, dir_fd=folder.fd)
         except IsADirectoryError:
             _tmpfile_works = False  # a kernel that does not know O_TMPFILE
         except OSError as exc:
@@ -119,20 +119,17 @@ def _open_new(directory: str, name: str) -> tuple[str, int]:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
             _tmpfile_works = False  # a filesystem that does not support it
-    tmp = temp_name(directory, name)
-    try:
-        fd = os.open(tmp, flags | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileNotFoundError:
-        ensure_dir(directory)
-        fd = os.open(tmp, flags | os.O_CREAT | os.O_EXCL, 0o644)
+    tmp = temp_name(name)
+    fd = os.open(tmp, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=folder.fd)
     return tmp, fd
 
 
 _proc_fds: tuple[int, int] | None = None
 
 
-def _link_fd(fd: int, dst: str) -> None:
-    """Give the file open as ``fd`` the (further) name ``dst`` (FileExistsError if taken).
+def _link_fd(fd: int, dir_fd: int, dst: str) -> None:
+    """Give the file open as ``fd`` the (further) name ``dst`` in the folder ``dir_fd``
+    (FileExistsError if taken).
 
     ``os.link("/proc/self/fd/N", dst)`` would call link(), which links the
     /proc symlink itself; linkat() with AT_SYMLINK_FOLLOW, which os.link uses
@@ -144,71 +141,80 @@ def _link_fd(fd: int, dst: str) -> None:
     pid = os.getpid()
     if _proc_fds is None or _proc_fds[0] != pid:
         _proc_fds = (pid, os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-    os.link(str(fd), dst, src_dir_fd=_proc_fds[1], follow_symlinks=True)
+    os.link(str(fd), dst, src_dir_fd=_proc_fds[1], dst_dir_fd=dir_fd, follow_symlinks=True)
 
 
-def _name(tmp: str, fd: int, dst: str, *, sync: bool, replace: bool) -> Placed:
-    """Give the complete new file (``tmp``/``fd``) its name ``dst``; close ``fd``.
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _name(tmp: str, fd: int, folder: Folder, dst: str, *, sync: bool, replace: bool) -> Placed:
+    """Give the complete new file (``tmp``/``fd``) its name ``dst`` in ``folder``; close ``fd``.
 
     ``replace``: an existing ``dst`` is replaced atomically. Otherwise an existing
     ``dst`` is left as it is and FileExistsError raised ("first writer wins").
     Cleans up on failure.
     """
+    dfd = folder.fd
     try:
         if sync:
             os.fsync(fd)
         st = os.fstat(fd)
         if tmp == _UNNAMED:
             try:
-                _link_fd(fd, dst)
-                return Placed(dst, st, replaced=False)
+                _link_fd(fd, dfd, dst)
+                return Placed(folder, dst, st, replaced=False)
             except FileExistsError:
                 if not replace:
                     raise
             replaced = True
-            tmp = temp_name(os.path.dirname(dst), os.path.basename(dst))
-            _link_fd(fd, tmp)
+            tmp = temp_name(dst)
+            _link_fd(fd, dfd, tmp)
         else:
-            replaced = replace and os.path.lexists(dst)
+            replaced = replace and _exists(dfd, dst)
     except BaseException:
-        _unlink_quietly(tmp)
+        _unlink_quietly(dfd, tmp)
         raise
     finally:
         os.close(fd)
     try:
         if replace:
-            os.rename(tmp, dst)
+            os.rename(tmp, dst, src_dir_fd=dfd, dst_dir_fd=dfd)
         else:
-            os.link(tmp, dst)
-            _unlink_quietly(tmp)
+            os.link(tmp, dst, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            _unlink_quietly(dfd, tmp)
     except BaseException:
-        _unlink_quietly(tmp)
+        _unlink_quietly(dfd, tmp)
         raise
-    return Placed(dst, st, replaced=replaced)
+    return Placed(folder, dst, st, replaced=replaced)
 
 
 def place_bytes(
     data: bytes | memoryview,
-    directory: str,
+    folder: Folder,
     name: str,
     *,
     sync: bool = False,
     replace: bool = True,
 ) -> Placed:
-    """Write ``data`` to ``directory/name`` atomically.
+    """Write ``data`` to ``name`` in ``folder`` atomically.
 
     ``replace=False`` leaves an existing file alone and raises FileExistsError.
     """
-    tmp, fd = _open_new(directory, name)
+    tmp, fd = _open_new(folder, name)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        _unlink_quietly(folder.fd, tmp)
         raise
-    return _name(tmp, fd, f"{directory}/{name}", sync=sync, replace=replace)
+    return _name(tmp, fd, folder, name, sync=sync, replace=replace)
 
 
 def _copy_into(infd: int, size: int, fd: int, what: str) -> None:
@@ -236,24 +242,24 @@ def _copy_into(infd: int, size: int, fd: int, what: str) -> None:
 
 
 def copy_fd(
-    infd: int, size: int, directory: str, name: str, *, sync: bool, what: str = "source"
+    infd: int, size: int, folder: Folder, name: str, *, sync: bool, what: str = "source"
 ) -> Placed:
-    """Copy the open file ``infd`` (``size`` bytes) to ``directory/name`` atomically.
+    """Copy the open file ``infd`` (``size`` bytes) to ``name`` in ``folder`` atomically.
 
     ``what`` names the source in the error raised if it shrinks while copied.
     """
-    tmp, fd = _open_new(directory, name)
+    tmp, fd = _open_new(folder, name)
     try:
         _copy_into(infd, size, fd, what)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(tmp)
+        _unlink_quietly(folder.fd, tmp)
         raise
-    return _name(tmp, fd, f"{directory}/{name}", sync=sync, replace=True)
+    return _name(tmp, fd, folder, name, sync=sync, replace=True)
 
 
-def link_fd(fd: int, st: os.stat_result, directory: str, name: str, src: str) -> Placed:
-    """Name the open source ``fd`` (stat ``st``, path ``src``) ``directory/name`` too.
+def link_fd(fd: int, st: os.stat_result, folder: Folder, name: str, src: str) -> Placed:
+    """Name the open source ``fd`` (stat ``st``, path ``src``) ``name`` in ``folder`` too.
 
     The first half of a move on one filesystem: atomic, no byte copied, and the
     source keeps its name until the job removes it (after the records). Raises
@@ -262,45 +268,42 @@ def link_fd(fd: int, st: os.stat_result, directory: str, name: str, src: str) ->
     (a re-run after a kill, or ``src`` is the destination itself), nothing is
     done; an other file there is replaced atomically.
     """
-    dst = f"{directory}/{name}"
+    dfd = folder.fd
     try:
-        try:
-            _link_fd(fd, dst)
-        except FileNotFoundError:
-            ensure_dir(directory)
-            _link_fd(fd, dst)
-        return Placed(dst, st, replaced=False, nlink=st.st_nlink)
+        _link_fd(fd, dfd, name)
+        return Placed(folder, name, st, replaced=False, nlink=st.st_nlink)
     except FileExistsError:
         pass
-    there = os.lstat(dst)
+    there = os.stat(name, dir_fd=dfd, follow_symlinks=False)
     if there.st_ino == st.st_ino and there.st_dev == st.st_dev:
-        same = _same_entry(src, directory, name)
+        same = _same_entry(src, folder, name)
         # once the source's name is removed, one link fewer (unless it is this name)
         return Placed(
-            dst,
+            folder,
+            name,
             there,
             replaced=True,
             nlink=there.st_nlink if same else there.st_nlink - 1,
             same_entry=same,
         )
-    tmp = temp_name(directory, name)
-    _link_fd(fd, tmp)
+    tmp = temp_name(name)
+    _link_fd(fd, dfd, tmp)
     try:
-        os.rename(tmp, dst)
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
-        _unlink_quietly(tmp)
+        _unlink_quietly(dfd, tmp)
         raise
-    return Placed(dst, st, replaced=True, nlink=st.st_nlink)
+    return Placed(folder, name, st, replaced=True, nlink=st.st_nlink)
 
 
-def _same_entry(src: str, directory: str, name: str) -> bool:
-    """Whether the path ``src`` is the directory entry ``directory/name`` (rare; 2 stats)."""
+def _same_entry(src: str, folder: Folder, name: str) -> bool:
+    """Whether the path ``src`` is the entry ``name`` in ``folder`` (rare; 2 stats)."""
     head, _, base = src.rpartition("/")
     if base != name:
         return False
     try:
         a = os.stat(head or ".")
-        b = os.stat(directory)
+        b = os.fstat(folder.fd)
     except OSError:
         return True  # cannot tell: never remove what might be the only copy
     return a.st_ino == b.st_ino and a.st_dev == b.st_dev

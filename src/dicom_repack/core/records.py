@@ -16,7 +16,10 @@ record's name (including the cut-and-hash rule for UIDs too long for a file
 name) is decided once.
 
 Every write is atomic (temporary file in the same folder, then rename, or a
-hard link for "create if absent"), so a reader never sees half a record. The
+hard link for "create if absent"), so a reader never sees half a record; it
+happens in a folder opened without following a link (:mod:`.tree`), and a
+record is read only if it is a regular file (a link or FIFO planted at a
+record's name is refused in one line naming it). The
 one read-modify-write, a patient's StudyList, runs under an exclusive lock on
 the patientData folder, so concurrent writers never lose a study. File names
 built from tag values go through :func:`~.layout.safe_name`, the layout's rule.
@@ -28,10 +31,10 @@ import os
 import time
 
 from . import jsonio
-from .errors import RecordError, RepackError
+from .errors import RecordError, RepackError, UnsafePathError
 from .layout import safe_name
-from .place import ensure_dir, place_bytes
-from .tree import Tree
+from .place import place_bytes
+from .tree import NotRegularError, Tree, open_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
         SeriesRecord,
         StudyRecord,
     )
+    from .tree import Folder
 
 __all__ = ["RECORD_KEYWORDS", "RecordPaths", "RecordWriter", "record_paths"]
 
@@ -239,35 +243,31 @@ def _time_text(t: float) -> str:
     return f"{text}.{micro:06d}" if micro else text
 
 
-def _lock_dir(directory: str) -> int:
-    """Open ``directory`` (creating it) and take an exclusive flock on it.
+def _lock(folder: Folder) -> None:
+    """Take an exclusive flock on the open ``folder`` (released when it is closed).
 
-    Returns the fd; closing it releases the lock. Locking the folder rather than a
-    lock file leaves nothing in the log folder that pypx's tools would not expect.
+    Locking the folder rather than a lock file leaves nothing in the log folder
+    that pypx's tools would not expect; the lock is taken on the very folder
+    that was walked to without following a link.
     """
     import fcntl
 
-    try:
-        dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        ensure_dir(directory)
-        dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(dirfd, fcntl.LOCK_EX)
-    except BaseException:
-        os.close(dirfd)
-        raise
-    return dirfd
+    fcntl.flock(folder.fd, fcntl.LOCK_EX)
 
 
 class RecordWriter:
-    """Writes the records of one log folder; safe to use from many processes at once."""
+    """Writes the records of one log folder; safe to use from many processes at once.
+
+    Every record is written in its folder as :meth:`.tree.Tree.open` opened it
+    (no link followed on the way, at every write) and read with
+    :func:`.tree.open_file` (a link or a FIFO planted at a record's name is
+    refused in one line naming it, never read through, never waited on).
+    """
 
     def __init__(self, logdir: str, *, fsync: bool = False) -> None:
         self.logdir = os.path.abspath(logdir)
         self.fsync = fsync
         self.tree = Tree(self.logdir, "log folder")
-        self.patient_dir = f"{self.logdir}/{PATIENT_DIR}"
         self._filed: dict[tuple[str, str], float] = {}
         self._known: dict[str, float] = {}
         #: Extra lock around a patient record's update, by patient ID: the folder's
@@ -294,12 +294,15 @@ class RecordWriter:
 
         Returns where the image record said this instance stood before, when that
         is another path (the instance was re-filed elsewhere), else None. Raises
-        RecordError, or UnsafePathError for a link planted in the log folder.
+        RecordError, or UnsafePathError for a link (or FIFO, ...) planted in the
+        log folder.
         """
         try:
             return self._write(values, series_base_dir, file_name, stat, dump, nlink, origin)
         except RepackError:
             raise
+        except NotRegularError as exc:
+            raise UnsafePathError(origin, str(exc)) from None
         except (OSError, jsonio.JSONError) as exc:
             raise RecordError(
                 origin,
@@ -321,29 +324,28 @@ class RecordWriter:
         study_uid = values["StudyInstanceUID"]
         series_uid = values["SeriesInstanceUID"]
         paths = record_paths(patient_id, study_uid, series_uid, file_name)
-
-        def at(rel: str) -> tuple[str, str]:
-            """(folder, name): the folder created, and refused if a link is on the way."""
-            directory, name = self._split(rel)
-            return self.tree.folder(directory, origin), name
-
-        at(paths.patient)
-        self._patient(patient_id, study_uid, values, paths.patient)
-        self._create_if_absent(*at(paths.study), lambda: {study_uid: _study_model(values)})
+        self._patient(patient_id, study_uid, values, paths.patient, origin)
+        self._create_if_absent(paths.study, origin, lambda: {study_uid: _study_model(values)})
         self._create_if_absent(
-            *at(paths.study_series),
+            paths.study_series,
+            origin,
             lambda: {study_uid: _dump_model(series_uid, series_base_dir, dump())},
             serialise=True,
         )
         series_model = _series_model(values)
-        self._create_if_absent(*at(paths.series), lambda: {series_uid: series_model})
+        self._create_if_absent(paths.series, origin, lambda: {series_uid: series_model})
         location = f"{series_base_dir}/{file_name}"
         image = _image_model(series_model, file_name, _stat_record(stat, location, nlink))
-        previous = self._image(*at(paths.image), {series_uid: image})
-        self._create_if_absent(*self._split(paths.pack), lambda: {"seriesPack": True})
+        previous = self._image(paths.image, origin, {series_uid: image})
+        self._create_if_absent(paths.pack, origin, lambda: {"seriesPack": True})
         return previous if previous != location else None
 
-    def _image(self, directory: str, name: str, obj: object) -> str | None:
+    def _open(self, rel: str, origin: str) -> tuple[Folder, str]:
+        """A record's relative path -> (its folder, open, created, no link on the way; its name)."""
+        folder, _, name = rel.rpartition("/")
+        return self.tree.open(f"{self.logdir}/{folder}", origin), name
+
+    def _image(self, rel: str, origin: str, obj: object) -> str | None:
         """Write the image record; return the FSlocation the one it replaced named, if any.
 
         A new instance costs one link, as any new record; only a record that was
@@ -351,13 +353,15 @@ class RecordWriter:
         or, with a changed layout tag, elsewhere).
         """
         data = self._encode(obj)
-        try:
-            place_bytes(data, directory, name, replace=False, sync=self.fsync)
-            return None
-        except FileExistsError:
-            pass
-        previous = _location(self._read_quietly(f"{directory}/{name}"))
-        place_bytes(data, directory, name, sync=self.fsync)
+        folder, name = self._open(rel, origin)
+        with folder:
+            try:
+                place_bytes(data, folder, name, replace=False, sync=self.fsync)
+                return None
+            except FileExistsError:
+                pass
+            previous = _location(self._read_quietly(folder, name))
+            place_bytes(data, folder, name, sync=self.fsync)
         return previous
 
     # -- the three kinds of write -------------------------------------------------
@@ -366,107 +370,107 @@ class RecordWriter:
     def _encode(obj: object) -> bytes:
         return jsonio.dumps(obj).encode("ascii")
 
-    def _split(self, rel: str) -> tuple[str, str]:
-        """A record's relative path -> (its folder, absolute; its name)."""
-        folder, _, name = rel.rpartition("/")
-        return f"{self.logdir}/{folder}", name
-
-    def _replace(self, rel: str, obj: object) -> None:
-        directory, name = self._split(rel)
-        place_bytes(self._encode(obj), directory, name, sync=self.fsync)
-
     def _create_if_absent(
-        self, directory: str, name: str, make: Callable[[], object], *, serialise: bool = False
+        self, rel: str, origin: str, make: Callable[[], object], *, serialise: bool = False
     ) -> None:
-        """Write ``directory/name`` unless it exists; the first writer wins, atomically.
+        """Write the record ``rel`` unless it exists; the first writer wins, atomically.
 
-        Paths known to exist are remembered for a while (bounded, and re-checked
-        after _KNOWN_TTL seconds), so a batch or a receiver does not stat three
-        records per instance; a folder deleted under a long-running receiver is
-        noticed again within that time.
+        Records known to exist are remembered for a while (bounded, and re-checked
+        after _KNOWN_TTL seconds), so a batch or a receiver does not open three
+        folders per instance to find records it already wrote (nothing is written
+        then: a folder replaced meanwhile is not written through); a folder
+        deleted under a long-running receiver is noticed again within that time.
+        Whatever stands at the name (a record, a link, a FIFO) counts as there and
+        is neither opened nor replaced.
         """
-        path = f"{directory}/{name}"
         now = time.monotonic()
-        seen = self._known.get(path)
+        seen = self._known.get(rel)
         if seen is not None and now - seen < _KNOWN_TTL:
             return
-        if not os.path.exists(path):
-            if serialise:
-                self._create_serialised(directory, name, make)
-            else:
-                self._write_new(directory, name, make)
+        folder, name = self._open(rel, origin)
+        with folder:
+            if not _exists(folder, name):
+                if serialise:
+                    self._create_serialised(folder, name, make)
+                else:
+                    self._write_new(folder, name, make)
         if len(self._known) >= _CACHE_MAX:
             self._known.clear()
-        self._known[path] = now
+        self._known[rel] = now
 
-    def _create_serialised(self, directory: str, name: str, make: Callable[[], object]) -> None:
+    def _create_serialised(self, folder: Folder, name: str, make: Callable[[], object]) -> None:
         """Create-if-absent for a record that is costly to make (the full-header dump).
 
         When storescp starts hundreds of per-instance processes at once, all of a
         series' first arrivals find its record missing; without this, each would
         import pydicom and dump the header (~0.25 s CPU) only for one of them to
         win. Under an exclusive lock on the folder, one makes it and the others
-        wait, find it, and skip.
+        wait, find it, and skip. The lock goes with the folder's closing.
         """
-        dirfd = _lock_dir(directory)
-        try:
-            if not os.path.exists(f"{directory}/{name}"):
-                self._write_new(directory, name, make)
-        finally:
-            os.close(dirfd)  # releases the lock
+        _lock(folder)
+        if not _exists(folder, name):
+            self._write_new(folder, name, make)
 
-    def _write_new(self, directory: str, name: str, make: Callable[[], object]) -> None:
-        """Write ``directory/name`` atomically unless it appeared meanwhile.
+    def _write_new(self, folder: Folder, name: str, make: Callable[[], object]) -> None:
+        """Write ``name`` in ``folder`` atomically unless it appeared meanwhile.
 
         Another writer (another process, or one that does not take the lock) got
         there first with the same facts: its record stands.
         """
         try:
-            place_bytes(self._encode(make()), directory, name, replace=False, sync=self.fsync)
+            place_bytes(self._encode(make()), folder, name, replace=False, sync=self.fsync)
         except FileExistsError:
             pass
 
     def _patient(
-        self, patient_id: str, study_uid: str, values: Mapping[str, str], rel: str
+        self, patient_id: str, study_uid: str, values: Mapping[str, str], rel: str, origin: str
     ) -> None:
         """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must change."""
         key = (patient_id, study_uid)
         seen = self._filed.get(key)
         if seen is not None and time.monotonic() - seen < _KNOWN_TTL:
             return
-        path = f"{self.logdir}/{rel}"
-        if not self._patient_has(path, patient_id, study_uid):
-            if self.patient_lock is None:
-                self._add_study(path, rel, patient_id, study_uid, values)
-            else:
-                with self.patient_lock(patient_id):
-                    self._add_study(path, rel, patient_id, study_uid, values)
+        folder, name = self._open(rel, origin)
+        with folder:
+            if not self._patient_has(folder, name, patient_id, study_uid):
+                if self.patient_lock is None:
+                    self._add_study(folder, name, patient_id, study_uid, values)
+                else:
+                    with self.patient_lock(patient_id):
+                        self._add_study(folder, name, patient_id, study_uid, values)
         if len(self._filed) >= _CACHE_MAX:
             self._filed.clear()
         self._filed[key] = time.monotonic()
 
     def _add_study(
-        self, path: str, rel: str, patient_id: str, study_uid: str, values: Mapping[str, str]
+        self,
+        folder: Folder,
+        name: str,
+        patient_id: str,
+        study_uid: str,
+        values: Mapping[str, str],
     ) -> None:
-        """The read-modify-write of a patient's StudyList, under the patientData folder's lock."""
-        dirfd = _lock_dir(self.patient_dir)
-        try:
-            record = self._read(path)
-            entry = record.get(patient_id)
-            if not isinstance(entry, dict):
-                entry = dict(_patient_model(values))
-                record[patient_id] = entry
-            studies = entry.setdefault("StudyList", [])
-            if not isinstance(studies, list):
-                raise RecordError(path, "existing StudyList is not a JSON list; left as it is")
-            if study_uid not in studies:
-                studies.append(study_uid)
-                self._replace(rel, record)
-        finally:
-            os.close(dirfd)  # releases the lock
+        """The read-modify-write of a patient's StudyList, under the patientData folder's lock.
 
-    def _patient_has(self, path: str, patient_id: str, study_uid: str) -> bool:
-        record = self._read(path)
+        The lock is held until the caller closes ``folder``.
+        """
+        _lock(folder)
+        record = self._read(folder, name)
+        entry = record.get(patient_id)
+        if not isinstance(entry, dict):
+            entry = dict(_patient_model(values))
+            record[patient_id] = entry
+        studies = entry.setdefault("StudyList", [])
+        if not isinstance(studies, list):
+            raise RecordError(
+                f"{folder.path}/{name}", "existing StudyList is not a JSON list; left as it is"
+            )
+        if study_uid not in studies:
+            studies.append(study_uid)
+            place_bytes(self._encode(record), folder, name, sync=self.fsync)
+
+    def _patient_has(self, folder: Folder, name: str, patient_id: str, study_uid: str) -> bool:
+        record = self._read(folder, name)
         entry = record.get(patient_id)
         if not isinstance(entry, dict):
             return False
@@ -474,26 +478,26 @@ class RecordWriter:
         return isinstance(studies, list) and study_uid in studies
 
     @staticmethod
-    def _read_quietly(path: str) -> dict[str, object]:
-        """An existing record, or {} when it is missing or damaged (it is being replaced)."""
+    def _read_quietly(folder: Folder, name: str) -> dict[str, object]:
+        """An existing record, or {} when it is damaged (it is being replaced).
+
+        A link or FIFO at its name is not "damaged": NotRegularError propagates.
+        """
         try:
-            return RecordWriter._read(path)
+            return RecordWriter._read(folder, name)
+        except NotRegularError:
+            raise
         except (OSError, RecordError):
             return {}
 
     @staticmethod
-    def _read(path: str) -> dict[str, object]:
-        """The record at ``path`` ({} if absent); never through a link planted there."""
+    def _read(folder: Folder, name: str) -> dict[str, object]:
+        """The record ``name`` in ``folder`` ({} if absent); never through a link, never a FIFO."""
+        path = f"{folder.path}/{name}"
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd, _ = open_file(name, os.O_RDONLY, dir_fd=folder.fd, path=path)
         except FileNotFoundError:
             return {}
-        except OSError as exc:
-            import errno
-
-            if exc.errno == errno.ELOOP:
-                raise RecordError(path, "is a symbolic link; not read, left as it is") from None
-            raise
         with open(fd, encoding="utf-8") as fh:
             text = fh.read()
         try:
@@ -503,6 +507,15 @@ class RecordWriter:
         if not isinstance(obj, dict):
             raise RecordError(path, "existing record is not a JSON object; left as it is")
         return obj
+
+
+def _exists(folder: Folder, name: str) -> bool:
+    """Whether anything (a record, a link, a FIFO) stands at ``name`` in ``folder``."""
+    try:
+        os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _location(record: dict[str, object]) -> str | None:

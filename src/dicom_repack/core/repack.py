@@ -4,8 +4,8 @@ Every door (per-instance, batch, listen, bench) calls :class:`Repacker`; none of
 them re-implements a step. The job, on one screen (:meth:`Repacker.repack`)::
 
     header  = source.header(keywords)         # the source is read once
-    folder  = plan(header)                    # where it goes (a folder with no link on the way)
-    placed  = source.place(folder, name)      # complete and named; the source untouched
+    folder  = plan(header)                    # where it goes: the folder, open (no link on the way)
+    placed  = source.place(folder, name)      # complete and named in it; the source untouched
     records(header, placed)                   # pypx records; undo = delete what was placed
     retire(earlier copy of this SOP)          # one instance, one path (the index goes here)
     source.commit(placed)                     # only now: remove the source (a move)
@@ -28,7 +28,7 @@ from .layout import Layout
 from .outcome import Outcome
 from .records import RECORD_KEYWORDS, RecordWriter
 from .source import BufferSource, PathSource
-from .tree import Tree
+from .tree import Tree, remove_beneath
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .index import Index
     from .place import Placed
     from .source import Source
+    from .tree import Folder
 
 __all__ = ["REQUIRED", "Config", "Repacker"]
 
@@ -148,13 +149,14 @@ class Repacker:
         leave a removed source unjournaled.
         """
         out = Outcome(source.origin)
+        folder: Folder | None = None
         try:
             header = source.header(self.keywords)
-            directory, name = self._plan(source.origin, header, out)
-            placed = self._place(source, directory, name)
+            folder, name = self._plan(source.origin, header, out)
+            placed = self._place(source, folder, name)
             out.dst, out.size = placed.path, placed.stat.st_size
             try:
-                earlier = self._record(header.values, directory, name, placed, source)
+                earlier = self._record(header.values, folder.path, name, placed, source)
                 # the index after the records, before the commit: a row means filed + recorded
                 self._index(header.values, placed, source.origin)
                 if earlier is not None:
@@ -169,12 +171,14 @@ class Repacker:
             out.fail(exc)
         finally:
             source.close()
+            if folder is not None:
+                folder.close()
         return out
 
     # -- steps -------------------------------------------------------------------
 
-    def _plan(self, origin: str, header: Header, out: Outcome) -> tuple[str, str]:
-        """The instance's folder (created, no link on the way) and file name."""
+    def _plan(self, origin: str, header: Header, out: Outcome) -> tuple[Folder, str]:
+        """The instance's folder (created, no link on the way; open) and file name."""
         vals, empty = header.values, header.empty
         out.patient_id = vals.get("PatientID")
         out.study_uid = vals.get("StudyInstanceUID")
@@ -187,20 +191,19 @@ class Repacker:
         out.missing = plan.missing
         directory = f"{self.datadir}/{plan.series_dir}"
         try:
-            self.data.folder(directory, origin)
+            return self.data.open(directory, origin), plan.image
         except OSError as exc:
             raise PlacementError(
                 origin, f"cannot create {directory}: {exc.strerror or exc}", errno=exc.errno
             ) from None
-        return directory, plan.image
 
-    def _place(self, source: Source, directory: str, name: str) -> Placed:
+    def _place(self, source: Source, folder: Folder, name: str) -> Placed:
         try:
-            return source.place(directory, name, sync=self.config.fsync)
+            return source.place(folder, name, sync=self.config.fsync)
         except OSError as exc:
             raise PlacementError(
                 source.origin,
-                f"cannot place at {directory}/{name}: {exc.strerror or exc}",
+                f"cannot place at {folder.path}/{name}: {exc.strerror or exc}",
                 errno=exc.errno,
             ) from None
 
@@ -239,36 +242,38 @@ class Repacker:
         Only a regular file inside the data folder that still holds this very
         SOPInstanceUID goes, and never the source of a copy (a run over the data
         tree without ``--cleanup`` modifies no input). Its image record was the
-        one just replaced. Folders it leaves empty go too. Best effort: the new
-        copy and its records are complete whatever happens here.
+        one just replaced. Folders it leaves empty go too. It is removed through
+        the folders it stands in, each opened without following a link
+        (:func:`.tree.remove_beneath`): a patient folder replaced by a link to
+        an archive makes it stay, never a file of the archive go. Best effort:
+        the new copy and its records are complete whatever happens here.
         """
         root = self.datadir
-        if not earlier.startswith(root + "/") or "/../" in earlier or earlier == placed.path:
+        if not earlier.startswith(root + "/") or earlier == placed.path:
             return
         copied_from = source.origin if isinstance(source, PathSource) and not source.move else ""
         if copied_from and os.path.abspath(copied_from) == earlier:
             return
-        try:
-            st = os.lstat(earlier)
-            if (st.st_mode & 0o170000) != 0o100000:
-                return
-            if st.st_ino == placed.stat.st_ino and st.st_dev == placed.stat.st_dev:
-                return  # the same file under two names: removing one loses nothing, but why
-            from .header import read_header
 
-            sop = read_header(earlier, ("SOPInstanceUID",)).values.get("SOPInstanceUID")
-        except (OSError, RepackError):
-            return
-        if sop != sop_uid:
-            return
+        def holds_this_sop(fd: int, st: os.stat_result) -> bool:
+            if st.st_ino == placed.stat.st_ino and st.st_dev == placed.stat.st_dev:
+                return False  # the same file under two names: removing one loses nothing, but why
+            try:
+                return _sop_of(fd, st.st_size, earlier) == sop_uid
+            except (OSError, ValueError, RepackError):
+                return False
+
         try:
-            os.unlink(earlier)
-            folder = os.path.dirname(earlier)
-            while folder != root and folder.startswith(root + "/"):
-                os.rmdir(folder)  # only empty folders go; OSError stops the climb
-                folder = os.path.dirname(folder)
+            remove_beneath(root, earlier[len(root) + 1 :], holds_this_sop)
         except OSError:
             pass
+
+
+def _sop_of(fd: int, size: int, name: str) -> str | None:
+    """The SOPInstanceUID of the open file ``fd`` (``size`` bytes)."""
+    from .header import read_header_fd
+
+    return read_header_fd(fd, size, ("SOPInstanceUID",), name=name).values.get("SOPInstanceUID")
 
 
 def _dump(source: str | bytes | memoryview) -> dict[str, str]:

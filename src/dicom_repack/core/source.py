@@ -34,11 +34,12 @@ from .place import copy_fd, link_fd, place_bytes
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
     from typing import Protocol
 
     from .header import Header
     from .place import Placed
+    from .tree import Folder
 
     class Source(Protocol):
         """What the job needs of a source (see the module docstring)."""
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
         origin: str
 
         def header(self, keywords: Collection[str]) -> Header: ...
-        def place(self, directory: str, name: str, *, sync: bool) -> Placed: ...
+        def place(self, folder: Folder, name: str, *, sync: bool) -> Placed: ...
         def commit(self, placed: Placed) -> None: ...
         def dump_source(self, placed: Placed) -> str | bytes | memoryview: ...
         def close(self) -> None: ...
@@ -78,14 +79,38 @@ class PathSource:
     """A Part 10 file at ``path``; ``move`` removes it once filed and recorded.
 
     Call :meth:`header` first (it opens the file), :meth:`close` always.
+    A caller that already holds the file open (the receiver's spool file, made
+    in the data folder without following a link) passes it as ``opened`` (fd at
+    offset 0, and its fstat; closed here) and how to let it go as ``remove``
+    (instead of removing ``path`` by name), so the path is never opened again.
     """
 
-    __slots__ = ("_map", "_view", "data", "fd", "move", "origin", "stat", "symlink")
+    __slots__ = (
+        "_map",
+        "_remove",
+        "_view",
+        "data",
+        "fd",
+        "move",
+        "origin",
+        "stat",
+        "symlink",
+    )
 
-    def __init__(self, path: str, *, move: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        move: bool = False,
+        opened: tuple[int, os.stat_result] | None = None,
+        remove: Callable[[], None] | None = None,
+    ) -> None:
         self.origin = path
         self.move = move
         self.fd = -1
+        if opened is not None:
+            self.fd, self.stat = opened
+        self._remove = remove
         self.data: bytes | None = None
         self.symlink = False
         self._map: mmap.mmap | None = None
@@ -97,6 +122,8 @@ class PathSource:
         Opened first without following a symbolic link, which tells a link apart
         at no extra cost; a link is then opened through (its bytes are filed).
         """
+        if self.fd >= 0:
+            return  # opened by the caller
         path = self.origin
         try:
             try:
@@ -131,25 +158,28 @@ class PathSource:
                 self.origin, f"cannot read: {exc.strerror or exc}", errno=exc.errno
             ) from None
 
-    def place(self, directory: str, name: str, *, sync: bool) -> Placed:
-        """Put the instance at ``directory/name`` (OSError if it cannot be)."""
+    def place(self, folder: Folder, name: str, *, sync: bool) -> Placed:
+        """Put the instance at ``name`` in ``folder`` (OSError if it cannot be)."""
         if self.move and not self.symlink:
             try:
-                return link_fd(self.fd, self.stat, directory, name, self.origin)
+                return link_fd(self.fd, self.stat, folder, name, self.origin)
             except OSError as exc:
                 if not _copy_instead(exc):
                     raise
             sync = True  # the source is removed once this copy is named: make it durable
         if self.data is not None:
-            return place_bytes(self.data, directory, name, sync=sync)
-        return copy_fd(self.fd, self.stat.st_size, directory, name, sync=sync, what=self.origin)
+            return place_bytes(self.data, folder, name, sync=sync)
+        return copy_fd(self.fd, self.stat.st_size, folder, name, sync=sync, what=self.origin)
 
     def commit(self, placed: Placed) -> None:
         """Let the source go: with ``move``, remove its name (the link, for a symbolic link)."""
         if not self.move or placed.same_entry:
             return  # copying, or the source is the filed file itself: never remove it
         try:
-            os.unlink(self.origin)
+            if self._remove is not None:
+                self._remove()
+            else:
+                os.unlink(self.origin)
         except FileNotFoundError:
             pass  # removed meanwhile (another run finished it): nothing left to let go
         except OSError as exc:
@@ -200,8 +230,8 @@ class BufferSource:
     def header(self, keywords: Collection[str]) -> Header:
         return read_header(self.data, keywords, name=self.origin)
 
-    def place(self, directory: str, name: str, *, sync: bool) -> Placed:
-        return place_bytes(self.data, directory, name, sync=sync)
+    def place(self, folder: Folder, name: str, *, sync: bool) -> Placed:
+        return place_bytes(self.data, folder, name, sync=sync)
 
     def commit(self, placed: Placed) -> None:
         pass

@@ -1,101 +1,346 @@
-"""A root folder that no write may leave: the data folder, the log folder.
+"""A root folder that no write, read or removal may leave: the data folder, the log folder.
 
-Path components built from tag values cannot name a way out (``layout.safe_name``),
-but a folder *inside* the tree can be replaced by a symbolic link (a patient
-folder, ``patientData``) by anyone with write access to the tree, and every
-write through it would then land wherever it points. :meth:`Tree.folder`
-creates the folders below the root one component at a time and refuses, with
-:class:`~.errors.UnsafePathError`, any component that is a symbolic link or not
-a folder. The root itself may be a link: that is the operator's choice.
+Anyone with write access to the data or log folder can replace what is inside
+it: a patient folder by a symbolic link to an archive, a record or the index by
+a link to ``/etc/passwd``, any file by a FIFO. A path that is checked and then
+used (``lstat``, then ``open``) leaves a moment in between; a path that is
+opened by name follows whatever link stands there at that moment. So nothing
+under those folders is used by path:
 
-Cost: one ``lstat`` per component below the root the first time a folder is
-used (three for a series folder, a mkdir each when new), then nothing: folders
-found safe are remembered for ``_TTL`` seconds (bounded), so a batch or a
-receiver checks each folder about once, and notices a link planted later within
-that time. The check and the write are separate steps: a link planted in the
-instant between them is not seen (``openat2(RESOLVE_BENEATH)`` would close that
-window but is not in Python's ``os``).
+* :func:`open_below` walks to a folder one component at a time, each opened
+  relative to the previous one with ``O_NOFOLLOW | O_DIRECTORY`` (created with
+  ``mkdirat`` where missing): the :class:`Folder` it returns *is* the folder
+  that was vetted, whatever happens to the names meanwhile, and every file is
+  created, linked, renamed or removed relative to it (``openat``, ``linkat``,
+  ``renameat``, ``unlinkat``). No folder is trusted for longer than one use.
+* :func:`open_file` is the one way a file under those folders is opened (a
+  record, the patient lock, the index's pending rows, the spool, a journal):
+  ``O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC`` and then ``fstat``: a link, a FIFO, a
+  socket or a device is refused with :class:`NotRegularError`, one line naming
+  it, and never blocks the caller (a FIFO without a writer would otherwise hang
+  a door forever). ``O_NONBLOCK`` is left set: it changes nothing for a regular
+  file's reads, writes or locks.
+* :func:`remove_beneath` removes a file and the folders it leaves empty, with
+  ``unlinkat``/``rmdir`` relative to the walked folders, never by path.
+
+The roots themselves (``--datadir``, ``--logdir``, ``--index``) are the
+operator's choice and may be links. Cost: one ``open`` of the root and one
+``openat`` per folder below it (and as many ``close``), at each use; no ``lstat``.
+
+:class:`Tree` names one root in errors ("... is a symbolic link inside the data
+folder ...").
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 from .errors import UnsafePathError
 
-__all__ = ["Tree"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-#: How long a folder found safe is trusted, and how many are remembered.
-_TTL = 30.0
-_MAX = 4096
+__all__ = [
+    "OWN_PREFIX",
+    "Folder",
+    "NotRegularError",
+    "Tree",
+    "open_below",
+    "open_file",
+    "remove_beneath",
+]
+
+#: The project's own folders inside the data folder (the receiver's spool, batch
+#: --dask's journals) start with this, and no door walks into them (a batch over
+#: the data folder would otherwise file spool files). Only a tag value that itself
+#: starts with this text could make a layout folder of such a name.
+OWN_PREFIX = ".dicom-repack-"
+
+#: a folder below a root: opened only if it is a folder and not a link
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: every file open: never through a link, never blocking, never inherited
+_FILE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+#: what each kind of file is called in a refusal (S_IFMT bits -> words)
+_KINDS = {
+    0o010000: "a FIFO",
+    0o020000: "a character device",
+    0o040000: "a folder",
+    0o060000: "a block device",
+    0o120000: "a symbolic link",
+    0o140000: "a socket",
+}
+
+
+class NotRegularError(OSError):
+    """A name under the data or log folder is not what it must be (a link, a FIFO, ...).
+
+    An OSError without an errno: its text is one line naming the path and what
+    stands there. Nothing was opened, written or removed through it.
+    """
+
+
+class Folder:
+    """An open folder (``fd``) and the path it was reached by (``path``, for messages).
+
+    Close it (or use ``with``); everything done inside it is relative to ``fd``.
+    """
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Folder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def kind_of(mode: int) -> str:
+    """What a file of ``mode`` is called in a refusal ("a FIFO", "a symbolic link", ...)."""
+    return _KINDS.get(mode & 0o170000, "not a regular file")
+
+
+def _refusal(path: str, name: str, dir_fd: int | None, *, want: str) -> NotRegularError:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        kind = kind_of(st.st_mode)
+    except OSError:
+        kind = "not usable"
+    return NotRegularError(f"{path} is {kind}, not {want}; not opened")
+
+
+def open_file(
+    name: str,
+    flags: int,
+    mode: int = 0o644,
+    *,
+    dir_fd: int | None = None,
+    path: str | None = None,
+) -> tuple[int, os.stat_result]:
+    """Open the regular file ``name`` (in ``dir_fd``, or a path): ``(fd, its fstat)``.
+
+    The one open of a file under the data or log folder. ``flags`` are the
+    access flags (``O_RDONLY``, ``O_WRONLY | O_APPEND | O_CREAT``, ...); the
+    no-follow, non-blocking and close-on-exec flags are added here. A symbolic
+    link, FIFO, socket, device or folder raises :class:`NotRegularError` naming
+    ``path`` (default ``name``); other failures raise OSError as ``os.open`` does.
+    """
+    try:
+        fd = os.open(name, flags | _FILE, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        # ELOOP (40): a link at the name; ENXIO (6): a FIFO without a reader opened
+        # for writing, or a socket; EISDIR (21): a folder opened for writing
+        if exc.errno in (40, 6, 21):
+            raise _refusal(path or name, name, dir_fd, want="a regular file") from None
+        raise
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if (st.st_mode & 0o170000) != 0o100000:  # stat.S_ISREG without importing stat
+        os.close(fd)
+        raise NotRegularError(
+            f"{path or name} is {kind_of(st.st_mode)}, not a regular file; not opened"
+        )
+    return fd, st
+
+
+def open_below(
+    root: int,
+    root_path: str,
+    parts: list[str],
+    *,
+    create: bool,
+    what: str,
+) -> Folder:
+    """The folder ``root_path/parts...``, each part opened in the previous one.
+
+    ``root`` is the open root folder (not closed here). A part that is missing is
+    created (``create``) or raises FileNotFoundError; a part that is a symbolic
+    link or not a folder raises :class:`NotRegularError` ("... is a symbolic
+    link inside the <what> <root>; refusing to use it"). ``parts`` are names
+    made by the layout's sanitising rule (no ``/``, never ``..``).
+    """
+    fd = root
+    path = root_path
+    try:
+        for part in parts:
+            path = f"{path}/{part}"
+            try:
+                nfd = os.open(part, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass  # another process made it meanwhile: opened (and checked) below
+                try:
+                    nfd = os.open(part, _DIR, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in (20, 40):
+                        raise
+                    raise _unsafe(path, part, fd, root_path, what) from None
+            except OSError as exc:
+                if exc.errno not in (20, 40):  # ENOTDIR, ELOOP: a link or not a folder
+                    raise
+                raise _unsafe(path, part, fd, root_path, what) from None
+            if fd != root:
+                os.close(fd)
+            fd = nfd
+    except BaseException:
+        if fd != root:
+            os.close(fd)
+        raise
+    if fd == root:
+        fd = os.dup(root)  # the caller closes what it gets; the root stays open
+    return Folder(fd, path)
+
+
+def _unsafe(path: str, part: str, dir_fd: int, root_path: str, what: str) -> NotRegularError:
+    try:
+        mode = os.stat(part, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        kind = kind_of(mode) if (mode & 0o170000) == 0o120000 else "not a folder"
+    except OSError:
+        kind = "not a folder"
+    return NotRegularError(
+        f"{path} is {kind} inside the {what} {root_path}; refusing to write through it"
+    )
+
+
+def remove_beneath(
+    root: str,
+    relpath: str,
+    check: Callable[[int, os.stat_result], bool] | None = None,
+) -> bool:
+    """Remove the file ``root/relpath`` and the folders it leaves empty, never leaving ``root``.
+
+    Each folder on the way is opened in the previous one without following a
+    link; the file is opened the same way (:func:`open_file`) and must be a
+    regular file for which ``check(fd, stat)`` (if given) returns True; it is then
+    removed with ``unlinkat`` in its folder, if that name still is that file, and
+    each folder above it, up to but not including ``root``, with ``rmdir`` in its
+    parent while it is empty. Returns True when the file was removed; False when
+    anything on the way is missing, a link, not a folder or not a regular file,
+    or ``check`` said no (nothing is removed then). Other OSErrors propagate.
+    """
+    parts = [p for p in relpath.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        return False
+    name = parts.pop()
+    try:
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    fds = [top]
+    try:
+        for part in parts:
+            try:
+                fds.append(os.open(part, _DIR, dir_fd=fds[-1]))
+            except OSError as exc:
+                if exc.errno in (2, 20, 40):  # ENOENT, ENOTDIR, ELOOP
+                    return False
+                raise
+        folder = fds[-1]
+        try:
+            fd, st = open_file(name, os.O_RDONLY, dir_fd=folder)
+        except (NotRegularError, FileNotFoundError):
+            return False
+        try:
+            if check is not None and not check(fd, st):
+                return False
+        finally:
+            os.close(fd)
+        try:
+            now = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if now.st_ino != st.st_ino or now.st_dev != st.st_dev:
+            return False  # replaced meanwhile: not the file that was checked
+        os.unlink(name, dir_fd=folder)
+        for i in range(len(parts) - 1, -1, -1):
+            try:
+                os.rmdir(parts[i], dir_fd=fds[i])
+            except OSError:
+                break  # not empty (or gone): the climb stops
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 class Tree:
-    """The folders below ``root``; ``what`` names it in errors ("data folder")."""
+    """The folders below ``root``; ``what`` names it in errors ("data folder").
 
-    __slots__ = ("_safe", "root", "what")
+    Nothing is kept between uses: each :meth:`open` opens the root by its path
+    (following it if it is a link: the operator's choice, and a root renamed and
+    made anew is the new one) and walks down from it.
+    """
+
+    __slots__ = ("root", "what")
 
     def __init__(self, root: str, what: str) -> None:
         self.root = os.path.abspath(root)
         self.what = what
-        self._safe: dict[str, float] = {}
 
-    def folder(self, path: str, origin: str) -> str:
-        """Make sure the folder ``path`` (absolute, below the root) exists and is safe.
+    def open(self, path: str, origin: str, *, create: bool = True) -> Folder:
+        """The folder ``path`` (absolute: the root or below it), open; the caller closes it.
 
-        Returns ``path``. Raises UnsafePathError (naming ``origin``, the instance,
-        and the offending component) if a component below the root is a symbolic
-        link or not a folder; OSError if one cannot be created.
+        As :meth:`folder_at`, but a component that is a symbolic link or not a
+        folder raises UnsafePathError naming ``origin`` (the instance) and the
+        component: the job's error.
         """
-        now = time.monotonic()
-        seen = self._safe.get(path)
-        if seen is not None and now - seen < _TTL:
-            return path
+        try:
+            return self.folder_at(path, create=create)
+        except NotRegularError as exc:
+            raise UnsafePathError(origin, str(exc)) from None
+
+    def folder_at(self, path: str, *, create: bool = True) -> Folder:
+        """The folder ``path`` (absolute: the root or below it), open; the caller closes it.
+
+        Folders below the root (and the root) are created where missing (unless
+        not ``create``: FileNotFoundError). Raises NotRegularError (an OSError
+        naming the offending component) if a component below the root is a
+        symbolic link or not a folder, or ``path`` is outside the root; OSError if
+        one cannot be created.
+        """
         root = self.root
+        parts: list[str]
         if path == root:
-            return path
-        if not path.startswith(root + "/"):
-            raise UnsafePathError(origin, f"{path} is outside the {self.what} {root}")
-        current = root
-        for part in path[len(root) + 1 :].split("/"):
-            current = f"{current}/{part}"
-            seen = self._safe.get(current)
-            if seen is not None and now - seen < _TTL:
-                continue
+            parts = []
+        elif path.startswith(root + "/"):
+            parts = path[len(root) + 1 :].split("/")
+        else:
+            raise NotRegularError(f"{path} is outside the {self.what} {root}")
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        try:
+            fd = os.open(root, flags)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.makedirs(root, exist_ok=True)  # the first write into a new tree
+            fd = os.open(root, flags)
+        if not parts:
+            return Folder(fd, root)  # the caller closes it
+        try:
             try:
-                st = os.lstat(current)
+                return open_below(fd, root, parts, create=create, what=self.what)
             except FileNotFoundError:
-                _mkdir(current, root)
-                st = os.lstat(current)
-            if (st.st_mode & 0o170000) != 0o040000:  # not S_ISDIR (a link is not)
-                kind = "a symbolic link" if (st.st_mode & 0o170000) == 0o120000 else "not a folder"
-                raise UnsafePathError(
-                    origin,
-                    f"{current} is {kind} inside the {self.what} {root}; "
-                    "refusing to write through it",
-                )
-            self._remember(current, now)
-        return path
-
-    def _remember(self, path: str, now: float) -> None:
-        if len(self._safe) >= _MAX:
-            self._safe.clear()
-        self._safe[path] = now
-
-    def forget(self) -> None:
-        """Check every folder again on next use (after a folder was found missing)."""
-        self._safe.clear()
-
-
-def _mkdir(path: str, root: str) -> None:
-    """Create ``path`` (its parent exists, unless it is the root); racing creators are fine."""
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        pass  # another process made it meanwhile: the caller checks what it is
-    except FileNotFoundError:
-        if path.rpartition("/")[0] != root:
-            raise
-        os.makedirs(root, exist_ok=True)  # the first write into a new tree
-        _mkdir(path, root)
+                if not create:
+                    raise
+                # made and removed again meanwhile (another job retired an earlier
+                # copy and removed the folder it left empty): once more
+                return open_below(fd, root, parts, create=create, what=self.what)
+        finally:
+            os.close(fd)

@@ -14,6 +14,7 @@ import time
 
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
+from ..core.tree import OWN_PREFIX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,7 +101,9 @@ def iter_paths(
     Folders in ``exclude`` (the data and log folders, when they sit inside an
     input) are not entered, so a run never picks up its own output; an input that
     *is* the data folder is walked (a re-run over the data tree repairs what a
-    kill left half-done). Symbolic links to folders are not followed (no loops).
+    kill left half-done), but never the project's own folders in it (the
+    receiver's spool, ``--dask``'s journals: ``OWN_PREFIX``). Symbolic links to
+    folders are not followed (no loops).
     FIFOs, sockets, devices and links to folders are yielded too, for the job
     to skip and count as "not a regular file" (it never reads them), rather
     than silently ignored.
@@ -128,7 +131,8 @@ def iter_paths(
                     for entry in it:
                         try:
                             if entry.is_dir(follow_symlinks=False):
-                                subdirs.append(entry.path)
+                                if not entry.name.startswith(OWN_PREFIX):  # spool, journals
+                                    subdirs.append(entry.path)
                             else:
                                 yield entry.path
                         except OSError:

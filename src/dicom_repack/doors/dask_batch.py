@@ -51,6 +51,7 @@ from ..core import jsonio
 from ..core.errors import RecordError
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
+from ..core.tree import Folder, NotRegularError, Tree, open_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -133,9 +134,9 @@ def repack_chunk(
     instance this attempt files is added to it before its source is removed.
     """
     repacker = _repacker(run_id, config)
-    earlier = read_journal(journal) if journal else {}
+    earlier = read_journal(journal, config.datadir) if journal else {}
     outcomes: list[Outcome] = []
-    log = _Journal(journal, sync=config.fsync) if journal and move else None
+    log = _Journal(journal, config.datadir, sync=config.fsync) if journal and move else None
     try:
         for path in paths:
             done = earlier.get(path)
@@ -161,15 +162,16 @@ class _Journal:
     source is removed: a source that is gone always has its line.
     """
 
-    def __init__(self, path: str, *, sync: bool) -> None:
+    def __init__(self, path: str, datadir: str, *, sync: bool) -> None:
         self.path = path
+        self.datadir = datadir
         self.sync = sync
         self.fd = -1
 
     def add(self, outcome: Outcome) -> None:
         try:
             if self.fd < 0:
-                self.fd = _open_journal(self.path)
+                self.fd = _open_journal(self.path, self.datadir)
             _journal_line(self.fd, outcome, sync=self.sync)
         except OSError as exc:
             # the source stays (not committed); the instance is filed, a re-run is harmless
@@ -237,11 +239,17 @@ def worker_version() -> str:
 # -- the journal -----------------------------------------------------------------------
 
 
-def _open_journal(path: str) -> int:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return os.open(
-        path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
-    )
+def _journal_folder(path: str, datadir: str, *, create: bool) -> Folder:
+    """The folder of the journal ``path`` (inside ``datadir``), open, no link on the way."""
+    return Tree(datadir, "data folder").folder_at(os.path.dirname(path), create=create)
+
+
+def _open_journal(path: str, datadir: str) -> int:
+    """The journal ``path``, open for appending: never through a planted link or FIFO."""
+    with _journal_folder(path, datadir, create=True) as folder:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        name = os.path.basename(path)
+        return open_file(name, flags, 0o644, dir_fd=folder.fd, path=path)[0]
 
 
 def _journal_line(fd: int, outcome: Outcome, *, sync: bool) -> None:
@@ -251,16 +259,22 @@ def _journal_line(fd: int, outcome: Outcome, *, sync: bool) -> None:
         os.fsync(fd)
 
 
-def read_journal(path: str) -> dict[str, Outcome]:
+def read_journal(path: str, datadir: str) -> dict[str, Outcome]:
     """Source path -> outcome of every instance a journal says was filed.
 
     A last line cut short by a kill is ignored (its instance's source is still
-    there if it was not committed, and is filed again).
+    there if it was not committed, and is filed again). A journal that is a
+    link, a FIFO or in a linked folder is not read (its instances count as not
+    known to be filed: a re-run files what is still there).
     """
     try:
-        with open(path, encoding="ascii", errors="replace") as fh:
+        with _journal_folder(path, datadir, create=False) as folder:
+            fd, _ = open_file(os.path.basename(path), os.O_RDONLY, dir_fd=folder.fd, path=path)
+        with open(fd, encoding="ascii", errors="replace") as fh:
             lines = fh.read().split("\n")
     except FileNotFoundError:
+        return {}
+    except NotRegularError:
         return {}
     done: dict[str, Outcome] = {}
     for line in lines:
@@ -397,8 +411,8 @@ def _drive(
     threads = _threads(client)
     run_id = uuid.uuid4().hex[:16]
     journal_root = f"{os.path.abspath(config.datadir)}/{JOURNAL_DIR}/{run_id}" if move else None
-    if journal_root is not None:
-        os.makedirs(journal_root, exist_ok=True)
+    if journal_root is not None:  # NotRegularError (an OSError: one line) for a planted link
+        _journal_folder(f"{journal_root}/-", config.datadir, create=True).close()
 
     stream = iter(paths)
     head = list(itertools.islice(stream, threads * CHUNK_MAX * _SPLIT))
@@ -436,7 +450,7 @@ def _drive(
     try:
         for future in completed:
             paths_, journal = pending.pop(future.key)
-            outcomes = _outcomes(future, paths_, journal)
+            outcomes = _outcomes(future, paths_, journal, config.datadir)
             future.release()
             for outcome in outcomes:
                 summary.add(outcome)
@@ -454,7 +468,7 @@ def _drive(
             future.cancel()
         raise
     if journal_root is not None:
-        _remove_journals(journal_root)
+        _remove_journals(journal_root, config.datadir)
     summary.elapsed = time.perf_counter() - start
     return summary
 
@@ -487,7 +501,7 @@ def _chunks(paths: Iterator[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def _outcomes(future: Future, paths: list[str], journal: str | None) -> list[Outcome]:
+def _outcomes(future: Future, paths: list[str], journal: str | None, datadir: str) -> list[Outcome]:
     """The outcomes of one finished task; a task Dask gave up on is resolved here."""
     if future.status == "finished":
         return future.result()  # type: ignore[no-any-return]
@@ -497,7 +511,7 @@ def _outcomes(future: Future, paths: list[str], journal: str | None) -> list[Out
     # The workers running this task died too often (allowed-failures): perhaps an
     # instance that kills its worker. What the journal says was filed was filed;
     # the rest is reported failed, sources untouched, for a later re-run.
-    done = read_journal(journal) if journal else {}
+    done = read_journal(journal, datadir) if journal else {}
     out = []
     for path in paths:
         earlier = done.get(path)
@@ -511,16 +525,20 @@ def _outcomes(future: Future, paths: list[str], journal: str | None) -> list[Out
     return out
 
 
-def _remove_journals(root: str) -> None:
-    """Remove this run's journals (every task reported: they are not needed any more)."""
+def _remove_journals(root: str, datadir: str) -> None:
+    """Remove this run's journals (every task reported: they are not needed any more),
+    inside their folders opened without following a link."""
     try:
-        with os.scandir(root) as it:
-            for entry in it:
+        tree = Tree(datadir, "data folder")
+        with tree.folder_at(root, create=False) as folder:
+            for name in os.listdir(folder.fd):
                 try:
-                    os.unlink(entry.path)
+                    os.unlink(name, dir_fd=folder.fd)
                 except OSError:
                     pass
-        os.rmdir(root)
-        os.rmdir(os.path.dirname(root))  # only if no other run is using it
+        with tree.folder_at(os.path.dirname(root), create=False) as parent:
+            os.rmdir(os.path.basename(root), dir_fd=parent.fd)
+        with tree.folder_at(tree.root, create=False) as top:
+            os.rmdir(JOURNAL_DIR, dir_fd=top.fd)  # only if no other run is using it
     except OSError:
         pass

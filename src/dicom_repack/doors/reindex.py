@@ -28,14 +28,25 @@ import sys
 import time
 
 from ..core.errors import RepackError
-from ..core.header import read_header
-from ..core.index import _INSERT, DEFAULT_NAME, Index, IndexFailure, _setup, default_path
+from ..core.header import read_header_fd
+from ..core.index import (
+    _INSERT,
+    DEFAULT_NAME,
+    Index,
+    IndexFailure,
+    _setup,
+    check_files,
+    default_path,
+)
 from ..core.index_rows import INDEX_KEYWORDS, row_for
 from ..core.repack import REQUIRED
+from ..core.tree import open_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
+
+    from ..core.header import Header
 
 __all__ = ["main", "rebuild"]
 
@@ -70,6 +81,7 @@ def _open(path: str) -> tuple[sqlite3.Connection, str | None]:
     import sqlite3
 
     def connect() -> sqlite3.Connection:
+        check_files(path)
         conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
         _setup(conn)
         return conn
@@ -87,6 +99,16 @@ def _open(path: str) -> tuple[sqlite3.Connection, str | None]:
         if os.path.exists(path + suffix):
             os.rename(path + suffix, aside + suffix)
     return connect(), aside
+
+
+def _read(path: str) -> tuple[Header, os.stat_result]:
+    """The header of the file ``path`` in the data tree, never through a link planted there
+    (a link or FIFO is skipped with its reason, as any unreadable file)."""
+    fd, st = open_file(path, os.O_RDONLY)
+    try:
+        return read_header_fd(fd, st.st_size, _KEYWORDS, name=path), st
+    finally:
+        os.close(fd)
 
 
 def _walk(root: str) -> list[str]:
@@ -144,11 +166,10 @@ def rebuild(datadir: str, index: str, logdir: str | None = None) -> Rebuilt:
     for path in _walk(os.path.abspath(datadir)):
         done.files += 1
         try:
-            header = read_header(path, _KEYWORDS)
+            header, st = _read(path)
             values = dict(header.values)
             if any(not (values.get(k) or "").strip() for k in REQUIRED):
                 raise RepackError(path, "missing a required UID")
-            st = os.stat(path)
         except (RepackError, OSError) as exc:
             done.skipped.append(str(exc))
             continue
@@ -199,8 +220,8 @@ def main(argv: list[str]) -> int:
 
     try:
         done = rebuild(ns.datadir, index, ns.logdir)
-    except (sqlite3.Error, OSError) as exc:
-        sys.stderr.write(f"dicom-repack index: cannot rebuild {index}: {exc}\n")
+    except (sqlite3.Error, OSError, IndexFailure) as exc:
+        sys.stderr.write(f"dicom-repack index: error: cannot rebuild {index}: {exc}\n")
         return 1
     if done.set_aside:
         sys.stderr.write(f"dicom-repack index: damaged index set aside as {done.set_aside}\n")

@@ -29,6 +29,7 @@ from ..core.errors import TemplateError
 from ..core.jsonio import NdjsonLog
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
+from ..core.source import PathSource
 from ..doors import options
 from .activity import Activity
 from .assoc import Policy
@@ -98,9 +99,14 @@ class Filer:
         if incoming.buffer is not None:
             outcome = repacker.repack_buffer(memoryview(incoming.buffer), origin=origin)  # no copy
         else:
-            # spooled inside the data folder: filed by a rename, never copied again
-            assert incoming.path is not None
-            outcome = repacker.repack_path(incoming.path, move=True)
+            # spooled inside the data folder: filed by a hard link from the open spool
+            # file, never copied again, and its name removed inside the spool folder
+            path = incoming.path
+            assert path is not None
+            source = PathSource(
+                path, move=True, opened=incoming.take(), remove=lambda: incoming.spool.remove(path)
+            )
+            outcome = repacker.repack(source)
             outcome.src = origin
         if self.ndjson is not None:
             self.ndjson.write(

@@ -9,14 +9,19 @@ by a rename (the core's path source with ``move``), never copied again.
 
 Memory held by unfinished data sets is therefore bounded by the budget across
 all associations (and workers), whatever the senders announce or stall on.
+
+The spool folder is opened without following a link (:meth:`.tree.Tree.folder_at`),
+and every spool file is created, listed and removed relative to it: a link
+planted in its place is refused (no spool file is written outside, the start-up
+sweep removes nothing outside).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
+from ..core.tree import Tree, open_file
 from .limits import Share
 
 __all__ = ["SPOOL_DIR", "Incoming", "Spool"]
@@ -31,32 +36,52 @@ class Spool:
     """The temporary-file folder for instances that do not stay in memory."""
 
     def __init__(self, datadir: str) -> None:
-        self.path = os.path.join(os.path.abspath(datadir), SPOOL_DIR)
+        self.tree = Tree(datadir, "data folder")
+        self.path = os.path.join(self.tree.root, SPOOL_DIR)
 
     def create(self) -> tuple[int, str]:
-        """A new spool file, open for writing: (fd, path)."""
-        os.makedirs(self.path, exist_ok=True)
-        import tempfile
+        """A new spool file, open for reading and writing: (fd, path).
 
-        return tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".part", dir=self.path)
+        OSError (NotRegularError for a link in the spool folder's place) if it
+        cannot be made.
+        """
+        with self.tree.folder_at(self.path) as folder:
+            while True:
+                name = f"{os.getpid()}-{os.urandom(6).hex()}.part"
+                try:
+                    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+                    fd, _ = open_file(
+                        name, flags, 0o600, dir_fd=folder.fd, path=f"{self.path}/{name}"
+                    )
+                except FileExistsError:
+                    continue
+                return fd, f"{self.path}/{name}"
+
+    def remove(self, path: str) -> None:
+        """Remove the spool file ``path`` (made by :meth:`create`), in the spool folder."""
+        with self.tree.folder_at(self.path, create=False) as folder:
+            os.unlink(os.path.basename(path), dir_fd=folder.fd)
 
     def sweep(self) -> int:
         """Remove spool files left by processes that no longer run (after a kill -9).
 
-        Returns how many were removed. Names start with the writer's pid.
+        Returns how many were removed. Names start with the writer's pid. A spool
+        folder that is a link (or missing) is left alone.
         """
         removed = 0
         try:
-            entries = list(Path(self.path).glob("*.part"))
+            with self.tree.folder_at(self.path, create=False) as folder:
+                for name in os.listdir(folder.fd):
+                    if not name.endswith(".part"):
+                        continue
+                    pid_text = name.split("-", 1)[0]
+                    if pid_text.isdigit() and _alive(int(pid_text)):
+                        continue
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=folder.fd)
+                        removed += 1
         except OSError:
             return 0
-        for entry in entries:
-            pid_text = entry.name.split("-", 1)[0]
-            if pid_text.isdigit() and _alive(int(pid_text)):
-                continue
-            with contextlib.suppress(OSError):
-                entry.unlink()
-                removed += 1
         return removed
 
 
@@ -153,10 +178,23 @@ class Incoming:
         self.close()
 
     def finish(self) -> None:
-        """The last fragment arrived: close the spool file (if any)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """The last fragment arrived. A spool file stays open, for :meth:`take`."""
+
+    def take(self) -> tuple[int, os.stat_result]:
+        """The finished spool file, open at its start, and its fstat; the caller closes it.
+
+        The job files it from this descriptor (never opening the spool path again,
+        where a link may have been planted meanwhile).
+        """
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            raise OSError(9, f"{self.path}: the spool file is not open")
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            return fd, os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def close(self) -> None:
         """Release memory and budget; remove the spool file unless it was filed (moved)."""
@@ -166,7 +204,7 @@ class Incoming:
             self._fd = -1
         if self.path is not None:
             with contextlib.suppress(OSError):
-                os.unlink(self.path)
+                self.spool.remove(self.path)
         self.buffer = None
         self._release()
 
