@@ -17,6 +17,7 @@ import pytest
 from dicom_repack.core import place
 from dicom_repack.core.records import record_paths
 from dicom_repack.core.repack import Config, Repacker
+from dicom_repack.core.sop_lock import SOP_DIR
 from helpers import HOSTILE, dicom_files, dicom_repack_exe, run_cli
 
 # the hostile files are invalid on purpose; pydicom says so when writing them
@@ -246,8 +247,9 @@ def test_no_tag_value_leaves_the_data_or_log_folder(
     for p in all_files(data):
         assert len(p.relative_to(data).parts) == 4
         assert all(len(part.encode()) <= 255 for part in p.parts)
-    for p in all_files(log):
-        assert p.relative_to(log).parts[0] in ("patientData", "studyData", "seriesData")
+    for p in all_files(log):  # pypx's records, and the per-SOP lock files (core/sop_lock.py)
+        assert p.relative_to(log).parts[0] in ("patientData", "studyData", "seriesData", SOP_DIR)
+        assert all(len(part.encode()) <= 255 for part in p.parts)
         json.loads(p.read_text())
     assert not (tmp_path.parent / "x").exists()
     assert not Path("/tmp/evil").exists() and not Path("/tmp/pwned").exists()
@@ -449,19 +451,30 @@ def test_a_series_header_dump_is_made_once_when_its_first_instances_race(tmp_pat
 def test_fsync_option_flushes_every_file_and_record(
     seed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    synced: list[int] = []
+    synced: list[str] = []
     real = os.fsync
 
     def fsync(fd: int) -> None:
-        synced.append(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"), fsync=True)).repack_path(
-        str(seed)
-    )
-    # the data file + six records (patient, study, study-series, series, image, pack)
-    assert len(synced) == 7
+    outcome = Repacker(
+        Config(str(tmp_path / "data"), str(tmp_path / "log"), fsync=True)
+    ).repack_path(str(seed))
+    assert outcome.dst is not None
+    files = [p for p in synced if not os.path.isdir(p)]
+    folders = {p for p in synced if os.path.isdir(p)}
+    # the data file (fsynced unnamed), six records (patient, study, study-series, series,
+    # image, pack; each unnamed or a temporary name) and the SOP's where-file
+    assert len(files) == 8
+    # then every folder that names one of them, up to the data and log folders
+    dst = Path(outcome.dst)
+    assert {str(p) for p in [*dst.parents][:4]} <= folders
+    assert str(tmp_path / "data") in folders and str(tmp_path / "log") in folders
+    for rec in ("patientData", "studyData", "seriesData"):
+        assert str(tmp_path / "log" / rec) in folders
+    assert len([p for p in folders if p.endswith("-img")]) == 1
     synced.clear()
     Repacker(Config(str(tmp_path / "data2"), str(tmp_path / "log2"))).repack_path(str(seed))
     assert synced == [], "no fsync unless asked: it costs a disk flush per file"

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
         StudyRecord,
     )
 
-__all__ = ["RECORD_KEYWORDS", "RecordPaths", "RecordWriter", "record_paths"]
+__all__ = ["RECORD_KEYWORDS", "RecordPaths", "RecordWriter", "Written", "record_paths"]
 
 NOT_DEFINED = "Not defined"
 PATIENT_FIELDS = ("PatientID", "PatientName", "PatientAge", "PatientSex", "PatientBirthDate")
@@ -260,6 +260,28 @@ def _lock_dir(directory: str) -> int:
     return dirfd
 
 
+class Written:
+    """What one :meth:`RecordWriter.write` changed, so that the job can take it back.
+
+    Filled as the records are written, so a write that fails half-way is undone
+    as far as it got. ``created``: the shared records (study, series, header
+    dump, pack) this write made; ``image_before``: the bytes of the image record
+    it replaced (None: it made a new one); ``study_added``: it put the study in
+    the patient's StudyList; ``previous``: where the replaced image record said
+    the instance stood, when that is another path (a changed layout tag).
+    """
+
+    __slots__ = ("created", "image", "image_before", "paths", "previous", "study_added")
+
+    def __init__(self) -> None:
+        self.paths: RecordPaths | None = None
+        self.created: list[str] = []
+        self.image: str | None = None
+        self.image_before: bytes | None = None
+        self.study_added = False
+        self.previous: str | None = None
+
+
 class RecordWriter:
     """Writes the records of one log folder; safe to use from many processes at once."""
 
@@ -284,6 +306,7 @@ class RecordWriter:
         dump: Callable[[], dict[str, str]],
         origin: str,
         nlink: int = 1,
+        written: Written | None = None,
     ) -> str | None:
         """Record one placed instance.
 
@@ -295,9 +318,14 @@ class RecordWriter:
         Returns where the image record said this instance stood before, when that
         is another path (the instance was re-filed elsewhere), else None. Raises
         RecordError, or UnsafePathError for a link planted in the log folder.
+        ``written``, if given, is filled with what was changed (:meth:`undo`
+        takes it back), also when the write fails half-way.
         """
+        journal = written if written is not None else Written()
         try:
-            return self._write(values, series_base_dir, file_name, stat, dump, nlink, origin)
+            return self._write(
+                values, series_base_dir, file_name, stat, dump, nlink, origin, journal
+            )
         except RepackError:
             raise
         except (OSError, jsonio.JSONError) as exc:
@@ -316,11 +344,13 @@ class RecordWriter:
         dump: Callable[[], dict[str, str]],
         nlink: int,
         origin: str,
+        journal: Written,
     ) -> str | None:
         patient_id = values["PatientID"]
         study_uid = values["StudyInstanceUID"]
         series_uid = values["SeriesInstanceUID"]
-        paths = record_paths(patient_id, study_uid, series_uid, file_name)
+        paths = journal.paths = record_paths(patient_id, study_uid, series_uid, file_name)
+        created = journal.created
 
         def at(rel: str) -> tuple[str, str]:
             """(folder, name): the folder created, and refused if a link is on the way."""
@@ -328,36 +358,48 @@ class RecordWriter:
             return self.tree.folder(directory, origin), name
 
         at(paths.patient)
-        self._patient(patient_id, study_uid, values, paths.patient)
-        self._create_if_absent(*at(paths.study), lambda: {study_uid: _study_model(values)})
+        journal.study_added = self._patient(patient_id, study_uid, values, paths.patient)
+        study = lambda: {study_uid: _study_model(values)}  # noqa: E731
+        self._create_if_absent(*at(paths.study), study, created=created)
         self._create_if_absent(
             *at(paths.study_series),
             lambda: {study_uid: _dump_model(series_uid, series_base_dir, dump())},
             serialise=True,
+            created=created,
         )
         series_model = _series_model(values)
-        self._create_if_absent(*at(paths.series), lambda: {series_uid: series_model})
+        self._create_if_absent(
+            *at(paths.series), lambda: {series_uid: series_model}, created=created
+        )
         location = f"{series_base_dir}/{file_name}"
         image = _image_model(series_model, file_name, _stat_record(stat, location, nlink))
-        previous = self._image(*at(paths.image), {series_uid: image})
-        self._create_if_absent(*self._split(paths.pack), lambda: {"seriesPack": True})
-        return previous if previous != location else None
+        previous = self._image(*at(paths.image), {series_uid: image}, journal)
+        self._create_if_absent(
+            *self._split(paths.pack), lambda: {"seriesPack": True}, created=created
+        )
+        journal.previous = previous if previous != location else None
+        return journal.previous
 
-    def _image(self, directory: str, name: str, obj: object) -> str | None:
+    def _image(self, directory: str, name: str, obj: object, journal: Written) -> str | None:
         """Write the image record; return the FSlocation the one it replaced named, if any.
 
         A new instance costs one link, as any new record; only a record that was
         already there is read first (the instance was filed before: same place,
-        or, with a changed layout tag, elsewhere).
+        or, with a changed layout tag, elsewhere), and kept in ``journal`` so
+        that an undo can put it back.
         """
         data = self._encode(obj)
+        path = f"{directory}/{name}"
         try:
             place_bytes(data, directory, name, replace=False, sync=self.fsync)
+            journal.image = path
             return None
         except FileExistsError:
             pass
-        previous = _location(self._read_quietly(f"{directory}/{name}"))
+        before = _read_bytes_quietly(path)
+        previous = _location(_parse_quietly(before))
         place_bytes(data, directory, name, sync=self.fsync)
+        journal.image, journal.image_before = path, before or None
         return previous
 
     # -- the three kinds of write -------------------------------------------------
@@ -376,14 +418,20 @@ class RecordWriter:
         place_bytes(self._encode(obj), directory, name, sync=self.fsync)
 
     def _create_if_absent(
-        self, directory: str, name: str, make: Callable[[], object], *, serialise: bool = False
+        self,
+        directory: str,
+        name: str,
+        make: Callable[[], object],
+        *,
+        serialise: bool = False,
+        created: list[str] | None = None,
     ) -> None:
         """Write ``directory/name`` unless it exists; the first writer wins, atomically.
 
         Paths known to exist are remembered for a while (bounded, and re-checked
         after _KNOWN_TTL seconds), so a batch or a receiver does not stat three
         records per instance; a folder deleted under a long-running receiver is
-        noticed again within that time.
+        noticed again within that time. ``created`` gets ``path`` if this call made it.
         """
         path = f"{directory}/{name}"
         now = time.monotonic()
@@ -392,14 +440,16 @@ class RecordWriter:
             return
         if not os.path.exists(path):
             if serialise:
-                self._create_serialised(directory, name, make)
+                made = self._create_serialised(directory, name, make)
             else:
-                self._write_new(directory, name, make)
+                made = self._write_new(directory, name, make)
+            if made and created is not None:
+                created.append(path)
         if len(self._known) >= _CACHE_MAX:
             self._known.clear()
         self._known[path] = now
 
-    def _create_serialised(self, directory: str, name: str, make: Callable[[], object]) -> None:
+    def _create_serialised(self, directory: str, name: str, make: Callable[[], object]) -> bool:
         """Create-if-absent for a record that is costly to make (the full-header dump).
 
         When storescp starts hundreds of per-instance processes at once, all of a
@@ -411,43 +461,49 @@ class RecordWriter:
         dirfd = _lock_dir(directory)
         try:
             if not os.path.exists(f"{directory}/{name}"):
-                self._write_new(directory, name, make)
+                return self._write_new(directory, name, make)
+            return False
         finally:
             os.close(dirfd)  # releases the lock
 
-    def _write_new(self, directory: str, name: str, make: Callable[[], object]) -> None:
-        """Write ``directory/name`` atomically unless it appeared meanwhile.
+    def _write_new(self, directory: str, name: str, make: Callable[[], object]) -> bool:
+        """Write ``directory/name`` atomically unless it appeared meanwhile (then False).
 
         Another writer (another process, or one that does not take the lock) got
         there first with the same facts: its record stands.
         """
         try:
             place_bytes(self._encode(make()), directory, name, replace=False, sync=self.fsync)
+            return True
         except FileExistsError:
-            pass
+            return False
 
     def _patient(
         self, patient_id: str, study_uid: str, values: Mapping[str, str], rel: str
-    ) -> None:
-        """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must change."""
+    ) -> bool:
+        """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must change.
+
+        Returns True if this call added it."""
         key = (patient_id, study_uid)
         seen = self._filed.get(key)
         if seen is not None and time.monotonic() - seen < _KNOWN_TTL:
-            return
+            return False
         path = f"{self.logdir}/{rel}"
+        added = False
         if not self._patient_has(path, patient_id, study_uid):
             if self.patient_lock is None:
-                self._add_study(path, rel, patient_id, study_uid, values)
+                added = self._add_study(path, rel, patient_id, study_uid, values)
             else:
                 with self.patient_lock(patient_id):
-                    self._add_study(path, rel, patient_id, study_uid, values)
+                    added = self._add_study(path, rel, patient_id, study_uid, values)
         if len(self._filed) >= _CACHE_MAX:
             self._filed.clear()
         self._filed[key] = time.monotonic()
+        return added
 
     def _add_study(
         self, path: str, rel: str, patient_id: str, study_uid: str, values: Mapping[str, str]
-    ) -> None:
+    ) -> bool:
         """The read-modify-write of a patient's StudyList, under the patientData folder's lock."""
         dirfd = _lock_dir(self.patient_dir)
         try:
@@ -462,6 +518,112 @@ class RecordWriter:
             if study_uid not in studies:
                 studies.append(study_uid)
                 self._replace(rel, record)
+                return True
+            return False
+        finally:
+            os.close(dirfd)  # releases the lock
+
+    def folders(self, written: Written) -> list[str]:
+        """The log folders ``written`` named a record in, and their parents up to the log
+        folder (fsynced by the job with ``--fsync``: a new name is durable once its
+        folder is), deepest first."""
+        names = [*written.created, *([written.image] if written.image else [])]
+        if written.study_added and written.paths is not None:
+            names.append(f"{self.logdir}/{written.paths.patient}")
+        folders: set[str] = set()
+        for name in names:
+            folder = os.path.dirname(name)
+            while folder.startswith(self.logdir) and folder not in folders:
+                folders.add(folder)
+                if folder == self.logdir:
+                    break
+                folder = os.path.dirname(folder)
+        return sorted(folders, key=lambda f: (-f.count("/"), f))
+
+    # -- taking records back ------------------------------------------------------------
+
+    def undo(self, written: Written) -> None:
+        """Take back what one :meth:`write` did; best effort, never raises.
+
+        The image record it made goes; one it replaced is put back (the earlier
+        copy it names is still there: the job retires it only once the instance
+        is indexed). Then the series' records (series, header dump, pack) go if
+        no image record is left in the series, and the study's record and its
+        StudyList entry if no series is left in the study (:meth:`prune`),
+        whoever made them: two workers whose first instances of one series both
+        fail must leave nothing behind, whichever of them created it.
+
+        Not closed: an instance of the same series filed at that very moment by
+        another process (between its finding the series record, or remembering
+        it for 30 s, and writing its image record) is recorded without the series
+        record; a re-run over the data tree (``batch DATA -d DATA -l LOG``)
+        writes it again.
+        """
+        paths = written.paths
+        if paths is None:
+            return
+        try:
+            if written.image is not None:
+                if written.image_before is not None:
+                    folder, _, name = written.image.rpartition("/")
+                    place_bytes(written.image_before, folder, name, sync=self.fsync)
+                else:
+                    _unlink_quietly(written.image)
+            self.prune(paths)
+        except (OSError, RepackError, jsonio.JSONError):
+            pass
+
+    def forget(self, values: Mapping[str, str], file_name: str, location: str) -> None:
+        """Remove the image record of an instance no longer at ``location`` (retired), and
+        the series, study and StudyList entry it leaves without any instance. Best effort."""
+        paths = record_paths(
+            values["PatientID"], values["StudyInstanceUID"], values["SeriesInstanceUID"], file_name
+        )
+        image = f"{self.logdir}/{paths.image}"
+        try:
+            if _location(_parse_quietly(_read_bytes_quietly(image))) == location:
+                _unlink_quietly(image)
+            self.prune(paths)
+        except (OSError, RepackError, jsonio.JSONError):
+            pass
+
+    def prune(self, paths: RecordPaths) -> None:
+        """Remove the series records of ``paths``' series if it has no image record left,
+        then its study's record and StudyList entry if the study has no series left.
+
+        Folders stay (an empty ``-img`` or ``-series`` folder): removing one would
+        race another writer naming a record in it (ENOENT)."""
+        log = self.logdir
+        self._known.clear()
+        self._filed.clear()
+        if _has_entries(f"{log}/{paths.image_dir}"):
+            return
+        for rel in (paths.series, paths.pack, paths.study_series):
+            _unlink_quietly(f"{log}/{rel}")
+        if _has_entries(f"{log}/{paths.study_series_dir}"):
+            return
+        _unlink_quietly(f"{log}/{paths.study}")
+        self._remove_study(paths)
+
+    def _remove_study(self, paths: RecordPaths) -> None:
+        """Take the study out of the patient's StudyList (the record goes when it empties)."""
+        path = f"{self.logdir}/{paths.patient}"
+        dirfd = _lock_dir(self.patient_dir)
+        try:
+            record = self._read(path)
+            entry = record.get(paths.patient_id)
+            if not isinstance(entry, dict):
+                return
+            studies = entry.get("StudyList")
+            if not isinstance(studies, list) or paths.study_uid not in studies:
+                return
+            if _has_entries(f"{self.logdir}/{paths.study_series_dir}"):
+                return  # a series of it was recorded meanwhile
+            studies.remove(paths.study_uid)
+            if studies or len(record) > 1:
+                self._replace(paths.patient, record)
+            else:
+                _unlink_quietly(path)
         finally:
             os.close(dirfd)  # releases the lock
 
@@ -472,14 +634,6 @@ class RecordWriter:
             return False
         studies = entry.get("StudyList")
         return isinstance(studies, list) and study_uid in studies
-
-    @staticmethod
-    def _read_quietly(path: str) -> dict[str, object]:
-        """An existing record, or {} when it is missing or damaged (it is being replaced)."""
-        try:
-            return RecordWriter._read(path)
-        except (OSError, RecordError):
-            return {}
 
     @staticmethod
     def _read(path: str) -> dict[str, object]:
@@ -503,6 +657,48 @@ class RecordWriter:
         if not isinstance(obj, dict):
             raise RecordError(path, "existing record is not a JSON object; left as it is")
         return obj
+
+
+def _has_entries(folder: str) -> bool:
+    """Whether ``folder`` holds anything (a missing folder holds nothing)."""
+    try:
+        with os.scandir(folder) as it:
+            return any(True for _ in it)
+    except FileNotFoundError:
+        return False
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _read_bytes_quietly(path: str) -> bytes:
+    """A record's bytes, never through a link; b"" when missing or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return b""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _parse_quietly(data: bytes) -> dict[str, object]:
+    """A record's object, or {} when it is damaged (it is being replaced)."""
+    try:
+        obj = jsonio.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, jsonio.JSONError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def _location(record: dict[str, object]) -> str | None:

@@ -5,9 +5,13 @@ them re-implements a step. The job, on one screen (:meth:`Repacker.repack`)::
 
     header  = source.header(keywords)         # the source is read once
     folder  = plan(header)                    # where it goes (a folder with no link on the way)
+    hold(SOP)                                 # one job per SOPInstanceUID at a time (--logdir)
     placed  = source.place(folder, name)      # complete and named; the source untouched
-    records(header, placed)                   # pypx records; undo = delete what was placed
-    retire(earlier copy of this SOP)          # one instance, one path (the index goes here)
+    records(header, placed)                   # pypx records
+    index(header, placed)                     # a row means filed and recorded
+                                              # undo (any failure above) = take back all of it
+    retire(earlier copies of this SOP)        # one instance, one path
+    sync folders (--fsync, or a move that copied) # the new names durable before...
     source.commit(placed)                     # only now: remove the source (a move)
 
 The source goes last: a kill at any moment leaves the source where it was, or
@@ -16,17 +20,34 @@ removed it); running the same job again finishes it (the same source goes to the
 same destination, replaced atomically with the same bytes, its records
 rewritten). A bad instance never raises out of here: the
 :class:`~.outcome.Outcome` carries a one-line error naming the file.
+
+Undo takes back everything the job wrote, in reverse: the index row is the last
+write that can fail, so a failing index undoes the records (the image record
+made, or the one replaced put back; the study and series records and the
+StudyList entry this job created, unless another instance's image record now
+needs them: :meth:`~.records.RecordWriter.undo`), then the placed file. An
+earlier copy is retired only after the row is written, so until then it stands
+with its record, and an undo leaves it as it was.
+
+Durability (``--fsync``): the placed file and every record are fsynced before
+they are named, and, before the source goes, the folders that name them (up to
+the data and log folders), so a power cut after a move leaves the instance
+filed, not lost. A move that had to copy (another filesystem) always fsyncs the
+copy and its folders before removing the source, ``--fsync`` or not. Without
+``--fsync`` on one filesystem nothing is fsynced (a power cut may lose recent
+files; a move by hard link never loses the source's bytes).
 """
 
 from __future__ import annotations
 
+import errno as _errno
 import os
 
 from .errors import MissingElementError, PlacementError, RecordError, RepackError
 from .index_rows import INDEX_KEYWORDS, IndexFailure, PendingIndex, default_path
 from .layout import Layout
 from .outcome import Outcome
-from .records import RECORD_KEYWORDS, RecordWriter
+from .records import RECORD_KEYWORDS, RecordWriter, Written
 from .source import BufferSource, PathSource
 from .tree import Tree
 
@@ -37,6 +58,7 @@ if TYPE_CHECKING:
     from .header import Header
     from .index import Index
     from .place import Placed
+    from .sop_lock import SopHold
     from .source import Source
 
 __all__ = ["REQUIRED", "Config", "Repacker"]
@@ -131,26 +153,35 @@ class Repacker:
         leave a removed source unjournaled.
         """
         out = Outcome(source.origin)
+        held: SopHold | None = None
         try:
             header = source.header(self.keywords)
-            directory, name = self._plan(source.origin, header, out)
-            placed = self._place(source, directory, name)
+            values = header.values
+            held = self._hold(header, source.origin)
+            directory, name, placed = self._plan_and_place(source, header, out)
             out.dst, out.size = placed.path, placed.stat.st_size
+            written = Written()
             try:
-                earlier = self._record(header.values, directory, name, placed, source)
+                self._record(values, directory, name, placed, source, written)
                 # the index after the records, before the commit: a row means filed + recorded
-                self._index(header.values, placed, source.origin)
-                if earlier is not None:
-                    self._retire(earlier, placed, source, header.values["SOPInstanceUID"])
+                self._index(values, placed, source.origin)
             except RepackError:
+                if self.records is not None:
+                    self.records.undo(written)
                 placed.undo()
                 raise
+            if held is not None:
+                self._retire_earlier(held, written, values, placed, source)
+                held.remember(placed.path, dict(values), name, sync=self.config.fsync)
+            self._sync_folders(placed, source, written)
             if before_commit is not None:
                 before_commit(out)
             source.commit(placed)
         except RepackError as exc:
             out.fail(exc)
         finally:
+            if held is not None:
+                held.release()
             source.close()
         return out
 
@@ -177,6 +208,42 @@ class Repacker:
             ) from None
         return directory, plan.image
 
+    def _hold(self, header: Header, origin: str) -> SopHold | None:
+        """The lock on this SOPInstanceUID (core/sop_lock.py); None without a log folder,
+        or when a required element is missing (the plan refuses the instance)."""
+        if self.records is None:
+            return None
+        vals, empty = header.values, header.empty
+        if any(not (vals.get(k) or "").strip() or k in empty for k in REQUIRED):
+            return None
+        from .sop_lock import hold
+
+        return hold(self.records.tree, vals["SOPInstanceUID"], origin)
+
+    def _plan_and_place(
+        self, source: Source, header: Header, out: Outcome
+    ) -> tuple[str, str, Placed]:
+        """Plan and place; once more if a folder on the way vanished meanwhile.
+
+        Another job's retire removes the folders its earlier copy leaves empty,
+        and may do so between this job making a folder and making the next one
+        in it, or naming its file there (ENOENT; EPERM from a link into a removed
+        folder): the folders are made again and the placement retried, once.
+        """
+        for attempt in (1, 2):
+            directory = ""
+            try:
+                directory, name = self._plan(source.origin, header, out)
+                return directory, name, self._place(source, directory, name)
+            except PlacementError as exc:
+                vanished = exc.errno == _errno.ENOENT or (
+                    exc.errno == _errno.EPERM and directory and not os.path.isdir(directory)
+                )
+                if attempt == 2 or not vanished:
+                    raise
+                self.data.forget()
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _place(self, source: Source, directory: str, name: str) -> Placed:
         try:
             return source.place(directory, name, sync=self.config.fsync)
@@ -194,12 +261,13 @@ class Repacker:
         name: str,
         placed: Placed,
         source: Source,
-    ) -> str | None:
-        """Write the records; return where this instance stood before, if elsewhere."""
+        written: Written,
+    ) -> None:
+        """Write the records (``written`` says what was written, for undo and retire)."""
         if self.records is None:
-            return None
+            return
         dump_from = source.dump_source(placed)
-        return self.records.write(
+        self.records.write(
             values,
             series_base_dir=directory,
             file_name=name,
@@ -207,6 +275,7 @@ class Repacker:
             nlink=placed.nlink,
             dump=lambda: _dump(dump_from),
             origin=source.origin,
+            written=written,
         )
 
     def _index(self, values: Mapping[str, str], placed: Placed, origin: str) -> None:
@@ -214,36 +283,99 @@ class Repacker:
             try:
                 self.index.add(values, path=placed.path, size=placed.stat.st_size, source=origin)
             except IndexFailure as exc:
-                raise RecordError(origin, str(exc)) from None
+                raise RecordError(origin, str(exc), errno=exc.errno) from None
 
-    def _retire(self, earlier: str, placed: Placed, source: Source, sop_uid: str) -> None:
+    def _retire_earlier(
+        self,
+        held: SopHold,
+        written: Written,
+        values: Mapping[str, str],
+        placed: Placed,
+        source: Source,
+    ) -> None:
+        """Retire every earlier copy of this SOP; called under its lock, once indexed.
+
+        Two places say where it stood: the image record this job replaced (same
+        series and file name: a changed PatientName, say) and the SOP's where-file
+        (core/sop_lock.py: whatever changed, the InstanceNumber or the
+        SeriesInstanceUID too). A copy found through the where-file left its own
+        image record in another series or under another name: that record goes
+        with it, and the series, study and StudyList entry it leaves empty.
+        """
+        sop = values["SOPInstanceUID"]
+        if written.previous is not None:
+            self._retire(written.previous, placed, source, sop)
+        where = held.earlier()
+        if where is None or where["path"] in (placed.path, written.previous):
+            return
+        gone = self._retire(where["path"], placed, source, sop)
+        paths = written.paths
+        same_record = paths is not None and (
+            where["SeriesInstanceUID"] == values["SeriesInstanceUID"]
+            and where["file"] == paths.file_name
+        )
+        if gone and not same_record and self.records is not None:
+            self.records.forget(where, where["file"], where["path"])
+
+    def _sync_folders(self, placed: Placed, source: Source, written: Written) -> None:
+        """With --fsync, or after a move that copied: fsync the folders naming the new
+        file and records, so their names survive a power cut before the source goes."""
+        copied_move = (
+            isinstance(source, PathSource)
+            and source.move
+            and not placed.same_entry
+            and placed.stat.st_ino != source.stat.st_ino
+        )
+        if not (self.config.fsync or copied_move):
+            return
+        folders = _up_to(os.path.dirname(placed.path), self.datadir)
+        if self.config.fsync and self.records is not None:
+            folders += self.records.folders(written)
+        for folder in folders:
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise PlacementError(
+                    source.origin, f"cannot sync {folder}: {exc.strerror or exc}", errno=exc.errno
+                ) from None
+            finally:
+                os.close(fd)
+
+    def _retire(self, earlier: str, placed: Placed, source: Source, sop_uid: str) -> bool:
         """Remove the earlier copy of this instance, filed elsewhere (a changed layout tag).
 
         Only a regular file inside the data folder that still holds this very
         SOPInstanceUID goes, and never the source of a copy (a run over the data
         tree without ``--cleanup`` modifies no input). Its image record was the
         one just replaced. Folders it leaves empty go too. Best effort: the new
-        copy and its records are complete whatever happens here.
+        copy and its records are complete whatever happens here. Returns True
+        when no copy of this SOP is left at ``earlier`` (removed, or gone before).
         """
         root = self.datadir
         if not earlier.startswith(root + "/") or "/../" in earlier or earlier == placed.path:
-            return
+            return False
         copied_from = source.origin if isinstance(source, PathSource) and not source.move else ""
         if copied_from and os.path.abspath(copied_from) == earlier:
-            return
+            return False
         try:
             st = os.lstat(earlier)
             if (st.st_mode & 0o170000) != 0o100000:
-                return
+                return False
             if st.st_ino == placed.stat.st_ino and st.st_dev == placed.stat.st_dev:
-                return  # the same file under two names: removing one loses nothing, but why
+                return False  # the same file under two names: removing one loses nothing
             from .header import read_header
 
             sop = read_header(earlier, ("SOPInstanceUID",)).values.get("SOPInstanceUID")
+        except FileNotFoundError:
+            return True
         except (OSError, RepackError):
-            return
+            return False
         if sop != sop_uid:
-            return
+            return False
         try:
             os.unlink(earlier)
             folder = os.path.dirname(earlier)
@@ -252,6 +384,16 @@ class Repacker:
                 folder = os.path.dirname(folder)
         except OSError:
             pass
+        return not os.path.lexists(earlier)
+
+
+def _up_to(folder: str, root: str) -> list[str]:
+    """``folder`` and its parents up to ``root`` (both included), deepest first."""
+    out = [folder]
+    while folder != root and folder.startswith(root + "/"):
+        folder = os.path.dirname(folder)
+        out.append(folder)
+    return out
 
 
 def _dump(source: str | bytes | memoryview) -> dict[str, str]:

@@ -1,0 +1,137 @@
+"""One job per SOPInstanceUID at a time, and where that instance was last filed.
+
+Two jobs filing the same SOPInstanceUID at once (two batch workers given two
+versions of it, a sender retrying while its first C-STORE is still being filed)
+would each read where the instance stood, each place their own copy and each
+retire the same earlier copy: one of the new copies is left behind, unrecorded
+(300 versions of one instance on two workers left 8-18 files). So the job holds
+an exclusive ``flock`` on a file named for the SOP, in the log folder, from
+placing the instance to retiring its earlier copy (:func:`hold`). Jobs of
+different SOPs never wait for each other; a flock is per open file, so threads
+of one process (the receiver's associations) exclude each other too, and the
+kernel drops it when a process dies (kill -9 leaves no stale lock).
+
+The same file says where the SOP was last filed: one JSON object (the data
+path, PatientID, Study- and SeriesInstanceUID, file name), rewritten by the job
+as its last step before the commit (:meth:`SopHold.remember`). The image record
+finds an earlier copy only when its series and file name are unchanged (a
+corrected PatientName); this file finds it whatever changed (InstanceNumber,
+SeriesInstanceUID). Why not the index: the per-instance door and a pooled
+batch's workers write it as pending rows (core/index_rows.py), so asking it
+"where is this SOP?" would load SQLite (a quarter of that door's start) and
+scan every pending row; this file is already open for the lock, one ``pread``.
+The file is a hint, never trusted alone: what it names is retired only after
+the usual checks (inside the data folder, a regular file, holding this very
+SOPInstanceUID).
+
+Layout: ``<log folder>/.dicom-repack-sop/<2 hex digits>/<SOPInstanceUID>`` (the
+UID through :func:`~.layout.safe_name`; the folder spreads them over 256
+folders). A hidden folder: pypx's tools read patientData, studyData and
+seriesData only. One small file per instance filed with ``--logdir``; nothing
+without one (no log folder: nothing is serialised, see README).
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import jsonio
+from .errors import RecordError
+from .layout import safe_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .tree import Tree
+
+__all__ = ["SOP_DIR", "SopHold", "hold"]
+
+#: the folder of the per-SOP files, in the log folder
+SOP_DIR = ".dicom-repack-sop"
+
+#: more than any where-object this module writes
+_READ_MAX = 1 << 16
+
+
+class SopHold:
+    """The lock on one SOPInstanceUID (held until :meth:`release`) and its where-file."""
+
+    __slots__ = ("fd", "sop")
+
+    def __init__(self, fd: int, sop: str) -> None:
+        self.fd = fd
+        self.sop = sop
+
+    def earlier(self) -> dict[str, str] | None:
+        """Where this SOP was last filed (``path``, ``PatientID``, ``StudyInstanceUID``,
+        ``SeriesInstanceUID``, ``file``), or None (never, or unreadable)."""
+        try:
+            data = os.pread(self.fd, _READ_MAX, 0)
+            obj = jsonio.loads(data.decode("utf-8")) if data else None
+        except (OSError, UnicodeDecodeError, jsonio.JSONError):
+            return None
+        if not isinstance(obj, dict) or obj.get("sop") != self.sop:
+            return None  # another SOP whose name came out the same (safe_name): not ours
+        keys = ("path", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "file")
+        if not all(isinstance(obj.get(k), str) for k in keys):
+            return None
+        return {k: str(obj[k]) for k in keys}
+
+    def remember(self, path: str, values: dict[str, str], file_name: str, *, sync: bool) -> None:
+        """Say where this SOP now stands (best effort: a hint, see the module doc)."""
+        where = {
+            "sop": self.sop,
+            "path": path,
+            "PatientID": values["PatientID"],
+            "StudyInstanceUID": values["StudyInstanceUID"],
+            "SeriesInstanceUID": values["SeriesInstanceUID"],
+            "file": file_name,
+        }
+        data = jsonio.dumps(where).encode("utf-8", "surrogateescape")
+        try:
+            os.pwrite(self.fd, data, 0)
+            os.ftruncate(self.fd, len(data))
+            if sync:
+                os.fsync(self.fd)
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # releases the lock
+            self.fd = -1
+
+
+def hold(tree: Tree, sop: str, origin: str) -> SopHold:
+    """Take the lock on ``sop`` in the log folder ``tree`` (waiting for another job of it).
+
+    Raises UnsafePathError for a link planted on the way, RecordError (naming
+    ``origin``) if the file cannot be made or locked.
+    """
+    import fcntl
+
+    shard = f"{sum(sop.encode('utf-8', 'surrogateescape')) & 0xFF:02x}"
+    path = f"{tree.root}/{SOP_DIR}/{shard}/{safe_name(sop)}"
+    try:
+        folder = tree.folder(os.path.dirname(path), origin)
+        fd = os.open(
+            f"{folder}/{os.path.basename(path)}",
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+            0o644,
+        )
+    except OSError as exc:
+        raise RecordError(
+            origin, f"cannot lock {path}: {exc.strerror or exc}", errno=exc.errno
+        ) from None
+    try:
+        if (os.fstat(fd).st_mode & 0o170000) != 0o100000:
+            raise RecordError(origin, f"{path} is not a regular file; left as it is")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        os.close(fd)
+        raise RecordError(
+            origin, f"cannot lock {path}: {exc.strerror or exc}", errno=exc.errno
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return SopHold(fd, sop)
