@@ -151,7 +151,7 @@ def test_cross_filesystem_move_fsyncs_the_copy_before_removing_the_source(
     real_fsync, real_unlink = os.fsync, os.unlink
 
     def fsync(fd: int) -> None:
-        calls.append("fsync")
+        calls.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}")
         real_fsync(fd)
 
     def unlink(p: str, *a: object, **kw: object) -> None:
@@ -160,12 +160,17 @@ def test_cross_filesystem_move_fsyncs_the_copy_before_removing_the_source(
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "unlink", unlink)
-    outcome = Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"))).repack_path(
-        str(src), move=True
-    )
+    data = tmp_path / "data"
+    outcome = Repacker(Config(str(data), str(tmp_path / "log"))).repack_path(str(src), move=True)
     assert outcome.error is None, outcome.error
-    assert calls[0] == "fsync" and calls[-1] == "unlink-source", calls
+    assert calls[0].startswith("fsync") and calls[-1] == "unlink-source", calls
     assert not src.exists() and sha(Path(outcome.dst or "")) == digest
+    # the copy's name is durable too: its folder, and each folder above it up to the
+    # data folder (all new here), fsynced before the source goes
+    dst = Path(outcome.dst or "")
+    chain = [str(p) for p in dst.parents if p == data or data in p.parents]
+    assert len(chain) == 4
+    assert {f"fsync {p}" for p in chain} <= set(calls[: calls.index("unlink-source")]), calls
 
 
 # -- defect 1: symlink sources ------------------------------------------------------------
