@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -255,3 +256,72 @@ def test_an_instance_refiled_with_a_changed_file_name_or_series_stands_at_one_pa
     assert_records_match_files(data, log)
     run_cli("status", "-l", str(log))
     assert index_paths(log / "dicom-repack-index.sqlite") == {"1.2.3.4.5.6.1": str(only)}
+
+
+# -- 5. every skipped file named somewhere ------------------------------------------------------
+
+
+def test_batch_names_every_skipped_file_in_its_ndjson_log_and_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(30):
+        (src / f"notes-{i:02d}.txt").write_text("not DICOM")
+    make_instance(src / "one.dcm")
+    log = tmp_path / "outcomes.ndjson"
+    proc = run_cli(
+        "batch", str(src), "-d", str(tmp_path / "data"), "--no-progress",
+        f"--log-ndjson={log}",
+    )  # fmt: skip
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    skipped = sorted(d["src"] for d in lines if d["error_kind"] == "NotDicomError")
+    assert skipped == sorted(str(p) for p in src.glob("*.txt"))
+    more = [ln for ln in proc.stderr.splitlines() if "more skipped" in ln]
+    assert more == [
+        f"dicom-repack: ... and 10 more skipped files; every skipped file is named in the "
+        f"--log-ndjson lines ({log})"
+    ], proc.stderr
+    proc = run_cli("batch", str(src), "-d", str(tmp_path / "data2"), "--no-progress")
+    assert "10 more skipped files; --log-ndjson names every skipped file" in proc.stderr
+
+
+# -- 7. no forged lines --------------------------------------------------------------------------
+
+FORGED = "dicom-repack: 1 instances filed"
+
+
+def test_a_newline_in_a_file_name_or_uid_forges_no_line(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    not_dicom = src / f"x\n{FORGED}\r\x1b[2K.dcm"
+    not_dicom.write_text("not DICOM")
+    no_patient = make_instance(src / f"y\n{FORGED}.dcm", sop=f"1.2.3\n{FORGED}", PatientID="")
+    data = tmp_path / "data"
+    for args in (
+        ["--xcrdirfile", str(not_dicom)],
+        ["--xcrdirfile", str(no_patient)],
+        ["batch", str(src), "--no-progress", "--strict"],
+    ):
+        proc = run_cli(*args, "-d", str(data), check=False)
+        assert proc.returncode == 1
+        for line in (proc.stderr + proc.stdout).splitlines():
+            assert not line.startswith(FORGED), proc.stderr
+            assert "\r" not in line and "\x1b" not in line
+        assert "\\n" + FORGED in proc.stderr
+
+
+def test_listen_log_lines_escape_a_newline_in_a_uid(tmp_path: Path) -> None:
+    from test_listen_support import listening, pynetdicom_send
+
+    sent = make_instance(tmp_path / "in.dcm", sop="1.2.3.4", PatientID="", PatientName="A\nB")
+    forged = make_instance(
+        tmp_path / "in2.dcm", sop=f"1.2.3.5\n{FORGED}", PatientID=""
+    )  # fmt: skip
+    with listening(tmp_path / "data", "--log-level", "info") as listener:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom: "Invalid value for VR UI" (it is)
+            statuses = pynetdicom_send(listener.port, [sent, forged])
+        assert listener.stop() == 0
+    assert all(s != 0 for s in statuses), statuses
+    lines = listener.stderr.splitlines()
+    assert not [ln for ln in lines if ln.startswith(FORGED)], listener.stderr
+    assert any("\\n" + FORGED in ln for ln in lines), listener.stderr
