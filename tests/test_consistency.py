@@ -325,3 +325,32 @@ def test_listen_log_lines_escape_a_newline_in_a_uid(tmp_path: Path) -> None:
     lines = listener.stderr.splitlines()
     assert not [ln for ln in lines if ln.startswith(FORGED)], listener.stderr
     assert any("\\n" + FORGED in ln for ln in lines), listener.stderr
+
+
+def test_receiver_threads_refiling_one_sop_leave_one_file(tmp_path: Path) -> None:
+    """listen's associations are threads of one process, each with its own Repacker
+    (what every C-STORE calls): the per-SOP lock holds between them too."""
+    import threading
+
+    from dicom_repack.core.repack import Config, Repacker
+
+    payloads = [p.read_bytes() for p in variants(tmp_path / "in", 120)]
+    data, log = tmp_path / "data", tmp_path / "log"
+    errors: list[str] = []
+
+    def association(part: list[bytes]) -> None:
+        repacker = Repacker(Config(str(data), str(log)))
+        for payload in part:
+            outcome = repacker.repack_buffer(payload)
+            if outcome.error:
+                errors.append(outcome.error)
+
+    threads = [threading.Thread(target=association, args=(payloads[k::3],)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    (only,) = data_files(data)
+    assert image_locations(log) == [str(only)]
+    assert_records_match_files(data, log)

@@ -5,11 +5,17 @@ versions of it, a sender retrying while its first C-STORE is still being filed)
 would each read where the instance stood, each place their own copy and each
 retire the same earlier copy: one of the new copies is left behind, unrecorded
 (300 versions of one instance on two workers left 8-18 files). So the job holds
-an exclusive ``flock`` on a file named for the SOP, in the log folder, from
-placing the instance to retiring its earlier copy (:func:`hold`). Jobs of
-different SOPs never wait for each other; a flock is per open file, so threads
-of one process (the receiver's associations) exclude each other too, and the
-kernel drops it when a process dies (kill -9 leaves no stale lock).
+an exclusive lock on a file named for the SOP, in the log folder, from placing
+the instance to retiring its earlier copy (:func:`hold`). Jobs of different
+SOPs never wait for each other; the kernel drops the lock when a process dies
+(kill -9 leaves no stale lock).
+
+The lock is ``os.lockf`` (a POSIX record lock, which also holds across NFS for
+``batch --dask``), not ``flock``: ``fcntl`` is an extension module the
+per-instance door would load for every instance (~0.2 ms). A POSIX lock belongs
+to the process, so threads of one process (the receiver's associations) first
+take an in-process lock on the same name, and only one file descriptor per
+name is ever open in a process (closing any other would drop the lock).
 
 The same file says where the SOP was last filed: one JSON object (the data
 path, PatientID, Study- and SeriesInstanceUID, file name), rewritten by the job
@@ -33,6 +39,7 @@ without one (no log folder: nothing is serialised, see README).
 
 from __future__ import annotations
 
+import _thread
 import os
 
 from . import jsonio
@@ -52,14 +59,50 @@ SOP_DIR = ".dicom-repack-sop"
 _READ_MAX = 1 << 16
 
 
+class _Local:
+    """The in-process lock on one name, and how many threads hold or wait for it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        self.users = 0
+
+
+#: name -> its in-process lock, while some thread holds or waits for it
+_local: dict[str, _Local] = {}
+_local_guard = _thread.allocate_lock()
+
+
+def _enter(path: str) -> _Local:
+    """Take the in-process lock on ``path`` (see the module doc)."""
+    with _local_guard:
+        entry = _local.get(path)
+        if entry is None:
+            entry = _local[path] = _Local()
+        entry.users += 1
+    entry.lock.acquire()
+    return entry
+
+
+def _leave(path: str, entry: _Local) -> None:
+    entry.lock.release()
+    with _local_guard:
+        entry.users -= 1
+        if entry.users == 0 and _local.get(path) is entry:
+            del _local[path]
+
+
 class SopHold:
     """The lock on one SOPInstanceUID (held until :meth:`release`) and its where-file."""
 
-    __slots__ = ("fd", "sop")
+    __slots__ = ("_entry", "fd", "path", "sop")
 
-    def __init__(self, fd: int, sop: str) -> None:
+    def __init__(self, fd: int, sop: str, path: str, entry: _Local) -> None:
         self.fd = fd
         self.sop = sop
+        self.path = path
+        self._entry = entry
 
     def earlier(self) -> dict[str, str] | None:
         """Where this SOP was last filed (``path``, ``PatientID``, ``StudyInstanceUID``,
@@ -99,6 +142,7 @@ class SopHold:
         if self.fd >= 0:
             os.close(self.fd)  # releases the lock
             self.fd = -1
+            _leave(self.path, self._entry)
 
 
 def hold(tree: Tree, sop: str, origin: str) -> SopHold:
@@ -107,31 +151,25 @@ def hold(tree: Tree, sop: str, origin: str) -> SopHold:
     Raises UnsafePathError for a link planted on the way, RecordError (naming
     ``origin``) if the file cannot be made or locked.
     """
-    import fcntl
-
     shard = f"{sum(sop.encode('utf-8', 'surrogateescape')) & 0xFF:02x}"
     path = f"{tree.root}/{SOP_DIR}/{shard}/{safe_name(sop)}"
+    entry = _enter(path)
+    fd = -1
     try:
-        folder = tree.folder(os.path.dirname(path), origin)
+        tree.folder(os.path.dirname(path), origin)
         fd = os.open(
-            f"{folder}/{os.path.basename(path)}",
-            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
-            0o644,
+            path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644
         )
-    except OSError as exc:
-        raise RecordError(
-            origin, f"cannot lock {path}: {exc.strerror or exc}", errno=exc.errno
-        ) from None
-    try:
         if (os.fstat(fd).st_mode & 0o170000) != 0o100000:
             raise RecordError(origin, f"{path} is not a regular file; left as it is")
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as exc:
-        os.close(fd)
-        raise RecordError(
-            origin, f"cannot lock {path}: {exc.strerror or exc}", errno=exc.errno
-        ) from None
-    except BaseException:
-        os.close(fd)
+        os.lockf(fd, os.F_LOCK, 0)
+        return SopHold(fd, sop, path, entry)
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        _leave(path, entry)
+        if isinstance(exc, OSError):
+            raise RecordError(
+                origin, f"cannot lock {path}: {exc.strerror or exc}", errno=exc.errno
+            ) from None
         raise
-    return SopHold(fd, sop)
