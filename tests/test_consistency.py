@@ -354,3 +354,20 @@ def test_receiver_threads_refiling_one_sop_leave_one_file(tmp_path: Path) -> Non
     (only,) = data_files(data)
     assert image_locations(log) == [str(only)]
     assert_records_match_files(data, log)
+
+
+def test_without_a_log_folder_the_index_alone_keeps_one_file_per_sop(tmp_path: Path) -> None:
+    """No records, but an index: the SOP's where-file beside it still finds the earlier copy."""
+    first = make_instance(tmp_path / "a.dcm", sop="1.2.3.4.5.6.1", InstanceNumber="1")
+    second = make_instance(
+        tmp_path / "b.dcm", sop="1.2.3.4.5.6.1", series="1.2.3.4.5.99", InstanceNumber="2"
+    )
+    data, index = tmp_path / "data", tmp_path / "idx" / "index.sqlite"
+    for src in (first, second):
+        run_cli("--xcrdirfile", str(src), "-d", str(data), "--index", str(index))
+    (only,) = data_files(data)
+    assert only.read_bytes() == second.read_bytes()
+    assert sorted(p.name for p in index.parent.iterdir()) == [
+        "index.sqlite.pending",
+        "index.sqlite.sop",
+    ]

@@ -4,14 +4,14 @@ Every door (per-instance, batch, listen, bench) calls :class:`Repacker`; none of
 them re-implements a step. The job, on one screen (:meth:`Repacker.repack`)::
 
     header  = source.header(keywords)         # the source is read once
-    folder  = plan(header)                    # where it goes (a folder with no link on the way)
     hold(SOP)                                 # one job per SOPInstanceUID at a time (--logdir)
+    folder  = plan(header)                    # where it goes (a folder with no link on the way)
     placed  = source.place(folder, name)      # complete and named; the source untouched
     records(header, placed)                   # pypx records
     index(header, placed)                     # a row means filed and recorded
                                               # undo (any failure above) = take back all of it
+    sync folders                              # --fsync, or a move that copied: names durable
     retire(earlier copies of this SOP)        # one instance, one path
-    sync folders (--fsync, or a move that copied) # the new names durable before...
     source.commit(placed)                     # only now: remove the source (a move)
 
 The source goes last: a kill at any moment leaves the source where it was, or
@@ -123,6 +123,7 @@ class Repacker:
             from .index import Index
 
             self.index = Index(config.index, durable=config.fsync)
+        self._sop_tree: Tree | None = None
         more = INDEX_KEYWORDS if self.index else ()
         self.keywords = tuple(
             dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)
@@ -170,10 +171,11 @@ class Repacker:
                     self.records.undo(written)
                 placed.undo()
                 raise
+            # the new names durable (--fsync, a move that copied) before any earlier copy goes
+            self._sync_folders(placed, source, written)
             if held is not None:
                 self._retire_earlier(held, written, values, placed, source)
                 held.remember(placed.path, dict(values), name, sync=self.config.fsync)
-            self._sync_folders(placed, source, written)
             if before_commit is not None:
                 before_commit(out)
             source.commit(placed)
@@ -209,16 +211,19 @@ class Repacker:
         return directory, plan.image
 
     def _hold(self, header: Header, origin: str) -> SopHold | None:
-        """The lock on this SOPInstanceUID (core/sop_lock.py); None without a log folder,
-        or when a required element is missing (the plan refuses the instance)."""
-        if self.records is None:
+        """The lock on this SOPInstanceUID (core/sop_lock.py, beside the index); None
+        without an index, or when a required element is missing (the plan refuses it)."""
+        index = self.config.index
+        if index is None:
             return None
         vals, empty = header.values, header.empty
         if any(not (vals.get(k) or "").strip() or k in empty for k in REQUIRED):
             return None
-        from .sop_lock import hold
+        from .sop_lock import hold, sop_root
 
-        return hold(self.records.tree, vals["SOPInstanceUID"], origin)
+        if self._sop_tree is None:
+            self._sop_tree = sop_root(index)
+        return hold(self._sop_tree, index, vals["SOPInstanceUID"], origin)
 
     def _plan_and_place(
         self, source: Source, header: Header, out: Outcome
@@ -328,6 +333,8 @@ class Repacker:
         )
         if not (self.config.fsync or copied_move):
             return
+        # a folder that cannot be synced (EIO) fails the instance: filed, recorded and
+        # indexed, but not known durable, so the source stays (a re-run finishes it)
         folders = _up_to(os.path.dirname(placed.path), self.datadir)
         if self.config.fsync and self.records is not None:
             folders += self.records.folders(written)

@@ -5,7 +5,7 @@ versions of it, a sender retrying while its first C-STORE is still being filed)
 would each read where the instance stood, each place their own copy and each
 retire the same earlier copy: one of the new copies is left behind, unrecorded
 (300 versions of one instance on two workers left 8-18 files). So the job holds
-an exclusive lock on a file named for the SOP, in the log folder, from placing
+an exclusive lock on a file named for the SOP, beside the index, from placing
 the instance to retiring its earlier copy (:func:`hold`). Jobs of different
 SOPs never wait for each other; the kernel drops the lock when a process dies
 (kill -9 leaves no stale lock).
@@ -30,11 +30,12 @@ The file is a hint, never trusted alone: what it names is retired only after
 the usual checks (inside the data folder, a regular file, holding this very
 SOPInstanceUID).
 
-Layout: ``<log folder>/.dicom-repack-sop/<2 hex digits>/<SOPInstanceUID>`` (the
-UID through :func:`~.layout.safe_name`; the folder spreads them over 256
-folders). A hidden folder: pypx's tools read patientData, studyData and
-seriesData only. One small file per instance filed with ``--logdir``; nothing
-without one (no log folder: nothing is serialised, see README).
+Layout: ``<index>.sop/<2 hex digits>/<SOPInstanceUID>`` (the UID through
+:func:`~.layout.safe_name`; 256 folders spread them), beside the index
+(``dicom-repack-index.sqlite.sop/`` in the log folder by default): the files
+belong with the index, the other record of where each SOP lives, and the log
+folder otherwise holds exactly pypx's records. One small file per instance
+filed; none with ``--no-index``, where nothing is serialised (see README).
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .tree import Tree
 
-__all__ = ["SOP_DIR", "SopHold", "hold"]
+__all__ = ["SOP_SUFFIX", "SopHold", "hold", "sop_root"]
 
-#: the folder of the per-SOP files, in the log folder
-SOP_DIR = ".dicom-repack-sop"
+#: the per-SOP files' folder is the index's path plus this
+SOP_SUFFIX = ".sop"
 
 #: more than any where-object this module writes
 _READ_MAX = 1 << 16
@@ -145,14 +146,23 @@ class SopHold:
             _leave(self.path, self._entry)
 
 
-def hold(tree: Tree, sop: str, origin: str) -> SopHold:
-    """Take the lock on ``sop`` in the log folder ``tree`` (waiting for another job of it).
+def sop_root(index: str) -> Tree:
+    """The folder of the per-SOP files of the index at ``index``, as a safe tree
+    (no link planted below the index's folder is followed when making it)."""
+    from .tree import Tree
+
+    return Tree(os.path.dirname(os.path.abspath(index)), "index folder")
+
+
+def hold(tree: Tree, index: str, sop: str, origin: str) -> SopHold:
+    """Take the lock on ``sop`` beside ``index`` (waiting for another job of it);
+    ``tree`` is :func:`sop_root` of it.
 
     Raises UnsafePathError for a link planted on the way, RecordError (naming
     ``origin``) if the file cannot be made or locked.
     """
     shard = f"{sum(sop.encode('utf-8', 'surrogateescape')) & 0xFF:02x}"
-    path = f"{tree.root}/{SOP_DIR}/{shard}/{safe_name(sop)}"
+    path = f"{tree.root}/{os.path.basename(index)}{SOP_SUFFIX}/{shard}/{safe_name(sop)}"
     entry = _enter(path)
     fd = -1
     try:
