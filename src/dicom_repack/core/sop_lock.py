@@ -110,7 +110,7 @@ class SopHold:
         ``SeriesInstanceUID``, ``file``), or None (never, or unreadable)."""
         try:
             data = os.pread(self.fd, _READ_MAX, 0)
-            obj = jsonio.loads(data.decode("utf-8")) if data else None
+            obj = jsonio.loads(data.decode("utf-8", "surrogateescape")) if data else None
         except (OSError, UnicodeDecodeError, jsonio.JSONError):
             return None
         if not isinstance(obj, dict) or obj.get("sop") != self.sop:
@@ -130,7 +130,7 @@ class SopHold:
             "SeriesInstanceUID": values["SeriesInstanceUID"],
             "file": file_name,
         }
-        data = jsonio.dumps(where).encode("utf-8", "surrogateescape")
+        data = jsonio.dumps(where, indent=None).encode("utf-8", "surrogateescape")
         try:
             os.pwrite(self.fd, data, 0)
             os.ftruncate(self.fd, len(data))
