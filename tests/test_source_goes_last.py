@@ -170,7 +170,10 @@ def test_cross_filesystem_move_fsyncs_the_copy_before_removing_the_source(
     dst = Path(outcome.dst or "")
     chain = [str(p) for p in dst.parents if p == data or data in p.parents]
     assert len(chain) == 4
-    assert {f"fsync {p}" for p in chain} <= set(calls[: calls.index("unlink-source")]), calls
+    before = set(calls[: calls.index("unlink-source")])
+    assert {f"fsync {p}" for p in chain} <= before, calls
+    log = tmp_path / "log"
+    assert {f"fsync {log / d}" for d in ("patientData", "studyData", "seriesData")} <= before
 
 
 # -- defect 1: symlink sources ------------------------------------------------------------
