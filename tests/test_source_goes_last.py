@@ -346,9 +346,10 @@ def test_no_write_leaves_the_tree_through_a_planted_link(
 # -- defect 9: one instance, one path, one image record ---------------------------------------------
 
 
+@pytest.mark.parametrize("index", [True, False])
 @pytest.mark.parametrize("cleanup", [False, True])
 def test_an_instance_refiled_with_a_changed_layout_tag_stands_at_one_path(
-    tmp_path: Path, cleanup: bool
+    tmp_path: Path, cleanup: bool, index: bool
 ) -> None:
     import pydicom
 
@@ -360,6 +361,7 @@ def test_an_instance_refiled_with_a_changed_layout_tag_stands_at_one_path(
     data, log = tmp_path / "data", tmp_path / "log"
     digest = sha(corrected)
     flags = ["--datadir", str(data), "--logdir", str(log), *(["--cleanup"] if cleanup else [])]
+    flags += [] if index else ["--no-index"]  # the image record alone finds the earlier copy
     run_cli("--xcrdirfile", str(src), *flags)
     (before,) = files_under(data)
     run_cli("--xcrdirfile", str(corrected), *flags)

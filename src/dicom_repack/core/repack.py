@@ -174,8 +174,8 @@ class Repacker:
                 raise
             # the new names durable (--fsync, a move that copied) before any earlier copy goes
             self._sync_folders(placed, source, written)
+            self._retire_earlier(held, written, values, placed, source)
             if held is not None:
-                self._retire_earlier(held, written, values, placed, source)
                 held.remember(placed.path, dict(values), name, sync=self.config.fsync)
             if before_commit is not None:
                 before_commit(out)
@@ -293,7 +293,7 @@ class Repacker:
 
     def _retire_earlier(
         self,
-        held: SopHold,
+        held: SopHold | None,
         written: Written,
         values: Mapping[str, str],
         placed: Placed,
@@ -304,14 +304,14 @@ class Repacker:
         Two places say where it stood: the image record this job replaced (same
         series and file name: a changed PatientName, say) and the SOP's where-file
         (core/sop_lock.py: whatever changed, the InstanceNumber or the
-        SeriesInstanceUID too). A copy found through the where-file left its own
+        SeriesInstanceUID too; only with an index, ``held`` None without). A copy found through the where-file left its own
         image record in another series or under another name: that record goes
         with it, and the series, study and StudyList entry it leaves empty.
         """
         sop = values["SOPInstanceUID"]
         if written.previous is not None:
             self._retire(written.previous, placed, source, sop)
-        where = held.earlier()
+        where = held.earlier() if held is not None else None
         if where is None or where["path"] in (placed.path, written.previous):
             return
         gone = self._retire(where["path"], placed, source, sop)
