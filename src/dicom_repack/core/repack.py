@@ -4,7 +4,7 @@ Every door (per-instance, batch, listen, bench) calls :class:`Repacker`; none of
 them re-implements a step. The job, on one screen (:meth:`Repacker.repack`)::
 
     header  = source.header(keywords)         # the source is read once
-    hold(SOP)                                 # one job per SOPInstanceUID at a time (--logdir)
+    hold(SOP)                                 # one job per SOPInstanceUID at a time (the index)
     folder  = plan(header)                    # where it goes (a folder with no link on the way)
     placed  = source.place(folder, name)      # complete and named; the source untouched
     records(header, placed)                   # pypx records
