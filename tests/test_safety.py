@@ -449,19 +449,30 @@ def test_a_series_header_dump_is_made_once_when_its_first_instances_race(tmp_pat
 def test_fsync_option_flushes_every_file_and_record(
     seed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    synced: list[int] = []
+    synced: list[str] = []
     real = os.fsync
 
     def fsync(fd: int) -> None:
-        synced.append(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"), fsync=True)).repack_path(
-        str(seed)
-    )
-    # the data file + six records (patient, study, study-series, series, image, pack)
-    assert len(synced) == 7
+    outcome = Repacker(
+        Config(str(tmp_path / "data"), str(tmp_path / "log"), fsync=True)
+    ).repack_path(str(seed))
+    assert outcome.dst is not None
+    files = [p for p in synced if not os.path.isdir(p)]
+    folders = {p for p in synced if os.path.isdir(p)}
+    # the data file (fsynced unnamed), six records (patient, study, study-series, series,
+    # image, pack; each unnamed or a temporary name) and the SOP's where-file
+    assert len(files) == 8
+    # then every folder that names one of them, up to the data and log folders
+    dst = Path(outcome.dst)
+    assert {str(p) for p in [*dst.parents][:4]} <= folders
+    assert str(tmp_path / "data") in folders and str(tmp_path / "log") in folders
+    for rec in ("patientData", "studyData", "seriesData"):
+        assert str(tmp_path / "log" / rec) in folders
+    assert len([p for p in folders if p.endswith("-img")]) == 1
     synced.clear()
     Repacker(Config(str(tmp_path / "data2"), str(tmp_path / "log2"))).repack_path(str(seed))
     assert synced == [], "no fsync unless asked: it costs a disk flush per file"

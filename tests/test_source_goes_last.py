@@ -151,7 +151,7 @@ def test_cross_filesystem_move_fsyncs_the_copy_before_removing_the_source(
     real_fsync, real_unlink = os.fsync, os.unlink
 
     def fsync(fd: int) -> None:
-        calls.append("fsync")
+        calls.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}")
         real_fsync(fd)
 
     def unlink(p: str, *a: object, **kw: object) -> None:
@@ -160,12 +160,20 @@ def test_cross_filesystem_move_fsyncs_the_copy_before_removing_the_source(
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "unlink", unlink)
-    outcome = Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"))).repack_path(
-        str(src), move=True
-    )
+    data = tmp_path / "data"
+    outcome = Repacker(Config(str(data), str(tmp_path / "log"))).repack_path(str(src), move=True)
     assert outcome.error is None, outcome.error
-    assert calls[0] == "fsync" and calls[-1] == "unlink-source", calls
+    assert calls[0].startswith("fsync") and calls[-1] == "unlink-source", calls
     assert not src.exists() and sha(Path(outcome.dst or "")) == digest
+    # the copy's name is durable too: its folder, and each folder above it up to the
+    # data folder (all new here), fsynced before the source goes
+    dst = Path(outcome.dst or "")
+    chain = [str(p) for p in dst.parents if p == data or data in p.parents]
+    assert len(chain) == 4
+    before = set(calls[: calls.index("unlink-source")])
+    assert {f"fsync {p}" for p in chain} <= before, calls
+    log = tmp_path / "log"
+    assert {f"fsync {log / d}" for d in ("patientData", "studyData", "seriesData")} <= before
 
 
 # -- defect 1: symlink sources ------------------------------------------------------------
@@ -338,9 +346,10 @@ def test_no_write_leaves_the_tree_through_a_planted_link(
 # -- defect 9: one instance, one path, one image record ---------------------------------------------
 
 
+@pytest.mark.parametrize("index", [True, False])
 @pytest.mark.parametrize("cleanup", [False, True])
 def test_an_instance_refiled_with_a_changed_layout_tag_stands_at_one_path(
-    tmp_path: Path, cleanup: bool
+    tmp_path: Path, cleanup: bool, index: bool
 ) -> None:
     import pydicom
 
@@ -352,6 +361,7 @@ def test_an_instance_refiled_with_a_changed_layout_tag_stands_at_one_path(
     data, log = tmp_path / "data", tmp_path / "log"
     digest = sha(corrected)
     flags = ["--datadir", str(data), "--logdir", str(log), *(["--cleanup"] if cleanup else [])]
+    flags += [] if index else ["--no-index"]  # the image record alone finds the earlier copy
     run_cli("--xcrdirfile", str(src), *flags)
     (before,) = files_under(data)
     run_cli("--xcrdirfile", str(corrected), *flags)

@@ -14,6 +14,41 @@ from an error's attributes, never from its class name:
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    r"""``text`` as part of one printed or logged line: every control character escaped.
+
+    A newline (or CR, ESC, ...) in a file name or a tag value would otherwise
+    start a line of its own in stderr, a log file or the journal, one that looks
+    like the tool wrote it (``dicom-repack: ... filed``). Every door's error lines,
+    the batch's summary and listen's log lines go through here. ``\n``, ``\r``
+    and ``\t`` are shown so, other non-printable characters as ``\xNN`` /
+    ``\uNNNN``; a file name's undecodable byte (a surrogate) as ``\xNN``, the byte.
+    Text that needs nothing (nearly all) costs one ``isprintable`` call.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+            continue
+        code = ord(ch)
+        if ch in _NAMED:
+            out.append(_NAMED[ch])
+        elif 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 class RepackError(Exception):
     """Base of every error that means "this instance was not filed"."""
 

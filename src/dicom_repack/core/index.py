@@ -322,17 +322,20 @@ class Index:
             except db.OperationalError as exc:
                 if not _busy(exc) or time.monotonic() > deadline:
                     self.close()
-                    raise IndexFailure(f"cannot write the index {self.path}: {exc}") from None
+                    raise IndexFailure(
+                        f"cannot write the index {self.path}: {exc}", errno=_errno(exc)
+                    ) from None
             except db.DatabaseError as exc:
                 self.close()
                 raise IndexFailure(
                     f"cannot write the index {self.path}: {exc} "
-                    "(dicom-repack index --rebuild remakes it)"
+                    "(dicom-repack index --rebuild remakes it)",
+                    errno=_errno(exc),
                 ) from None
             except OSError as exc:
                 self.close()
                 raise IndexFailure(
-                    f"cannot write the index {self.path}: {exc.strerror or exc}"
+                    f"cannot write the index {self.path}: {exc.strerror or exc}", errno=exc.errno
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
@@ -411,6 +414,24 @@ def _in_transaction(conn: sqlite3.Connection, body: Callable[[], object]) -> Non
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+#: SQLite's primary result codes that mean "the index's file or disk failed", as errno
+#: names (core/destination.py): FULL, IOERR, CORRUPT, NOTADB, READONLY, PERM, CANTOPEN
+_SQLITE_ERRNO = {13: "ENOSPC", 10: "EIO", 11: "EIO", 26: "EIO", 8: "EROFS", 3: "EACCES", 14: "EIO"}
+
+
+def _errno(exc: Exception) -> int | None:
+    """The errno an SQLite error stands for (None: not the file's or the disk's fault)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(code, int):
+        return None
+    name = _SQLITE_ERRNO.get(code & 0xFF)
+    if name is None:
+        return None
+    import errno
+
+    return int(getattr(errno, name))
 
 
 def _busy(exc: Exception) -> bool:

@@ -93,7 +93,16 @@ PENDING_SUFFIX = ".pending"
 
 
 class IndexFailure(Exception):
-    """The index could not be written or read (the message names its path)."""
+    """The index could not be written or read (the message names its path).
+
+    ``errno``: the failure as an OSError's errno where it says what failed (ENOSPC
+    for a full disk, EIO for a damaged file): the job passes it on, so a batch
+    stops early, as for a failing data folder (core/destination.py).
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class IndexRefused(IndexFailure):
@@ -190,7 +199,9 @@ class PendingIndex:
         except NotRegularError as exc:
             raise IndexRefused(f"cannot write the index: {exc}") from None
         except OSError as exc:
-            raise IndexFailure(f"cannot write the index {pending}: {exc.strerror or exc}") from None
+            raise IndexFailure(
+                f"cannot write the index {pending}: {exc.strerror or exc}", errno=exc.errno
+            ) from None
         if size_after >= FOLD_AT:
             from .index import Index
 

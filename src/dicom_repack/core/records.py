@@ -255,6 +255,29 @@ def _lock(folder: Folder) -> None:
     fcntl.flock(folder.fd, fcntl.LOCK_EX)
 
 
+class Written:
+    """What one :meth:`RecordWriter.write` changed, so that the job can take it back.
+
+    Filled as the records are written, so a write that fails half-way is undone
+    as far as it got. ``created``: the shared records (study, series, header
+    dump, pack) this write made, relative to the log folder; ``image``: the image
+    record it wrote (relative); ``image_before``: the bytes of the image record it
+    replaced (None: it made a new one); ``study_added``: it put the study in the
+    patient's StudyList; ``previous``: where the replaced image record said the
+    instance stood, when that is another path (a changed layout tag).
+    """
+
+    __slots__ = ("created", "image", "image_before", "paths", "previous", "study_added")
+
+    def __init__(self) -> None:
+        self.paths: RecordPaths | None = None
+        self.created: list[str] = []
+        self.image: str | None = None
+        self.image_before: bytes | None = None
+        self.study_added = False
+        self.previous: str | None = None
+
+
 class RecordWriter:
     """Writes the records of one log folder; safe to use from many processes at once.
 
@@ -284,6 +307,7 @@ class RecordWriter:
         dump: Callable[[], dict[str, str]],
         origin: str,
         nlink: int = 1,
+        written: Written | None = None,
     ) -> str | None:
         """Record one placed instance.
 
@@ -295,10 +319,14 @@ class RecordWriter:
         Returns where the image record said this instance stood before, when that
         is another path (the instance was re-filed elsewhere), else None. Raises
         RecordError, or UnsafePathError for a link (or FIFO, ...) planted in the
-        log folder.
+        log folder. ``written``, if given, is filled with what was changed
+        (:meth:`undo` takes it back), also when the write fails half-way.
         """
+        journal = written if written is not None else Written()
         try:
-            return self._write(values, series_base_dir, file_name, stat, dump, nlink, origin)
+            return self._write(
+                values, series_base_dir, file_name, stat, dump, nlink, origin, journal
+            )
         except RepackError:
             raise
         except NotRegularError as exc:
@@ -319,49 +347,61 @@ class RecordWriter:
         dump: Callable[[], dict[str, str]],
         nlink: int,
         origin: str,
+        journal: Written,
     ) -> str | None:
         patient_id = values["PatientID"]
         study_uid = values["StudyInstanceUID"]
         series_uid = values["SeriesInstanceUID"]
-        paths = record_paths(patient_id, study_uid, series_uid, file_name)
-        self._patient(patient_id, study_uid, values, paths.patient, origin)
-        self._create_if_absent(paths.study, origin, lambda: {study_uid: _study_model(values)})
+        paths = journal.paths = record_paths(patient_id, study_uid, series_uid, file_name)
+        created = journal.created
+        journal.study_added = self._patient(patient_id, study_uid, values, paths.patient, origin)
+        self._create_if_absent(
+            paths.study, origin, lambda: {study_uid: _study_model(values)}, created=created
+        )
         self._create_if_absent(
             paths.study_series,
             origin,
             lambda: {study_uid: _dump_model(series_uid, series_base_dir, dump())},
             serialise=True,
+            created=created,
         )
         series_model = _series_model(values)
-        self._create_if_absent(paths.series, origin, lambda: {series_uid: series_model})
+        self._create_if_absent(
+            paths.series, origin, lambda: {series_uid: series_model}, created=created
+        )
         location = f"{series_base_dir}/{file_name}"
         image = _image_model(series_model, file_name, _stat_record(stat, location, nlink))
-        previous = self._image(paths.image, origin, {series_uid: image})
-        self._create_if_absent(paths.pack, origin, lambda: {"seriesPack": True})
-        return previous if previous != location else None
+        previous = self._image(paths.image, origin, {series_uid: image}, journal)
+        self._create_if_absent(paths.pack, origin, lambda: {"seriesPack": True}, created=created)
+        journal.previous = previous if previous != location else None
+        return journal.previous
 
     def _open(self, rel: str, origin: str) -> tuple[Folder, str]:
         """A record's relative path -> (its folder, open, created, no link on the way; its name)."""
         folder, _, name = rel.rpartition("/")
         return self.tree.open(f"{self.logdir}/{folder}", origin), name
 
-    def _image(self, rel: str, origin: str, obj: object) -> str | None:
+    def _image(self, rel: str, origin: str, obj: object, journal: Written) -> str | None:
         """Write the image record; return the FSlocation the one it replaced named, if any.
 
         A new instance costs one link, as any new record; only a record that was
         already there is read first (the instance was filed before: same place,
-        or, with a changed layout tag, elsewhere).
+        or, with a changed layout tag, elsewhere), and kept in ``journal`` so
+        that an undo can put it back.
         """
         data = self._encode(obj)
         folder, name = self._open(rel, origin)
         with folder:
             try:
                 place_bytes(data, folder, name, replace=False, sync=self.fsync)
+                journal.image = rel
                 return None
             except FileExistsError:
                 pass
-            previous = _location(self._read_quietly(folder, name))
+            before = _read_bytes(folder, name, refuse=True)  # a link or FIFO there: refused
+            previous = _location(_parse_quietly(before))
             place_bytes(data, folder, name, sync=self.fsync)
+        journal.image, journal.image_before = rel, before or None
         return previous
 
     # -- the three kinds of write -------------------------------------------------
@@ -371,7 +411,13 @@ class RecordWriter:
         return jsonio.dumps(obj).encode("ascii")
 
     def _create_if_absent(
-        self, rel: str, origin: str, make: Callable[[], object], *, serialise: bool = False
+        self,
+        rel: str,
+        origin: str,
+        make: Callable[[], object],
+        *,
+        serialise: bool = False,
+        created: list[str] | None = None,
     ) -> None:
         """Write the record ``rel`` unless it exists; the first writer wins, atomically.
 
@@ -381,7 +427,7 @@ class RecordWriter:
         then: a folder replaced meanwhile is not written through); a folder
         deleted under a long-running receiver is noticed again within that time.
         Whatever stands at the name (a record, a link, a FIFO) counts as there and
-        is neither opened nor replaced.
+        is neither opened nor replaced. ``created`` gets ``rel`` if this call made it.
         """
         now = time.monotonic()
         seen = self._known.get(rel)
@@ -391,14 +437,16 @@ class RecordWriter:
         with folder:
             if not _exists(folder, name):
                 if serialise:
-                    self._create_serialised(folder, name, make)
+                    made = self._create_serialised(folder, name, make)
                 else:
-                    self._write_new(folder, name, make)
+                    made = self._write_new(folder, name, make)
+                if made and created is not None:
+                    created.append(rel)
         if len(self._known) >= _CACHE_MAX:
             self._known.clear()
         self._known[rel] = now
 
-    def _create_serialised(self, folder: Folder, name: str, make: Callable[[], object]) -> None:
+    def _create_serialised(self, folder: Folder, name: str, make: Callable[[], object]) -> bool:
         """Create-if-absent for a record that is costly to make (the full-header dump).
 
         When storescp starts hundreds of per-instance processes at once, all of a
@@ -408,39 +456,42 @@ class RecordWriter:
         wait, find it, and skip. The lock goes with the folder's closing.
         """
         _lock(folder)
-        if not _exists(folder, name):
-            self._write_new(folder, name, make)
+        return not _exists(folder, name) and self._write_new(folder, name, make)
 
-    def _write_new(self, folder: Folder, name: str, make: Callable[[], object]) -> None:
-        """Write ``name`` in ``folder`` atomically unless it appeared meanwhile.
+    def _write_new(self, folder: Folder, name: str, make: Callable[[], object]) -> bool:
+        """Write ``name`` in ``folder`` atomically unless it appeared meanwhile (then False).
 
         Another writer (another process, or one that does not take the lock) got
         there first with the same facts: its record stands.
         """
         try:
             place_bytes(self._encode(make()), folder, name, replace=False, sync=self.fsync)
+            return True
         except FileExistsError:
-            pass
+            return False
 
     def _patient(
         self, patient_id: str, study_uid: str, values: Mapping[str, str], rel: str, origin: str
-    ) -> None:
-        """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must change."""
+    ) -> bool:
+        """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must
+        change; True if this call added it."""
         key = (patient_id, study_uid)
         seen = self._filed.get(key)
         if seen is not None and time.monotonic() - seen < _KNOWN_TTL:
-            return
+            return False
+        added = False
         folder, name = self._open(rel, origin)
         with folder:
             if not self._patient_has(folder, name, patient_id, study_uid):
                 if self.patient_lock is None:
-                    self._add_study(folder, name, patient_id, study_uid, values)
+                    added = self._add_study(folder, name, patient_id, study_uid, values)
                 else:
                     with self.patient_lock(patient_id):
-                        self._add_study(folder, name, patient_id, study_uid, values)
+                        added = self._add_study(folder, name, patient_id, study_uid, values)
         if len(self._filed) >= _CACHE_MAX:
             self._filed.clear()
         self._filed[key] = time.monotonic()
+        return added
 
     def _add_study(
         self,
@@ -449,8 +500,9 @@ class RecordWriter:
         patient_id: str,
         study_uid: str,
         values: Mapping[str, str],
-    ) -> None:
-        """The read-modify-write of a patient's StudyList, under the patientData folder's lock.
+    ) -> bool:
+        """The read-modify-write of a patient's StudyList, under the patientData folder's lock;
+        True if it added the study.
 
         The lock is held until the caller closes ``folder``.
         """
@@ -465,9 +517,140 @@ class RecordWriter:
             raise RecordError(
                 f"{folder.path}/{name}", "existing StudyList is not a JSON list; left as it is"
             )
-        if study_uid not in studies:
-            studies.append(study_uid)
-            place_bytes(self._encode(record), folder, name, sync=self.fsync)
+        if study_uid in studies:
+            return False
+        studies.append(study_uid)
+        place_bytes(self._encode(record), folder, name, sync=self.fsync)
+        return True
+
+    def folders(self, written: Written) -> list[str]:
+        """The log folders ``written`` named a record in, and their parents up to the log
+        folder (fsynced by the job with ``--fsync``: a new name is durable once its
+        folder is), deepest first."""
+        rels = [*written.created, *([written.image] if written.image else [])]
+        if written.study_added and written.paths is not None:
+            rels.append(written.paths.patient)
+        folders: set[str] = set()
+        for rel in rels:
+            folder = f"{self.logdir}/{rel}".rpartition("/")[0]
+            while folder.startswith(self.logdir) and folder not in folders:
+                folders.add(folder)
+                if folder == self.logdir:
+                    break
+                folder = os.path.dirname(folder)
+        return sorted(folders, key=lambda f: (-f.count("/"), f))
+
+    # -- taking records back ------------------------------------------------------------
+
+    def undo(self, written: Written) -> None:
+        """Take back what one :meth:`write` did; best effort, never raises.
+
+        The image record it made goes; one it replaced is put back (the earlier
+        copy it names is still there: the job retires it only once the instance
+        is indexed). Then the series' records (series, header dump, pack) go if
+        no image record is left in the series, and the study's record and its
+        StudyList entry if no series is left in the study (:meth:`prune`),
+        whoever made them: two workers whose first instances of one series both
+        fail must leave nothing behind, whichever of them created it.
+
+        Not closed: an instance of the same series filed at that very moment by
+        another process (between its finding the series record, or remembering
+        it for 30 s, and writing its image record) is recorded without the series
+        record; a re-run over the data tree (``batch DATA -d DATA -l LOG``)
+        writes it again. Everything goes through folders opened without
+        following a link, as every write does.
+        """
+        paths = written.paths
+        if paths is None:
+            return
+        try:
+            if written.image is not None:
+                with self._existing(written.image) as (folder, name):
+                    if folder is not None:
+                        if written.image_before is not None:
+                            place_bytes(written.image_before, folder, name, sync=self.fsync)
+                        else:
+                            _unlink_at(folder, name)
+            self.prune(paths)
+        except (OSError, RepackError, jsonio.JSONError):
+            pass
+
+    def forget(self, values: Mapping[str, str], file_name: str, location: str) -> None:
+        """Remove the image record of an instance no longer at ``location`` (retired), and
+        the series, study and StudyList entry it leaves without any instance. Best effort."""
+        paths = record_paths(
+            values["PatientID"], values["StudyInstanceUID"], values["SeriesInstanceUID"], file_name
+        )
+        try:
+            with self._existing(paths.image) as (folder, name):
+                if folder is not None and _location(_parse_quietly(_read_bytes(folder, name))) == (
+                    location
+                ):
+                    _unlink_at(folder, name)
+            self.prune(paths)
+        except (OSError, RepackError, jsonio.JSONError):
+            pass
+
+    def prune(self, paths: RecordPaths) -> None:
+        """Remove the series records of ``paths``' series if it has no image record left,
+        then its study's record and StudyList entry if the study has no series left.
+
+        Folders stay (an empty ``-img`` or ``-series`` folder): removing one would
+        race another writer naming a record in it (ENOENT)."""
+        self._known.clear()
+        self._filed.clear()
+        if self._has_entries(paths.image_dir):
+            return
+        for rel in (paths.series, paths.pack, paths.study_series):
+            with self._existing(rel) as (folder, name):
+                if folder is not None:
+                    _unlink_at(folder, name)
+        if self._has_entries(paths.study_series_dir):
+            return
+        with self._existing(paths.study) as (folder, name):
+            if folder is not None:
+                _unlink_at(folder, name)
+        self._remove_study(paths)
+
+    def _remove_study(self, paths: RecordPaths) -> None:
+        """Take the study out of the patient's StudyList (the record goes when it empties)."""
+        with self._existing(paths.patient) as (folder, name):
+            if folder is None:
+                return
+            _lock(folder)
+            record = self._read(folder, name)
+            entry = record.get(paths.patient_id)
+            if not isinstance(entry, dict):
+                return
+            studies = entry.get("StudyList")
+            if not isinstance(studies, list) or paths.study_uid not in studies:
+                return
+            if self._has_entries(paths.study_series_dir):
+                return  # a series of it was recorded meanwhile
+            studies.remove(paths.study_uid)
+            if studies or len(record) > 1:
+                place_bytes(self._encode(record), folder, name, sync=self.fsync)
+            else:
+                _unlink_at(folder, name)
+
+    def _existing(self, rel: str) -> _Existing:
+        """``with self._existing(rel) as (folder, name)``: the record's folder, open (no
+        link followed; None when it is missing, a link or not a folder), and its name."""
+        directory, _, name = rel.rpartition("/")
+        try:
+            folder: Folder | None = self.tree.folder_at(f"{self.logdir}/{directory}", create=False)
+        except OSError:  # missing, or a link / not a folder (NotRegularError): nothing to do
+            folder = None
+        return _Existing(folder, name)
+
+    def _has_entries(self, rel_folder: str) -> bool:
+        """Whether the log folder ``rel_folder`` holds anything (a missing one holds nothing)."""
+        try:
+            folder = self.tree.folder_at(f"{self.logdir}/{rel_folder}", create=False)
+        except FileNotFoundError:
+            return False
+        with folder:
+            return bool(os.listdir(folder.fd))
 
     def _patient_has(self, folder: Folder, name: str, patient_id: str, study_uid: str) -> bool:
         record = self._read(folder, name)
@@ -476,19 +659,6 @@ class RecordWriter:
             return False
         studies = entry.get("StudyList")
         return isinstance(studies, list) and study_uid in studies
-
-    @staticmethod
-    def _read_quietly(folder: Folder, name: str) -> dict[str, object]:
-        """An existing record, or {} when it is damaged (it is being replaced).
-
-        A link or FIFO at its name is not "damaged": NotRegularError propagates.
-        """
-        try:
-            return RecordWriter._read(folder, name)
-        except NotRegularError:
-            raise
-        except (OSError, RecordError):
-            return {}
 
     @staticmethod
     def _read(folder: Folder, name: str) -> dict[str, object]:
@@ -507,6 +677,61 @@ class RecordWriter:
         if not isinstance(obj, dict):
             raise RecordError(path, "existing record is not a JSON object; left as it is")
         return obj
+
+
+class _Existing:
+    """``(folder or None, name)`` for a ``with`` block that closes the folder."""
+
+    __slots__ = ("folder", "name")
+
+    def __init__(self, folder: Folder | None, name: str) -> None:
+        self.folder, self.name = folder, name
+
+    def __enter__(self) -> tuple[Folder | None, str]:
+        return self.folder, self.name
+
+    def __exit__(self, *exc: object) -> None:
+        if self.folder is not None:
+            self.folder.close()
+
+
+def _unlink_at(folder: Folder, name: str) -> None:
+    """Remove ``name`` in ``folder`` (a record, never followed: unlink removes a link itself)."""
+    try:
+        os.unlink(name, dir_fd=folder.fd)
+    except FileNotFoundError:
+        pass
+
+
+def _read_bytes(folder: Folder, name: str, *, refuse: bool = False) -> bytes:
+    """A record's bytes, never through a link, never a FIFO; b"" when missing or unreadable
+    (with ``refuse``, a link, FIFO, ... at the name raises NotRegularError instead)."""
+    try:
+        fd, _ = open_file(name, os.O_RDONLY, dir_fd=folder.fd, path=f"{folder.path}/{name}")
+    except NotRegularError:
+        if refuse:
+            raise
+        return b""
+    except OSError:
+        return b""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _parse_quietly(data: bytes) -> dict[str, object]:
+    """A record's object, or {} when it is damaged (it is being replaced)."""
+    try:
+        obj = jsonio.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, jsonio.JSONError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def _exists(folder: Folder, name: str) -> bool:

@@ -4,10 +4,14 @@ Every door (per-instance, batch, listen, bench) calls :class:`Repacker`; none of
 them re-implements a step. The job, on one screen (:meth:`Repacker.repack`)::
 
     header  = source.header(keywords)         # the source is read once
+    hold(SOP)                                 # one job per SOPInstanceUID at a time (the index)
     folder  = plan(header)                    # where it goes: the folder, open (no link on the way)
-    placed  = source.place(folder, name)      # complete and named in it; the source untouched
-    records(header, placed)                   # pypx records; undo = delete what was placed
-    retire(earlier copy of this SOP)          # one instance, one path (the index goes here)
+    placed  = source.place(folder, name)      # complete and named; the source untouched
+    records(header, placed)                   # pypx records
+    index(header, placed)                     # a row means filed and recorded
+                                              # undo (any failure above) = take back all of it
+    sync folders                              # --fsync, or a move that copied: names durable
+    retire(earlier copies of this SOP)        # one instance, one path
     source.commit(placed)                     # only now: remove the source (a move)
 
 The source goes last: a kill at any moment leaves the source where it was, or
@@ -16,17 +20,35 @@ removed it); running the same job again finishes it (the same source goes to the
 same destination, replaced atomically with the same bytes, its records
 rewritten). A bad instance never raises out of here: the
 :class:`~.outcome.Outcome` carries a one-line error naming the file.
+
+Undo takes back everything the job wrote, in reverse: the index row is the last
+write that can fail, so a failing index undoes the records (the image record
+made, or the one replaced put back; the study and series records and the
+StudyList entry this job created, unless another instance's image record now
+needs them: :meth:`~.records.RecordWriter.undo`), then the placed file. An
+earlier copy is retired only after the row is written, so until then it stands
+with its record, and an undo leaves it as it was.
+
+Durability (``--fsync``): the placed file and every record are fsynced before
+they are named, and, before the source goes, the folders that name them (up to
+the data and log folders), so a power cut after a move leaves the instance
+filed, not lost. A move that had to copy (another filesystem) always fsyncs the
+copy and the folders naming it and its records before removing the source,
+``--fsync`` or not. Without
+``--fsync`` on one filesystem nothing is fsynced (a power cut may lose recent
+files; a move by hard link never loses the source's bytes).
 """
 
 from __future__ import annotations
 
+import errno as _errno
 import os
 
 from .errors import MissingElementError, PlacementError, RecordError, RepackError
 from .index_rows import INDEX_KEYWORDS, IndexFailure, PendingIndex, default_path
 from .layout import Layout
 from .outcome import Outcome
-from .records import RECORD_KEYWORDS, RecordWriter
+from .records import RECORD_KEYWORDS, RecordWriter, Written
 from .source import BufferSource, PathSource
 from .tree import Tree, remove_beneath
 
@@ -37,6 +59,7 @@ if TYPE_CHECKING:
     from .header import Header
     from .index import Index
     from .place import Placed
+    from .sop_lock import SopHold
     from .source import Source
     from .tree import Folder
 
@@ -106,6 +129,7 @@ class Repacker:
             from .index import Index
 
             self.index = Index(config.index, durable=config.fsync)
+        self._sop_tree: Tree | None = None
         more = INDEX_KEYWORDS if self.index else ()
         self.keywords = tuple(
             dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)
@@ -150,26 +174,36 @@ class Repacker:
         """
         out = Outcome(source.origin)
         folder: Folder | None = None
+        held: SopHold | None = None
         try:
             header = source.header(self.keywords)
-            folder, name = self._plan(source.origin, header, out)
-            placed = self._place(source, folder, name)
+            values = header.values
+            held = self._hold(header, source.origin)
+            folder, name, placed = self._plan_and_place(source, header, out)
             out.dst, out.size = placed.path, placed.stat.st_size
+            written = Written()
             try:
-                earlier = self._record(header.values, folder.path, name, placed, source)
+                self._record(values, folder.path, name, placed, source, written)
                 # the index after the records, before the commit: a row means filed + recorded
-                self._index(header.values, placed, source.origin)
-                if earlier is not None:
-                    self._retire(earlier, placed, source, header.values["SOPInstanceUID"])
+                self._index(values, placed, source.origin)
             except RepackError:
+                if self.records is not None:
+                    self.records.undo(written)
                 placed.undo()
                 raise
+            # the new names durable (--fsync, a move that copied) before any earlier copy goes
+            self._sync_folders(placed, source, written)
+            self._retire_earlier(held, written, values, placed, source)
+            if held is not None:
+                held.remember(placed.path, dict(values), name, sync=self.config.fsync)
             if before_commit is not None:
                 before_commit(out)
             source.commit(placed)
         except RepackError as exc:
             out.fail(exc)
         finally:
+            if held is not None:
+                held.release()
             source.close()
             if folder is not None:
                 folder.close()
@@ -197,6 +231,48 @@ class Repacker:
                 origin, f"cannot create {directory}: {exc.strerror or exc}", errno=exc.errno
             ) from None
 
+    def _hold(self, header: Header, origin: str) -> SopHold | None:
+        """The lock on this SOPInstanceUID (core/sop_lock.py, beside the index); None
+        without an index, or when a required element is missing (the plan refuses it)."""
+        index = self.config.index
+        if index is None:
+            return None
+        vals, empty = header.values, header.empty
+        if any(not (vals.get(k) or "").strip() or k in empty for k in REQUIRED):
+            return None
+        from .sop_lock import hold, sop_root
+
+        if self._sop_tree is None:
+            self._sop_tree = sop_root(index)
+        return hold(self._sop_tree, index, vals["SOPInstanceUID"], origin)
+
+    def _plan_and_place(
+        self, source: Source, header: Header, out: Outcome
+    ) -> tuple[Folder, str, Placed]:
+        """Plan and place; once more if a folder on the way vanished meanwhile.
+
+        Another job's retire removes the folders its earlier copy leaves empty,
+        and may do so between this job making a folder and making the next one
+        in it, or naming its file there (ENOENT; EPERM from a link into a removed
+        folder): the folders are walked again and the placement retried, once.
+        The folder returned is open: the caller closes it.
+        """
+        for attempt in (1, 2):
+            folder: Folder | None = None
+            try:
+                folder, name = self._plan(source.origin, header, out)
+                return folder, name, self._place(source, folder, name)
+            except PlacementError as exc:
+                path = folder.path if folder is not None else ""
+                if folder is not None:
+                    folder.close()
+                vanished = exc.errno == _errno.ENOENT or (
+                    exc.errno == _errno.EPERM and bool(path) and not os.path.isdir(path)
+                )
+                if attempt == 2 or not vanished:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _place(self, source: Source, folder: Folder, name: str) -> Placed:
         try:
             return source.place(folder, name, sync=self.config.fsync)
@@ -214,12 +290,13 @@ class Repacker:
         name: str,
         placed: Placed,
         source: Source,
-    ) -> str | None:
-        """Write the records; return where this instance stood before, if elsewhere."""
+        written: Written,
+    ) -> None:
+        """Write the records (``written`` says what was written, for undo and retire)."""
         if self.records is None:
-            return None
+            return
         dump_from = source.dump_source(placed)
-        return self.records.write(
+        self.records.write(
             values,
             series_base_dir=directory,
             file_name=name,
@@ -227,6 +304,7 @@ class Repacker:
             nlink=placed.nlink,
             dump=lambda: _dump(dump_from),
             origin=source.origin,
+            written=written,
         )
 
     def _index(self, values: Mapping[str, str], placed: Placed, origin: str) -> None:
@@ -234,9 +312,83 @@ class Repacker:
             try:
                 self.index.add(values, path=placed.path, size=placed.stat.st_size, source=origin)
             except IndexFailure as exc:
-                raise RecordError(origin, str(exc)) from None
+                raise RecordError(origin, str(exc), errno=exc.errno) from None
 
-    def _retire(self, earlier: str, placed: Placed, source: Source, sop_uid: str) -> None:
+    def _retire_earlier(
+        self,
+        held: SopHold | None,
+        written: Written,
+        values: Mapping[str, str],
+        placed: Placed,
+        source: Source,
+    ) -> None:
+        """Retire every earlier copy of this SOP; called under its lock, once indexed.
+
+        Two places say where it stood: the image record this job replaced (same
+        series and file name: a changed PatientName, say) and the SOP's where-file
+        (core/sop_lock.py: whatever changed, the InstanceNumber or the
+        SeriesInstanceUID too; only with an index, ``held`` None without). A copy found through the where-file left its own
+        image record in another series or under another name: that record goes
+        with it, and the series, study and StudyList entry it leaves empty.
+        """
+        sop = values["SOPInstanceUID"]
+        if written.previous is not None:
+            self._retire(written.previous, placed, source, sop)
+        where = held.earlier() if held is not None else None
+        if where is None or where["path"] in (placed.path, written.previous):
+            return
+        gone = self._retire(where["path"], placed, source, sop)
+        paths = written.paths
+        same_record = paths is not None and (
+            where["SeriesInstanceUID"] == values["SeriesInstanceUID"]
+            and where["file"] == paths.file_name
+        )
+        if gone and not same_record and self.records is not None:
+            self.records.forget(where, where["file"], where["path"])
+
+    def _sync_folders(self, placed: Placed, source: Source, written: Written) -> None:
+        """With --fsync, or after a move that copied: fsync the folders naming the new
+        file and records, so their names survive a power cut before the source goes.
+
+        (A move that copied, without --fsync: the records themselves are not fsynced,
+        but syncing their folders commits the filesystem's journal, which on ext4's
+        default data=ordered writes their bytes first.)"""
+        copied_move = (
+            isinstance(source, PathSource)
+            and source.move
+            and not placed.same_entry
+            and placed.stat.st_ino != source.stat.st_ino
+        )
+        if not (self.config.fsync or copied_move):
+            return
+        # a folder that cannot be synced (EIO) fails the instance: filed, recorded and
+        # indexed, but not known durable, so the source stays (a re-run finishes it)
+        try:
+            os.fsync(placed.dir_fd)  # the folder naming the file: the one it was placed in
+        except OSError as exc:
+            raise PlacementError(
+                source.origin,
+                f"cannot sync {os.path.dirname(placed.path)}: {exc.strerror or exc}",
+                errno=exc.errno,
+            ) from None
+        folders = _up_to(os.path.dirname(placed.path), self.datadir)[1:]
+        if self.records is not None:
+            folders += self.records.folders(written)
+        for folder in folders:
+            try:  # a link planted meanwhile is not followed (a root that is a link: skipped)
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise PlacementError(
+                    source.origin, f"cannot sync {folder}: {exc.strerror or exc}", errno=exc.errno
+                ) from None
+            finally:
+                os.close(fd)
+
+    def _retire(self, earlier: str, placed: Placed, source: Source, sop_uid: str) -> bool:
         """Remove the earlier copy of this instance, filed elsewhere (a changed layout tag).
 
         Only a regular file inside the data folder that still holds this very
@@ -246,14 +398,15 @@ class Repacker:
         the folders it stands in, each opened without following a link
         (:func:`.tree.remove_beneath`): a patient folder replaced by a link to
         an archive makes it stay, never a file of the archive go. Best effort:
-        the new copy and its records are complete whatever happens here.
+        the new copy and its records are complete whatever happens here. Returns
+        True when no copy of this SOP is left at ``earlier`` (removed, or gone before).
         """
         root = self.datadir
         if not earlier.startswith(root + "/") or earlier == placed.path:
-            return
+            return False
         copied_from = source.origin if isinstance(source, PathSource) and not source.move else ""
         if copied_from and os.path.abspath(copied_from) == earlier:
-            return
+            return False
 
         def holds_this_sop(fd: int, st: os.stat_result) -> bool:
             if st.st_ino == placed.stat.st_ino and st.st_dev == placed.stat.st_dev:
@@ -267,6 +420,16 @@ class Repacker:
             remove_beneath(root, earlier[len(root) + 1 :], holds_this_sop)
         except OSError:
             pass
+        return not os.path.lexists(earlier)
+
+
+def _up_to(folder: str, root: str) -> list[str]:
+    """``folder`` and its parents up to ``root`` (both included), deepest first."""
+    out = [folder]
+    while folder != root and folder.startswith(root + "/"):
+        folder = os.path.dirname(folder)
+        out.append(folder)
+    return out
 
 
 def _sop_of(fd: int, size: int, name: str) -> str | None:

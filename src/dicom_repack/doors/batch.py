@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from ..core.errors import one_line
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..core.tree import OWN_PREFIX
@@ -139,7 +140,7 @@ def iter_paths(
                             yield entry.path  # let the job report what is wrong with it
             except OSError as exc:
                 sys.stderr.write(
-                    f"dicom-repack: error: cannot read folder {folder}: {exc.strerror}\n"
+                    f"dicom-repack: error: cannot read folder {one_line(folder)}: {exc.strerror}\n"
                 )
                 continue
             stack.extend(reversed(subdirs))
@@ -288,7 +289,9 @@ def _fold(path: str, durable: bool) -> None:
     try:
         index.fold()
     except IndexFailure as exc:
-        sys.stderr.write(f"dicom-repack batch: {exc}; the rows stay pending, folded at next read\n")
+        sys.stderr.write(
+            f"dicom-repack batch: {one_line(str(exc))}; the rows stay pending, folded at next read\n"
+        )
     finally:
         index.close()
 
@@ -395,7 +398,7 @@ def main(argv: list[str]) -> int:
         try:
             require_distributed()
         except DaskUnavailable as exc:
-            sys.stderr.write(f"dicom-repack: error: {exc}\n")
+            sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}\n")
             return 2
     try:
         layout = layout_from(values)
@@ -409,7 +412,7 @@ def main(argv: list[str]) -> int:
         for folder, what in destinations:
             check_writable(folder, what)
     except DestinationError as exc:
-        sys.stderr.write(f"dicom-repack: error: {exc}; nothing was done\n")
+        sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}; nothing was done\n")
         return EXIT_FAILED
     if ns.verbose:
         from ..core._pydicom import show_warnings
@@ -422,7 +425,9 @@ def main(argv: list[str]) -> int:
         try:
             ndjson = NdjsonLog(ns.log_ndjson)
         except OSError as exc:
-            sys.stderr.write(f"dicom-repack: error: --log-ndjson {ns.log_ndjson}: {exc.strerror}\n")
+            sys.stderr.write(
+                f"dicom-repack: error: --log-ndjson {one_line(ns.log_ndjson)}: {exc.strerror}\n"
+            )
             return EXIT_FAILED
     # the summary line leaves stdout to the NDJSON lines when they go there
     summary_stream = sys.stderr if ns.log_ndjson == "-" else sys.stdout
@@ -455,7 +460,7 @@ def main(argv: list[str]) -> int:
             return False
         stopped.append(str(outcome.error))
         sys.stderr.write(
-            f"dicom-repack: error: the destination failed ({outcome.error}); stopping, "
+            f"dicom-repack: error: the destination failed ({one_line(str(outcome.error))}); stopping, "
             "inputs not yet filed are untouched\n"
         )
         return True
@@ -469,7 +474,7 @@ def main(argv: list[str]) -> int:
                     why = "not a regular file" if outcome.not_regular else "not DICOM"
                     skipped_names.append((why, outcome.src))
             elif not (stopped and outcome.destination_failed):  # the stop line said it
-                sys.stderr.write(f"dicom-repack: error: {outcome.error}\n")
+                sys.stderr.write(f"dicom-repack: error: {one_line(outcome.error)}\n")
         if progress is not None and task is not None:
             progress.update(task, advance=1)
 
@@ -489,7 +494,7 @@ def main(argv: list[str]) -> int:
                     stop_when=destination_failed,
                 )
             except (DaskJobError, OSError) as exc:
-                sys.stderr.write(f"dicom-repack: error: {exc}\n")
+                sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}\n")
                 return 1
         else:
             summary = run(
@@ -514,12 +519,20 @@ def main(argv: list[str]) -> int:
     if ns.strict:
         summary.failed += summary.skipped
     for why, name in skipped_names:
-        sys.stderr.write(f"dicom-repack: skipped ({why}): {name}\n")
+        sys.stderr.write(f"dicom-repack: skipped ({why}): {one_line(name)}\n")
     if summary.skipped > len(skipped_names):
-        sys.stderr.write(
-            f"dicom-repack: ... and {summary.skipped - len(skipped_names)} more skipped files\n"
+        # every outcome, skipped ones too, is a line of --log-ndjson: say where they all are
+        where = (
+            "every skipped file is named in the --log-ndjson lines"
+            + ("" if ns.log_ndjson == "-" else f" ({one_line(ns.log_ndjson)})")
+            if ndjson is not None
+            else "--log-ndjson names every skipped file"
         )
-    summary_stream.write(summary.line() + "\n")
+        sys.stderr.write(
+            f"dicom-repack: ... and {summary.skipped - len(skipped_names)} more skipped files; "
+            f"{where}\n"
+        )
+    summary_stream.write(one_line(summary.line()) + "\n")
     if ns.summary_json:
         with open(ns.summary_json, "w", encoding="utf-8") as fh:
             fh.write(dumps(summary.as_dict()) + "\n")

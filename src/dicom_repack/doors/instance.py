@@ -17,7 +17,7 @@ import os
 import sys
 
 from .. import __version__
-from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, one_line
 from .options import (
     DESTINATION,
     FILING,
@@ -186,7 +186,7 @@ def main(argv: list[str]) -> int:
             raise UsageError(str(exc)) from None
     except UsageError as exc:
         usage = build_parser().format_usage()
-        sys.stderr.write(f"{usage}dicom-repack: error: {exc}\n")
+        sys.stderr.write(f"{usage}dicom-repack: error: {one_line(str(exc))}\n")
         return EXIT_USAGE
 
     from ..core.repack import Config, Repacker
@@ -212,7 +212,8 @@ def main(argv: list[str]) -> int:
         try:
             ndjson = NdjsonLog(str(opts["log_ndjson"]))
         except OSError as exc:
-            sys.stderr.write(f"dicom-repack: error: --log-ndjson {exc.filename}: {exc.strerror}\n")
+            name = one_line(str(exc.filename))
+            sys.stderr.write(f"dicom-repack: error: --log-ndjson {name}: {exc.strerror}\n")
             return EXIT_FAILED
     loud = int(verbosity) >= 1
     status = EXIT_OK
@@ -221,10 +222,10 @@ def main(argv: list[str]) -> int:
         if ndjson is not None:
             ndjson.write(outcome.as_dict())
         if outcome.error is not None:
-            sys.stderr.write(f"dicom-repack: error: {outcome.error}\n")
+            sys.stderr.write(f"dicom-repack: error: {one_line(outcome.error)}\n")
             status = EXIT_FAILED
         elif loud:
-            sys.stdout.write(f"{outcome.src} -> {outcome.dst}\n")
+            sys.stdout.write(f"{one_line(outcome.src)} -> {one_line(str(outcome.dst))}\n")
     return status
 
 

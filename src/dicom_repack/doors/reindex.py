@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from ..core.errors import RepackError
+from ..core.errors import RepackError, one_line
 from ..core.header import read_header_fd
 from ..core.index import (
     _INSERT,
@@ -221,14 +221,18 @@ def main(argv: list[str]) -> int:
     try:
         done = rebuild(ns.datadir, index, ns.logdir)
     except (sqlite3.Error, OSError, IndexFailure) as exc:
-        sys.stderr.write(f"dicom-repack index: error: cannot rebuild {index}: {exc}\n")
+        sys.stderr.write(
+            f"dicom-repack index: error: cannot rebuild {one_line(f'{index}: {exc}')}\n"
+        )
         return 1
     if done.set_aside:
         sys.stderr.write(f"dicom-repack index: damaged index set aside as {done.set_aside}\n")
     for line in done.skipped[:20]:
-        sys.stderr.write(f"dicom-repack index: skipped {line}\n")
+        sys.stderr.write(f"dicom-repack index: skipped {one_line(line)}\n")
     for path in done.unrecorded[:20]:
-        sys.stderr.write(f"dicom-repack index: no image record (re-run batch over it): {path}\n")
+        sys.stderr.write(
+            f"dicom-repack index: no image record (re-run batch over it): {one_line(path)}\n"
+        )
     sys.stdout.write(
         f"dicom-repack index: {done.rows} instances indexed from {done.files} files "
         f"({len(done.skipped)} skipped, {len(done.unrecorded)} without image record), "

@@ -318,7 +318,9 @@ def main(argv: list[str]) -> int:
     try:
         doc = collect(index, ns)
     except IndexFailure as exc:
-        sys.stderr.write(f"dicom-repack status: {exc}\n")
+        from ..core.errors import one_line
+
+        sys.stderr.write(f"dicom-repack status: {one_line(str(exc))}\n")
         return 1
     if ns.json:
         import json

@@ -192,6 +192,14 @@ class _UTCFormatter(logging.Formatter):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line, its control characters escaped (core/errors.py ``one_line``): a
+        file name or UID with a newline in it cannot forge a line of its own. (A
+        traceback, appended after this, keeps its lines.)"""
+        from ..core.errors import one_line
+
+        return one_line(super().formatMessage(record))
+
 
 FORMAT = "%(asctime)s %(levelname)s dicom-repack {door}: %(message)s"
 
