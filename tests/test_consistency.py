@@ -313,7 +313,7 @@ def test_receiver_threads_refiling_one_sop_leave_one_file(tmp_path: Path) -> Non
 
 
 def test_without_a_log_folder_the_index_alone_keeps_one_file_per_sop(tmp_path: Path) -> None:
-    """No records, but an index: the SOP's where-file beside it still finds the earlier copy."""
+    """No records, but an index: its row still finds the earlier copy."""
     first = make_instance(tmp_path / "a.dcm", sop="1.2.3.4.5.6.1", InstanceNumber="1")
     second = make_instance(
         tmp_path / "b.dcm", sop="1.2.3.4.5.6.1", series="1.2.3.4.5.99", InstanceNumber="2"
@@ -325,5 +325,5 @@ def test_without_a_log_folder_the_index_alone_keeps_one_file_per_sop(tmp_path: P
     assert only.read_bytes() == second.read_bytes()
     assert sorted(p.name for p in index.parent.iterdir()) == [
         "index.sqlite.pending",
-        "index.sqlite.sop",
+        "index.sqlite.sop-lock",
     ]

@@ -97,11 +97,11 @@ def test_fsync_in_the_per_instance_door(tmp_path: Path) -> None:
     run_cli(
         *args, "-d", str(tmp_path / "durable"), "-l", str(tmp_path / "log2"), "--fsync", env=env
     )
-    # the data file + six records (patient, study, study-series, series, image, pack) + the
-    # SOP's where-file (core/sop_lock.py), then the folders naming them: the data file's
-    # four (series, study, patient, the data folder) and six in the log folder (patientData,
-    # studyData, its -series folder, seriesData, its -img folder, the log folder)
-    assert len(count.read_text()) == 7 + 1 + 4 + 6
+    # the data file + six records (patient, study, study-series, series, image, pack), then
+    # the folders naming them: the data file's four (series, study, patient, the data
+    # folder) and six in the log folder (patientData, studyData, its -series folder,
+    # seriesData, its -img folder, the log folder)
+    assert len(count.read_text()) == 7 + 4 + 6
 
 
 def test_python_dash_m_is_the_same_program() -> None:

@@ -174,6 +174,7 @@ PLACES = {
     "index -journal": f"log/{INDEX}-journal",
     "pending rows": f"log/{INDEX}.pending",
     "fold file": f"log/{INDEX}.pending.1-2",
+    "SOP lock file": f"log/{INDEX}.sop-lock",
     "data file": "data/{filed}",  # never opened: a re-send replaces the name, atomically
 }
 

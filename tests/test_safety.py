@@ -463,9 +463,9 @@ def test_fsync_option_flushes_every_file_and_record(
     assert outcome.dst is not None
     files = [p for p in synced if not os.path.isdir(p)]
     folders = {p for p in synced if os.path.isdir(p)}
-    # the data file (fsynced unnamed), six records (patient, study, study-series, series,
-    # image, pack; each unnamed or a temporary name) and the SOP's where-file
-    assert len(files) == 8
+    # the data file (fsynced unnamed) and six records (patient, study, study-series, series,
+    # image, pack; each unnamed or a temporary name)
+    assert len(files) == 7
     # then every folder that names one of them, up to the data and log folders
     dst = Path(outcome.dst)
     assert {str(p) for p in [*dst.parents][:4]} <= folders

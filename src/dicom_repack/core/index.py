@@ -58,10 +58,12 @@ from .index_rows import (
     INDEX_KEYWORDS,
     IndexFailure,
     IndexRefused,
+    PendingTail,
     default_path,
     parse_pending,
     pending_path,
     row_for,
+    where_of,
 )
 from .tree import NotRegularError, kind_of, open_file
 
@@ -145,6 +147,12 @@ _UPSERT = (
     + " WHERE excluded.filed_at >= instances.filed_at"
 )
 
+#: where a SOP's folded row says it was filed (the order :func:`where_of` reads)
+_WHERE = (
+    "SELECT series_instance_uid, study_instance_uid, patient_id, path "
+    "FROM instances WHERE sop_instance_uid = ?"
+)
+
 #: how long an add may wait for the write lock, in all, before the instance fails
 DEFAULT_TIMEOUT = 60.0
 
@@ -211,6 +219,7 @@ class Index:
         self.durable = durable
         self.timeout = timeout
         self._conn: sqlite3.Connection | None = None
+        self._tail: PendingTail | None = None
 
     # -- writing ---------------------------------------------------------------
 
@@ -226,6 +235,27 @@ class Index:
         """Insert (or replace) the row of one filed instance; raises IndexFailure on failure."""
         row = row_for(values, path, size, source, time.time() if when is None else when)
         self.run(lambda conn: conn.execute(_INSERT, row))
+
+    def where(self, sop: str) -> dict[str, str] | None:
+        """Where ``sop`` was last filed (:func:`.index_rows.where_of`): its pending row,
+        not folded yet, else its row here; None when not known."""
+        if self._tail is None:
+            self._tail = PendingTail(pending_path(self.path))
+        row = self._tail.last(sop)
+        if row is not None:
+            return where_of(row)
+        return self.folded_where(sop)
+
+    def folded_where(self, sop: str) -> dict[str, str] | None:
+        """Where the folded row of ``sop`` says it was filed; None when there is none (or
+        no index yet, or it cannot be read: the job's own add will say so)."""
+        if self._conn is None and not os.path.exists(self.path):
+            return None
+        try:
+            found = self._connection().execute(_WHERE, (sop,)).fetchone()
+        except Exception:  # sqlite3.Error (no table yet, damaged), OSError, IndexFailure
+            return None
+        return where_of((sop, *found)) if found else None
 
     def fold(self) -> int:
         """Move the pending rows into SQLite; return how many were read.

@@ -129,7 +129,6 @@ class Repacker:
             from .index import Index
 
             self.index = Index(config.index, durable=config.fsync)
-        self._sop_tree: Tree | None = None
         more = INDEX_KEYWORDS if self.index else ()
         self.keywords = tuple(
             dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)
@@ -179,6 +178,9 @@ class Repacker:
             header = source.header(self.keywords)
             values = header.values
             held = self._hold(header, source.origin)
+            # where this SOP stood before (the index), read under its lock, before this
+            # job's own row is written
+            where = self._where(values["SOPInstanceUID"]) if held is not None else None
             folder, name, placed = self._plan_and_place(source, header, out)
             out.dst, out.size = placed.path, placed.stat.st_size
             written = Written()
@@ -193,9 +195,7 @@ class Repacker:
                 raise
             # the new names durable (--fsync, a move that copied) before any earlier copy goes
             self._sync_folders(placed, source, written)
-            self._retire_earlier(held, written, values, placed, source)
-            if held is not None:
-                held.remember(placed.path, dict(values), name, sync=self.config.fsync)
+            self._retire_earlier(where, written, values, placed, source)
             if before_commit is not None:
                 before_commit(out)
             source.commit(placed)
@@ -240,11 +240,14 @@ class Repacker:
         vals, empty = header.values, header.empty
         if any(not (vals.get(k) or "").strip() or k in empty for k in REQUIRED):
             return None
-        from .sop_lock import hold, sop_root
+        from .sop_lock import hold
 
-        if self._sop_tree is None:
-            self._sop_tree = sop_root(index)
-        return hold(self._sop_tree, index, vals["SOPInstanceUID"], origin)
+        return hold(index, vals["SOPInstanceUID"], origin)
+
+    def _where(self, sop: str) -> dict[str, str] | None:
+        """Where the index says ``sop`` was last filed (a hint: checked before any retire)."""
+        where = getattr(self.index, "where", None)
+        return where(sop) if where is not None else None
 
     def _plan_and_place(
         self, source: Source, header: Header, out: Outcome
@@ -316,7 +319,7 @@ class Repacker:
 
     def _retire_earlier(
         self,
-        held: SopHold | None,
+        where: dict[str, str] | None,
         written: Written,
         values: Mapping[str, str],
         placed: Placed,
@@ -325,16 +328,16 @@ class Repacker:
         """Retire every earlier copy of this SOP; called under its lock, once indexed.
 
         Two places say where it stood: the image record this job replaced (same
-        series and file name: a changed PatientName, say) and the SOP's where-file
-        (core/sop_lock.py: whatever changed, the InstanceNumber or the
-        SeriesInstanceUID too; only with an index, ``held`` None without). A copy found through the where-file left its own
-        image record in another series or under another name: that record goes
-        with it, and the series, study and StudyList entry it leaves empty.
+        series and file name: a changed PatientName, say) and ``where``, what the
+        index said before this job's row (whatever changed, the InstanceNumber or
+        the SeriesInstanceUID too; only with an index). A copy found through the
+        index left its own image record in another series or under another name:
+        that record goes with it, and the series, study and StudyList entry it
+        leaves empty.
         """
         sop = values["SOPInstanceUID"]
         if written.previous is not None:
             self._retire(written.previous, placed, source, sop)
-        where = held.earlier() if held is not None else None
         if where is None or where["path"] in (placed.path, written.previous):
             return
         gone = self._retire(where["path"], placed, source, sop)
