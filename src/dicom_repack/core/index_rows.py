@@ -185,21 +185,21 @@ def where_of(row: tuple[object, ...]) -> dict[str, str] | None:
 
 
 class PendingTail:
-    """The pending rows, each read once: the last line per SOPInstanceUID.
+    """The pending rows, each read once: where a SOPInstanceUID's newest row is.
 
     A process that files many instances (a batch worker, a receiver) asks
-    "where was this SOP filed?" for each: reading the whole pending file each time
-    would cost ~64 KiB per instance, so only what was appended since the last
-    look is read (a fold renames the file away: a new file starts over).
+    "where was this SOP filed?" for each; only what was appended since its last
+    look is read (a fold renames the file away: a new file starts over), and the
+    rows are searched as bytes (``rfind`` of the line's start), not parsed; only
+    a row found is (``ast``: a re-file, rare).
     """
 
-    __slots__ = ("_ino", "_lines", "_pos", "path")
+    __slots__ = ("_buf", "_ino", "path")
 
     def __init__(self, pending: str) -> None:
         self.path = pending
         self._ino = -1
-        self._pos = 0
-        self._lines: dict[bytes, bytes] = {}
+        self._buf = bytearray()
 
     def last(self, sop: str) -> tuple[object, ...] | None:
         """The newest pending row of ``sop``, or None."""
@@ -208,24 +208,17 @@ class PendingTail:
         except OSError:  # none (folded), or refused: the folded index knows the rest
             return None
         try:
-            if st.st_ino != self._ino or st.st_size < self._pos:
-                self._ino, self._pos, self._lines = st.st_ino, 0, {}
-            if st.st_size > self._pos:
-                data = os.pread(fd, st.st_size - self._pos, self._pos)
-                end = data.rfind(b"\n") + 1  # whole lines only: the rest is being written
-                for line in data[:end].split(b"\n"):
-                    quote = line[1:2]
-                    if line[:1] == b"(" and quote in (b"'", b'"'):
-                        key_end = line.find(quote + b", ", 2)
-                        if key_end > 0:
-                            self._lines[line[1 : key_end + 1]] = line
-                self._pos += end
+            if st.st_ino != self._ino or st.st_size < len(self._buf):
+                self._ino, self._buf = st.st_ino, bytearray()
+            if st.st_size > len(self._buf):
+                data = os.pread(fd, st.st_size - len(self._buf), len(self._buf))
+                self._buf += data[: data.rfind(b"\n") + 1]  # whole lines: the rest is being written
         finally:
             os.close(fd)
-        found = self._lines.get(ascii(sop).encode("ascii"))
-        if found is None:
+        at = self._buf.rfind(b"\n(" + ascii(sop).encode("ascii") + b", ")
+        if at < 0:
             return None
-        rows = parse_pending(found)
+        rows = parse_pending(bytes(self._buf[at : self._buf.find(b"\n", at + 1)]))
         return rows[0] if rows else None
 
 

@@ -41,7 +41,6 @@ files; a move by hard link never loses the source's bytes).
 
 from __future__ import annotations
 
-import errno as _errno
 import os
 
 from .errors import MissingElementError, PlacementError, RecordError, RepackError
@@ -64,6 +63,9 @@ if TYPE_CHECKING:
     from .tree import Folder
 
 __all__ = ["REQUIRED", "Config", "Repacker"]
+
+#: errno values (the errno module is one import more on the per-instance door's start)
+_EPERM, _ENOENT = 1, 2
 
 #: Without these an instance cannot be filed or recorded (rx-repack refuses them too).
 REQUIRED = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -269,8 +271,8 @@ class Repacker:
                 path = folder.path if folder is not None else ""
                 if folder is not None:
                     folder.close()
-                vanished = exc.errno == _errno.ENOENT or (
-                    exc.errno == _errno.EPERM and bool(path) and not os.path.isdir(path)
+                vanished = exc.errno == _ENOENT or (
+                    exc.errno == _EPERM and bool(path) and not os.path.isdir(path)
                 )
                 if attempt == 2 or not vanished:
                     raise
