@@ -214,6 +214,8 @@ class Watcher:
                 wake_after=self.arrivals.wake_after,  # then wakes on the timer alone
             )
             for path, result in results:
+                if self._stopping and not pool.stopped:
+                    pool.stop()  # chunks queued to a worker come back untouched: in hand only
                 if result is NOT_ATTEMPTED:
                     self.arrivals.forget(str(path))  # untouched: the next start takes it
                     self.summary.not_attempted += 1
