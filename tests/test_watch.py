@@ -423,3 +423,21 @@ def test_the_series_hook_runs_once_per_series(tmp_path: Path, mr: Path) -> None:
         assert w.stop() == 0
     got = dict(line.split() for line in events.read_text().splitlines())
     assert got == {uid: str(len(group)) for uid, group in series.items()}
+
+
+def test_sigterm_mid_burst_exits_0_and_a_restart_files_the_rest(tmp_path: Path, mr: Path) -> None:
+    files = sorted(mr.glob("*.dcm"))
+    incoming, data, log = tmp_path / "in", tmp_path / "data", tmp_path / "log"
+    drop(files, incoming)
+    settled(incoming)
+    with watching([incoming], data, log, "--cleanup") as w:
+        wait_filed(data, 1, w.proc)
+        assert w.stop() == 0  # the instances in hand finished, the rest untouched
+    left = sorted(p.name for p in incoming.iterdir())
+    done = {sop_uid(p) for p in filed(data)}
+    assert len(left) + len(done) == len(files)  # each filed or still waiting, never both
+    assert not {sop_uid(incoming / name) for name in left} & done
+    with watching([incoming], data, log, "--cleanup") as w:
+        wait_filed(data, len(files), w.proc)
+        assert w.stop() == 0
+    assert not list(incoming.iterdir())
