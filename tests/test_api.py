@@ -15,7 +15,19 @@ import pytest
 import dicom_repack
 from helpers import dicom_files
 
-EXPORTED = ["Config", "Header", "Layout", "Outcome", "RepackError", "Repacker", "read_header"]
+EXPORTED = [
+    "Config",
+    "DicomRepackError",
+    "Header",
+    "Layout",
+    "NotDicomError",
+    "Outcome",
+    "RepackError",
+    "Repacker",
+    "TemplateError",
+    "TruncatedError",
+    "read_header",
+]
 
 
 def test_exported_names_are_pinned() -> None:
@@ -85,3 +97,41 @@ def test_documented_example_runs(mr: Path, tmp_path: Path) -> None:
 
     plan = Layout.px().plan(header.values)
     assert plan.relpath.count("/") == 3
+
+
+def test_every_error_has_one_base_and_a_stable_unique_code() -> None:
+    """The NDJSON ``error_kind`` and the metrics' ``kind`` are these codes (a contract,
+    docs/api.md): pinned here, so renaming a class cannot change what users read."""
+    import importlib
+    import pkgutil
+
+    from dicom_repack.core.errors import DicomRepackError
+
+    for info in pkgutil.walk_packages(dicom_repack.__path__, "dicom_repack."):
+        if not info.name.endswith(("__main__", ".dictionary", ".private_dictionary")):
+            importlib.import_module(info.name)
+
+    def below(cls: type[DicomRepackError]) -> list[type[DicomRepackError]]:
+        subs: list[type[DicomRepackError]] = cls.__subclasses__()
+        return [cls] + [s for c in subs for s in below(c)]
+
+    codes = {cls.__name__: cls.code for cls in below(DicomRepackError)}
+    assert len(set(codes.values())) == len(codes), codes
+    pinned = {
+        "RepackError": "RepackError",
+        "SourceError": "SourceError",
+        "NotDicomError": "NotDicomError",
+        "NotRegularFileError": "NotRegularFileError",
+        "TruncatedError": "TruncatedError",
+        "MissingElementError": "MissingElementError",
+        "PlacementError": "PlacementError",
+        "UnsafePathError": "UnsafePathError",
+        "RecordError": "RecordError",
+        "TemplateError": "TemplateError",
+        "IndexFailure": "IndexFailure",
+        "IndexRefused": "IndexRefused",
+    }
+    assert {k: codes[k] for k in pinned} == pinned
+    api = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    for code in pinned.values():
+        assert f"`{code}`" in api, f"docs/api.md does not list the code {code}"

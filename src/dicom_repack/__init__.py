@@ -22,7 +22,9 @@ Names (docs/api.md has each with its parameters and an example):
 * :class:`Outcome` -- what happened to one instance (``ok``, ``error``, ``dst``, ...).
 * :func:`read_header` / :class:`Header` -- read some elements of a Part 10 file.
 * :class:`RepackError` -- the base of every error the job reports (``read_header``
-  raises its NotDicomError / TruncatedError subclasses).
+  raises its :class:`NotDicomError` / :class:`TruncatedError` subclasses), under
+  :class:`DicomRepackError`, the base of every error dicom-repack raises on purpose
+  (:class:`TemplateError` for a bad layout template too); each has a stable ``code``.
 
 Every name is imported on first use (module ``__getattr__``, PEP 562): the
 per-instance door runs once per received instance and imports ``dicom_repack``
@@ -33,17 +35,27 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config",
+    "DicomRepackError",
     "Header",
     "Layout",
+    "NotDicomError",
     "Outcome",
     "RepackError",
     "Repacker",
+    "TemplateError",
+    "TruncatedError",
     "read_header",
 ]
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
-    from .core.errors import RepackError
+    from .core.errors import (
+        DicomRepackError,
+        NotDicomError,
+        RepackError,
+        TemplateError,
+        TruncatedError,
+    )
     from .core.header import Header, read_header
     from .core.layout import Layout
     from .core.outcome import Outcome
@@ -58,6 +70,10 @@ _WHERE = {
     "Header": "dicom_repack.core.header",
     "read_header": "dicom_repack.core.header",
     "RepackError": "dicom_repack.core.errors",
+    "DicomRepackError": "dicom_repack.core.errors",
+    "NotDicomError": "dicom_repack.core.errors",
+    "TruncatedError": "dicom_repack.core.errors",
+    "TemplateError": "dicom_repack.core.errors",
 }
 
 

@@ -1,8 +1,12 @@
 """The errors the job can end with, each naming the file it is about.
 
 Every door turns these into a one-line message and a non-zero exit (or a DIMSE
-failure status); nothing else should escape the job. Doors decide what to do
-from an error's attributes, never from its class name:
+failure status); nothing else should escape the job. Every error dicom-repack
+raises on purpose derives from :class:`DicomRepackError` and carries a stable
+``code``: the NDJSON ``error_kind``, the ``kind`` label of ``/metrics`` and
+:attr:`.outcome.Outcome.kind` are that code, never a class name, so renaming a
+class changes nothing a user reads (the codes are a contract: docs/api.md).
+Doors decide what to do from an error's attributes, never from its class name:
 
 ``skippable``
     the input is not an instance at all (not DICOM): a batch counts it and moves on;
@@ -49,8 +53,17 @@ def one_line(text: str) -> str:
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-class RepackError(Exception):
+class DicomRepackError(Exception):
+    """Base of every error dicom-repack raises on purpose (catch this for "any of ours")."""
+
+    #: a stable name for this kind of error (see the module doc)
+    code = "DicomRepackError"
+
+
+class RepackError(DicomRepackError):
     """Base of every error that means "this instance was not filed"."""
+
+    code = "RepackError"
 
     #: not an instance at all: a batch skips and counts it rather than failing
     skippable = False
@@ -71,30 +84,39 @@ class RepackError(Exception):
 class SourceError(RepackError):
     """The input could not be read at all (vanished, no permission, I/O error)."""
 
+    code = "SourceError"
+
 
 class NotDicomError(RepackError):
     """The input is not a DICOM Part 10 file (empty, no 'DICM' after the preamble)."""
 
+    code = "NotDicomError"
     skippable = True
 
 
 class NotRegularFileError(NotDicomError):
     """The input is a FIFO, socket, device or folder: never read, skipped like non-DICOM."""
 
+    code = "NotRegularFileError"
     not_regular = True
 
 
 class TruncatedError(RepackError):
     """The input starts as DICOM but ends before its last element does."""
 
+    code = "TruncatedError"
+
 
 class MissingElementError(RepackError):
     """An element the layout or the records cannot do without is absent or empty."""
+
+    code = "MissingElementError"
 
 
 class PlacementError(RepackError):
     """The file could not be put at its destination (disk full, permissions, ...)."""
 
+    code = "PlacementError"
     retryable = True
 
 
@@ -105,17 +127,26 @@ class UnsafePathError(PlacementError):
     there until an operator removes it; retrying does not help.
     """
 
+    code = "UnsafePathError"
     retryable = False
 
 
 class RecordError(RepackError):
     """The file was placed but a pypx record could not be written."""
 
+    code = "RecordError"
     retryable = True
 
 
-class TemplateError(ValueError):
+class TemplateError(DicomRepackError, ValueError):
     """A layout template names an unknown keyword or function (refused at start)."""
+
+    code = "TemplateError"
+
+
+#: the code of an instance whose worker process died while it was in hand (batch, watch):
+#: not known to be filed (no exception: the outcome is made by the parent)
+WORKER_LOST = "WorkerLost"
 
 
 # -- what a door's exit status says (every door returns one of these) ----------------------

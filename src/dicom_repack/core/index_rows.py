@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 
+from .errors import DicomRepackError
 from .tree import NotRegularError, open_file
 
 TYPE_CHECKING = False
@@ -94,13 +95,15 @@ FOLD_AT = 64 << 10
 PENDING_SUFFIX = ".pending"
 
 
-class IndexFailure(Exception):
+class IndexFailure(DicomRepackError):
     """The index could not be written or read (the message names its path).
 
     ``errno``: the failure as an OSError's errno where it says what failed (ENOSPC
     for a full disk, EIO for a damaged file): the job passes it on, so a batch
     stops early, as for a failing data folder (core/destination.py).
     """
+
+    code = "IndexFailure"
 
     def __init__(self, message: str, *, errno: int | None = None) -> None:
         super().__init__(message)
@@ -111,6 +114,8 @@ class IndexRefused(IndexFailure):
     """A file of the index (the database, ``-wal``, ``-shm``, ``-journal``, pending rows)
     is a symbolic link, FIFO, socket, device or folder: not opened, not removed, and
     every door says so (naming it) until an operator removes it."""
+
+    code = "IndexRefused"
 
 
 def default_path(logdir: str) -> str:

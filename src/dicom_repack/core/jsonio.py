@@ -13,6 +13,8 @@ import _json
 import os
 import sys
 
+from .errors import DicomRepackError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -22,8 +24,10 @@ __all__ = ["JSONError", "NdjsonLog", "dumps", "loads", "ndjson_line"]
 _encode_str = _json.encode_basestring_ascii
 
 
-class JSONError(ValueError):
+class JSONError(DicomRepackError, ValueError):
     """The text is not valid JSON."""
+
+    code = "JSONError"
 
 
 def dumps(obj: object, indent: int | None = 4) -> str:

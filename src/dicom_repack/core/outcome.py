@@ -57,8 +57,8 @@ class Outcome:
         self.sop_uid = sop_uid
         self.missing = missing
         self.error = error
-        #: the error's class name (errors.py), for reports only (NDJSON
-        #: ``error_kind``); decisions use ``skipped`` and ``retryable``
+        #: the error's stable code (errors.py: ``DicomRepackError.code``), for reports
+        #: only (NDJSON ``error_kind``, metrics); decisions use ``skipped`` and ``retryable``
         self.kind = kind
         #: the errno of the OSError behind the failure, if any
         self.errno = errno
@@ -74,9 +74,9 @@ class Outcome:
         return self.error is None
 
     def fail(self, exc: RepackError) -> None:
-        """Record ``exc`` as this instance's failure (its message, class and attributes)."""
+        """Record ``exc`` as this instance's failure (its message, code and attributes)."""
         self.error = str(exc)
-        self.kind = type(exc).__name__
+        self.kind = exc.code
         self.skipped = exc.skippable
         self.retryable = exc.retryable
         self.not_regular = exc.not_regular

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import UnsafePathError
+from .errors import DicomRepackError, UnsafePathError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -73,12 +73,14 @@ _KINDS = {
 }
 
 
-class NotRegularError(OSError):
+class NotRegularError(DicomRepackError, OSError):
     """A name under the data or log folder is not what it must be (a link, a FIFO, ...).
 
     An OSError without an errno: its text is one line naming the path and what
     stands there. Nothing was opened, written or removed through it.
     """
+
+    code = "NotRegular"
 
 
 class Folder:

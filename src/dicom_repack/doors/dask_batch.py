@@ -48,7 +48,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 from ..core import jsonio
-from ..core.errors import RecordError
+from ..core.errors import DicomRepackError, RecordError
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..core.tree import Folder, NotRegularError, Tree, open_file
@@ -91,12 +91,16 @@ JOURNAL_DIR = ".dicom-repack-journal"
 _LOCK_BUCKETS = 64
 
 
-class DaskUnavailable(Exception):
+class DaskUnavailable(DicomRepackError):
     """Dask distributed is not installed (the message says what to install)."""
 
+    code = "DaskUnavailable"
 
-class DaskJobError(Exception):
+
+class DaskJobError(DicomRepackError):
     """The workers could not run the job at all (not one instance's fault)."""
+
+    code = "DaskJobError"
 
 
 def require_distributed() -> None:

@@ -17,20 +17,22 @@ import threading
 from collections.abc import MutableSequence
 from typing import cast
 
+from ..core import errors
 from .counters import Counters
 
 __all__ = ["FAILURE_KINDS", "SharedCounters", "WorkerCounters"]
 
-#: the kinds of failure counted apart (core/errors.py class names); others are "other"
+#: the kinds of failure counted apart (core/errors.py: each error's stable ``code``); others
+#: are "other"
 FAILURE_KINDS = (
-    "NotDicomError",
-    "NotRegularFileError",
-    "TruncatedError",
-    "MissingElementError",
-    "SourceError",
-    "PlacementError",
-    "UnsafePathError",
-    "RecordError",
+    errors.NotDicomError.code,
+    errors.NotRegularFileError.code,
+    errors.TruncatedError.code,
+    errors.MissingElementError.code,
+    errors.SourceError.code,
+    errors.PlacementError.code,
+    errors.UnsafePathError.code,
+    errors.RecordError.code,
     "other",
 )
 NAMES = Counters.NAMES + tuple(f"failed:{k}" for k in FAILURE_KINDS)
@@ -79,7 +81,7 @@ class WorkerCounters(Counters):
             self._table.rows[at] += n
 
     def failure(self, kind: str | None) -> None:
-        """Count one instance not filed, by its error's class name."""
+        """Count one instance not filed, by its error's code."""
         self.add(f"failed:{kind if kind in FAILURE_KINDS else 'other'}")
 
     def snapshot(self) -> dict[str, int]:

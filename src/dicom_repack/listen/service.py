@@ -25,6 +25,8 @@ import signal
 import threading
 import time
 
+from ..core.errors import DicomRepackError
+
 __all__ = [
     "ConfigError",
     "add_series_arguments",
@@ -39,8 +41,10 @@ CONFIG_ENV = "DICOM_REPACK_LISTEN_CONFIG"
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class ConfigError(ValueError):
+class ConfigError(DicomRepackError, ValueError):
     """The config file cannot be read or names an option that does not exist (one line)."""
+
+    code = "ConfigError"
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:

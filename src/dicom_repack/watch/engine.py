@@ -34,6 +34,7 @@ import os
 import select
 import time
 
+from ..core.errors import WORKER_LOST
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..doors.batch import Summary
@@ -226,7 +227,7 @@ class Watcher:
                         str(path),
                         error=f"{path}: not known to be filed: a worker process died; "
                         "stopping (a restart files whatever is left)",
-                        kind="WorkerLost",
+                        kind=WORKER_LOST,
                     )
                 else:
                     outcome = Outcome.__new__(Outcome)
@@ -239,7 +240,7 @@ class Watcher:
             self._filed_since_fold += 1
             if self.move:
                 self.arrivals.forget(outcome.src)  # gone: nothing to remember
-        elif outcome.kind != "WorkerLost":
+        elif outcome.kind != WORKER_LOST:
             self._remember_failure(outcome)
         self.report(outcome)
 
