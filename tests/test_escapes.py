@@ -338,7 +338,7 @@ def test_the_receivers_job_refuses_a_fifo_in_one_line_instead_of_blocking(
     script = (
         "import sys\n"
         "from dicom_repack.core.repack import Config, Repacker\n"
-        "config = Config(sys.argv[1], sys.argv[2], index_deferred=sys.argv[4] == 'pending')\n"
+        "config = Config(sys.argv[1], sys.argv[2], index_mode='pending' if sys.argv[4] == 'pending' else 'direct')\n"
         "with open(sys.argv[3], 'rb') as fh:\n"
         "    out = Repacker(config).repack_buffer(fh.read())\n"
         "print(out.error)\n"

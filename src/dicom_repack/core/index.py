@@ -84,6 +84,7 @@ __all__ = [
     "check_files",
     "connect_reader",
     "default_path",
+    "fold_pending",
 ]
 
 #: the files SQLite may open beside the database, by its name plus these
@@ -394,6 +395,20 @@ class Index:
                 conn.close()
             except Exception:
                 pass
+
+
+def fold_pending(path: str, *, durable: bool = False) -> str | None:
+    """Fold the pending rows of the index at ``path`` now, as a door that wrote them in
+    ``pending`` mode does at its end (batch's workers, Dask's, watch's). None, or the one-line
+    reason they stay pending (safe: every reader folds first)."""
+    index = Index(path, durable=durable)
+    try:
+        index.fold()
+    except IndexFailure as exc:
+        return f"{exc}; the rows stay pending, folded at the next read"
+    finally:
+        index.close()
+    return None
 
 
 def check_files(path: str) -> None:

@@ -238,6 +238,10 @@ class PendingIndex:
     def __init__(self, path: str, *, durable: bool = False) -> None:
         self.path = os.path.abspath(path)
         self.durable = durable
+        #: the index is on a filesystem other hosts write too (``batch --dask``): never open
+        #: SQLite here (its locking is not safe on NFS): no fold past FOLD_AT, no lookup of
+        #: folded rows; the one process that folds is the run's client
+        self.shared = False
         self._tail = PendingTail(pending_path(self.path))
         self._reader: object | None = None
 
@@ -252,7 +256,7 @@ class PendingIndex:
             return where_of(row)
         import sys
 
-        if "_sqlite3" not in sys.modules:
+        if self.shared or "_sqlite3" not in sys.modules:
             return None
         from .index import Index
 
@@ -291,7 +295,7 @@ class PendingIndex:
             raise IndexFailure(
                 f"cannot write the index {pending}: {exc.strerror or exc}", errno=exc.errno
             ) from None
-        if size_after >= FOLD_AT:
+        if size_after >= FOLD_AT and not self.shared:
             from .index import Index
 
             index = Index(self.path, durable=self.durable)

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from .source import Source
     from .tree import Folder
 
-__all__ = ["REQUIRED", "Config", "Repacker"]
+__all__ = ["INDEX_MODES", "REQUIRED", "Config", "Repacker"]
 
 #: errno values (the errno module is one import more on the per-instance door's start)
 _EPERM, _ENOENT = 1, 2
@@ -71,10 +71,24 @@ _EPERM, _ENOENT = 1, 2
 REQUIRED = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
-class Config:
-    """Where to file instances and how to name them."""
+#: How a job writes its index row (each door states its mode once):
+#: ``direct`` -- one SQLite insert per instance (a receiver's threads, a batch filed in one
+#: process); ``pending`` -- one line appended to ``<index>.pending`` (~20 us, no SQLite
+#: start), folded into SQLite by the door's own process or any reader (the per-instance door,
+#: a batch's, watch's and Dask's workers); ``off`` -- no index.
+INDEX_MODES = ("direct", "pending", "off")
 
-    __slots__ = ("datadir", "fsync", "index", "index_deferred", "layout", "logdir")
+
+class Config:
+    """Where to file instances, how to name them, and how to index them.
+
+    Example::
+
+        config = Config("/data", "/log")                    # the default index, direct
+        workers = config.replace(index_mode="pending")      # the same, rows appended
+    """
+
+    __slots__ = ("datadir", "fsync", "index", "index_mode", "layout", "logdir")
 
     def __init__(
         self,
@@ -84,8 +98,10 @@ class Config:
         *,
         fsync: bool = False,
         index: str | bool = True,
-        index_deferred: bool = False,
+        index_mode: str = "direct",
     ) -> None:
+        if index_mode not in INDEX_MODES:
+            raise ValueError(f"index_mode must be one of {', '.join(INDEX_MODES)}: {index_mode!r}")
         self.datadir = datadir
         self.logdir = logdir
         self.layout = layout if layout is not None else Layout.rx()
@@ -94,13 +110,34 @@ class Config:
         self.fsync = fsync
         #: the SQLite index (core/index.py): a path, or True for its default
         #: place in the log folder (none without one), or False for none
-        self.index: str | None = (
-            index if isinstance(index, str) else default_path(logdir) if index and logdir else None
-        )
-        #: append each row to the index's pending file (core/index_rows.py; folded
-        #: into SQLite by its readers) instead of opening SQLite: for a process that
-        #: files one instance
-        self.index_deferred = index_deferred
+        self.index: str | None = None
+        if index_mode != "off":
+            self.index = (
+                index
+                if isinstance(index, str)
+                else default_path(logdir)
+                if index and logdir
+                else None
+            )
+        #: how rows are written (:data:`INDEX_MODES`); "off" whenever there is no index
+        self.index_mode = index_mode if self.index else "off"
+
+    def replace(self, **changes: object) -> Config:
+        """A copy with ``changes`` (any keyword of the constructor): every field carried
+        over, so a field added later cannot be dropped by a door that copies a Config."""
+        fields: dict[str, object] = {
+            "datadir": self.datadir,
+            "logdir": self.logdir,
+            "layout": self.layout,
+            "fsync": self.fsync,
+            "index": self.index or False,
+            "index_mode": self.index_mode if self.index else "direct",
+        }
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"Config.replace: no field {', '.join(sorted(unknown))}")
+        fields.update(changes)
+        return Config(**fields)  # type: ignore[arg-type]  # the constructor checks them
 
 
 class Repacker:
@@ -125,7 +162,7 @@ class Repacker:
         self.layout = config.layout
         self.records = RecordWriter(config.logdir, fsync=config.fsync) if config.logdir else None
         self.index: Index | PendingIndex | None = None
-        if config.index and config.index_deferred:
+        if config.index and config.index_mode == "pending":
             self.index = PendingIndex(config.index, durable=config.fsync)
         elif config.index:
             from .index import Index

@@ -237,14 +237,7 @@ def _run_pooled(
     # and this process folds them into SQLite at the end, in one transaction: two
     # workers inserting a row per instance into SQLite wait on its write lock, whose
     # busy handler sleeps (10,000 small instances: +2.5-3 s wall, +2 s of kernel CPU).
-    deferred = Config(
-        config.datadir,
-        config.logdir,
-        config.layout,
-        fsync=config.fsync,
-        index=config.index or False,
-        index_deferred=True,
-    )
+    deferred = config.replace(index_mode="pending")
 
     def start() -> Callable[[object], object]:
         """In each worker, after the fork: its own Repacker."""
@@ -283,17 +276,11 @@ def _run_pooled(
 def _fold(path: str, durable: bool) -> None:
     """Fold the workers' pending index rows into SQLite; if that fails they stay
     pending (safe: every reader of the index folds first) and a line says so."""
-    from ..core.index import Index, IndexFailure
+    from ..core.index import fold_pending
 
-    index = Index(path, durable=durable)
-    try:
-        index.fold()
-    except IndexFailure as exc:
-        sys.stderr.write(
-            f"dicom-repack batch: {one_line(str(exc))}; the rows stay pending, folded at next read\n"
-        )
-    finally:
-        index.close()
+    problem = fold_pending(path, durable=durable)
+    if problem:
+        sys.stderr.write(f"dicom-repack batch: {one_line(problem)}\n")
 
 
 def _preload(config: Config, *, large: bool) -> None:

@@ -48,7 +48,8 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 from ..core import jsonio
-from ..core.errors import DicomRepackError, RecordError
+from ..core.errors import DicomRepackError, RecordError, one_line
+from ..core.index_rows import PendingIndex
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..core.tree import Folder, NotRegularError, Tree, open_file
@@ -197,6 +198,8 @@ def _repacker(run_id: str, config: Config) -> Repacker:
         if len(_repackers) >= 4:
             _repackers.clear()
         repacker = Repacker(config)
+        if isinstance(repacker.index, PendingIndex):
+            repacker.index.shared = True  # rows appended; only the client opens SQLite
         if repacker.records is not None:
             logdir = repacker.records.logdir
             repacker.records.patient_lock = lambda patient_id: _cluster_lock(logdir, patient_id)
@@ -414,6 +417,10 @@ def _drive(
     start = time.perf_counter()
     threads = _threads(client)
     run_id = uuid.uuid4().hex[:16]
+    # The workers append their index rows to the pending file and this process folds
+    # them once at the end: SQLite's locking is not safe on a shared filesystem (NFS),
+    # an append under lockf is (docs/scale.md)
+    config = config.replace(index_mode="pending")
     journal_root = f"{os.path.abspath(config.datadir)}/{JOURNAL_DIR}/{run_id}" if move else None
     if journal_root is not None:  # NotRegularError (an OSError: one line) for a planted link
         _journal_folder(f"{journal_root}/-", config.datadir, create=True).close()
@@ -466,6 +473,7 @@ def _drive(
             if now - last_census > 5.0:  # workers come and go (adaptive clusters)
                 limit = _threads(client) * _IN_FLIGHT_PER_THREAD + 1
                 last_census = now
+                _fold(config)  # keeps the pending file (and what workers search) short
             submit_more()
     except BaseException:
         for future in list(completed.futures):
@@ -473,8 +481,19 @@ def _drive(
         raise
     if journal_root is not None:
         _remove_journals(journal_root, config.datadir)
+    _fold(config)
     summary.elapsed = time.perf_counter() - start
     return summary
+
+
+def _fold(config: Config) -> None:
+    """Fold the workers' pending rows (this process is the run's one SQLite writer)."""
+    if config.index:
+        from ..core.index import fold_pending
+
+        problem = fold_pending(config.index, durable=config.fsync)
+        if problem:
+            sys.stderr.write(f"dicom-repack batch: {one_line(problem)}\n")
 
 
 def _check_workers(client: Client) -> None:

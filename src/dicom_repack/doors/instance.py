@@ -201,7 +201,7 @@ def main(argv: list[str]) -> int:
         layout,
         fsync=bool(opts.get("fsync")),
         index=index_from(opts),
-        index_deferred=True,  # one instance per process: no SQLite start (core/index.py)
+        index_mode="pending",  # one instance per process: no SQLite start (core/index.py)
     )
     repacker = Repacker(config)
     move = bool(opts.get("cleanup"))

@@ -140,15 +140,7 @@ class Watcher:
     def _config(self) -> Config:
         """The job's config: index rows appended to the pending file (~20 us) and folded
         here once a second, instead of one SQLite commit per instance."""
-        c = self.config
-        return Config(
-            c.datadir,
-            c.logdir,
-            c.layout,
-            fsync=c.fsync,
-            index=c.index or False,
-            index_deferred=True,
-        )
+        return self.config.replace(index_mode="pending")
 
     def _items(self) -> Iterator[object]:
         """Paths as they become complete; PAUSE when there are none now; ends on stop."""
@@ -276,15 +268,11 @@ class Watcher:
         if not self._filed_since_fold or not self.config.index:
             return
         self._filed_since_fold = 0
-        from ..core.index import Index, IndexFailure
+        from ..core.index import fold_pending
 
-        index = Index(self.config.index, durable=self.config.fsync)
-        try:
-            index.fold()
-        except IndexFailure as exc:
-            self.say(f"{exc}; the rows stay pending, folded at the next read")
-        finally:
-            index.close()
+        problem = fold_pending(self.config.index, durable=self.config.fsync)
+        if problem:
+            self.say(problem)
 
     def _remember_earlier_runs(self) -> None:
         """What earlier runs did with the files now under the roots, from the index:
