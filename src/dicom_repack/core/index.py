@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_NAME",
     "INDEX_KEYWORDS",
+    "INSERT",
     "SCHEMA_VERSION",
     "Index",
     "IndexFailure",
@@ -84,7 +85,9 @@ __all__ = [
     "check_files",
     "connect_reader",
     "default_path",
+    "driver",
     "fold_pending",
+    "setup",
 ]
 
 #: the files SQLite may open beside the database, by its name plus these
@@ -134,7 +137,7 @@ CREATE INDEX IF NOT EXISTS failures_at ON failures (at);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
-_INSERT = (
+INSERT = (
     f"INSERT OR REPLACE INTO instances ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(COLUMNS))})"
 )
@@ -161,11 +164,11 @@ _db: ModuleType | None = None
 
 
 def _no_cache(maxsize: int) -> Callable[[Callable[[str], object]], Callable[[str], object]]:
-    """``functools.lru_cache`` as ``_sqlite3`` uses it, without the cache (see ``_driver``)."""
+    """``functools.lru_cache`` as ``_sqlite3`` uses it, without the cache (see ``driver``)."""
     return lambda make: make
 
 
-def _driver() -> ModuleType:
+def driver() -> ModuleType:
     """The SQLite driver: the C extension alone when it is there (see the module doc).
 
     ``_sqlite3`` fetches ``functools.lru_cache`` when it is first imported (its
@@ -235,7 +238,7 @@ class Index:
     ) -> None:
         """Insert (or replace) the row of one filed instance; raises IndexFailure on failure."""
         row = row_for(values, path, size, source, time.time() if when is None else when)
-        self.run(lambda conn: conn.execute(_INSERT, row))
+        self.run(lambda conn: conn.execute(INSERT, row))
 
     def where(self, sop: str) -> dict[str, str] | None:
         """Where ``sop`` was last filed (:func:`.index_rows.where_of`): its pending row,
@@ -327,7 +330,7 @@ class Index:
     def add_many(self, rows: list[tuple[object, ...]]) -> None:
         """Insert many rows in one transaction (``index --rebuild``)."""
         if rows:
-            self.run(lambda conn: _in_transaction(conn, lambda: conn.executemany(_INSERT, rows)))
+            self.run(lambda conn: _in_transaction(conn, lambda: conn.executemany(INSERT, rows)))
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> None:
         """One statement in its own transaction (the receiver's association and failure rows)."""
@@ -336,7 +339,7 @@ class Index:
     def run(self, step: Callable[[sqlite3.Connection], object]) -> None:
         """Run ``step`` on the connection, creating the tables on first use and retrying
         while the database is busy, until the deadline; raises IndexFailure naming the file."""
-        db = _driver()
+        db = driver()
         deadline = time.monotonic() + self.timeout
         delay = 0.002
         while True:
@@ -347,7 +350,7 @@ class Index:
                 except db.OperationalError as exc:
                     if "no such table" not in str(exc):
                         raise
-                    _setup(conn)
+                    setup(conn)
                     step(conn)
                 return
             except db.OperationalError as exc:
@@ -377,7 +380,7 @@ class Index:
             if not os.path.isdir(directory):
                 os.makedirs(directory, exist_ok=True)
             check_files(self.path)
-            conn: sqlite3.Connection = _driver().connect(
+            conn: sqlite3.Connection = driver().connect(
                 self.path, timeout=min(self.timeout, 30.0), isolation_level=None
             )
             try:
@@ -439,7 +442,7 @@ def _read_fd(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _setup(conn: sqlite3.Connection) -> None:
+def setup(conn: sqlite3.Connection) -> None:
     """Create the file's tables (the first writer does; concurrent first writers are fine)."""
     conn.execute("PRAGMA journal_mode=WAL")
 

@@ -291,7 +291,7 @@ def _preload(config: Config, *, large: bool) -> None:
     its SQLite driver: imported here, the workers share one import. pydicom is not
     imported at all unless a file needs it (core/dump.py's fallback). For a ``large``
     batch, ``functools`` first (~1.3 ms): ``_sqlite3`` then keeps a statement cache
-    (core/index.py's ``_driver``), ~5 us less per instance's row.
+    (core/index.py's ``driver``), ~5 us less per instance's row.
     """
     if config.logdir:
         import fcntl  # noqa: F401
@@ -301,9 +301,9 @@ def _preload(config: Config, *, large: bool) -> None:
         if large:
             import functools  # noqa: F401
 
-        from ..core.index import _driver
+        from ..core.index import driver
 
-        _driver()
+        driver()
 
 
 def _death(statuses: list[int]) -> str:

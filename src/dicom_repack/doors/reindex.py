@@ -30,13 +30,13 @@ import time
 from ..core.errors import RepackError, one_line
 from ..core.header import read_header_fd
 from ..core.index import (
-    _INSERT,
     DEFAULT_NAME,
+    INSERT,
     Index,
     IndexFailure,
-    _setup,
     check_files,
     default_path,
+    setup,
 )
 from ..core.index_rows import INDEX_KEYWORDS, row_for
 from ..core.repack import REQUIRED
@@ -52,7 +52,7 @@ __all__ = ["main", "rebuild"]
 
 _KEYWORDS = tuple(dict.fromkeys(REQUIRED + INDEX_KEYWORDS))
 _BATCH = 500
-_INSERT_NEW = _INSERT.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
+_INSERT_NEW = INSERT.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
 
 _UPDATE = """
 UPDATE instances SET
@@ -83,7 +83,7 @@ def _open(path: str) -> tuple[sqlite3.Connection, str | None]:
     def connect() -> sqlite3.Connection:
         check_files(path)
         conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-        _setup(conn)
+        setup(conn)
         return conn
 
     try:

@@ -17,6 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from pydicom.uid import UID
+from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -26,7 +27,6 @@ from pynetdicom.pdu_primitives import (
     SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import _STORAGE_CLASSES
 
 from .wire import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -43,8 +43,10 @@ __all__ = [
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
 
-#: Every storage SOP class pynetdicom knows (170 in pynetdicom 3.0).
-STORAGE_SOP_CLASSES: frozenset[str] = frozenset(str(uid) for uid in _STORAGE_CLASSES.values())
+#: Every storage SOP class pynetdicom knows (170 in pynetdicom 3.0), from its public list.
+STORAGE_SOP_CLASSES: frozenset[str] = frozenset(
+    str(context.abstract_syntax) for context in AllStoragePresentationContexts
+)
 
 #: Accepted transfer syntaxes: the uncompressed ones, deflate, the JPEG family,
 #: JPEG-LS, JPEG 2000 (parts 1 and 2), HTJ2K, RLE, and the MPEG/HEVC video
