@@ -446,7 +446,7 @@ class Repacker:
         root = self.datadir
         if not earlier.startswith(root + "/") or earlier == placed.path:
             return False
-        copied_from = source.origin if isinstance(source, PathSource) and not source.move else ""
+        copied_from = source.path if isinstance(source, PathSource) and not source.move else ""
         if copied_from and os.path.abspath(copied_from) == earlier:
             return False
 

@@ -83,6 +83,8 @@ class PathSource:
     in the data folder without following a link) passes it as ``opened`` (fd at
     offset 0, and its fstat; closed here) and how to let it go as ``remove``
     (instead of removing ``path`` by name), so the path is never opened again.
+    ``origin`` names the instance in its index row, NDJSON line and errors when
+    that is not ``path`` (a receiver's spool file: ``dicom://AE@host:port/UID``).
     """
 
     __slots__ = (
@@ -93,6 +95,7 @@ class PathSource:
         "fd",
         "move",
         "origin",
+        "path",
         "stat",
         "symlink",
     )
@@ -104,8 +107,10 @@ class PathSource:
         move: bool = False,
         opened: tuple[int, os.stat_result] | None = None,
         remove: Callable[[], None] | None = None,
+        origin: str | None = None,
     ) -> None:
-        self.origin = path
+        self.path = path
+        self.origin = path if origin is None else origin
         self.move = move
         self.fd = -1
         if opened is not None:
@@ -124,7 +129,7 @@ class PathSource:
         """
         if self.fd >= 0:
             return  # opened by the caller
-        path = self.origin
+        path = self.path
         try:
             try:
                 self.fd, self.stat = open_regular(path, follow_symlinks=False)
@@ -162,7 +167,7 @@ class PathSource:
         """Put the instance at ``name`` in ``folder`` (OSError if it cannot be)."""
         if self.move and not self.symlink:
             try:
-                return link_fd(self.fd, self.stat, folder, name, self.origin)
+                return link_fd(self.fd, self.stat, folder, name, self.path)
             except OSError as exc:
                 if not _copy_instead(exc):
                     raise
@@ -179,7 +184,7 @@ class PathSource:
             if self._remove is not None:
                 self._remove()
             else:
-                os.unlink(self.origin)
+                os.unlink(self.path)
         except FileNotFoundError:
             pass  # removed meanwhile (another run finished it): nothing left to let go
         except OSError as exc:

@@ -104,10 +104,13 @@ class Filer:
             path = incoming.path
             assert path is not None
             source = PathSource(
-                path, move=True, opened=incoming.take(), remove=lambda: incoming.spool.remove(path)
+                path,
+                move=True,
+                opened=incoming.take(),
+                remove=lambda: incoming.spool.remove(path),
+                origin=origin,  # its row, NDJSON line and errors name the sender, not the spool
             )
             outcome = repacker.repack(source)
-            outcome.src = origin
         if self.ndjson is not None:
             self.ndjson.write(
                 {
