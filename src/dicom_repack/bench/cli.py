@@ -266,7 +266,7 @@ def main(argv: list[str]) -> int:
             )
         return 0
     if opts.size:
-        from .corpus import parse_size
+        from ..core.sizes import parse_size
 
         try:
             parse_size(opts.size)
@@ -329,8 +329,9 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
     1 when one failed, 130 when interrupted."""
     from rich.console import Console
 
+    from ..core.sizes import parse_size
     from . import report
-    from .corpus import CorpusSpec, describe_corpus, find_instances, generate_corpus, parse_size
+    from .corpus import CorpusSpec, describe_corpus, find_instances, generate_corpus
     from .verify import build_truth
 
     console = Console(stderr=True)

@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections import OrderedDict
@@ -27,6 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..core.sizes import parse_size
 
 __all__ = [
     "DEFAULT_SEED_FILES",
@@ -46,33 +47,6 @@ DEFAULT_SEED_FILES: tuple[str, ...] = ("MR_small.dcm", "CT_small.dcm", "MR_small
 #: name of the manifest ``generate_corpus`` writes at the corpus root (not DICOM, so
 #: ``find_instances`` never counts it)
 MANIFEST = "corpus.json"
-
-_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
-
-def parse_size(text: str) -> int:
-    """``'2GB'`` -> 2_000_000_000; decimal units (GB) and binary ones (GiB) both work,
-    because the seed experiment's "76 GB" is quoted in decimal units."""
-    m = _SIZE_RE.match(text)
-    if not m or (m.group(2) or "").lower() not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (try 500MB, 2GB, 76GB, 1.5GiB)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
 
 
 def is_part10(path: str | os.PathLike[str]) -> bool:

@@ -182,7 +182,7 @@ def _natural(text: str) -> int:
 
 
 def _size(text: str) -> int:
-    from ..bench.corpus import parse_size
+    from ..core.sizes import parse_size
 
     try:
         return parse_size(text)
