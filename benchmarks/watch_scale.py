@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from _common import compile_package, report_creation_cost
 
@@ -103,12 +104,13 @@ def stage(corpus: Path, dest: Path) -> list[Path]:
     return staged
 
 
-def run_watch(staged: list[Path], root: Path) -> dict[str, object]:
-    incoming = root / "in"
-    incoming.mkdir(parents=True)
-    err = open(root / "watch.log", "wb")  # noqa: SIM115 - closed below
+def start_watcher(root: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """``watch ROOT/in --cleanup``, started and watching; its stderr goes to ROOT/watch.log
+    (the caller closes it)."""
+    (root / "in").mkdir(parents=True)
+    err = open(root / "watch.log", "wb")  # noqa: SIM115 - the caller closes it
     proc = subprocess.Popen(
-        [_exe(), "watch", str(incoming), "--datadir", str(root / "data"),
+        [_exe(), "watch", str(root / "in"), "--datadir", str(root / "data"),
          "--logdir", str(root / "log"), "--cleanup"],
         stdout=subprocess.DEVNULL, stderr=err,
     )  # fmt: skip
@@ -117,6 +119,12 @@ def run_watch(staged: list[Path], root: Path) -> dict[str, object]:
         if time.monotonic() > deadline or proc.poll() is not None:
             raise SystemExit("watch did not start")
         time.sleep(0.01)
+    return proc, err
+
+
+def run_watch(staged: list[Path], root: Path) -> dict[str, object]:
+    incoming = root / "in"
+    proc, err = start_watcher(root)
     samples: list[tuple[float, int, int]] = []  # (time, sum kB, max kB)
     stop = threading.Event()
 
@@ -180,16 +188,7 @@ def run_batch(staged: list[Path], root: Path) -> dict[str, object]:
 
 
 def idle(seconds: float, root: Path) -> float:
-    incoming = root / "in"
-    incoming.mkdir(parents=True)
-    err = open(root / "watch.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [_exe(), "watch", str(incoming), "--datadir", str(root / "data"),
-         "--logdir", str(root / "log"), "--cleanup"],
-        stdout=subprocess.DEVNULL, stderr=err,
-    )  # fmt: skip
-    while b"watching" not in (root / "watch.log").read_bytes():
-        time.sleep(0.05)
+    proc, err = start_watcher(root)
     time.sleep(2)
     pids = _tree(proc.pid)
     cpu0 = sum(_cpu(p) for p in pids)

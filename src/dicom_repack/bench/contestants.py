@@ -268,6 +268,22 @@ class ListenContestant(Contestant):
         return RunPlan(argv=argv, progress_dots=True, stop_signal=signal.SIGTERM, env=env)
 
 
+def _dcmtk_missing() -> str | None:
+    """Why a storescp pipeline cannot run here (dcmtk's tools absent), or None."""
+    from .feed import find_dcmtk
+
+    if find_dcmtk("storescp") is None or find_dcmtk("storescu") is None:
+        return "dcmtk's storescp/storescu not found (apt-get install dcmtk)"
+    return None
+
+
+def _storescp_version() -> str:
+    from .feed import find_dcmtk
+
+    scp = find_dcmtk("storescp")
+    return (_first_line([scp, "--version"]) if scp else None) or "dcmtk storescp"
+
+
 @dataclass
 class StorescpContestant(Contestant):
     """The receiving pipeline as the seed's users run it: dcmtk ``storescp -xcr
@@ -282,20 +298,12 @@ class StorescpContestant(Contestant):
     extra_args: list[str] = field(default_factory=list)
 
     def unavailable(self) -> str | None:
-        from .feed import find_dcmtk
-
         if self.program is None:
             return self.missing_reason or "not installed"
-        if find_dcmtk("storescp") is None or find_dcmtk("storescu") is None:
-            return "dcmtk's storescp/storescu not found (apt-get install dcmtk)"
-        return None
+        return _dcmtk_missing()
 
     def version(self) -> str | None:
-        from .feed import find_dcmtk
-
-        scp = find_dcmtk("storescp")
-        dcmtk = _first_line([scp, "--version"]) if scp else None
-        return f"{dcmtk or 'dcmtk storescp'}; -xcr {self.program}"
+        return f"{_storescp_version()}; -xcr {self.program}"
 
     def plan(self, ctx: RunContext) -> RunPlan:
         assert self.program is not None
@@ -350,20 +358,12 @@ class StorescpWatchContestant(Contestant):
     starts the watcher, then storescp, sends everything and waits until IN is empty."""
 
     def unavailable(self) -> str | None:
-        from .feed import find_dcmtk
-
-        if find_dcmtk("storescp") is None or find_dcmtk("storescu") is None:
-            return "dcmtk's storescp/storescu not found (apt-get install dcmtk)"
-        return None
+        return _dcmtk_missing()
 
     def version(self) -> str | None:
         from dicom_repack import __version__
 
-        from .feed import find_dcmtk
-
-        scp = find_dcmtk("storescp")
-        dcmtk = _first_line([scp, "--version"]) if scp else None
-        return f"{dcmtk or 'dcmtk storescp'}; dicom-repack watch {__version__}"
+        return f"{_storescp_version()}; dicom-repack watch {__version__}"
 
     def plan(self, ctx: RunContext) -> RunPlan:
         incoming = ctx.root / "incoming"

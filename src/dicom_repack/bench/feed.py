@@ -295,13 +295,7 @@ def _storescp_main(args: argparse.Namespace, files: list[str]) -> int:
         ok, errors = _send_storescu(files, port, args.aet, scu, chunk=half, throttle=throttle)
         # a C-ECHO on a new association: storescp is done with the last one (and so has
         # started the program for its last instance)
-        subprocess.run(
-            [echo, "-aec", args.aet, "127.0.0.1", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            check=False,
-        )
+        _echo_once(echo, args.aet, port, env)
         summary["send_s"] = time.perf_counter() - t0
         summary["stored"] = ok
         summary["errors"] = errors
@@ -328,6 +322,18 @@ def _storescp_main(args: argparse.Namespace, files: list[str]) -> int:
         with open(args.summary, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
     return 0 if summary.get("stored") == len(files) else 1
+
+
+def _echo_once(echo: str, aet: str, port: int, env: dict[str, str]) -> None:
+    """One C-ECHO on a new association: storescp serves associations one after the
+    other, so its answer proves the previous association is done with."""
+    subprocess.run(
+        [echo, "-aec", aet, "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        check=False,
+    )
 
 
 def _files_under(folder: str) -> int:
@@ -385,13 +391,7 @@ def _storescp_watch_main(args: argparse.Namespace, files: list[str]) -> int:
             return 1
         t0 = time.perf_counter()
         ok, errors = _send_storescu(files, port, args.aet, scu)
-        subprocess.run(
-            [echo, "-aec", args.aet, "127.0.0.1", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            check=False,
-        )
+        _echo_once(echo, args.aet, port, env)  # storescp wrote the last instance
         summary["send_s"] = time.perf_counter() - t0
         left, since = _files_under(args.incoming), time.monotonic()
         while left and not _stop and time.monotonic() - since < 60:
