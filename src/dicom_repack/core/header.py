@@ -469,6 +469,33 @@ def open_dataset(buf: Buffer, end: int, name: str) -> tuple[str, bool, list[Elem
         raise NotDicomError(name, f"not DICOM (only {end} bytes, no 'DICM' at offset 128)")
     if buf[128:132] != b"DICM":
         raise NotDicomError(name, "not DICOM (no 'DICM' magic at offset 128)")
+    if end >= 134 and bytes(buf[132:134]) not in (b"\x02\x00", b"\x00\x02"):
+        # a Part 10 file's meta group follows the marker; pydicom would read on and
+        # take whatever follows for a dataset (rx-repack: "Could not parse meta group")
+        raise NotDicomError(name, "not DICOM (damaged after the 'DICM' marker: no file meta group)")
+    try:
+        ts, pos = read_meta(buf, end)
+        implicit, little = encoding(ts)
+        elements, pixel_at, complete = walk_top(buf, pos, end, implicit, little)
+    except Truncated as exc:
+        raise TruncatedError(
+            name, f"truncated DICOM: ends inside {exc.what} at offset {exc.offset} ({end} bytes)"
+        ) from None
+    return ts, little, elements, pixel_at, complete
+
+
+def _read_buffer(buf: Buffer, end: int, name: str, keywords: Collection[str]) -> Header:
+    """Parse a whole Part 10 file held in ``buf`` (bytes, memoryview or mmap)."""
+    ts, little, elements, pixel_at, _ = open_dataset(buf, end, name)
+    requested, wanted = _plan(keywords)
+    found: dict[int, tuple[bytes | None, int, int]] = {}
+    # like pydicom's stop_before_pixels: what follows the pixel data does not count
+    for tag, elem_vr, vpos, length, _items in elements if pixel_at < 0 else elements[:pixel_at]:
+        if tag in wanted:
+            if length == UNDEFINED:
+                raise Unsupported(
+                    f"requested element ({tag >> 16:04X},{tag & 0xFFFF:04X}) is a sequence"
+                )
             found[tag] = (elem_vr, vpos, length)
 
     hit = found.get(_CHARSET_TAG)

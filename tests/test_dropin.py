@@ -1,0 +1,79 @@
+"""Differences from rx-repack that are not about names or records (issue 20): a damaged
+file after the 'DICM' marker, the order batch walks folders in (hence which instance the
+series header dump comes from), and files rx-repack never leaves behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from helpers import read_records, run_cli, write_set
+
+
+def test_dicm_then_garbage_is_not_dicom(tmp_path: Path) -> None:
+    """'DICM' then bytes that are no file meta group: one line saying it is not DICOM
+    (damaged), not "missing PatientID..."; batch counts it as skipped (not DICOM)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    bad = src / "bad.dcm"
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"hello, no meta group here " * 40)
+    data = tmp_path / "data"
+    proc = run_cli("-p", str(src), "-f", bad.name, "-d", str(data), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"dicom-repack: error: {bad}: not DICOM (damaged after the 'DICM' marker: "
+        "no file meta group)"
+    ]
+    proc = run_cli("batch", str(src), "-d", str(data), "--no-progress", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 instances filed" in proc.stdout and "1 skipped (not DICOM)" in proc.stdout
+    assert bad.read_bytes().startswith(b"\0" * 128 + b"DICM")  # untouched
+    assert not data.exists() or not any(data.rglob("*.dcm"))
+
+
+def _shuffled_copy(files: list[Path], dest: Path) -> list[str]:
+    """Copy ``files`` into ``dest`` and two subfolders, created in reverse name order
+    (so that a folder's listing order is not its name order); their names in name order."""
+    names = []
+    for i, f in enumerate(files):
+        sub = ("a-sub/" if i % 3 == 1 else "b-sub/" if i % 3 == 2 else "") + f.name
+        names.append(sub)
+    for rel in reversed(sorted(names)):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(files[[f.name for f in files].index(Path(rel).name)], dest / rel)
+    return sorted(names)
+
+
+def test_batch_walks_each_folder_in_name_order(tmp_path: Path) -> None:
+    files = write_set("mr-implicit", tmp_path / "gen")
+    src = tmp_path / "in"
+    names = _shuffled_copy(files, src)
+    out = tmp_path / "lines.ndjson"
+    run_cli("batch", str(src), "-d", str(tmp_path / "data"), "-j", "1", "--no-progress",
+            "--no-index", f"--log-ndjson={out}")  # fmt: skip
+    got = [json.loads(x)["src"] for x in out.read_text().splitlines()]
+    # a folder's entries in name order, a subfolder at its place: what `sorted` gives here
+    assert [os.path.relpath(p, src) for p in got] == names
+
+
+def test_series_dump_is_the_same_whichever_door_filed_the_series(tmp_path: Path) -> None:
+    """The series record dumps the header of the series' first instance; in a given order
+    (names), the per-instance door and batch dump the same instance."""
+    files = write_set("mr-explicit", tmp_path / "gen")
+    src = tmp_path / "in"
+    names = _shuffled_copy(files, src)
+    one = tmp_path / "one"
+    for rel in names:
+        run_cli("--xcrdirfile", str(src / rel), "-d", str(one / "data"), "-l", str(one / "log"),
+                "--no-index")  # fmt: skip
+    batch = tmp_path / "batch"
+    run_cli("batch", str(src), "-d", str(batch / "data"), "-l", str(batch / "log"), "-j", "1",
+            "--no-progress", "--no-index")  # fmt: skip
+    a = read_records(one / "log", str((one / "data").resolve()))
+    b = read_records(batch / "log", str((batch / "data").resolve()))
+    dumps = [rel for rel in a if "-series/" in rel]
+    assert len(dumps) == 3
+    for rel in dumps:
+        assert a[rel] == b[rel], rel
