@@ -77,3 +77,25 @@ def test_series_dump_is_the_same_whichever_door_filed_the_series(tmp_path: Path)
     assert len(dumps) == 3
     for rel in dumps:
         assert a[rel] == b[rel], rel
+
+
+# -- files rx-repack never leaves --------------------------------------------------------
+
+
+def test_listen_leaves_no_spool_folder_and_no_wal_after_a_clean_stop(tmp_path: Path) -> None:
+    """Instances spooled to disk (--spill-above 1) and indexed: once listen stops
+    cleanly, neither the spool folder nor SQLite's -wal/-shm are left (the spool folder
+    goes when empty; each association closes its index connections)."""
+    from test_listen_support import filed, listening, pynetdicom_send
+
+    files = write_set("mr-implicit", tmp_path / "in")[:4]
+    data, log = tmp_path / "data", tmp_path / "log"
+    for workers in ("1", "2"):
+        with listening(data, "-l", str(log), "--spill-above", "1", "--workers", workers) as lis:
+            assert pynetdicom_send(lis.port, files) == [0] * len(files)
+            assert lis.stop() == 0
+        assert f"{len(files)} spooled to disk" in lis.stderr
+        assert len(filed(data)) == len(files)
+        assert not (data / ".dicom-repack-incoming").exists()
+        left = sorted(p.name for p in log.iterdir() if p.name.startswith("dicom-repack-index"))
+        assert not [n for n in left if n.endswith(("-wal", "-shm"))], left
