@@ -99,3 +99,44 @@ def test_listen_leaves_no_spool_folder_and_no_wal_after_a_clean_stop(tmp_path: P
         assert not (data / ".dicom-repack-incoming").exists()
         left = sorted(p.name for p in log.iterdir() if p.name.startswith("dicom-repack-index"))
         assert not [n for n in left if n.endswith(("-wal", "-shm"))], left
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_status_reads_a_read_only_log_folder_without_writing(tmp_path: Path) -> None:
+    """status on a log folder it may not write (a read-only bind mount: tests run as
+    root): the folded rows and the per-instance door's pending rows, nothing written;
+    where it may write, it folds the pending rows as before."""
+    import subprocess
+
+    import pytest
+
+    files = write_set("mr-implicit", tmp_path / "in")
+    data, log = tmp_path / "data", tmp_path / "log"
+    run_cli("batch", str(tmp_path / "in" / files[0].name), str(tmp_path / "in" / files[1].name),
+            "-d", str(data), "-l", str(log), "--no-progress")  # fmt: skip
+    for f in files[2:5]:  # the per-instance door leaves its rows pending
+        run_cli("--xcrdirfile", str(f), "-d", str(data), "-l", str(log))
+    assert any(p.name.endswith(".pending") for p in log.iterdir()), sorted(log.iterdir())
+    before = _snapshot(log)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(log), str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here (mount --bind needs root)")
+    try:
+        mounted = subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True)
+        assert mounted.returncode == 0, mounted.stderr
+        assert not os.access(ro, os.W_OK)
+        proc = run_cli("status", "-l", str(ro), "--json")
+        doc = json.loads(proc.stdout)
+        assert doc["totals"]["instances"] == 5, doc["totals"]
+        assert _snapshot(log) == before  # nothing folded, nothing written
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    proc = run_cli("status", "-l", str(log), "--json")  # writable: folds
+    assert json.loads(proc.stdout)["totals"]["instances"] == 5
+    assert not any(p.name.endswith(".pending") for p in log.iterdir())
