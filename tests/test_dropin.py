@@ -178,3 +178,42 @@ def test_px_layout_files_and_records_the_dropin_set_as_px_repack(tmp_path: Path)
         assert ours[rel] == json.loads(unmispaired(json.dumps(record))), rel
     (empty,) = [r for rel, r in ours.items() if rel == "patientData/DROPIN-e01-empty.json"]
     assert empty["DROPIN-e01-empty"]["PatientBirthDate"] == ""  # type: ignore[index]
+
+
+# -- the records' rx semantics, at the library's level ----------------------------------
+
+
+def test_record_writer_rx_writes_empty_and_absent_elements_as_rx_repack(tmp_path: Path) -> None:
+    """RecordWriter(rx=True) (what the rx layout's Repacker uses) writes rx-repack's records
+    for elements present but empty, and ``Written.missing`` is rx-repack's ``missing``
+    (tests/expected/rx-repack/dropin). The console-script tests of the same are in
+    test_rx_parity.py."""
+    from dicom_repack.core.header import read_header
+    from dicom_repack.core.records import RECORD_KEYWORDS, RecordWriter, Written
+    from helpers import EXPECTED
+
+    rx = EXPECTED / "rx-repack" / "dropin"
+    rx_lines = [json.loads(x) for x in (rx / "outcomes.ndjson").read_text().splitlines()]
+    files = write_set("dropin", tmp_path / "in")
+    log = tmp_path / "log"
+    writer = RecordWriter(str(log), rx=True)
+    for f, line in zip(files, rx_lines, strict=True):
+        if not f.name.startswith("e0"):
+            continue
+        header = read_header(f, RECORD_KEYWORDS)
+        written = Written()
+        name = Path(line["dst"]).name  # rx-repack's file name: its image record's name
+        writer.write(header.values, series_base_dir="/d", file_name=name, stat=f.stat(),
+                     dump=dict, origin=str(f), written=written)  # fmt: skip
+        want = [(m["tag"], m["name"], m["error"]) for m in line.get("missing", [])]
+        assert written.missing == want, f.name
+    for name in ("DROPIN-e01-empty", "DROPIN-e02-absent"):
+        ours = json.loads((log / "patientData" / f"{name}.json").read_text())
+        theirs = json.loads((rx / "log" / "patientData" / f"{name}.json").read_text())
+        assert ours == theirs, name
+    assert len(list((log / "seriesData").glob("*-img/*.json"))) == 3
+    for image in (log / "seriesData").glob("*-img/*.json"):
+        ((_, ours),) = json.loads(image.read_text()).items()
+        ((_, theirs),) = json.loads((rx / "log" / image.relative_to(log)).read_text()).items()
+        del ours["imageObj"], theirs["imageObj"], ours["outputFile"], theirs["outputFile"]
+        assert ours == theirs, image.name
