@@ -469,6 +469,71 @@ def write_hostile(dest: Path, values: dict[str, list[str]] = HOSTILE) -> list[Pa
     return sorted(out)
 
 
+# -- character sets and empty/absent elements (the "dropin" set) ---------------------------
+
+#: (file stem, SpecificCharacterSet, PatientName, SeriesDescription): the standard's examples
+#: (PS3.5 Annex H: Japanese, ISO 2022 IR 87 and IR 13 + IR 87; Annex I: Korean, ISO 2022
+#: IR 149) and single-byte, GB and UTF-8 names that rx-repack decodes before sanitising
+CHARSET_NAMES: tuple[tuple[str, object, str, str], ...] = (
+    ("c01-ir87", ["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎=やまだ^たろう", "頭部"),
+    ("c02-ir13-87", ["ISO 2022 IR 13", "ISO 2022 IR 87"], "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう", "ﾃｽﾄ"),
+    ("c03-ir149", ["", "ISO 2022 IR 149"], "Hong^Gildong=洪^吉洞=홍^길동", "뇌"),
+    ("c04-latin1", "ISO_IR 100", "Buc^Jérôme", "Tête"),
+    ("c05-cyrillic", "ISO_IR 144", "Люкceмбypг", "Голова"),
+    ("c06-greek", "ISO_IR 126", "Διονυσιος", "Κεφάλι"),
+    ("c07-gb18030", "GB18030", "Wang^XiaoDong=王^小东=Jérôme", "头部"),
+    ("c08-gbk", "GBK", "Wang^XiaoDong=王^小东=", "头部"),
+    # GBK's second bytes may be ASCII letters (丄 is 0x81 'A'): rx-repack reads GBK as
+    # ISO 8859-1, so they stay in its folder names
+    ("c08b-gbk-ascii", "GBK", "Wang^丄丅", "丆丏"),
+    ("c09-utf8", "ISO_IR 192", "Wang^XiaoDong=王^小東=", "頭部"),
+)
+
+#: elements present but empty, and elements absent (two instances of one series: the
+#: second shows what rx-repack reports once the series' records exist)
+EMPTY_ELEMENTS = (
+    "PatientName", "PatientBirthDate", "PatientSex", "PatientAge", "StudyDescription",
+    "AccessionNumber", "StudyDate", "SeriesDate", "SeriesNumber", "SeriesDescription",
+    "Modality", "InstanceNumber",
+)  # fmt: skip
+ABSENT_ELEMENTS = (
+    "PatientName", "PatientBirthDate", "PatientSex", "PatientAge", "StudyDescription",
+    "AccessionNumber", "StudyDate", "SeriesDate", "SeriesNumber", "SeriesDescription",
+    "Modality", "InstanceNumber",
+)  # fmt: skip
+
+
+def write_dropin(dest: Path) -> list[Path]:
+    """Names in every character set rx-repack meets, then empty and absent elements: one
+    patient, study and series per case (the absent case has two instances)."""
+    spec = GENERATED_CORPORA["mr-explicit"]
+    series = spec.series[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    cases: list[tuple[str, dict[str, object]]] = []
+    for stem, charset, name, description in CHARSET_NAMES:
+        cases.append(
+            (stem, {"SpecificCharacterSet": charset, "PatientName": name,
+                    "SeriesDescription": description})
+        )  # fmt: skip
+    cases.append(("e01-empty", dict.fromkeys(EMPTY_ELEMENTS, "")))
+    absent: dict[str, object] = dict.fromkeys(ABSENT_ELEMENTS)
+    cases += [("e02-absent-1", absent), ("e02-absent-2", absent)]
+    out = []
+    for n, (stem, changes) in enumerate(cases):
+        key = stem.rsplit("-", 1)[0] if stem.startswith("e02") else stem
+        ds = mr_instance(spec, series, n)
+        ds.PatientID = f"DROPIN-{key}"
+        ds.StudyInstanceUID = uid(9, "study", key)
+        ds.SeriesInstanceUID = uid(9, "series", key)
+        ds.SOPInstanceUID = uid(9, "sop", stem)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        _apply(ds, changes)
+        path = dest / f"{stem}.dcm"
+        write_dataset(ds, path)
+        out.append(path)
+    return sorted(out)
+
+
 def modified_copy(seed: Path, out: Path, **changes: object) -> Path:
     """A copy of the instance ``seed`` with some elements changed (None deletes one)."""
     import pydicom
@@ -502,7 +567,7 @@ BENCH_DEFAULT_ARGS: tuple[str, ...] = ("--instances", "24", "--seed", "0")
 
 #: the sets under tests/expected/<peer>/: generated ones are rebuilt by write_set, byte
 #: for byte (inputs.tsv pins them); shared ones come from ../shared
-GENERATED_SETS: tuple[str, ...] = (*GENERATED_CORPORA, "hostile", "bench-default")
+GENERATED_SETS: tuple[str, ...] = (*GENERATED_CORPORA, "hostile", "bench-default", "dropin")
 
 
 def write_set(name: str, dest: Path) -> list[Path]:
@@ -513,6 +578,8 @@ def write_set(name: str, dest: Path) -> list[Path]:
         return write_hostile(dest)
     if name == "bench-default":
         return write_bench_default(dest)
+    if name == "dropin":
+        return write_dropin(dest)
     if name in SHARED_CORPORA:
         folder = unpack_shared(name, dest.parent / f"{dest.name}-unpacked")
         dest.mkdir(parents=True)

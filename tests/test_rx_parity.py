@@ -48,10 +48,8 @@ SETS = ("mr-explicit", "mr-implicit", "bench-default", *SHARED_CORPORA)
 RX_ONLY_DUMP_KEYS = {"PrivateCreator"}
 
 
-def file_like_rx(name: str, base: Path) -> tuple[Path, Path, Path]:
-    """Write the set, check it is what rx-repack saw, file it; (inputs, data, log)."""
-    src = base / "in"
-    files = write_set(name, src)
+def assert_pinned(name: str, files: list[Path]) -> None:
+    """The generated set is byte for byte what rx-repack was run on."""
     pinned = RX / name / "inputs.tsv"
     if pinned.exists():
         got = {f.name: (f.stat().st_size, sha256(f)) for f in files}
@@ -59,6 +57,13 @@ def file_like_rx(name: str, base: Path) -> tuple[Path, Path, Path]:
             f"the generated set {name!r} is no longer what rx-repack was run on: "
             f"re-run `python tests/expected/make_expected.py rx {name}` (see tests/expected/README.md)"
         )
+
+
+def file_like_rx(name: str, base: Path) -> tuple[Path, Path, Path]:
+    """Write the set, check it is what rx-repack saw, file it; (inputs, data, log)."""
+    src = base / "in"
+    files = write_set(name, src)
+    assert_pinned(name, files)
     data, log = base / "data", base / "log"
     for group in series_groups(files).values():
         run_cli("--xcrdirfile", str(group[0]), "--datadir", str(data), "--logdir", str(log),
@@ -113,7 +118,9 @@ def sorted_lists(obj: object) -> object:
     return obj
 
 
-def assert_dump_matches(rel: str, ours: dict[str, object], rx: dict[str, object]) -> int:
+def assert_dump_matches(
+    rel: str, ours: dict[str, object], rx: dict[str, object], ignore: frozenset[str] = frozenset()
+) -> int:
     """The study-series record: same series, same base folder, same dump keys, and the same
     value wherever rx-repack prints a plain single value. Returns how many values matched.
 
@@ -132,6 +139,8 @@ def assert_dump_matches(rel: str, ours: dict[str, object], rx: dict[str, object]
     assert set(od) == set(rd) - RX_ONLY_DUMP_KEYS, (rel, set(od) ^ set(rd))
     same = 0
     for key, entry in od.items():
+        if key in ignore:
+            continue
         value = rd[key]["value"]
         if value == "" or value.startswith("["):
             continue
@@ -162,24 +171,143 @@ def test_default_layout_tree_and_records_equal_rx_repack(name: str, tmp_path: Pa
     assert_like_rx(name, data, log)
 
 
-def test_rx_repack_ndjson_outcomes_are_ours(tmp_path: Path) -> None:
-    """--log-ndjson: the per-instance door prints rx-repack's line (src, dst, size,
-    PatientID, SeriesInstanceUID; error and missing as rx-repack says them)."""
-    src, data, _ = tmp_path / "in", tmp_path / "data", tmp_path / "log"
-    files = write_set("mr-implicit", src)
-    rx_lines = [
-        json.loads(x) for x in (RX / "mr-implicit" / "outcomes.ndjson").read_text().splitlines()
-    ]
+#: fields of our --log-ndjson line that rx-repack's has not (docs/records.md): the study and
+#: SOP UIDs, the error's class, the layout keywords filed by name, and ``error`` (null on
+#: success, where rx-repack leaves the key out)
+OUR_NDJSON_EXTRAS = {"StudyInstanceUID", "SOPInstanceUID", "error_kind", "layout_missing"}
+
+
+def assert_ndjson_like_rx(ours: dict[str, object], rx: dict[str, object]) -> None:
+    """Every field rx-repack wrote is ours, equal (``src`` by file name; its ``exit`` is
+    the exit status); every field it left out is absent from ours, or one of our extras."""
+    for key, value in rx.items():
+        if key == "src":
+            assert Path(str(ours["src"])).name == Path(str(value)).name
+        elif key != "exit":
+            assert ours.get(key) == value, (key, ours.get(key), value)
+    for key in set(ours) - set(rx):
+        assert key in OUR_NDJSON_EXTRAS or (key == "error" and ours[key] is None), (key, ours)
+
+
+def file_one_by_one(name: str, base: Path) -> tuple[list[Path], Path, Path]:
+    """The per-instance door over the set, once per file in name order, as rx-repack was
+    run; every --log-ndjson line held equal to rx-repack's. Returns (inputs, data, log)."""
+    src, data, log = base / "in", base / "data", base / "log"
+    files = write_set(name, src)
+    assert_pinned(name, files)
+    rx_lines = [json.loads(x) for x in (RX / name / "outcomes.ndjson").read_text().splitlines()]
     assert len(rx_lines) == len(files)
     for f, rx in zip(files, rx_lines, strict=True):
-        proc = run_cli("-p", str(src), "-f", f.name, "-d", str(data), "--log-ndjson")
-        (line,) = proc.stdout.splitlines()
-        ours = json.loads(line.replace(str(data.resolve()), "{datadir}"))
         assert rx["exit"] == 0
-        assert Path(rx["src"]).name == Path(ours["src"]).name
-        for key in ("dst", "size", "PatientID", "SeriesInstanceUID"):
-            assert ours[key] == rx[key], key
-        assert ours.get("error") is None
+        proc = run_cli(
+            "-p", str(src), "-f", f.name, "-d", str(data), "-l", str(log), "--log-ndjson",
+            "--no-index",
+        )  # fmt: skip
+        (line,) = proc.stdout.splitlines()
+        assert_ndjson_like_rx(json.loads(line.replace(str(data.resolve()), "{datadir}")), rx)
+    return files, data, log
+
+
+#: Waiting on core/repack.py (the lead's): Repacker must build its RecordWriter with
+#: ``rx=config.layout.empty_as_absent`` and copy ``written.missing`` into
+#: ``out.elements_missing`` after the records are written. Remove this mark with that change.
+NEEDS_REPACK_PLUMBING = pytest.mark.xfail(
+    strict=True,
+    reason="core/repack.py does not yet pass rx= to RecordWriter nor written.missing to the outcome",
+)
+
+
+@NEEDS_REPACK_PLUMBING
+@pytest.mark.parametrize("name", ["mr-implicit", "mr-explicit"])
+def test_rx_repack_ndjson_outcomes_are_ours(name: str, tmp_path: Path) -> None:
+    """--log-ndjson: the per-instance door prints rx-repack's line, every field (src, dst,
+    size, PatientID, SeriesInstanceUID, missing as a list of {tag, name, error} left out
+    when empty), plus our documented extras."""
+    _, data, log = file_one_by_one(name, tmp_path)
+    assert_like_rx(name, data, log)
+
+
+#: the SpecificCharacterSet first values rx-repack (dicom-rs 0.6) decodes; it reads any
+#: other as ISO 8859-1, escape sequences and all
+RX_CHARSETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 144", "ISO_IR 192", "GB18030"}
+
+
+def rx_text_of(path: Path) -> dict[str, str]:
+    """PatientName and SeriesDescription as rx-repack reads them, for an instance whose
+    character set it does not know: the raw bytes as ISO 8859-1 (docs/records.md)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    value = ds.SpecificCharacterSet
+    charset = [value] if isinstance(value, str) else list(value)
+    if charset[0].strip() in RX_CHARSETS and len(charset) == 1:
+        return {}
+    out = {}
+    for keyword, tag in (("PatientName", 0x00100010), ("SeriesDescription", 0x0008103E)):
+        out[keyword] = ds.get_item(tag).value.decode("latin-1").strip()
+    return out
+
+
+def test_iso_2022_names_file_where_rx_repack_files_them(tmp_path: Path) -> None:
+    """ISO 2022 IR 87, IR 13 + IR 87 and IR 149 names (PS3.5 Annex H and I) and GBK names
+    whose second bytes are letters: rx-repack sanitises the raw bytes (escape sequences
+    included), so the default layout does too; both doors, the same tree as rx-repack's."""
+    src = tmp_path / "in"
+    files = write_set("dropin", src)
+    assert_pinned("dropin", files)
+    expected = read_tree_tsv(RX / "dropin" / "data-tree.tsv")
+    assert any(p.startswith("DROPIN-c01-ir87-Yamada_Tarou_B_3ED_B_BB_O_B") for p in expected)
+    one, batch = tmp_path / "one", tmp_path / "batch"
+    for f in files:
+        run_cli("-p", str(src), "-f", f.name, "-d", str(one), "--no-index")
+    run_cli("batch", str(src), "-d", str(batch), "--no-progress", "--no-index")
+    assert tree(one) == expected
+    assert tree(batch) == expected
+    # --layout px keeps px-repack's reading (pydicom decodes the name: non-ASCII -> "_")
+    px = tmp_path / "px"
+    run_cli("-p", str(src), "-f", files[0].name, "-d", str(px), "--layout", "px", "--no-index")
+    assert [p.split("/")[0] for p in tree(px)] == ["DROPIN-c01-ir87-Yamada_Tarou_-19700101"]
+
+
+@NEEDS_REPACK_PLUMBING
+def test_character_sets_and_empty_elements_as_rx_repack(tmp_path: Path) -> None:
+    """Names in every character set rx-repack meets -- ISO 2022 IR 87, IR 13 + IR 87 and
+    IR 149 (PS3.5 Annex H and I: rx-repack sanitises the raw bytes, escape sequences
+    included: ``Yamada_Tarou_B_3ED_B_...``), Latin-1, Cyrillic, Greek, GB18030, GBK
+    (letters as second bytes), UTF-8 -- then empty and absent elements: the same tree,
+    the same --log-ndjson lines and the same records as rx-repack, but for the values
+    in a character set rx-repack does not decode, which our records keep decoded."""
+    files, data, log = file_one_by_one("dropin", tmp_path)
+    assert tree(data) == read_tree_tsv(RX / "dropin" / "data-tree.tsv")
+    assert any("Yamada_Tarou_B_3ED_B_BB_O_B" in p for p in tree(data))
+    as_rx = {}
+    for f in files:
+        import pydicom
+
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        as_rx[ds.PatientID] = rx_text_of(f)
+    ours = read_records(log, data.resolve())
+    rx = read_expected_records(RX / "dropin" / "log")
+    assert sorted(ours) == sorted(rx)
+    for rel, rx_record in rx.items():
+        record = ours[rel]
+        assert isinstance(record, dict)
+        ((_, entry),) = record.items()
+        if not isinstance(entry, dict):  # the pack record
+            assert record == rx_record, rel
+            continue
+        patient = entry["DICOM"]["PatientID"]["value"] if "DICOM" in entry else entry["PatientID"]
+        reread = as_rx.get(str(patient), {})
+        if "-series/" in rel:
+            ignore = frozenset(reread) | {"SpecificCharacterSet"}
+            assert_dump_matches(rel, record, rx_record, ignore)  # type: ignore[arg-type]
+            continue
+        if reread:
+            ((key, entry),) = record.items()
+            fields = {k: v for k, v in reread.items() if k in entry}
+            record = {key: dict(entry, **fields)}
+        want = sorted_lists(comparable_rx(rel, rx_record))
+        assert sorted_lists(as_rx_writes(rel, record)) == want, rel
 
 
 # -- hostile names --------------------------------------------------------------------------

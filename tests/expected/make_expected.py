@@ -8,8 +8,9 @@ never their code. This script runs installed binaries; it does not build them.
 
 SET is a generated corpus (helpers.GENERATED_CORPORA: mr-explicit, mr-implicit), a
 shared corpus (SAG-anon, example-dicom-structural; from ../shared/data), ``hostile``
-(helpers.write_hostile) or ``bench-default`` (``dicom-repack corpus`` with the
-bench's default generator, helpers.BENCH_DEFAULT_ARGS).
+(helpers.write_hostile), ``bench-default`` (``dicom-repack corpus`` with the
+bench's default generator, helpers.BENCH_DEFAULT_ARGS) or ``dropin`` (helpers.write_dropin:
+character sets, empty and absent elements).
 
 How each peer is run (tests/expected/README.md says the same):
 

@@ -171,10 +171,14 @@ def read_header_pydicom(
         ) from None
     values: dict[str, str] = {}
     empty: set[str] = set()
+    rx_text: dict[str, str] = {}
+    rx_decodes = _rx_decodes(ds)
     for kw in keywords:
         if kw not in ds:
             continue
         try:
+            if not rx_decodes:
+                _rx_text(ds, kw, rx_text)
             elem = ds[kw]
             values[kw] = render_value(elem.value)  # a sequence decodes its items only here
             if elem.is_empty:
@@ -185,7 +189,63 @@ def read_header_pydicom(
         ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     except Exception as exc:
         raise TruncatedError(name, _one_line(f"cannot decode TransferSyntaxUID ({exc})")) from None
+    if rx_text:
+        values = RxValues(values, rx_text)
     return Header(values=values, empty=frozenset(empty), transfer_syntax=ts)
+
+
+class RxValues(dict[str, str]):
+    r"""Header values (decoded as pydicom decodes them) that also say how rx-repack reads
+    some of them: ``rx_text`` maps a keyword to rx-repack's text where it differs.
+
+    rx-repack (dicom-rs 0.6) decodes text with the *first* value of SpecificCharacterSet
+    when it knows it (ISO_IR 6/100/101/109/110/144/192, GB18030) and as ISO 8859-1
+    otherwise, escape sequences included: a Japanese name under ``\\ISO 2022 IR 87``
+    is ``Yamada^Tarou=\x1b$B;3ED\x1b(B^...`` to it, which its sanitising rule files
+    as ``Yamada_Tarou_B_3ED_B_...``. For every known set but GB18030 the ISO 8859-1
+    reading sanitises to the same name as the proper one (their ASCII range is ASCII),
+    so ``rx_text`` is filled only when the first value is not GB18030 and a value has a
+    byte outside printable ASCII. The rx layout names folders from it
+    (:meth:`~.layout.Layout.plan`); records keep the decoded value, as px-repack.
+    """
+
+    __slots__ = ("rx_text",)
+
+    def __init__(self, values: dict[str, str], rx_text: dict[str, str]) -> None:
+        super().__init__(values)
+        self.rx_text = rx_text
+
+
+def _rx_decodes(ds: object) -> bool:
+    """Whether rx-repack decodes this dataset's text as pydicom does, up to its
+    sanitising rule: only GB18030 (as first value) needs its own decoding."""
+    elem = getattr(ds, "get_item", lambda _tag: None)(_CHARSET_TAG)
+    if elem is None:
+        return True
+    raw = elem.value
+    if isinstance(raw, bytes):
+        first = raw.split(b"\\", 1)[0].decode("latin-1").rstrip(" \x00")
+    else:
+        first = (raw[0] if isinstance(raw, list) and raw else str(raw or "")).rstrip()
+    return first == "GB18030"
+
+
+def _rx_text(ds: object, keyword: str, out: dict[str, str]) -> None:
+    """rx-repack's text of ``keyword`` (its raw bytes as ISO 8859-1, trimmed) into ``out``
+    when it has bytes outside printable ASCII; called before pydicom converts the value."""
+    from .keywords import lookup
+
+    found = lookup(keyword)
+    if found is None or found[1] not in _RX_TEXT_VRS:
+        return
+    raw = getattr(ds, "get_item", lambda _tag: None)(found[0])
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes) and not all(0x20 <= b < 0x7F for b in value):
+        out[keyword] = value.decode("latin-1").replace("\0", "").strip()
+
+
+#: text VRs whose raw bytes rx-repack reads with its character set
+_RX_TEXT_VRS = frozenset(("AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"))
 
 
 # --------------------------------------------------------------------------------------
@@ -409,6 +469,10 @@ def open_dataset(buf: Buffer, end: int, name: str) -> tuple[str, bool, list[Elem
         raise NotDicomError(name, f"not DICOM (only {end} bytes, no 'DICM' at offset 128)")
     if buf[128:132] != b"DICM":
         raise NotDicomError(name, "not DICOM (no 'DICM' magic at offset 128)")
+    if end >= 134 and bytes(buf[132:134]) not in (b"\x02\x00", b"\x00\x02"):
+        # a Part 10 file's meta group follows the marker; pydicom would read on and
+        # take whatever follows for a dataset (rx-repack: "Could not parse meta group")
+        raise NotDicomError(name, "not DICOM (damaged after the 'DICM' marker: no file meta group)")
     try:
         ts, pos = read_meta(buf, end)
         implicit, little = encoding(ts)

@@ -322,8 +322,15 @@ class Layout:
         in ``missing`` and replaced by its keyword: ``Keyword`` as rx-repack writes
         it, or, under px-repack's semantics, ``_Keyword`` (px-repack leaves
         ``%Keyword`` unreplaced). Values are stripped of surrounding whitespace.
+        Under rx semantics a value rx-repack decodes differently (``values.rx_text``,
+        see :class:`~.header.RxValues`: ISO 2022 names) is taken as rx-repack reads it.
         """
         empty_set = frozenset(empty) if self.empty_as_absent else frozenset()
+        # rx semantics: a value rx-repack reads in another character set is named as it
+        # reads it (an ISO 2022 name with its escape sequences: header.RxValues)
+        rx_text: Mapping[str, str] = (
+            getattr(values, "rx_text", None) or {} if self.empty_as_absent else {}
+        )
         missing: list[str] = []
         names: list[str] = []
         for parts in self._compiled:
@@ -332,7 +339,7 @@ class Layout:
                 if isinstance(p, str):
                     out.append(p)
                     continue
-                raw = values.get(p.keyword)
+                raw = rx_text.get(p.keyword) or values.get(p.keyword)
                 if raw is None or p.keyword in empty_set:
                     if p.keyword not in missing:
                         missing.append(p.keyword)

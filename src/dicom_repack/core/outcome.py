@@ -11,7 +11,9 @@ class Outcome:
     """The result of one instance through the job.
 
     ``missing`` lists the layout keywords that were absent (or empty under the rx
-    layout) and so were replaced by their keyword, as rx-repack reports them.
+    layout) and so were replaced by their keyword (NDJSON ``layout_missing``).
+    ``elements_missing`` is rx-repack's ``missing``: (tag, name, error) for each
+    element its records read and found absent (core/records.py ``RX_MISSING_*``).
     ``error`` is None on success, else a one-line reason naming the file.
     (A plain class, not a dataclass: ``dataclasses`` imports ``re`` and ``inspect``,
     several milliseconds the per-instance door cannot afford.)
@@ -19,6 +21,7 @@ class Outcome:
 
     __slots__ = (
         "dst",
+        "elements_missing",
         "errno",
         "error",
         "kind",
@@ -47,6 +50,7 @@ class Outcome:
         error: str | None = None,
         kind: str | None = None,
         errno: int | None = None,
+        elements_missing: tuple[tuple[str, str, str], ...] = (),
     ) -> None:
         self.src = src
         self.dst = dst
@@ -56,6 +60,7 @@ class Outcome:
         self.series_uid = series_uid
         self.sop_uid = sop_uid
         self.missing = missing
+        self.elements_missing = elements_missing
         self.error = error
         #: the error's stable code (errors.py: ``DicomRepackError.code``), for reports
         #: only (NDJSON ``error_kind``, metrics); decisions use ``skipped`` and ``retryable``
@@ -91,8 +96,11 @@ class Outcome:
         return is_destination_errno(self.errno)
 
     def as_dict(self) -> dict[str, object]:
-        """The NDJSON line's fields (rx-repack's --log-ndjson, plus the study and SOP UIDs)."""
-        return {
+        """The NDJSON line's fields: rx-repack's --log-ndjson (``missing`` a list of
+        ``{tag, name, error}``, left out when empty, as rx-repack does), plus the study
+        and SOP UIDs, ``error`` and ``error_kind`` always (null on success), and
+        ``layout_missing`` (the layout keywords filed by their name) when not empty."""
+        line: dict[str, object] = {
             "src": self.src,
             "dst": self.dst,
             "size": self.size,
@@ -100,10 +108,17 @@ class Outcome:
             "StudyInstanceUID": self.study_uid,
             "SeriesInstanceUID": self.series_uid,
             "SOPInstanceUID": self.sop_uid,
-            "missing": list(self.missing),
-            "error": self.error,
-            "error_kind": self.kind,
         }
+        if self.elements_missing:
+            line["missing"] = [
+                {"tag": tag, "name": name, "error": error}
+                for tag, name, error in self.elements_missing
+            ]
+        if self.missing:
+            line["layout_missing"] = list(self.missing)
+        line["error"] = self.error
+        line["error_kind"] = self.kind
+        return line
 
     def __getstate__(self) -> tuple[object, ...]:
         return tuple(getattr(self, k) for k in self.__slots__)

@@ -161,6 +161,44 @@ def record_paths(
 # for mypy only); these builders fill them from the header's values.
 
 
+#: Fields rx-repack reads through its ``CommonElements`` (dicom-rs ``string()``), for which an
+#: element present but empty counts as absent (``"Not defined"``); it reads the others with
+#: ``to_str()``, which gives ``""`` for an empty one, as px-repack's ``"%s" % value`` does
+#: for text. px-repack writes ``""`` for an empty date or text and ``"None"`` for an empty
+#: number (pydicom 2.4's value of an empty IS).
+RX_EMPTY_IS_ABSENT = frozenset(
+    ("PatientBirthDate", "StudyDescription", "StudyDate", "SeriesNumber", "SeriesDescription")
+)
+
+#: rx-repack's ``--log-ndjson`` ``missing``: the elements it reads with ``to_str()`` and found
+#: absent, by record, in the order it writes them. The patient, study and series records'
+#: fields count only when this write creates that record (or the patient's entry).
+RX_MISSING_PATIENT = ("PatientName", "PatientAge", "PatientSex")
+RX_MISSING_STUDY = ("PerformedStationAETitle",)
+RX_MISSING_SERIES = ("Modality",)
+RX_MISSING_IMAGE = ("SeriesDescription", "SeriesDate", "Modality")
+
+
+def rx_values(values: Mapping[str, str]) -> dict[str, str]:
+    """``values`` with rx-repack's "Not defined" for the elements in RX_EMPTY_IS_ABSENT
+    that are present but empty (``""``, or ``"None"`` for an empty SeriesNumber)."""
+    out = dict(values)
+    for kw in RX_EMPTY_IS_ABSENT:
+        v = out.get(kw)
+        if v == "" or (v == "None" and kw == "SeriesNumber"):
+            out[kw] = NOT_DEFINED
+    return out
+
+
+def missing_element(keyword: str) -> tuple[str, str, str]:
+    """One entry of rx-repack's ``missing``: (tag, name, error) as dicom-rs words them."""
+    from .keywords import lookup
+
+    found = lookup(keyword)
+    tag = f"({found[0] >> 16:04X},{found[0] & 0xFFFF:04X})" if found else keyword
+    return tag, keyword, f"No such data element with tag {tag}"
+
+
 def _patient_model(values: Mapping[str, str]) -> PatientRecord:
     g = values.get
     return {
@@ -265,9 +303,21 @@ class Written:
     replaced (None: it made a new one); ``study_added``: it put the study in the
     patient's StudyList; ``previous``: where the replaced image record said the
     instance stood, when that is another path (a changed layout tag).
+    ``patient_created``: it made the patient's entry; ``missing``: rx-repack's
+    ``--log-ndjson`` ``missing`` for this write, (tag, name, error) each
+    (:func:`missing_element`; which elements count: ``RX_MISSING_*``).
     """
 
-    __slots__ = ("created", "image", "image_before", "paths", "previous", "study_added")
+    __slots__ = (
+        "created",
+        "image",
+        "image_before",
+        "missing",
+        "paths",
+        "patient_created",
+        "previous",
+        "study_added",
+    )
 
     def __init__(self) -> None:
         self.paths: RecordPaths | None = None
@@ -275,7 +325,9 @@ class Written:
         self.image: str | None = None
         self.image_before: bytes | None = None
         self.study_added = False
+        self.patient_created = False
         self.previous: str | None = None
+        self.missing: list[tuple[str, str, str]] = []
 
 
 class RecordWriter:
@@ -287,9 +339,12 @@ class RecordWriter:
     refused in one line naming it, never read through, never waited on).
     """
 
-    def __init__(self, logdir: str, *, fsync: bool = False) -> None:
+    def __init__(self, logdir: str, *, fsync: bool = False, rx: bool = False) -> None:
         self.logdir = os.path.abspath(logdir)
         self.fsync = fsync
+        #: rx-repack's values for empty elements (the rx layout): "Not defined" where it
+        #: reads an empty element as absent (RX_EMPTY_IS_ABSENT); else px-repack's
+        self.rx = rx
         self.tree = Tree(self.logdir, "log folder")
         self._filed: dict[tuple[str, str], float] = {}
         self._known: dict[str, float] = {}
@@ -354,7 +409,12 @@ class RecordWriter:
         series_uid = values["SeriesInstanceUID"]
         paths = journal.paths = record_paths(patient_id, study_uid, series_uid, file_name)
         created = journal.created
-        journal.study_added = self._patient(patient_id, study_uid, values, paths.patient, origin)
+        as_read = values  # the image record's fields: rx-repack reads them with to_str()
+        if self.rx:
+            values = rx_values(values)
+        journal.study_added = self._patient(
+            patient_id, study_uid, values, paths.patient, origin, journal
+        )
         self._create_if_absent(
             paths.study, origin, lambda: {study_uid: _study_model(values)}, created=created
         )
@@ -370,10 +430,14 @@ class RecordWriter:
             paths.series, origin, lambda: {series_uid: series_model}, created=created
         )
         location = f"{series_base_dir}/{file_name}"
-        image = _image_model(series_model, file_name, _stat_record(stat, location, nlink))
+        image_series = series_model
+        if self.rx:  # rx-repack's image record reads these three with to_str(): "" when empty
+            image_series = _series_model({**values, **_pick(as_read, RX_MISSING_IMAGE)})
+        image = _image_model(image_series, file_name, _stat_record(stat, location, nlink))
         previous = self._image(paths.image, origin, {series_uid: image}, journal)
         self._create_if_absent(paths.pack, origin, lambda: {"seriesPack": True}, created=created)
         journal.previous = previous if previous != location else None
+        journal.missing = _rx_missing(as_read, journal, paths)
         return journal.previous
 
     def _open(self, rel: str, origin: str) -> tuple[Folder, str]:
@@ -471,7 +535,13 @@ class RecordWriter:
             return False
 
     def _patient(
-        self, patient_id: str, study_uid: str, values: Mapping[str, str], rel: str, origin: str
+        self,
+        patient_id: str,
+        study_uid: str,
+        values: Mapping[str, str],
+        rel: str,
+        origin: str,
+        journal: Written,
     ) -> bool:
         """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must
         change; True if this call added it."""
@@ -484,10 +554,12 @@ class RecordWriter:
         with folder:
             if not self._patient_has(folder, name, patient_id, study_uid):
                 if self.patient_lock is None:
-                    added = self._add_study(folder, name, patient_id, study_uid, values)
+                    added = self._add_study(folder, name, patient_id, study_uid, values, journal)
                 else:
                     with self.patient_lock(patient_id):
-                        added = self._add_study(folder, name, patient_id, study_uid, values)
+                        added = self._add_study(
+                            folder, name, patient_id, study_uid, values, journal
+                        )
         if len(self._filed) >= _CACHE_MAX:
             self._filed.clear()
         self._filed[key] = time.monotonic()
@@ -500,6 +572,7 @@ class RecordWriter:
         patient_id: str,
         study_uid: str,
         values: Mapping[str, str],
+        journal: Written,
     ) -> bool:
         """The read-modify-write of a patient's StudyList, under the patientData folder's lock;
         True if it added the study.
@@ -512,6 +585,7 @@ class RecordWriter:
         if not isinstance(entry, dict):
             entry = dict(_patient_model(values))
             record[patient_id] = entry
+            journal.patient_created = True
         studies = entry.setdefault("StudyList", [])
         if not isinstance(studies, list):
             raise RecordError(
@@ -677,6 +751,25 @@ class RecordWriter:
         if not isinstance(obj, dict):
             raise RecordError(path, "existing record is not a JSON object; left as it is")
         return obj
+
+
+def _pick(values: Mapping[str, str], keywords: tuple[str, ...]) -> dict[str, str]:
+    return {kw: values[kw] for kw in keywords if kw in values}
+
+
+def _rx_missing(
+    values: Mapping[str, str], journal: Written, paths: RecordPaths
+) -> list[tuple[str, str, str]]:
+    """rx-repack's ``missing`` for one write (see RX_MISSING_PATIENT and the others)."""
+    wanted: list[str] = []
+    if journal.patient_created:
+        wanted += RX_MISSING_PATIENT
+    if paths.study in journal.created:
+        wanted += RX_MISSING_STUDY
+    if paths.series in journal.created:
+        wanted += RX_MISSING_SERIES
+    wanted += RX_MISSING_IMAGE
+    return [missing_element(kw) for kw in wanted if kw not in values]
 
 
 class _Existing:

@@ -97,7 +97,14 @@ class Summary:
 def iter_paths(
     paths: Iterable[str], *, exclude: Iterable[str] = (), stdin: Iterable[str] | None = None
 ) -> Iterator[str]:
-    """Every entry under ``paths`` (recursively) but folders, streamed; ``-`` reads stdin.
+    """Every entry under ``paths`` (recursively) but folders, streamed, in name order.
+
+    Each folder is listed, sorted by name, and walked in that order, a subfolder
+    at its place (depth first): the order ``ls -R`` or a per-instance run over
+    sorted names gives, so that each series' first instance, whose header the
+    series record dumps, is the one rx-repack (run once per file in name order)
+    dumps, whichever door files it. One folder's names are held at a time per
+    level, never the whole tree.
 
     Folders in ``exclude`` (the data and log folders, when they sit inside an
     input) are not entered, so a run never picks up its own output; an input that
@@ -121,29 +128,40 @@ def iter_paths(
             yield top
             continue
         skip = excluded - {os.path.realpath(top)}
-        stack = [top]
+        stack = [iter(_listing(top))]
         while stack:
-            folder = stack.pop()
-            if os.path.realpath(folder) in skip:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
                 continue
-            try:
-                with os.scandir(folder) as it:
-                    subdirs = []
-                    for entry in it:
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                if not entry.name.startswith(OWN_PREFIX):  # spool, journals
-                                    subdirs.append(entry.path)
-                            else:
-                                yield entry.path
-                        except OSError:
-                            yield entry.path  # let the job report what is wrong with it
-            except OSError as exc:
-                sys.stderr.write(
-                    f"dicom-repack: error: cannot read folder {one_line(folder)}: {exc.strerror}\n"
-                )
-                continue
-            stack.extend(reversed(subdirs))
+            path, is_dir = entry
+            if not is_dir:
+                yield path
+            elif os.path.realpath(path) not in skip:
+                stack.append(iter(_listing(path)))
+
+
+def _listing(folder: str) -> list[tuple[str, bool]]:
+    """``folder``'s entries in name order, as (path, is a folder to enter); a folder
+    that cannot be read is reported in one line and counts as empty."""
+    entries: list[tuple[str, str, bool]] = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    is_dir = False  # let the job report what is wrong with it
+                if is_dir and entry.name.startswith(OWN_PREFIX):  # spool, journals
+                    continue
+                entries.append((entry.name, entry.path, is_dir))
+    except OSError as exc:
+        sys.stderr.write(
+            f"dicom-repack: error: cannot read folder {one_line(folder)}: {exc.strerror}\n"
+        )
+        return []
+    entries.sort()
+    return [(path, is_dir) for _, path, is_dir in entries]
 
 
 # -- the run ---------------------------------------------------------------------------

@@ -302,7 +302,8 @@ def _outcome_from(d: dict[str, object]) -> Outcome:
         return v if isinstance(v, str) else None
 
     size = d.get("size")
-    missing = d.get("missing")
+    missing = d.get("layout_missing")
+    elements = d.get("missing")
     return Outcome(
         str(d["src"]),
         dst=text("dst"),
@@ -312,6 +313,11 @@ def _outcome_from(d: dict[str, object]) -> Outcome:
         series_uid=text("SeriesInstanceUID"),
         sop_uid=text("SOPInstanceUID"),
         missing=tuple(str(m) for m in missing) if isinstance(missing, list) else (),
+        elements_missing=tuple(
+            (str(m.get("tag")), str(m.get("name")), str(m.get("error")))
+            for m in (elements if isinstance(elements, list) else ())
+            if isinstance(m, dict)
+        ),
     )
 
 

@@ -16,11 +16,15 @@ has ended; where its instances announce how many there should be
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.index import DEFAULT_NAME, IndexFailure, connect_reader, default_path
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["build_parser", "collect", "main"]
 
@@ -118,7 +122,7 @@ def _state(series: dict[str, Any], now: float, idle: float, assoc_ended: bool) -
 def collect(index: str, ns: argparse.Namespace, *, now: float | None = None) -> dict[str, object]:
     """The status document (what ``--json`` prints) for the index at ``index``."""
     now = time.time() if now is None else now
-    conn = connect_reader(index)
+    conn = connect_reader(index) if _can_write(index) else read_only(index)
     try:
         where, params = _where(ns)
         rows = conn.execute(_SERIES_SQL.format(where=where), params).fetchall()
@@ -197,6 +201,75 @@ def collect(index: str, ns: argparse.Namespace, *, now: float | None = None) -> 
         "totals": totals,
         "patients": out_patients,
     }
+
+
+def _can_write(index: str) -> bool:
+    """Whether status may fold the pending rows into the index (its folder and, if it is
+    there, the index itself writable): a read changes nothing it may not change."""
+    folder = os.path.dirname(index) or "."
+    return os.access(folder, os.W_OK) and (not os.path.lexists(index) or os.access(index, os.W_OK))
+
+
+def read_only(index: str) -> sqlite3.Connection:
+    """The index and its pending rows, read without writing anything: a copy in memory.
+
+    For a log folder status may not write (a read-only mount, another user's): the
+    index is opened read-only (``immutable`` where SQLite cannot make its ``-shm``
+    there) and copied into memory, and the pending rows the per-instance door left
+    (core/index_rows.py) are folded into the copy, as a fold would into the index.
+    Links and FIFOs in the index's place are refused as everywhere (``check_files``).
+    """
+    import sqlite3
+
+    from ..core.index import _UPSERT, check_files  # the fold's own statement
+    from ..core.index_rows import IndexRefused, parse_pending, pending_path
+    from ..core.tree import NotRegularError, open_file
+
+    check_files(index)
+    if not os.path.lexists(index):
+        raise IndexFailure(f"no index at {index} (nothing filed yet, or --no-index)")
+    memory = sqlite3.connect(":memory:")
+    try:
+        for uri in (f"file:{index}?mode=ro", f"file:{index}?mode=ro&immutable=1"):
+            try:
+                disk = sqlite3.connect(uri, uri=True, timeout=10.0)
+            except sqlite3.Error:
+                continue
+            try:
+                disk.execute("SELECT 1 FROM instances LIMIT 1")
+                disk.backup(memory)
+                break
+            except sqlite3.Error:
+                continue
+            finally:
+                disk.close()
+        else:
+            raise IndexFailure(f"cannot read the index {index} (read-only)")
+        pending = pending_path(index)
+        folder, base = os.path.split(pending)
+        names = sorted(n for n in os.listdir(folder or ".") if n.startswith(base + "."))
+        for name in [os.path.basename(pending), *names]:
+            try:
+                fd, _ = open_file(f"{folder}/{name}", os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            except NotRegularError as exc:
+                raise IndexRefused(f"cannot read the index's pending rows: {exc}") from None
+            try:
+                data = b""
+                while chunk := os.read(fd, 1 << 20):
+                    data += chunk
+            finally:
+                os.close(fd)
+            memory.executemany(_UPSERT, parse_pending(data))
+        memory.row_factory = sqlite3.Row
+        return memory
+    except OSError as exc:
+        memory.close()
+        raise IndexFailure(f"cannot read the index {index}: {exc.strerror or exc}") from None
+    except BaseException:
+        memory.close()
+        raise
 
 
 def _size(n: int) -> str:

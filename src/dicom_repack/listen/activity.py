@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 from ..core.index import Index, IndexFailure
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .metrics import WorkerCounters
     from .scp import Association
 
@@ -101,6 +103,37 @@ class Activity:
             (me.peer, me.started, me.calling_ae, me.called_ae, now, me.instances, me.received,
              me.result),
         )  # fmt: skip
+        self._end_thread()
+
+    def close_when_association_ends(self, close: Callable[[], None]) -> None:
+        """Have ``close()`` called, in this thread, when its association ends.
+
+        An association's thread opens SQLite connections (this Activity's and its
+        Repacker's index). CPython frees a connection that is not closed only when
+        the garbage collector runs (the connection's statement cache refers back to
+        it), so at exit some stay open and SQLite leaves the index's ``-wal`` and
+        ``-shm`` behind; a connection can only be closed in the thread that opened
+        it. So each association closes its own, at its end; the last one closed
+        checkpoints the WAL and removes both files, as rx-repack leaves none.
+        """
+        closers: list[Callable[[], None]] | None = getattr(self._local, "closers", None)
+        if closers is None:
+            closers = self._local.closers = []
+        closers.append(close)
+
+    def _end_thread(self) -> None:
+        """Close what this association's thread opened (see close_when_association_ends)."""
+        closers: list[Callable[[], None]] = getattr(self._local, "closers", None) or []
+        self._local.closers = []
+        index: Index | None = getattr(self._local, "index", None)
+        self._local.index = None
+        if index is not None:
+            closers.append(index.close)
+        for close in closers:
+            try:
+                close()
+            except Exception as exc:  # closing must not take the association's thread down
+                LOG.warning("closing the index connection: %s", exc)
 
     def failure(
         self, source: str, kind: str | None, reason: str, calling_ae: str, peer: str

@@ -91,10 +91,19 @@ class Filer:
         self.activity = activity
         self._local = threading.local()
 
+    def _forget_repacker(self) -> None:
+        """Close this thread's Repacker (at its association's end: listen/activity.py)."""
+        repacker: Repacker | None = getattr(self._local, "repacker", None)
+        self._local.repacker = None
+        if repacker is not None:
+            repacker.close()
+
     def __call__(self, incoming: Incoming, info: StoreInfo) -> tuple[int, str]:
         repacker: Repacker | None = getattr(self._local, "repacker", None)
         if repacker is None:
             repacker = self._local.repacker = Repacker(self.config)
+            if self.activity is not None:  # its index connection closed when the association ends
+                self.activity.close_when_association_ends(self._forget_repacker)
         origin = f"dicom://{info.calling_ae}@{info.peer}/{info.sop_instance_uid}"
         if incoming.buffer is not None:
             outcome = repacker.repack_buffer(memoryview(incoming.buffer), origin=origin)  # no copy

@@ -45,22 +45,47 @@ class Spool:
         OSError (NotRegularError for a link in the spool folder's place) if it
         cannot be made.
         """
-        with self.tree.folder_at(self.path) as folder:
-            while True:
-                name = f"{os.getpid()}-{os.urandom(6).hex()}.part"
-                try:
-                    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
-                    fd, _ = open_file(
-                        name, flags, 0o600, dir_fd=folder.fd, path=f"{self.path}/{name}"
-                    )
-                except FileExistsError:
-                    continue
-                return fd, f"{self.path}/{name}"
+        for attempt in range(8):
+            with self.tree.folder_at(self.path) as folder:
+                while True:
+                    name = f"{os.getpid()}-{os.urandom(6).hex()}.part"
+                    try:
+                        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+                        fd, _ = open_file(
+                            name, flags, 0o600, dir_fd=folder.fd, path=f"{self.path}/{name}"
+                        )
+                    except FileExistsError:
+                        continue
+                    except FileNotFoundError:
+                        # another thread removed the (then empty) folder after we opened
+                        # it (:meth:`tidy`): open it again, made anew
+                        if attempt == 7:
+                            raise
+                        break
+                    return fd, f"{self.path}/{name}"
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def remove(self, path: str) -> None:
         """Remove the spool file ``path`` (made by :meth:`create`), in the spool folder."""
         with self.tree.folder_at(self.path, create=False) as folder:
             os.unlink(os.path.basename(path), dir_fd=folder.fd)
+        self.tidy()
+
+    def tidy(self) -> None:
+        """Remove the spool folder if it is empty, so that no folder rx-repack would not
+        leave stays in the data folder once nothing is spooled.
+
+        ``rmdir`` relative to the open data folder: it never follows a link (a link
+        planted in the folder's place is not a folder: ENOTDIR, left alone) and
+        removes nothing but an empty folder (another thread's spool file keeps it:
+        ENOTEMPTY). A thread that opened the folder just before it went makes it
+        anew (:meth:`create`).
+        """
+        with (
+            contextlib.suppress(OSError),
+            self.tree.folder_at(self.tree.root, create=False) as root,
+        ):
+            os.rmdir(SPOOL_DIR, dir_fd=root.fd)
 
     def sweep(self) -> int:
         """Remove spool files left by processes that no longer run (after a kill -9).
@@ -82,6 +107,7 @@ class Spool:
                         removed += 1
         except OSError:
             return 0
+        self.tidy()
         return removed
 
 
