@@ -211,13 +211,8 @@ def file_one_by_one(name: str, base: Path) -> tuple[list[Path], Path, Path]:
 #: Waiting on core/repack.py (the lead's): Repacker must build its RecordWriter with
 #: ``rx=config.layout.empty_as_absent`` and copy ``written.missing`` into
 #: ``out.elements_missing`` after the records are written. Remove this mark with that change.
-NEEDS_REPACK_PLUMBING = pytest.mark.xfail(
-    strict=True,
-    reason="core/repack.py does not yet pass rx= to RecordWriter nor written.missing to the outcome",
-)
 
 
-@NEEDS_REPACK_PLUMBING
 @pytest.mark.parametrize("name", ["mr-implicit", "mr-explicit"])
 def test_rx_repack_ndjson_outcomes_are_ours(name: str, tmp_path: Path) -> None:
     """--log-ndjson: the per-instance door prints rx-repack's line, every field (src, dst,
@@ -269,7 +264,6 @@ def test_iso_2022_names_file_where_rx_repack_files_them(tmp_path: Path) -> None:
     assert [p.split("/")[0] for p in tree(px)] == ["DROPIN-c01-ir87-Yamada_Tarou_-19700101"]
 
 
-@NEEDS_REPACK_PLUMBING
 def test_character_sets_and_empty_elements_as_rx_repack(tmp_path: Path) -> None:
     """Names in every character set rx-repack meets -- ISO 2022 IR 87, IR 13 + IR 87 and
     IR 149 (PS3.5 Annex H and I: rx-repack sanitises the raw bytes, escape sequences

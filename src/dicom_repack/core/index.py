@@ -79,6 +79,7 @@ __all__ = [
     "INDEX_KEYWORDS",
     "INSERT",
     "SCHEMA_VERSION",
+    "UPSERT",
     "Index",
     "IndexFailure",
     "IndexRefused",
@@ -143,7 +144,7 @@ INSERT = (
 )
 
 #: A fold of pending rows keeps a row only if it is not older than the one there.
-_UPSERT = (
+UPSERT = (
     f"INSERT INTO instances ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(COLUMNS))}) "
     "ON CONFLICT (sop_instance_uid) DO UPDATE SET "
@@ -317,9 +318,7 @@ class Index:
                 return 0  # folded meanwhile by another fold
             rows = parse_pending(_read_fd(fd))
             if rows:
-                self.run(
-                    lambda conn: _in_transaction(conn, lambda: conn.executemany(_UPSERT, rows))
-                )
+                self.run(lambda conn: _in_transaction(conn, lambda: conn.executemany(UPSERT, rows)))
             os.unlink(path)
             return len(rows)
         except OSError as exc:

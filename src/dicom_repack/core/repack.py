@@ -160,7 +160,11 @@ class Repacker:
         self.data = Tree(config.datadir, "data folder")
         self.datadir = self.data.root
         self.layout = config.layout
-        self.records = RecordWriter(config.logdir, fsync=config.fsync) if config.logdir else None
+        self.records = (
+            RecordWriter(config.logdir, fsync=config.fsync, rx=config.layout.empty_as_absent)
+            if config.logdir
+            else None
+        )
         self.index: Index | PendingIndex | None = None
         if config.index and config.index_mode == "pending":
             self.index = PendingIndex(config.index, durable=config.fsync)
@@ -225,6 +229,7 @@ class Repacker:
             written = Written()
             try:
                 self._record(values, folder.path, name, placed, source, written)
+                out.elements_missing = tuple(written.missing)
                 # the index after the records, before the commit: a row means filed + recorded
                 self._index(values, placed, source.origin)
             except RepackError:

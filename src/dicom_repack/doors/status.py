@@ -221,7 +221,7 @@ def read_only(index: str) -> sqlite3.Connection:
     """
     import sqlite3
 
-    from ..core.index import _UPSERT, check_files  # the fold's own statement
+    from ..core.index import UPSERT, check_files  # the fold's own statement
     from ..core.index_rows import IndexRefused, parse_pending, pending_path
     from ..core.tree import NotRegularError, open_file
 
@@ -261,7 +261,7 @@ def read_only(index: str) -> sqlite3.Connection:
                     data += chunk
             finally:
                 os.close(fd)
-            memory.executemany(_UPSERT, parse_pending(data))
+            memory.executemany(UPSERT, parse_pending(data))
         memory.row_factory = sqlite3.Row
         return memory
     except OSError as exc:
