@@ -338,11 +338,10 @@ def _flags() -> tuple[Flag, ...]:
 def build_parser() -> argparse.ArgumentParser:
     """argparse's view of the batch door's options: for --help, usage errors and any
     command line :func:`~.options.parse_plain` leaves to it."""
-    import argparse
-
     from .options import BATCH, DESTINATION, FILING, INDEX, LAYOUT, LAYOUT_HELP, add_arguments
+    from .usage import OneLineParser
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dicom-repack batch",
         description=(
             "Repack every DICOM file under the given folders (recursively), or the paths listed "
@@ -371,7 +370,7 @@ class _Options:
 
 
 def _usage_error(message: str) -> NoReturn:
-    """argparse's usage line and ``message`` on stderr, exit 2 (argparse is imported now)."""
+    """``message`` as one line on stderr, exit 2 (doors/usage.py; argparse is imported now)."""
     build_parser().error(message)
 
 
@@ -410,7 +409,7 @@ def main(argv: list[str]) -> int:
     destinations = [(ns.datadir, "--datadir")] + ([(ns.logdir, "--logdir")] if ns.logdir else [])
     try:
         for folder, what in destinations:
-            check_writable(folder, what)
+            check_writable(folder, what, parents=ns.parents)
     except DestinationError as exc:
         sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}; nothing was done\n")
         return EXIT_FAILED

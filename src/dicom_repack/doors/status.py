@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from ..core.index import DEFAULT_NAME, IndexFailure, connect_reader, default_path
+from .usage import OneLineParser
 
 __all__ = ["build_parser", "collect", "main"]
 
@@ -284,7 +285,7 @@ def _date(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="dicom-repack status",
         description="What arrived: patients, studies and series from the index, with instance "
         "counts, bytes, first/last arrival and completeness.",

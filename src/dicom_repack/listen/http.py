@@ -281,9 +281,12 @@ class LiveServer:
         return f"http://{host}:{port}/"
 
     def start(self) -> LiveServer:
+        self._started = True
         for t in self._threads:
             t.start()
         return self
+
+    _started = False
 
     def _sampler(self) -> None:
         while not self._stop.wait(1.0):
@@ -291,7 +294,8 @@ class LiveServer:
 
     def stop(self) -> None:
         self._stop.set()
-        self.httpd.shutdown()
+        if self._started:  # shutdown() waits for serve_forever, which never ran otherwise
+            self.httpd.shutdown()
         self.httpd.server_close()
 
 

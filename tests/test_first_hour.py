@@ -1,0 +1,141 @@
+"""The first hour (issue 20): each door tried as a new user would, through the console script.
+
+Usage errors are one line and exit 2 in every door; an unusable destination (a
+mistyped --datadir, a folder that cannot be written, a busy port) is one line and
+exit 1; ``--version`` and ``--help`` work alone; listen takes storescp's spellings.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import dicom_files, dicom_repack_exe, run_cli
+from test_listen_support import close_pipes
+
+#: every door that parses a command line, with arguments that make it a usage error
+USAGE_ERRORS: dict[str, list[str]] = {
+    "": ["--bogus"],
+    "batch": ["in", "--datadir", "d", "--bogus"],
+    "listen": ["--datadir", "d", "--bogus"],
+    "watch": ["in", "--datadir", "d", "--bogus"],
+    "status": ["--logdir", "l", "--bogus"],
+    "index": ["--rebuild", "--datadir", "d", "--bogus"],
+}
+
+
+@pytest.mark.parametrize("door", list(USAGE_ERRORS))
+def test_a_usage_error_is_one_line_and_exit_2_in_every_door(door: str, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    argv = ([door] if door else []) + USAGE_ERRORS[door]
+    proc = run_cli(*argv, check=False, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    prog = f"dicom-repack {door}".strip()
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"{prog}: ") and proc.stderr.endswith("(see --help)\n")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("door", ["", "batch", "listen", "watch", "status", "index"])
+def test_version_works_alone_in_every_door(door: str) -> None:
+    proc = run_cli(*([door] if door else []), "--version")
+    assert proc.stdout.startswith("dicom-repack ") and proc.stdout.count("\n") == 1
+
+
+def test_top_level_help_lists_every_sub_command() -> None:
+    from dicom_repack.cli import SUBCOMMANDS
+
+    text = run_cli("--help").stdout
+    for name in SUBCOMMANDS:
+        assert f"dicom-repack {name} " in text, name
+
+
+def test_listen_help_shows_its_defaults() -> None:
+    text = " ".join(run_cli("listen", "--help").stdout.split())
+    for shown in (
+        "(default: 11112)",  # --port
+        "(default: DICOM-REPACK)",  # --aet
+        "(default: 16)",  # --max-associations
+        "(default: 1024)",  # --max-pending
+        "(default: 10.0)",  # --acse-timeout
+        "(default: 120.0)",  # --network-timeout
+        "(default: 30.0)",  # --shutdown-grace
+    ):
+        assert shown in text, shown
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_a_missing_parent_of_the_destination_is_refused_in_every_door(
+    tmp_path: Path, mr: Path
+) -> None:
+    """A mistyped --datadir is not created with its parents: one line, exit 1, nothing
+    made; --parents (every door) creates them."""
+    typo = tmp_path / "srv" / "dicm" / "data"
+    one = str(dicom_files(mr)[0])
+    for argv in (
+        ["batch", str(mr), "--no-progress"],
+        ["listen", "--bind", "127.0.0.1", "--port", "0"],
+        ["watch", str(mr)],
+        ["--xcrdirfile", one],
+    ):
+        for flag in ("--datadir", "--logdir"):
+            dest = [flag, str(typo)] + (["--datadir", str(tmp_path / "d")] * (flag != "--datadir"))
+            proc = run_cli(*argv, *dest, check=False, timeout=60)
+            assert proc.returncode == 1, (argv, proc.stderr)
+            assert proc.stderr.count("\n") == 1 and "--parents" in proc.stderr, proc.stderr
+            assert str(typo.parent) in proc.stderr and "Traceback" not in proc.stderr
+            assert not (tmp_path / "srv").exists()
+    run_cli("batch", str(mr), "--no-progress", "--datadir", str(typo), "--parents")
+    assert any(typo.rglob("*.dcm"))
+    run_cli("--xcrdirfile", one, "--datadir", str(tmp_path / "a" / "b"), "--parents")
+    assert any((tmp_path / "a" / "b").rglob("*.dcm"))
+    run_cli("batch", str(mr), "--no-progress", "--datadir", str(tmp_path / "last"))
+    assert any((tmp_path / "last").rglob("*.dcm")), "the last folder alone is still created"
+
+
+@pytest.mark.parametrize("door", ["listen", "watch"])
+def test_a_busy_http_port_is_refused_at_start(door: str, tmp_path: Path) -> None:
+    """As a busy DICOM port is: one line, exit 1, nothing served without its page."""
+    (tmp_path / "in").mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        first = ["listen", "--bind", "127.0.0.1", "--port", "0"] if door == "listen" else []
+        argv = first or ["watch", str(tmp_path / "in")]
+        proc = run_cli(
+            *argv, "--datadir", str(tmp_path / "d"), "--http", f"127.0.0.1:{port}",
+            check=False, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and f"--http on 127.0.0.1:{port}" in proc.stderr
+    with socket.socket() as dicom:
+        dicom.bind(("127.0.0.1", 0))
+        dicom.listen()
+        port = dicom.getsockname()[1]
+        busy_dicom = run_cli(
+            "listen", "--bind", "127.0.0.1", "--port", str(port), "--datadir",
+            str(tmp_path / "d"), check=False, timeout=60,
+        )  # fmt: skip
+    assert busy_dicom.returncode == proc.returncode
+
+
+def test_listen_takes_storescps_positional_port_and_aet(tmp_path: Path) -> None:
+    argv = [dicom_repack_exe(), "listen", "-aet", "STORESCP", "--bind", "127.0.0.1"]
+    argv += ["--datadir", str(tmp_path / "d"), "0"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "listening on 127.0.0.1:" in first and " as STORESCP" in first, first
+        assert not first.split("listening on 127.0.0.1:")[1].startswith("11112 ")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        close_pipes(proc)
+    twice = run_cli("listen", "104", "--port", "105", "--datadir", str(tmp_path / "d"), check=False)
+    assert twice.returncode == 2 and twice.stderr.count("\n") == 1
