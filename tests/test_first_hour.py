@@ -7,6 +7,7 @@ exit 1; ``--version`` and ``--help`` work alone; listen takes storescp's spellin
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -139,3 +140,27 @@ def test_listen_takes_storescps_positional_port_and_aet(tmp_path: Path) -> None:
         close_pipes(proc)
     twice = run_cli("listen", "104", "--port", "105", "--datadir", str(tmp_path / "d"), check=False)
     assert twice.returncode == 2 and twice.stderr.count("\n") == 1
+
+
+def test_status_fits_80_columns_with_every_header_and_value_whole(
+    tmp_path: Path, mr_seed: Path
+) -> None:
+    from helpers import modified_copy
+
+    long = "t1_mprage_sag_p2_iso_0.9mm_ND_with_a_long_tail"
+    (tmp_path / "in").mkdir()
+    modified_copy(mr_seed, tmp_path / "in" / "a.dcm", SeriesDescription=long, AccessionNumber="A77")
+    run_cli("batch", str(tmp_path / "in"), "--datadir", str(tmp_path / "d"), "--logdir",
+            str(tmp_path / "l"), "--no-progress")  # fmt: skip
+    env = {**os.environ, "COLUMNS": "80"}
+    text = run_cli("status", "-l", str(tmp_path / "l"), env=env).stdout
+    lines = [line for line in text.splitlines() if not line.startswith("index ")]  # a path
+    assert max(len(line) for line in lines) <= 80, text
+    assert "…" not in text
+    for header in ("Patient", "Study", "Series", "Instances", "Bytes", "First", "Last", "State"):
+        assert header in text, header
+    for value in (long, "A77", "1 instances", "receiving"):
+        assert value in text, value
+    wide = run_cli("status", "-l", str(tmp_path / "l"), "--wide", env=env).stdout
+    assert "…" not in wide and long in wide
+    assert any(all(h in line for h in ("Patient", "Series", "State")) for line in wide.splitlines())
