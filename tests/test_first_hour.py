@@ -164,3 +164,72 @@ def test_status_fits_80_columns_with_every_header_and_value_whole(
     wide = run_cli("status", "-l", str(tmp_path / "l"), "--wide", env=env).stdout
     assert "…" not in wide and long in wide
     assert any(all(h in line for h in ("Patient", "Series", "State")) for line in wide.splitlines())
+
+
+def test_batch_strict_counts_a_non_dicom_file_once(tmp_path: Path, mr: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.dcm").write_bytes(dicom_files(mr)[0].read_bytes())
+    (src / "notes.txt").write_text("hi")
+    proc = run_cli("batch", str(src), "--datadir", str(tmp_path / "d"), "--strict",
+                   "--no-progress", check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert "1 instances filed" in proc.stdout and "1 failed" in proc.stdout
+    assert "0 skipped (not DICOM)" in proc.stdout, proc.stdout
+    assert proc.stderr.count("\n") == 1 and "notes.txt" in proc.stderr, proc.stderr
+    assert "more skipped" not in proc.stderr
+
+
+def test_batch_over_an_empty_folder_says_so(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("batch", str(tmp_path / "empty"), "--datadir", str(tmp_path / "d"))
+    assert proc.stderr == f"dicom-repack batch: no files found under {tmp_path / 'empty'}\n"
+
+
+def test_batch_on_a_remote_dask_scheduler_says_at_once_what_it_waits_for(
+    tmp_path: Path, mr: Path
+) -> None:
+    pytest.importorskip("distributed")
+    argv = [dicom_repack_exe(), "batch", str(mr), "--datadir", str(tmp_path / "d")]
+    proc = subprocess.Popen(
+        [*argv, "--dask", "tcp://127.0.0.1:1"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # before the 30 s are up
+    finally:
+        proc.kill()
+        proc.wait()
+        close_pipes(proc)
+    assert (
+        first == "dicom-repack batch: waiting up to 30 s for the Dask scheduler at "
+        "tcp://127.0.0.1:1\n"
+    )
+
+
+def test_batch_progress_on_a_terminal_shows_the_total_and_an_eta(tmp_path: Path, mr: Path) -> None:
+    import pty
+
+    n = len(dicom_files(mr))
+    main, sub = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100"}
+    argv = [dicom_repack_exe(), "batch", str(mr), "--datadir", str(tmp_path / "d"), "-j", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=sub, text=True, env=env)
+    os.close(sub)
+    screen = b""
+    try:
+        while chunk := _read_pty(main):
+            screen += chunk
+    finally:
+        os.close(main)
+        proc.wait(timeout=60)
+        close_pipes(proc)
+    text = screen.decode("utf-8", "replace")
+    assert f"{n} of {n} files" in text and "ETA" in text, text[-400:]
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the other side is closed
+        return b""
