@@ -7,6 +7,7 @@ exit 1; ``--version`` and ``--help`` work alone; listen takes storescp's spellin
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -233,3 +234,72 @@ def _read_pty(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:  # EIO: the other side is closed
         return b""
+
+
+def test_bench_verdict_at_80_columns_shows_spreads_and_a_failed_peer_is_not_our_failure(
+    tmp_path: Path,
+) -> None:
+    """A peer (here a stand-in named rx-repack that drops an instance) fails its own checks:
+    the verdict says so and why, the exit status is 0 since dicom-repack's contestant was
+    verified; at 80 columns every figure is whole, with its min–max over the rounds."""
+    exe = dicom_repack_exe()
+    lossy = (
+        'rx-repack=sh -c \'case "$0/$1" in */P0001/ST01/SE001/IM000001.dcm) exit 0;; esac; '
+        f'exec {exe} --xcrdir "$0" --xcrfile "$1" --datadir "$2" --logdir "$3"\' '
+        "{xcrdir} {xcrfile} {datadir} {logdir}"
+    )
+    proc = run_cli(
+        "bench", "--instances", "6", "--repeat", "2", "--concurrency", "2",
+        "--only", "batch-copy,rx-repack", "--per-instance", lossy, "--no-energy", "--no-setup",
+        "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work"), "-q",
+        env={**os.environ, "COLUMNS": "80"}, check=False, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "…" not in text
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80, proc.stdout
+    assert "rx-repack FAILED the checks" in " ".join(text.split())
+    assert "tears its pypx records" in " ".join(text.split())
+    assert "wall " in proc.stdout and "–" in proc.stdout  # a spread: two rounds
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert all("machine" in run for run in results["runs"])
+    batch = next(r for r in results["summary"]["contestants"] if r["contestant"] == "batch-copy")
+    low, high = batch["range"]["wall_s"]
+    assert low <= batch["wall_s"] <= high
+
+
+def test_the_headline_names_energy_and_warns_of_a_busy_machine() -> None:
+    from dicom_repack.bench import report
+
+    vs = {"speed": 12.0, "cpu": 3.0, "energy": 2.5}
+    results = {
+        "runs": [{"contestant": "dicom-repack", "interrupted": False}],
+        "summary": {
+            "baseline_basis": "px-repack",
+            "rivals": {},
+            "busy_runs": [
+                {
+                    "contestant": "dicom-repack",
+                    "repetition": 1,
+                    "others_cores": 1.5,
+                    "steal_pct": 0.0,
+                    "cores": 2,
+                    "busy": True,
+                },
+            ],
+            "contestants": [
+                {"contestant": "px-repack", "label": "px", "status": "ok", "wall_s": 12.0},
+                {
+                    "contestant": "dicom-repack",
+                    "label": "dicom-repack",
+                    "status": "ok",
+                    "wall_s": 1.0,
+                    "vs_px": vs,
+                    "vs_rx": None,
+                },
+            ],
+        },
+    }
+    lines = report.headline(results)
+    assert any("less energy" in line and "12× faster" in line for line in lines), lines
+    assert any(line.startswith("WARNING: the machine was busy") for line in lines), lines
