@@ -303,3 +303,18 @@ def test_the_headline_names_energy_and_warns_of_a_busy_machine() -> None:
     lines = report.headline(results)
     assert any("less energy" in line and "12× faster" in line for line in lines), lines
     assert any(line.startswith("WARNING: the machine was busy") for line in lines), lines
+
+
+def test_a_stray_byte_before_associating_is_a_dropped_connection(tmp_path: Path) -> None:
+    """listen's shutdown summary: a connection that sent one byte (not a request) and was
+    answered with A-ABORT never associated: dropped before associating, not aborted."""
+    from test_listen_support import listening
+
+    with listening(tmp_path / "data", "--workers", "1") as li:
+        with socket.create_connection(("127.0.0.1", li.port), timeout=30) as s:
+            s.sendall(b"\x00")
+            while s.recv(4096):  # the A-ABORT, then the server closes
+                pass
+        assert li.stop() == 0
+    (summary,) = [line for line in li.stderr.splitlines() if "connections (" in line]
+    assert "0 aborted" in summary and "(1 dropped before associating)" in summary, summary
