@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -318,3 +319,70 @@ def test_a_stray_byte_before_associating_is_a_dropped_connection(tmp_path: Path)
         assert li.stop() == 0
     (summary,) = [line for line in li.stderr.splitlines() if "connections (" in line]
     assert "0 aborted" in summary and "(1 dropped before associating)" in summary, summary
+
+
+@pytest.mark.chromium
+def test_the_live_page_shows_the_service_disk_rate_window_graph_and_open_counts(
+    tmp_path: Path, mr: Path
+) -> None:
+    """listen --workers 2 --http: an open association's instances so far, the rate's
+    window, the port, AE title and folders, their free bytes, a rate graph; HEAD works."""
+    import urllib.request
+
+    import pydicom
+
+    from dicom_repack.bench.scu import finish, storage_scu
+    from test_listen_support import free_port, listening, pause_reactor_atomically, wait_for
+    from test_live_page import CHROMIUM, get, page_dom, shown
+
+    files = dicom_files(mr)[:3]
+    data, log = tmp_path / "data", tmp_path / "log"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+    with listening(data, "--logdir", str(log), "--http", f"127.0.0.1:{port}", "--workers", "2",
+                   "-aet", "ARCHIVE1") as li:  # fmt: skip
+        wait_for(lambda: get(base + "healthz") == (200, "ok\n"), what="/healthz")
+        head = urllib.request.Request(base + "api/status", method="HEAD")
+        with urllib.request.urlopen(head, timeout=10) as resp:
+            assert resp.status == 200 and resp.read() == b""
+            assert int(resp.headers["Content-Length"]) > 0
+
+        def status() -> dict[str, object]:
+            return dict(json.loads(get(base + "api/status")[1]))
+
+        ae = storage_scu("MODALITY1")
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+        meta = pydicom.dcmread(files[0], stop_before_pixels=True).file_meta
+        ae.add_requested_context(str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+        assoc = ae.associate("127.0.0.1", li.port, ae_title="ARCHIVE1")
+        try:
+            assert assoc.is_established
+            pause_reactor_atomically(assoc)
+            for f in files:
+                assert assoc.send_c_store(f).Status == 0
+
+            def open_count() -> int:
+                assocs = status()["associations"]
+                assert isinstance(assocs, list)
+                return int(assocs[0]["instances"]) if assocs else -1
+
+            wait_for(lambda: open_count() == len(files), what="the open association's count")
+        finally:
+            finish(assoc)
+        doc = status()
+        assert doc["rate_window_s"] == 10.0
+        about = doc["about"]
+        assert isinstance(about, dict)
+        assert about["port"] == li.port and about["ae_title"] == "ARCHIVE1"
+        assert about["datadir"] == str(data) and about["logdir"] == str(log)
+        disk = doc["disk"]
+        assert isinstance(disk, list) and {d["folder"] for d in disk} == {"datadir", "logdir"}
+        assert all(int(d["free_bytes"]) > 0 for d in disk)
+        wait_for(lambda: bool(status()["rate_history"]), what="a point on the rate graph")
+        if CHROMIUM is None:
+            pytest.skip("chromium is not installed (apt-get install chromium)")
+        dom = page_dom(base, tmp_path)
+        assert shown(dom, "window") == "(last 10 s)"
+        assert "ARCHIVE1" in dom and str(data) in dom and "free in datadir" in dom
+        assert int(re.search(r'id="graph"[^>]*data-points="(\d+)"', dom)[1]) >= 1  # type: ignore[index]
+        assert li.stop() == 0

@@ -455,8 +455,17 @@ def _run(args: argparse.Namespace) -> int:
     serving: list[StorageServer] = []  # the one server, when it runs in this process
     stopping = threading.Event()  # SIGTERM came: the page's /healthz says so
     try:
+        about = {
+            "door": "listen",
+            "port": sock.getsockname()[1],
+            "ae_title": args.aet,
+            "workers": workers,
+            "datadir": os.path.abspath(args.datadir),
+            "logdir": os.path.abspath(args.logdir) if args.logdir else "",
+            "index": os.path.abspath(repack_config.index) if repack_config.index else "",
+        }
         live = _live(
-            args, shared, limits, activity, repack_config.index, serving, workers, stopping
+            args, shared, limits, activity, repack_config.index, serving, workers, stopping, about
         )
     except OSError as exc:  # a busy --http port: refused as a busy DICOM port is
         sock.close()
@@ -596,6 +605,7 @@ def _live(
     serving: list[StorageServer],
     workers: int,
     stopping: threading.Event,
+    about: dict[str, object],
 ) -> LiveServer | None:
     """``--http``'s server, bound but not started (see :func:`_start_live`), or None.
 
@@ -616,6 +626,7 @@ def _live(
         series_idle=args.series_idle or 10.0,
         active=(lambda: [a for s in serving for a in s.active.values()]) if workers == 1 else None,
         healthy=lambda: not stopping.is_set(),
+        about=about,
     )
     host, port = args.http
     return LiveServer(host, port, state)

@@ -286,6 +286,13 @@ def _live(
         series_idle=args.series_idle or 10.0,
         active=list,
         healthy=healthy.is_set,
+        about={
+            "door": "watch",
+            "watching": ", ".join(os.path.abspath(p) for p in args.paths),
+            "datadir": os.path.abspath(config.datadir),
+            "logdir": os.path.abspath(config.logdir) if config.logdir else "",
+            "index": os.path.abspath(config.index) if config.index else "",
+        },
     )
     host, port = args.http
     return LiveServer(host, port, state)
