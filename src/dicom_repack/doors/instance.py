@@ -203,7 +203,8 @@ def main(argv: list[str]) -> int:
         index=index_from(opts),
         index_deferred=True,  # one instance per process: no SQLite start (core/index.py)
     )
-    if not opts.get("parents"):
+    folders = (config.datadir, config.logdir or config.datadir)
+    if not opts.get("parents") and not all(map(os.path.isdir, folders)):  # one stat each
         from ..core.destination import DestinationError, refuse_missing_parent
 
         try:
