@@ -930,12 +930,18 @@ def write_html(path: Path, results: dict[str, Any]) -> None:
         cls = "failed" if r["status"] == "failed" else "ok" if r["status"] == "ok" else ""
         mark = " *" if r.get("sampled") else ""
         any_sampled = any_sampled or bool(mark)
+        rng = r.get("range") or {}
+
+        def spread(m: str, fmt: Any, rng: dict[str, Any] = rng) -> str:
+            text = fmt_range(rng.get(m), fmt)
+            return f"<br><small class='muted'>{_esc(text.strip())}</small>" if text else ""
+
         parts.append(
             f"<tr class='contestant'><td>{_esc(r['label'])}{mark}</td>"
             f"<td class='{cls}'>{_esc(r['status'])}</td>"
-            f"<td>{fmt_duration(r['wall_s'])}</td>"
-            f"<td>{fmt_cpu(r['cpu_s'])}</td>"
-            f"<td>{fmt_energy(r['energy_kwh'])}</td>"
+            f"<td>{fmt_duration(r['wall_s'])}{spread('wall_s', fmt_duration)}</td>"
+            f"<td>{fmt_cpu(r['cpu_s'])}{spread('cpu_s', fmt_cpu)}</td>"
+            f"<td>{fmt_energy(r['energy_kwh'])}{spread('energy_kwh', fmt_energy)}</td>"
             f"<td>{(r['instances_per_s'] or 0):.0f}</td><td>{(r['mb_per_s'] or 0):.1f}</td>"
             f"<td>{_vs(r, 'px', 'speed')}</td><td>{_vs(r, 'px', 'cpu')}</td>"
             f"<td>{_vs(r, 'px', 'energy')}</td>"
