@@ -510,6 +510,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
 
         def make_server(index: int, relay: Relay) -> StorageServer:
+            if live is not None:  # the page is the parent's: a worker does not hold its port
+                live.httpd.socket.close()
             # filed instances go up the pipe only when the parent watches series
             seen = relay if watch is not None else None
             server = StorageServer(
