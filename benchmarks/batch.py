@@ -470,6 +470,7 @@ def scale_check(
     for rep in range(args.repeat):
         for corpus, n, label in sizes[rep % len(sizes) :] + sizes[: rep % len(sizes)]:
             out = work / "out-scale"
+            out.mkdir(exist_ok=True)  # --datadir's parent (only the last folder is created)
             if label:
                 _, prefix, env = next(v for v in versions if v[0] == label)
                 argv = batch_argv("-", corpus, out, *jobs)[1:]

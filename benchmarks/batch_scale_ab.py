@@ -65,6 +65,7 @@ def main() -> int:
             k = rep % len(contestants)
             for v, index in contestants[k:] + contestants[:k]:
                 out = work / f"out-{rep}-{v}-{index}"
+                out.mkdir()  # --datadir's parent (only the last folder is created)
                 argv = [py, "-c", "from dicom_repack.cli import run; run()", "batch",
                         str(corpus), "--datadir", str(out / "data"), "--logdir", str(out / "log"),
                         "--no-progress", *([] if index else ["--no-index"])]  # fmt: skip

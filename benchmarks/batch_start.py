@@ -110,6 +110,7 @@ def main() -> int:
             for name in order:
                 n, argv, venv = contestants[name]
                 out = work / "out"
+                out.mkdir(exist_ok=True)  # --datadir's parent (only the last folder is created)
                 if n:
                     argv = [*argv, "--datadir", str(out / "data"), "--logdir", str(out / "log")]
                     argv += ["--no-progress", *jobs]

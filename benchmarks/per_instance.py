@@ -105,6 +105,7 @@ def main() -> int:
     def cmd_ours_first(f: Path, out: Path) -> list[str]:
         # a fresh tree per instance: every one is the first of its series
         fresh = out / f.name
+        fresh.mkdir(parents=True, exist_ok=True)  # before the clock: --datadir's parent
         return [exe, "--xcrdir", str(f.parent), "--xcrfile", f.name, "--datadir", str(fresh / "data"),
                 "--logdir", str(fresh / "log")]  # fmt: skip
 
@@ -146,6 +147,7 @@ def main() -> int:
         order = contestants[rep % len(contestants) :] + contestants[: rep % len(contestants)]
         for name, make, subset in order:
             out = work / f"out-{rep}-{name.replace(' ', '_')}"
+            out.mkdir(exist_ok=True)  # --datadir's parent (only the last folder is created)
             for f in subset:
                 wall, cpu, peak = run_one(make(f, out))  # type: ignore[operator]
                 walls[name].append(wall)

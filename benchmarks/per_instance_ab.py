@@ -70,6 +70,8 @@ def main() -> int:
     cpu: dict[str, list[float]] = {k: [] for k in versions}
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         outs = {k: Path(work) / k for k in versions}
+        for folder in outs.values():
+            folder.mkdir()  # --datadir's parent (only the last folder is created)
         for k, src in versions.items():  # the series' first instance: its dump, not timed
             run_one(src, outs[k], args.corpus, names[0], args.script)
         for i in range(args.n):

@@ -88,6 +88,7 @@ def main() -> int:
     all_empty = ", ".join(f"pkg.m{i}" for i in range(EMPTY_MODULES))
 
     def door(pre: list[str], tree: str) -> Callable[[Path], list[str]]:
+        (work / tree).mkdir(exist_ok=True)  # --datadir's parent (only the last folder is made)
         return lambda f: [*pre, "--xcrdir", str(f.parent), "--xcrfile", f.name,
                           "-d", str(work / tree / "data"), "-l", str(work / tree / "log")]  # fmt: skip
 

@@ -234,6 +234,7 @@ def test_a_worker_killed_mid_task_loses_nothing_and_counts_nothing_twice(
 
     extra = ["--cleanup"] if mode == "move" else []
     data, log = tmp_path / "out" / "data", tmp_path / "out" / "log"
+    data.parent.mkdir()
     cmd = ["batch", str(src), "-d", str(data), "-l", str(log), "--dask", workers.address,
            "--log-ndjson", "--no-progress", *extra]  # fmt: skip
     from helpers import dicom_repack_exe
@@ -316,6 +317,7 @@ def test_a_worker_that_cannot_run_the_job_stops_the_run_in_one_line(
         "--no-progress", check=False, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 1
-    (line,) = proc.stderr.splitlines()
+    waiting, line = proc.stderr.splitlines()
+    assert waiting.startswith("dicom-repack batch: waiting up to 30 s for the Dask scheduler")
     assert "cannot run the job" in line and "a broken install" in line, line
     assert not any((tmp_path / "d").rglob("*.dcm")), "nothing filed"

@@ -58,7 +58,7 @@ def test_usage_errors_exit_2_and_touch_nothing(tmp_path: Path, mr: Path) -> None
     ):
         proc = run_cli(*args, check=False)
         assert proc.returncode == 2, args
-        assert "error" in proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("(see --help)\n")
     assert not (tmp_path / "d").exists()
 
 

@@ -125,6 +125,7 @@ def test_batch_skips_counts_and_lists_fifos_and_sockets(
 ) -> None:
     inbox = odd_inputs["inbox"]
     data = tmp_path / "data"
+    data.mkdir()
     # walked, given explicitly, and listed on stdin
     for i, args in enumerate(
         (

@@ -331,6 +331,7 @@ def test_hostile_names_file_where_rx_repack_files_them_and_nowhere_else(tmp_path
     assert [Path(x["src"]).name for x in rx_lines] == [f.name for f in files]
     jail = tmp_path / "a" / "b" / "c" / "jail"
     data, log = jail / "data", jail / "log"
+    jail.mkdir(parents=True)
     rx_tree = set(read_tree_tsv(RX / "hostile" / "data-tree.tsv"))
     ours_tree = set()
     for f in files:

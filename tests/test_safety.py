@@ -223,6 +223,7 @@ def test_no_tag_value_leaves_the_data_or_log_folder(
 ) -> None:
     files = hostile_instances(seed, tmp_path / "in")
     jail = tmp_path / "jail"
+    jail.mkdir()
     data, log = jail / "data", jail / "log"
     proc = run_cli(
         "batch",

@@ -379,9 +379,14 @@ def test_service_config_file_log_file_sighup_and_page(tmp_path: Path, mr: Path) 
         wait_filed(data, len(files), w.proc)
         with urllib.request.urlopen(url + "healthz", timeout=30) as rsp:
             assert rsp.status == 200
-        with urllib.request.urlopen(url + "metrics", timeout=30) as rsp:
-            metrics = rsp.read().decode()
-        assert f"dicom_repack_instances_stored_total {len(files)}" in metrics
+
+        def metrics() -> str:
+            with urllib.request.urlopen(url + "metrics", timeout=30) as rsp:
+                return str(rsp.read().decode())
+
+        # a file is on disk a moment before its outcome reaches the counters: wait for them
+        wanted = f"dicom_repack_instances_stored_total {len(files)}"
+        wait_for(lambda: wanted in metrics(), what="the page's count")
         os.rename(logfile, tmp_path / "watch.log.1")
         w.proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)

@@ -325,8 +325,9 @@ def compile_bytecode() -> str:
 
 
 def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]) -> int:
-    """Run the bench; return 0 when every contestant that ran was correct and complete,
-    1 when one failed, 130 when interrupted."""
+    """Run the bench; return 0 when every dicom-repack contestant that ran was correct and
+    complete (a peer failing its own checks is said in the verdict, not counted), 1 when
+    one failed, 130 when interrupted."""
     from rich.console import Console
 
     from ..core.sizes import parse_size
@@ -517,7 +518,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
         console.print("interrupted before the first run: nothing to report")
         return 130 if interrupted else 1
     table_console = Console()
-    if not table_console.is_terminal:
+    if not table_console.is_terminal and "COLUMNS" not in os.environ:
         table_console = Console(width=132)  # logs and CI: do not squeeze the table to 80
     report.print_table(results, table_console)
     console.print(f"report: {out / 'report.html'}")
@@ -529,7 +530,9 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
         console.print(f"output trees kept in {work}")
     if interrupted:
         return 130
-    return 1 if any(r["status"] == "failed" for r in results["summary"]["contestants"]) else 0
+    # a peer (px-repack, rx-repack) failing its own checks is reported, not our failure
+    ours = [r for r in results["summary"]["contestants"] if r["contestant"] not in report.PEERS]
+    return 1 if any(r["status"] == "failed" for r in ours) else 0
 
 
 def _run_rounds(
@@ -552,6 +555,7 @@ def _run_rounds(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .busy import cpu_times, during
     from .measure import run_tree
     from .scratch import Scratch
     from .verify import verify_run
@@ -612,6 +616,7 @@ def _run_rounds(
                 try:
                     if meter is not None:
                         meter.start()
+                    machine_before = cpu_times()
                     m = run_tree(
                         plan.argv,
                         stderr_path=str(ctx.stderr),
@@ -621,6 +626,7 @@ def _run_rounds(
                         env=plan.env,
                         stdin=stdin_f,
                     )
+                    machine_after = cpu_times()
                     energy = meter.stop() if meter is not None else None
                 finally:
                     if stdin_f is not None:
@@ -633,6 +639,7 @@ def _run_rounds(
                 with contextlib.suppress(OSError, ValueError):
                     details = json.loads(ctx.summary.read_text())
                 run = _run_record(c, rep, pos, m, energy, verdict, details, corpus, ctx, sample)
+                run["machine"] = during(machine_before, machine_after, m.cpu_s, m.wall_s)
                 results["runs"].append(run)
                 _checkpoint(results)
                 progress.update(

@@ -413,7 +413,7 @@ def main(argv: list[str]) -> int:
     from ..core.destination import DestinationError, check_writable
 
     try:
-        check_writable(args.out, "OUT")
+        check_writable(args.out, "OUT", parents=True)
     except DestinationError as exc:
         print(f"dicom-repack corpus: error: {exc}", file=sys.stderr)
         return 1

@@ -119,6 +119,18 @@ _METRICS = [
 #: figures that grow with the work done: scaled from a sample to the corpus
 _EXTENSIVE = ("wall_s", "cpu_s", "energy_kwh", "co2_kg")
 
+#: the other tools (and their pipelines) raced against: one failing its own checks is
+#: said in the verdict, but the bench's exit status counts only dicom-repack's contestants
+PEERS = ("px-repack", "rx-repack", "storescp-rx-repack")
+
+#: why a peer may fail the checks, said beside its failure (known, not our doing)
+PEER_NOTES = {
+    "rx-repack": "rx-repack 1.0.3 tears its pypx records when many instances (512) "
+    "arrive at once: concurrent writers without a lock",
+    "storescp-rx-repack": "rx-repack 1.0.3 tears its pypx records when many instances (512) "
+    "arrive at once: concurrent writers without a lock",
+}
+
 
 def _median(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
@@ -176,6 +188,12 @@ def summarize(
         for m in _METRICS:
             v = measured[m]
             row[m] = v * scale if (m in _EXTENSIVE and v is not None) else v
+        # the spread over the rounds (one noisy run says little): [min, max], scaled as above
+        row["range"] = {}
+        for m in ("wall_s", "cpu_s", "energy_kwh", "instances_per_s"):
+            vals = [float(r[m]) for r in done if r.get(m) is not None]
+            k = scale if m in _EXTENSIVE else 1.0
+            row["range"][m] = [min(vals) * k, max(vals) * k] if vals else None
         row["instances"] = corpus_instances if sampled else n_run
         row["bytes"] = corpus_bytes if sampled else b_run
         per_i: dict[str, float | None] = {}
@@ -240,7 +258,17 @@ def summarize(
         ):
             b, v = (baseline or {}).get(m), r.get(m)
             r[key] = _ratio(b, v) if ok and baseline is not None else None
+    busy = [
+        {
+            "contestant": r["contestant"],
+            "repetition": r.get("repetition"),
+            **(r.get("machine") or {}),
+        }
+        for r in runs
+        if (r.get("machine") or {}).get("busy")
+    ]
     return {
+        "busy_runs": busy,
         "baseline": baseline["contestant"] if baseline else None,
         "baseline_basis": basis if baseline else "no correct contestant",
         "rivals": rivals,
@@ -366,7 +394,32 @@ def fmt_ratio(x: float | None) -> str:
     if x < 0.95:
         inv = 1 / x
         return f"1/{inv:.1f}×" if inv < 100 else f"1/{inv:,.0f}×"
-    return f"{x:.1f}×" if x < 100 else f"{x:,.0f}×"
+    return f"{x:.1f}×" if x < 10 else f"{x:,.0f}×"
+
+
+def fmt_range(lo_hi: list[float] | None, fmt: Any) -> str:
+    """``(1.1–1.4 s)``: a figure's spread over the rounds, or "" for one round."""
+    if not lo_hi:
+        return ""
+    lo, hi = (fmt(v) for v in lo_hi)
+    return "" if lo == hi else f" ({lo}–{hi})"
+
+
+def busy_lines(results: dict[str, Any]) -> list[str]:
+    """One warning when the machine was busy during any run (other processes on the CPU,
+    or steal), naming the runs; each run's figures are in results.json ("machine")."""
+    busy = (results.get("summary") or {}).get("busy_runs") or []
+    if not busy:
+        return []
+    total = len([r for r in results.get("runs") or [] if not r.get("interrupted")])
+    others = max(float(b.get("others_cores") or 0) for b in busy)
+    steal = max(float(b.get("steal_pct") or 0) for b in busy)
+    which = ", ".join(f"{b['contestant']} run {b['repetition']}" for b in busy)
+    return [
+        f"WARNING: the machine was busy during {len(busy)} of {total} run(s) ({which}): "
+        f"other processes used up to {others:.1f} of {busy[0].get('cores')} cores, "
+        f"{steal:.1f}% stolen; those figures are less reliable (run on a quiet machine)."
+    ]
 
 
 def _faster(x: float) -> str:
@@ -416,8 +469,13 @@ def print_table(results: dict[str, Any], console: Any = None) -> None:
 
     console = console or Console()
     summary = results["summary"]
+    if console.width < TABLE_WIDTH:
+        _print_blocks(results, console)
+        _print_notes(results, console)
+        return
     table = Table(
-        title=f"dicom-repack bench: medians of {results['settings']['repeat']} run(s); "
+        title=f"dicom-repack bench: medians of {results['settings']['repeat']} run(s) "
+        "(min–max over the runs); "
         "× px / × rx: how many times faster (wall) and leaner (CPU) than px-repack / rx-repack",
         caption=_caption(results),
     )
@@ -442,12 +500,13 @@ def print_table(results: dict[str, Any], console: Any = None) -> None:
         )
         mark = " *" if r.get("sampled") else ""
         sampled = sampled or bool(mark)
+        rng = r.get("range") or {}
         table.add_row(
             r["label"] + mark,
             status,
-            fmt_duration(r["wall_s"]),
-            fmt_cpu(r["cpu_s"]),
-            fmt_energy(r["energy_kwh"]),
+            fmt_duration(r["wall_s"]) + fmt_range(rng.get("wall_s"), fmt_duration),
+            fmt_cpu(r["cpu_s"]) + fmt_range(rng.get("cpu_s"), fmt_cpu),
+            fmt_energy(r["energy_kwh"]) + fmt_range(rng.get("energy_kwh"), fmt_energy),
             f"{r['instances_per_s']:.0f}" if r["instances_per_s"] else "—",
             f"{r['mb_per_s']:.1f}" if r["mb_per_s"] else "—",
             _vs(r, "px", "speed"),
@@ -461,26 +520,98 @@ def print_table(results: dict[str, Any], console: Any = None) -> None:
             "* ran on an evenly spaced sample of the corpus; its wall, CPU and energy are "
             "scaled to the whole corpus by instance count (measured figures in results.json)"
         )
-    for rival, info in (summary.get("rivals") or {}).items():
-        if info["runs_failed"]:
-            console.print(
-                f"[red]{rival} FAILED the checks in {info['runs_failed']} of {info['runs']} "
-                f"run(s) ({'; '.join(info['problems'])}); ratios against it are for reference[/]"
-            )
+    _print_notes(results, console)
+
+
+#: columns the verdict table needs; a narrower terminal gets one block per contestant
+TABLE_WIDTH = 132
+
+
+def _print_blocks(results: dict[str, Any], console: Any) -> None:
+    """The verdict at 80 columns: one block per contestant, each figure whole, with its
+    spread over the rounds (min–max) when there was more than one."""
+    from rich.text import Text
+
+    summary = results["summary"]
+    rounds = results["settings"]["repeat"]
+    console.print(
+        Text(
+            f"dicom-repack bench: medians of {rounds} run(s)"
+            + (" (min–max over the runs)" if rounds > 1 else ""),
+            style="bold",
+        )
+    )
+    e_label = energy_label(results)
+    for r in _ordered(summary):
+        status = {"ok": "green", "failed": "bold red"}.get(r["status"], "yellow")
+        name = Text(r["label"] + (" *" if r.get("sampled") else ""), style="bold")
+        name.append("  ")
+        name.append("FAILED" if r["status"] == "failed" else r["status"], style=status)
+        console.print(name)
+        rng = r.get("range") or {}
+        figures = [
+            f"wall {fmt_duration(r['wall_s'])}{fmt_range(rng.get('wall_s'), fmt_duration)}",
+            f"CPU-s {fmt_cpu(r['cpu_s'])}{fmt_range(rng.get('cpu_s'), fmt_cpu)}",
+        ]
+        if r.get("energy_kwh") is not None:
+            energy = fmt_energy(r["energy_kwh"])
+            figures.append(f"{e_label} {energy}{fmt_range(rng.get('energy_kwh'), fmt_energy)}")
+        rate = f"{r['instances_per_s']:.0f} inst/s" if r["instances_per_s"] else ""
+        mbs = f"{r['mb_per_s']:.1f} MB/s" if r["mb_per_s"] else ""
+        figures.append(", ".join(x for x in (rate, mbs) if x) or "no rate")
+        for line in _pack(figures, "  ", console.width):
+            console.print(line, highlight=False, soft_wrap=True)
+        for rival in ("px", "rx"):
+            v = r.get(f"vs_{rival}")
+            if v and v.get("speed"):
+                console.print(
+                    f"    vs {rival}-repack: {_faster(v['speed'])}{_uses(v)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+
+def _pack(parts: list[str], indent: str, width: int) -> list[str]:
+    """``parts`` joined by two spaces into lines of at most ``width`` (a part is never cut)."""
+    lines: list[str] = []
+    line = ""
+    for part in parts:
+        if line and len(indent) + len(line) + 2 + len(part) > width:
+            lines.append(indent + line)
+            line = ""
+        line = f"{line}  {part}" if line else part
+    if line:
+        lines.append(indent + line)
+    return lines
+
+
+def _print_notes(results: dict[str, Any], console: Any) -> None:
+    """What the verdict means: the headline (rivals' failures, why, busy runs), skipped
+    contestants, failed runs, the energy hint, an interruption."""
+    from rich.text import Text
+
+    for line in headline(results):
+        style = "red" if "FAILED" in line else "yellow" if line.startswith("WARNING") else ""
+        console.print(Text(line, style=style))
     for c in results["contestants"]:
         if not c["available"]:
-            console.print(f"[dim]skipped {c['name']}: {c['skip_reason']}[/]")
+            console.print(Text(f"skipped {c['name']}: {c['skip_reason']}", style="dim"))
     for run in results["runs"]:
         if run["status"] == "failed":
             console.print(
-                f"[red]{run['contestant']} (run {run['repetition']}) FAILED: "
-                f"{'; '.join(run['problems'])}[/]"
+                Text(
+                    f"{run['contestant']} (run {run['repetition']}) FAILED: "
+                    f"{'; '.join(run['problems'])}",
+                    style="red",
+                )
             )
     method = results.get("energy_method") or {}
     if method.get("hint"):
-        console.print(f"[yellow]energy: {method['hint']}[/]")
+        console.print(Text(f"energy: {method['hint']}", style="yellow"))
     if not results.get("complete"):
-        console.print("[yellow]INCOMPLETE: interrupted; figures are from the runs that finished[/]")
+        console.print(
+            Text("INCOMPLETE: interrupted; figures are from the runs that finished", style="yellow")
+        )
 
 
 def describe_corpus_line(corpus: dict[str, Any]) -> str:
@@ -533,10 +664,9 @@ def headline(results: dict[str, Any]) -> list[str]:
         if not best:
             continue
         speed, r = max(best, key=lambda t: t[0])
-        cpu = r["vs_" + rival]["cpu"]
         out.append(
             f"Against {name}: the fastest here, {r['label']}, is {_faster(speed)}"
-            + (f" and uses {_leaner(cpu)}" if cpu else "")
+            + _uses(r["vs_" + rival])
             + "."
         )
         for drop_in in ("dicom-repack", "storescp-dicom-repack"):
@@ -545,12 +675,34 @@ def headline(results: dict[str, Any]) -> list[str]:
                 v = door["vs_" + rival]
                 out.append(
                     f"Against {name}: {door['label']} (the drop-in) is {_faster(v['speed'])}"
-                    + (f" and uses {_leaner(v['cpu'])}" if v["cpu"] else "")
+                    + _uses(v)
                     + "."
                 )
     if not out:
         out.append(f"Ratios against {s['baseline_basis']} (px-repack and rx-repack did not run).")
+    failed_peers = [
+        r["contestant"] for r in s["contestants"]
+        if r["contestant"] in PEERS and r["status"] == "failed"
+    ]  # fmt: skip
+    for note in dict.fromkeys(PEER_NOTES[p] for p in failed_peers if p in PEER_NOTES):
+        out.append(f"{note}; a peer's own failure, not counted in the exit status.")
+    out += busy_lines(results)
     return out
+
+
+def _uses(v: dict[str, Any]) -> str:
+    """`` and uses 3.1× less CPU and 2.9× less energy`` (what was measured)."""
+    parts = [_leaner(v["cpu"])] if v.get("cpu") else []
+    if v.get("energy"):
+        e = v["energy"]
+        parts.append(
+            "about as much energy"
+            if 0.95 <= e < 1.05
+            else f"{fmt_ratio(e)} less energy"
+            if e >= 1
+            else f"{fmt_ratio(1 / e)} more energy"
+        )
+    return f" and uses {' and '.join(parts)}" if parts else ""
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -778,12 +930,18 @@ def write_html(path: Path, results: dict[str, Any]) -> None:
         cls = "failed" if r["status"] == "failed" else "ok" if r["status"] == "ok" else ""
         mark = " *" if r.get("sampled") else ""
         any_sampled = any_sampled or bool(mark)
+        rng = r.get("range") or {}
+
+        def spread(m: str, fmt: Any, rng: dict[str, Any] = rng) -> str:
+            text = fmt_range(rng.get(m), fmt)
+            return f"<br><small class='muted'>{_esc(text.strip())}</small>" if text else ""
+
         parts.append(
             f"<tr class='contestant'><td>{_esc(r['label'])}{mark}</td>"
             f"<td class='{cls}'>{_esc(r['status'])}</td>"
-            f"<td>{fmt_duration(r['wall_s'])}</td>"
-            f"<td>{fmt_cpu(r['cpu_s'])}</td>"
-            f"<td>{fmt_energy(r['energy_kwh'])}</td>"
+            f"<td>{fmt_duration(r['wall_s'])}{spread('wall_s', fmt_duration)}</td>"
+            f"<td>{fmt_cpu(r['cpu_s'])}{spread('cpu_s', fmt_cpu)}</td>"
+            f"<td>{fmt_energy(r['energy_kwh'])}{spread('energy_kwh', fmt_energy)}</td>"
             f"<td>{(r['instances_per_s'] or 0):.0f}</td><td>{(r['mb_per_s'] or 0):.1f}</td>"
             f"<td>{_vs(r, 'px', 'speed')}</td><td>{_vs(r, 'px', 'cpu')}</td>"
             f"<td>{_vs(r, 'px', 'energy')}</td>"

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DESTINATION_ERRNOS", "DestinationError", "check_writable", "is_destination_errno"]
+__all__ = [
+    "DESTINATION_ERRNOS",
+    "DestinationError",
+    "check_writable",
+    "is_destination_errno",
+    "refuse_missing_parent",
+]
 
 
 class DestinationError(Exception):
@@ -33,8 +39,29 @@ def is_destination_errno(errno_value: int | None) -> bool:
     return errno.errorcode.get(errno_value) in DESTINATION_ERRNOS
 
 
-def check_writable(folder: str, what: str = "folder") -> None:
+def refuse_missing_parent(folder: str, what: str = "folder") -> None:
+    """DestinationError when ``folder`` does not exist and neither does its parent.
+
+    A mistyped ``--datadir /srv/dicm/data`` would otherwise be created, parents and
+    all, and instances filed where nobody looks. Only the last folder of a path is
+    ever created unless the operator says ``--parents``. One ``stat`` when the
+    folder exists (the per-instance door's usual case).
+    """
+    if os.path.isdir(folder):
+        return
+    parent = os.path.dirname(os.path.abspath(folder))
+    if not os.path.isdir(parent):
+        raise DestinationError(
+            f"{what} {folder}: its parent folder {parent} does not exist "
+            "(give --parents to create it)"
+        )
+
+
+def check_writable(folder: str, what: str = "folder", *, parents: bool = False) -> None:
     """Create ``folder`` if needed and prove a file can be created in it; else DestinationError.
+
+    Only the folder itself is created; a missing parent is refused (a mistyped
+    path) unless ``parents`` (the doors' ``--parents``).
 
     ``what`` names the folder in the message (``"--datadir"``). The proof is a
     real write: an unnamed file (``O_TMPFILE``, which leaves nothing behind even
@@ -50,6 +77,8 @@ def check_writable(folder: str, what: str = "folder") -> None:
             sys.stderr.write(f"dicom-repack: error: {exc}\\n")
             return 1
     """
+    if not parents:
+        refuse_missing_parent(folder, what)
     try:
         os.makedirs(folder, exist_ok=True)
         if not os.path.isdir(folder):

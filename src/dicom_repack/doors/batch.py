@@ -94,6 +94,37 @@ class Summary:
         )
 
 
+class _Counter:
+    """The files under the inputs, counted by a second walk in a thread, ahead of the
+    workers, so that the progress bar has a total (and an ETA) early.
+
+    The walk is :func:`iter_paths` itself, streamed (its memory is the folders'
+    depth, not the files'); it only counts, and stops when the batch ends first.
+    Started only once the workers are forked (no thread before a fork).
+    """
+
+    def __init__(self, paths: list[str], exclude: list[str], done: Callable[[int], None]) -> None:
+        self._paths, self._exclude, self._done = paths, exclude, done
+        self._stopped = False  # a flag, not an Event: no threading import without a bar
+
+    def start(self) -> None:
+        import threading
+
+        threading.Thread(target=self._count, name="count", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _count(self) -> None:
+        n = 0
+        for _ in iter_paths(self._paths, exclude=self._exclude):
+            if self._stopped:
+                return
+            n += 1
+        if not self._stopped:
+            self._done(n)
+
+
 def iter_paths(
     paths: Iterable[str], *, exclude: Iterable[str] = (), stdin: Iterable[str] | None = None
 ) -> Iterator[str]:
@@ -343,11 +374,10 @@ def _flags() -> tuple[Flag, ...]:
 def build_parser() -> argparse.ArgumentParser:
     """argparse's view of the batch door's options: for --help, usage errors and any
     command line :func:`~.options.parse_plain` leaves to it."""
-    import argparse
-
     from .options import BATCH, DESTINATION, FILING, INDEX, LAYOUT, LAYOUT_HELP, add_arguments
+    from .usage import OneLineParser
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dicom-repack batch",
         description=(
             "Repack every DICOM file under the given folders (recursively), or the paths listed "
@@ -376,7 +406,7 @@ class _Options:
 
 
 def _usage_error(message: str) -> NoReturn:
-    """argparse's usage line and ``message`` on stderr, exit 2 (argparse is imported now)."""
+    """``message`` as one line on stderr, exit 2 (doors/usage.py; argparse is imported now)."""
     build_parser().error(message)
 
 
@@ -415,7 +445,7 @@ def main(argv: list[str]) -> int:
     destinations = [(ns.datadir, "--datadir")] + ([(ns.logdir, "--logdir")] if ns.logdir else [])
     try:
         for folder, what in destinations:
-            check_writable(folder, what)
+            check_writable(folder, what, parents=ns.parents)
     except DestinationError as exc:
         sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}; nothing was done\n")
         return EXIT_FAILED
@@ -444,17 +474,45 @@ def main(argv: list[str]) -> int:
         nonlocal progress, task
         if ns.no_progress or not sys.stderr.isatty():
             return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         progress = Progress(
             TextColumn("repacking"),
             BarColumn(bar_width=None),
-            TextColumn("{task.completed} instances"),
+            TextColumn("{task.completed} of {task.fields[of]} files"),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             transient=True,
+            console=Console(stderr=True),  # stdout is for the summary (or NDJSON lines)
         )
-        task = progress.add_task("repack", total=None)
+        task = progress.add_task("repack", total=None, of="?")
         progress.start()
+        if "-" not in ns.paths:  # stdin cannot be read twice: its total comes at its end
+            counting.start()
+
+    def know_total(n: int) -> None:
+        """The number of files, once known: the bar gets a total and an ETA."""
+        if progress is not None and task is not None:
+            progress.update(task, total=n, of=n)
+
+    counting = _Counter(ns.paths, exclude, know_total)
+    walked = [0]  # paths handed to the workers so far
+
+    def walk() -> Iterator[str]:
+        """The streamed walk the workers take; at its end the total is known for sure."""
+        for path in iter_paths(ns.paths, exclude=exclude):
+            walked[0] += 1
+            yield path
+        counting.stop()
+        know_total(walked[0])
 
     skipped_names: list[tuple[str, str]] = []
     stopped: list[str] = []
@@ -489,9 +547,17 @@ def main(argv: list[str]) -> int:
             from .dask_batch import run as run_on_dask
 
             start_progress()
+            if not ns.dask.startswith("local:"):
+                from .dask_batch import CONNECT_TIMEOUT
+
+                sys.stderr.write(
+                    f"dicom-repack batch: waiting up to {CONNECT_TIMEOUT} s for the Dask "
+                    f"scheduler at {one_line(ns.dask)}\n"
+                )
+                sys.stderr.flush()
             try:
                 summary = run_on_dask(
-                    iter_paths(ns.paths, exclude=exclude),
+                    walk(),
                     config,
                     address=ns.dask,
                     move=ns.cleanup,
@@ -503,7 +569,7 @@ def main(argv: list[str]) -> int:
                 return 1
         else:
             summary = run(
-                iter_paths(ns.paths, exclude=exclude),
+                walk(),
                 config,
                 move=ns.cleanup,
                 jobs=ns.jobs,
@@ -517,12 +583,17 @@ def main(argv: list[str]) -> int:
         )
         return EXIT_INTERRUPTED
     finally:
+        counting.stop()
         if progress is not None:
             progress.stop()
         if ndjson is not None:
             ndjson.close()
-    if ns.strict:
+    if ns.strict:  # each skipped file is a failure (already named), counted once
         summary.failed += summary.skipped
+        summary.skipped = summary.not_regular = 0
+    if walked[0] == 0 and not stopped:
+        where = ", ".join(one_line(p) if p != "-" else "stdin" for p in ns.paths)
+        sys.stderr.write(f"dicom-repack batch: no files found under {where}\n")
     for why, name in skipped_names:
         sys.stderr.write(f"dicom-repack: skipped ({why}): {one_line(name)}\n")
     if summary.skipped > len(skipped_names):

@@ -348,7 +348,11 @@ def connect(address: str) -> tuple[Client, Any]:
             silence_logs=logging.ERROR,
         )
         return dd.Client(cluster), cluster
-    return dd.Client(address, timeout="30s"), None
+    return dd.Client(address, timeout=f"{CONNECT_TIMEOUT}s"), None
+
+
+#: seconds to wait for a remote scheduler before giving up (batch says so at once)
+CONNECT_TIMEOUT = 30
 
 
 def parse_address(address: str) -> str | None:

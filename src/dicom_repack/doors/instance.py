@@ -73,12 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     from .options import LAYOUT_HELP, add_arguments
+    from .usage import RawDefaultsFormatter
 
     parser = argparse.ArgumentParser(
         prog="dicom-repack",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDefaultsFormatter,
     )
     add_arguments(parser, INSTANCE + DESTINATION + FILING + INDEX)
     add_arguments(parser, LAYOUT, title="layout", description=LAYOUT_HELP)
@@ -185,8 +186,7 @@ def main(argv: list[str]) -> int:
         except TemplateError as exc:
             raise UsageError(str(exc)) from None
     except UsageError as exc:
-        usage = build_parser().format_usage()
-        sys.stderr.write(f"{usage}dicom-repack: error: {one_line(str(exc))}\n")
+        sys.stderr.write(f"dicom-repack: {one_line(str(exc))} (see --help)\n")
         return EXIT_USAGE
 
     from ..core.repack import Config, Repacker
@@ -203,6 +203,17 @@ def main(argv: list[str]) -> int:
         index=index_from(opts),
         index_mode="pending",  # one instance per process: no SQLite start (core/index.py)
     )
+    folders = (config.datadir, config.logdir or config.datadir)
+    if not opts.get("parents") and not all(map(os.path.isdir, folders)):  # one stat each
+        from ..core.destination import DestinationError, refuse_missing_parent
+
+        try:
+            refuse_missing_parent(config.datadir, "--datadir")
+            if config.logdir:
+                refuse_missing_parent(config.logdir, "--logdir")
+        except DestinationError as exc:
+            sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}\n")
+            return EXIT_FAILED
     repacker = Repacker(config)
     move = bool(opts.get("cleanup"))
     ndjson = None

@@ -95,8 +95,11 @@ DATADIR: Flag = (("-d", "--datadir"), "datadir", VALUE,
     "root of the packed tree (required)", None, None, None)  # fmt: skip
 LOGDIR: Flag = (("-l", "--logdir"), "logdir", VALUE,
     "pypx log folder; records are written only when given", None, None, None)  # fmt: skip
+PARENTS: Flag = (("--parents",), "parents", BOOL,
+    "create missing parent folders of --datadir and --logdir (default: only the last folder "
+    "is created, so that a mistyped path is refused rather than made)", None, None, None)  # fmt: skip
 #: Where instances and records go: every door.
-DESTINATION = (DATADIR, LOGDIR)
+DESTINATION = (DATADIR, LOGDIR, PARENTS)
 
 CLEANUP: Flag = (("--cleanup",), "cleanup", BOOL,
     "move instead of copy: the source is removed only once its copy and records are complete",

@@ -41,6 +41,7 @@ from ..core.index import (
 from ..core.index_rows import INDEX_KEYWORDS, row_for
 from ..core.repack import REQUIRED
 from ..core.tree import open_file
+from .usage import OneLineParser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ def rebuild(datadir: str, index: str, logdir: str | None = None) -> Rebuilt:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="dicom-repack index",
         description="Maintain the SQLite index of filed instances (read by `dicom-repack status`).",
     )

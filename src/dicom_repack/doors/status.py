@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..core.index import DEFAULT_NAME, IndexFailure, connect_reader, default_path
+from .usage import OneLineParser
 
 if TYPE_CHECKING:
     import sqlite3
@@ -280,22 +281,26 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _table(doc: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+#: columns the full table needs to show every cell uncut (below: one block per series)
+WIDE = 120
 
-    t = doc["totals"]
-    table = Table(
-        title=f"{t['patients']} patients, {t['studies']} studies, {t['series']} series, "
-        f"{t['instances']} instances, {_size(t['bytes'])}",
-        caption=f"index {doc['index']}; complete = quiet {doc['series_idle_s']:g} s "
-        "or association ended",
-    )
-    for col in ("Patient", "Study", "Series", "Instances", "Bytes", "First", "Last", "State"):
-        right = col in ("Instances", "Bytes")
-        table.add_column(col, justify="right" if right else "left", no_wrap=col != "Series")
+
+def _console() -> Any:
+    """A rich Console at the terminal's width (``COLUMNS`` when set); a pipe gets 160."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=160)
+    return console
+
+
+def _rows(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """One dict per series, each cell as shown (the same words in both views)."""
+    rows = []
     for p in doc["patients"]:
-        who = p["PatientID"]
         for s in p["studies"]:
             study = " ".join(x for x in (s["StudyDate"], s["AccessionNumber"]) if x)
             for x in s["series"]:
@@ -305,24 +310,87 @@ def _table(doc: dict[str, Any]) -> None:
                 series = " ".join(
                     str(v) for v in (x["SeriesNumber"], x["Modality"], x["SeriesDescription"]) if v
                 )
-                state = {"complete": "[green]complete", "receiving": "[yellow]receiving"}.get(
-                    x["state"], "[red]" + x["state"]
+                rows.append(
+                    {
+                        "Patient": p["PatientID"],
+                        "Study": study,
+                        "Series": series or x["SeriesInstanceUID"],
+                        "Instances": count,
+                        "Bytes": _size(x["bytes"]),
+                        "First": _short(x["first"]),
+                        "Last": _short(x["last"]),
+                        "State": x["state"],
+                    }
                 )
-                table.add_row(
-                    who,
-                    study,
-                    series or x["SeriesInstanceUID"],
-                    count,
-                    _size(x["bytes"]),
-                    _short(x["first"]),
-                    _short(x["last"]),
-                    state,
-                )
-                who = study = ""
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    console.print(table)
+    return rows
+
+
+_STYLE = {"complete": "green", "receiving": "yellow"}
+
+
+def _table(doc: dict[str, Any], *, wide: bool = False) -> None:
+    """The table when it fits (or ``--wide``); else one block per series, so that at 80
+    columns every header and every value is shown whole, never cut."""
+    from rich.table import Table
+    from rich.text import Text
+
+    t = doc["totals"]
+    title = (
+        f"{t['patients']} patients, {t['studies']} studies, {t['series']} series, "
+        f"{t['instances']} instances, {_size(t['bytes'])}"
+    )
+    caption = (
+        f"index {doc['index']}; complete = quiet {doc['series_idle_s']:g} s or association ended"
+    )
+    console = _console()
+    rows = _rows(doc)
+    if wide or console.width >= WIDE:
+        table = Table(title=title, caption=caption)
+        for col in ("Patient", "Study", "Series", "Instances", "Bytes", "First", "Last", "State"):
+            right = col in ("Instances", "Bytes")
+            table.add_column(col, justify="right" if right else "left", no_wrap=col != "Series")
+        for i, row in enumerate(rows):
+            first = i == 0 or (row["Patient"], row["Study"]) != (
+                rows[i - 1]["Patient"],
+                rows[i - 1]["Study"],
+            )
+            cells = [Text(v) for v in row.values()]
+            cells[-1].stylize(_STYLE.get(row["State"], "red"))
+            if not first:
+                cells[0] = cells[1] = Text("")
+            table.add_row(*cells)
+        if wide:  # as wide as the table needs: the terminal wraps, nothing is cut
+            from rich.console import Console
+
+            need = Console(width=10_000).measure(table).maximum
+            console = Console(width=max(console.width, need))
+        console.print(table)
+        return
+    console.print(Text(title, style="italic"), soft_wrap=True)
+    last: tuple[str, str] | None = None
+    for row in rows:
+        if (row["Patient"], row["Study"]) != last:
+            last = (row["Patient"], row["Study"])
+            head = Text.assemble(("Patient ", "bold"), row["Patient"])
+            if row["Study"]:
+                head.append_text(Text.assemble(("  Study ", "bold"), row["Study"]))
+            console.print(head, soft_wrap=True)
+        console.print(Text.assemble("  ", ("Series ", "bold"), row["Series"]), soft_wrap=True)
+        line = Text("    ")
+        for col in ("Instances", "Bytes", "State"):
+            value = Text(row[col], style=_STYLE.get(row[col], "red") if col == "State" else "")
+            line.append_text(Text.assemble((f"{col} ", "bold"), value, "  "))
+        line.rstrip()
+        console.print(line, soft_wrap=True)
+        console.print(
+            Text.assemble(
+                "    ", ("First ", "bold"), row["First"], "  ", ("Last ", "bold"), row["Last"]
+            ),
+            soft_wrap=True,
+        )
+    idle = doc["series_idle_s"]
+    console.print(Text(f"complete = quiet {idle:g} s or association ended", style="dim"))
+    console.print(Text(f"index {doc['index']}", style="dim"), soft_wrap=True)  # whole, to copy
 
 
 def _short(iso: str | None) -> str:
@@ -357,7 +425,7 @@ def _date(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="dicom-repack status",
         description="What arrived: patients, studies and series from the index, with instance "
         "counts, bytes, first/last arrival and completeness.",
@@ -382,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a series quiet this long counts as complete (default {DEFAULT_IDLE:g})",
     )
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="the full table whatever the terminal's width (default: the table when the "
+        f"terminal has {WIDE} columns, else one block per series)",
+    )
     return p
 
 
@@ -400,5 +474,5 @@ def main(argv: list[str]) -> int:
 
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        _table(doc)
+        _table(doc, wide=ns.wide)
     return 0

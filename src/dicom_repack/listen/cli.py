@@ -22,7 +22,6 @@ import ssl
 import sys
 import threading
 import time
-from typing import NoReturn
 
 from ..core.destination import DestinationError, check_writable
 from ..core.errors import TemplateError
@@ -31,6 +30,7 @@ from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..core.source import PathSource
 from ..doors import options
+from ..doors.usage import OneLineParser
 from .activity import Activity
 from .assoc import Policy
 from .limits import Limits
@@ -150,14 +150,15 @@ def _status_for(outcome: Outcome) -> int:
 
 
 class _Refused(Exception):
-    """A configuration that cannot work: one line, exit 2, before anything is served."""
+    """A configuration that cannot work: one line, exit 2, before anything is served.
 
+    ``status`` is 1 instead when the command line is right but the machine refuses
+    (an unusable data or log folder, a busy port): README, "Exit status and errors".
+    """
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line (the operator's log keeps one line per refusal)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _port(text: str) -> int:
@@ -204,16 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     Raises ValueError naming the variable when one cannot be read.
     """
-    p = _OneLineParser(
+    p = OneLineParser(
         prog="dicom-repack listen",
         description="DICOM Storage SCP (C-ECHO, C-STORE) that files each instance in process. "
         f"Every option may also be set as an environment variable {ENV_PREFIX}<OPTION> "
         "(upper case, '-' as '_'); flags win.",
     )
     net = p.add_argument_group("network")
+    net.add_argument(
+        "port_word",
+        nargs="?",
+        type=_port,
+        metavar="PORT",
+        help="TCP port, as storescp takes it (the same as --port)",
+    )
     net.add_argument("--port", type=_port, default=11112, help="TCP port (0: pick a free one)")
     net.add_argument("--bind", default="0.0.0.0", help="address to listen on (default: all)")
-    net.add_argument("--aet", default="DICOM-REPACK", help="our AE title")
+    net.add_argument("--aet", "-aet", default="DICOM-REPACK", help="our AE title")
     net.add_argument(
         "--require-called-aet",
         action="store_true",
@@ -345,7 +353,7 @@ def _env_defaults(parser: argparse.ArgumentParser) -> None:
     A value the option's type refuses raises ValueError naming the variable.
     """
     for action in parser._actions:  # argparse has no public iterator over its options
-        if not action.option_strings or action.dest == "help":
+        if not action.option_strings or action.dest in ("help", "version"):
             continue
         name = ENV_PREFIX + action.dest.upper()
         action.help = f"{action.help or ''} [env: {name}]".strip()
@@ -390,6 +398,10 @@ def main(argv: list[str]) -> int:
         print(f"dicom-repack listen: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    if args.port_word is not None:
+        if "--port" in argv or any(a.startswith("--port=") for a in argv):
+            parser.error("the port is given twice (PORT and --port)")
+        args.port = args.port_word
     try:
         setup_logging(args.log_level, args.log_file)
     except OSError as exc:
@@ -399,7 +411,7 @@ def main(argv: list[str]) -> int:
         return _run(args)
     except _Refused as exc:
         print(f"dicom-repack listen: {exc}", file=sys.stderr)
-        return 2
+        return exc.status
 
 
 def _check_destinations(args: argparse.Namespace) -> None:
@@ -407,9 +419,9 @@ def _check_destinations(args: argparse.Namespace) -> None:
     for flag, folder in (("--datadir", args.datadir), ("--logdir", args.logdir)):
         if folder:
             try:
-                check_writable(folder, flag)
+                check_writable(folder, flag, parents=args.parents)
             except DestinationError as exc:
-                raise _Refused(str(exc)) from None
+                raise _Refused(f"{exc}; nothing was done", 1) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -451,12 +463,35 @@ def _run(args: argparse.Namespace) -> int:
             f"dicom-repack listen: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr
         )
         return 1
+    limits = Limits(config.max_associations, config.memory_budget, workers)
+    serving: list[StorageServer] = []  # the one server, when it runs in this process
+    stopping = threading.Event()  # SIGTERM came: the page's /healthz says so
+    try:
+        about = {
+            "door": "listen",
+            "port": sock.getsockname()[1],
+            "ae_title": args.aet,
+            "workers": workers,
+            "datadir": os.path.abspath(args.datadir),
+            "logdir": os.path.abspath(args.logdir) if args.logdir else "",
+            "index": os.path.abspath(repack_config.index) if repack_config.index else "",
+        }
+        live = _live(
+            args, shared, limits, activity, repack_config.index, serving, workers, stopping, about
+        )
+    except OSError as exc:  # a busy --http port: refused as a busy DICOM port is
+        sock.close()
+        http_host, http_port = args.http
+        print(
+            f"dicom-repack listen: cannot serve --http on {http_host}:{http_port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
     host, port = sock.getsockname()[:2]
     started_line = (
         f"dicom-repack listen: listening on {host}:{port} as {args.aet}{' (TLS)' if ctx else ''}"
         f"{f' ({workers} workers)' if workers > 1 else ''}"
     )
-    limits = Limits(config.max_associations, config.memory_budget, workers)
     started = time.monotonic()
     if workers == 1:
         server = StorageServer(
@@ -464,6 +499,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         _observe(server, activity, shared, 0)
         server.adopt(sock)
+        serving.append(server)
 
         watchdog: threading.Timer | None = None
 
@@ -476,7 +512,7 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         print(started_line, file=sys.stderr, flush=True)
-        live = _live(args, shared, limits, activity, repack_config.index, server)
+        _start_live(live, stopping)
         if watch is not None:
             watch.start()
         server.serve_forever()
@@ -486,6 +522,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
 
         def make_server(index: int, relay: Relay) -> StorageServer:
+            if live is not None:  # the page is the parent's: a worker does not hold its port
+                live.httpd.socket.close()
             # filed instances go up the pipe only when the parent watches series
             seen = relay if watch is not None else None
             server = StorageServer(
@@ -496,9 +534,8 @@ def _run(args: argparse.Namespace) -> int:
             return server
 
         def on_started() -> None:
-            nonlocal live
             print(started_line, file=sys.stderr, flush=True)
-            live = _live(args, shared, limits, activity, repack_config.index, None)
+            _start_live(live, stopping)
             if watch is not None:
                 watch.start()
 
@@ -579,14 +616,41 @@ def _live(
     limits: Limits,
     activity: Activity,
     index: str | None,
-    server: StorageServer | None,
+    serving: list[StorageServer],
+    workers: int,
+    stopping: threading.Event,
+    about: dict[str, object],
 ) -> LiveServer | None:
-    """Start ``--http`` (in the process that sees every worker's counters), or None."""
+    """``--http``'s server, bound but not started (see :func:`_start_live`), or None.
+
+    Bound before anything is served, so that a busy port is refused at start
+    (OSError) rather than leaving a receiver without its page. ``serving`` holds
+    the server once it exists (one worker: the page lists its associations);
+    ``stopping`` is set on SIGTERM (``/healthz`` then says so).
+    """
     if not args.http:
         return None
     from .http import LiveServer, LiveState
 
-    stopping = threading.Event()
+    state = LiveState(
+        counters,
+        limits,
+        activity,
+        index=index,
+        series_idle=args.series_idle or 10.0,
+        active=(lambda: [a for s in serving for a in s.active.values()]) if workers == 1 else None,
+        healthy=lambda: not stopping.is_set(),
+        about=about,
+    )
+    host, port = args.http
+    return LiveServer(host, port, state)
+
+
+def _start_live(live: LiveServer | None, stopping: threading.Event) -> None:
+    """Serve the page (in the process that sees every worker's counters), once the
+    door's own signal handlers are in place: SIGTERM sets ``stopping``, then theirs runs."""
+    if live is None:
+        return
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         stopping.set()
@@ -595,23 +659,9 @@ def _live(
 
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, on_term)
-    state = LiveState(
-        counters,
-        limits,
-        activity,
-        index=index,
-        series_idle=args.series_idle or 10.0,
-        active=(lambda: list(server.active.values())) if server is not None else None,
-        healthy=lambda: not stopping.is_set(),
-    )
-    try:
-        host, port = args.http
-        live = LiveServer(host, port, state).start()
-    except OSError as exc:
-        LOG.error("--http %s:%d: %s; no live page", args.http[0], args.http[1], exc)
-        return None
-    print(f"dicom-repack listen: live page on {live.url}", file=sys.stderr, flush=True)
-    return live
+    if live is not None:
+        live.start()
+        print(f"dicom-repack listen: live page on {live.url}", file=sys.stderr, flush=True)
 
 
 def _cores() -> int:

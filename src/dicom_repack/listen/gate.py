@@ -100,9 +100,8 @@ class Gate:
 
     Counters bumped through ``count(name)``: ``connections`` for every accepted
     socket, ``dropped`` for each closed before it associated (ARTIM timeout,
-    pushed out as the oldest, or closed by the peer), ``aborted`` for each
-    answered with an A-ABORT (a first PDU that is not a request, or too long),
-    ``rejected`` for each answered with A-ASSOCIATE-RJ (its request outgrew the
+    pushed out as the oldest, closed by the peer, or answered with an A-ABORT: a
+    first PDU that is not a request, or too long), ``rejected`` for each answered with A-ASSOCIATE-RJ (its request outgrew the
     memory budget: ``reserve`` refused).
 
     Memory: each waiting connection holds at most :data:`MAX_ASSOCIATE_RQ` bytes,
@@ -313,8 +312,11 @@ class Gate:
             self._drop(first, f"no association request within {self.artim:g} s")
 
     def _abort(self, w: _Waiting, reason: int, why: str) -> None:
+        """Answer a connection that sent something else than a request with A-ABORT; it
+        never associated, so it counts as dropped before associating, not as an aborted
+        association (one stray byte is not an association)."""
         LOG.info("%s: protocol error, aborting: %s", w.peer, why)
-        self.count("aborted")
+        self.count("dropped")
         with contextlib.suppress(OSError, ValueError):
             w.sock.send(bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, reason)))
         self._close(w)

@@ -37,6 +37,7 @@ import collections
 import contextlib
 import io
 import ipaddress
+import itertools
 import json
 import logging
 import socket
@@ -64,6 +65,8 @@ REQUEST_TIMEOUT = 10.0
 RECENT_S = 3600.0
 #: instances/s is averaged over this window
 RATE_WINDOW_S = 10.0
+#: the rate graph: one point per RATE_WINDOW_S over this many seconds (kept in memory)
+HISTORY_S = 600.0
 
 
 class LiveState:
@@ -79,6 +82,7 @@ class LiveState:
         series_idle: float,
         active: Callable[[], list[Any]] | None = None,
         healthy: Callable[[], bool] = lambda: True,
+        about: dict[str, object] | None = None,
     ) -> None:
         self.counters = counters
         self.limits = limits
@@ -88,8 +92,12 @@ class LiveState:
         #: this process's open associations (one process only), else None: from the index
         self.active = active
         self.healthy = healthy
+        #: what the page says the service is: door, port, AE title, data and log folders
+        self.about = dict(about or {})
         self.started = time.time()
-        self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=64)
+        self._samples: collections.deque[tuple[float, int, int]] = collections.deque(
+            maxlen=int(HISTORY_S) + 2
+        )  # one a second: ~600 small tuples, the graph's memory
         self._lock = threading.Lock()
 
     def sample(self) -> None:
@@ -111,6 +119,45 @@ class LiveState:
             return 0.0, 0.0
         return (last[1] - first[1]) / span, (last[2] - first[2]) / span
 
+    def _history(self) -> list[list[float]]:
+        """``[seconds ago, instances/s]`` per RATE_WINDOW_S over the last HISTORY_S."""
+        with self._lock:
+            samples = list(self._samples)
+        if len(samples) < 2:
+            return []
+        now = samples[-1][0]
+        step = max(1, int(RATE_WINDOW_S))
+        points = samples[::-1][::step][::-1]  # every step-th sample, ending with the last
+        out = []
+        for a, b in itertools.pairwise(points):
+            span = b[0] - a[0]
+            if span > 0:
+                out.append([round(now - b[0], 1), round((b[1] - a[1]) / span, 2)])
+        return out
+
+    def _disk(self) -> list[dict[str, object]]:
+        """Free bytes where the service writes (its data and log folders)."""
+        import os
+
+        out: list[dict[str, object]] = []
+        for name in ("datadir", "logdir"):
+            folder = self.about.get(name)
+            if not folder:
+                continue
+            try:
+                st = os.statvfs(str(folder))
+            except OSError:
+                continue
+            out.append(
+                {
+                    "folder": name,
+                    "path": folder,
+                    "free_bytes": st.f_bavail * st.f_frsize,
+                    "size_bytes": st.f_blocks * st.f_frsize,
+                }
+            )
+        return out
+
     def document(self) -> dict[str, object]:
         """The /api/status JSON."""
         totals = self.counters.totals()
@@ -127,6 +174,10 @@ class LiveState:
             },
             "instances_per_s": round(per_s, 2),
             "bytes_per_s": round(bytes_per_s, 1),
+            "rate_window_s": RATE_WINDOW_S,
+            "rate_history": self._history(),
+            "about": self.about,
+            "disk": self._disk(),
             "active_associations": associations,
             "inflight_bytes": inflight,
             "index": self.index,
@@ -162,12 +213,18 @@ class LiveState:
         try:
             since = time.time() - RECENT_S
             if self.active is None:
+                # an open association's own row is written when it ends: count what it
+                # filed so far from the instances it brought (same peer, since it started)
                 out["associations"] = [
                     dict(r)
                     for r in conn.execute(
-                        "SELECT peer, calling_ae, called_ae, started, instances, bytes "
-                        "FROM associations WHERE ended IS NULL AND started >= ? "
-                        "ORDER BY started",
+                        "SELECT a.peer, a.calling_ae, a.called_ae, a.started, "
+                        "(SELECT COUNT(*) FROM instances i WHERE i.peer = a.peer "
+                        " AND i.filed_at >= a.started) AS instances, "
+                        "(SELECT COALESCE(SUM(i.size), 0) FROM instances i WHERE i.peer = a.peer "
+                        " AND i.filed_at >= a.started) AS bytes "
+                        "FROM associations a WHERE a.ended IS NULL AND a.started >= ? "
+                        "ORDER BY a.started",
                         (self.started - 1,),
                     )
                 ]
@@ -281,9 +338,12 @@ class LiveServer:
         return f"http://{host}:{port}/"
 
     def start(self) -> LiveServer:
+        self._started = True
         for t in self._threads:
             t.start()
         return self
+
+    _started = False
 
     def _sampler(self) -> None:
         while not self._stop.wait(1.0):
@@ -291,7 +351,8 @@ class LiveServer:
 
     def stop(self) -> None:
         self._stop.set()
-        self.httpd.shutdown()
+        if self._started:  # shutdown() waits for serve_forever, which never ran otherwise
+            self.httpd.shutdown()
         self.httpd.server_close()
 
 
@@ -397,6 +458,13 @@ class _Handler(BaseHTTPRequestHandler):
         raw = _UntilDeadline(self.connection, time.monotonic() + REQUEST_TIMEOUT)
         self.rfile = io.BufferedReader(raw)
 
+    #: answering HEAD: the same status and headers as GET, no body
+    head = False
+
+    def do_HEAD(self) -> None:
+        self.head = True
+        self.do_GET()
+
     def do_GET(self) -> None:
         if not host_allowed(self.headers.get("Host"), self.names):
             self._send(421, "text/plain", b"misdirected request: not a name of this server\n")
@@ -423,7 +491,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if not self.head:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # requests are not worth a log line each
@@ -446,11 +515,16 @@ table{border-collapse:collapse;margin-top:.3em} td,th{padding:2px 8px;border-bot
 <div class="cards">
  <div class="card">instances filed<b id="stored">-</b></div>
  <div class="card">failed<b id="failed">-</b></div>
- <div class="card">instances/s<b id="rate">-</b></div>
+ <div class="card">instances/s <span class="muted" id="window"></span><b id="rate">-</b></div>
  <div class="card">received<b id="bytes">-</b></div>
  <div class="card">associations open<b id="active">-</b></div>
  <div class="card">in flight<b id="inflight">-</b></div>
 </div>
+<h2>Instances/s, last <span id="span">10</span> minutes</h2>
+<svg id="graph" width="600" height="80" viewBox="0 0 600 80" role="img" style="border:1px solid #ddd"
+ aria-label="instances per second"><polyline id="line" fill="none" stroke="#2a6" stroke-width="2"
+ points=""/><text id="peak" x="4" y="12" font-size="11" fill="#888"></text></svg>
+<h2>Service</h2><table id="about"></table>
 <h2>Active associations</h2><table id="assocs"></table>
 <h2>Series in progress</h2><table id="progress"></table>
 <h2>Recently completed series</h2><table id="completed"></table>
@@ -481,6 +555,18 @@ async function refresh() {
     $("active").textContent = d.active_associations;
     $("inflight").textContent = mb(d.inflight_bytes);
     $("health").textContent = d.healthy ? "serving" : "stopping";
+    $("window").textContent = "(last " + d.rate_window_s + " s)";
+    const h = d.rate_history || [], top = Math.max(1, ...h.map(p => p[1]));
+    const span = 600;
+    $("line").setAttribute("points", h.map(p =>
+      ((span - p[0]) / span * 600).toFixed(1) + "," + (78 - p[1] / top * 64).toFixed(1)).join(" "));
+    $("graph").dataset.points = h.length;
+    $("peak").textContent = "peak " + top.toFixed(1) + "/s";
+    const a = d.about || {};
+    const about = Object.entries(a).map(([k, v]) => [k, String(v)]);
+    (d.disk || []).forEach(x => about.push(["free in " + x.folder, (x.free_bytes / 1e9).toFixed(1) +
+      " GB of " + (x.size_bytes / 1e9).toFixed(1) + " GB"]));
+    rows("about", ["", ""], about, r => r);
     rows("assocs", ["peer", "calling AE", "called AE", "since", "instances", "bytes"], d.associations,
          a => [a.peer, a.calling_ae, a.called_ae, t(a.started), a.instances, mb(a.bytes || 0)]);
     const series = s => [s.PatientID, s.SeriesNumber + " " + (s.SeriesDescription || ""), s.Modality || "",

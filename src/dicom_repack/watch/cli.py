@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import threading
-from typing import NoReturn
 
 from ..core.destination import DestinationError, check_writable
 from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
@@ -29,6 +28,7 @@ from ..core.jsonio import NdjsonLog
 from ..core.outcome import Outcome
 from ..core.repack import Config
 from ..doors import options
+from ..doors.usage import OneLineParser
 from ..listen.service import (
     ConfigError,
     add_series_arguments,
@@ -49,17 +49,10 @@ ENV_PREFIX = "DICOM_REPACK_WATCH_"
 LOG = logging.getLogger("dicom_repack.watch")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line (a service's log keeps one line per refusal)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The watch door's options: batch's destination, filing, index, layout and jobs
     (declared once in doors/options.py), its own, and listen's service options."""
-    p = _OneLineParser(
+    p = OneLineParser(
         prog="dicom-repack watch",
         description=(
             "Watch the folders a receiver writes into (storescp -od DIR, an SFTP drop, a "
@@ -119,7 +112,7 @@ def main(argv: list[str]) -> int:
     for folder, flag in ((args.datadir, "--datadir"), (args.logdir, "--logdir")):
         if folder:
             try:
-                check_writable(folder, flag)
+                check_writable(folder, flag, parents=args.parents)
             except DestinationError as exc:
                 print(f"dicom-repack watch: {exc}; nothing was done", file=sys.stderr)
                 return EXIT_FAILED
@@ -238,11 +231,20 @@ def _serve(
         healthy.set()
         if series is not None:
             series.start()
-        if args.http:
-            page = _live(args, config, activity, table, healthy)
-            if page is not None:
-                live.append(page)
+        for page in live:
+            page.start()
+            print(f"dicom-repack watch: live page on {page.url}", file=sys.stderr, flush=True)
 
+    if args.http:  # bound now: a busy port is refused before anything is watched
+        try:
+            live.append(_live(args, config, activity, table, healthy))
+        except OSError as exc:
+            watcher.close()
+            host, port = args.http
+            print(
+                f"dicom-repack watch: cannot serve --http on {host}:{port}: {exc}", file=sys.stderr
+            )
+            return EXIT_FAILED
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
@@ -267,8 +269,9 @@ def _live(
     activity: object,
     counters: object,
     healthy: threading.Event,
-) -> LiveServer | None:
-    """``--http``: listen's page, /api/status, /metrics and /healthz, on this door's counters."""
+) -> LiveServer:
+    """``--http``: listen's page, /api/status, /metrics and /healthz, on this door's counters;
+    bound, not yet started (OSError when the port is busy)."""
     from ..listen.activity import Activity
     from ..listen.http import LiveServer, LiveState
     from ..listen.limits import Limits
@@ -283,15 +286,16 @@ def _live(
         series_idle=args.series_idle or 10.0,
         active=list,
         healthy=healthy.is_set,
+        about={
+            "door": "watch",
+            "watching": ", ".join(os.path.abspath(p) for p in args.paths),
+            "datadir": os.path.abspath(config.datadir),
+            "logdir": os.path.abspath(config.logdir) if config.logdir else "",
+            "index": os.path.abspath(config.index) if config.index else "",
+        },
     )
     host, port = args.http
-    try:
-        live = LiveServer(host, port, state).start()
-    except OSError as exc:
-        LOG.error("--http %s:%d: %s; no live page", host, port, exc)
-        return None
-    print(f"dicom-repack watch: live page on {live.url}", file=sys.stderr, flush=True)
-    return live
+    return LiveServer(host, port, state)
 
 
 def _cores() -> int:
