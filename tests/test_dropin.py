@@ -64,11 +64,12 @@ def test_series_dump_is_the_same_whichever_door_filed_the_series(tmp_path: Path)
     files = write_set("mr-explicit", tmp_path / "gen")
     src = tmp_path / "in"
     names = _shuffled_copy(files, src)
-    one = tmp_path / "one"
+    one, batch = tmp_path / "one", tmp_path / "batch"
+    one.mkdir()
+    batch.mkdir()
     for rel in names:
         run_cli("--xcrdirfile", str(src / rel), "-d", str(one / "data"), "-l", str(one / "log"),
                 "--no-index")  # fmt: skip
-    batch = tmp_path / "batch"
     run_cli("batch", str(src), "-d", str(batch / "data"), "-l", str(batch / "log"), "-j", "1",
             "--no-progress", "--no-index")  # fmt: skip
     a = read_records(one / "log", str((one / "data").resolve()))
