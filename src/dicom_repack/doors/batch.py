@@ -226,7 +226,10 @@ def run(
     before any thread starts. ``on_started()`` is called once they are (the
     place to start a progress bar's thread).
     """
-    jobs = jobs or os.cpu_count() or 1
+    if not jobs:
+        from .fork_pool import usable_cores
+
+        jobs = usable_cores()
     summary = Summary()
     start = time.perf_counter()
     stopping = [False]

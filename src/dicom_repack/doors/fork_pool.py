@@ -56,7 +56,16 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
 
-__all__ = ["LOST", "NOT_ATTEMPTED", "PAUSE", "ForkPool"]
+__all__ = ["LOST", "NOT_ATTEMPTED", "PAUSE", "ForkPool", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a container's cpuset):
+    how many workers a door starts by default (batch, watch, listen)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 class _Marker:

@@ -30,6 +30,7 @@ from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..core.source import PathSource
 from ..doors import options
+from ..doors.fork_pool import usable_cores
 from ..doors.usage import OneLineParser
 from .activity import Activity
 from .assoc import Policy
@@ -432,7 +433,7 @@ def _run(args: argparse.Namespace) -> int:
         raise _Refused(str(exc)) from None
     _check_destinations(args)
     Spool(args.datadir).sweep()
-    workers = args.workers or _cores()
+    workers = args.workers or usable_cores()
 
     lines: NdjsonLog | None = None
     if args.log_ndjson:
@@ -662,14 +663,6 @@ def _start_live(live: LiveServer | None, stopping: threading.Event) -> None:
     if live is not None:
         live.start()
         print(f"dicom-repack listen: live page on {live.url}", file=sys.stderr, flush=True)
-
-
-def _cores() -> int:
-    """The cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _server_config(args: argparse.Namespace, ctx: ssl.SSLContext | None) -> ServerConfig:

@@ -28,6 +28,7 @@ from ..core.jsonio import NdjsonLog
 from ..core.outcome import Outcome
 from ..core.repack import Config
 from ..doors import options
+from ..doors.fork_pool import usable_cores
 from ..doors.usage import OneLineParser
 from ..listen.service import (
     ConfigError,
@@ -196,7 +197,7 @@ def _serve(
         else:
             LOG.warning("%s", outcome.error)
 
-    jobs = args.jobs if args.jobs is not None else _cores()
+    jobs = args.jobs if args.jobs is not None else usable_cores()
     watcher = Watcher(
         args.paths,
         config,
@@ -296,11 +297,3 @@ def _live(
     )
     host, port = args.http
     return LiveServer(host, port, state)
-
-
-def _cores() -> int:
-    """The cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
