@@ -6,6 +6,7 @@ a decision (and a failing test), not an accident.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -102,20 +103,22 @@ def test_documented_example_runs(mr: Path, tmp_path: Path) -> None:
 def test_every_error_has_one_base_and_a_stable_unique_code() -> None:
     """The NDJSON ``error_kind`` and the metrics' ``kind`` are these codes (a contract,
     docs/api.md): pinned here, so renaming a class cannot change what users read."""
-    import importlib
-    import pkgutil
-
-    from dicom_repack.core.errors import DicomRepackError
-
-    for info in pkgutil.walk_packages(dicom_repack.__path__, "dicom_repack."):
-        if not info.name.endswith(("__main__", ".dictionary", ".private_dictionary")):
-            importlib.import_module(info.name)
-
-    def below(cls: type[DicomRepackError]) -> list[type[DicomRepackError]]:
-        subs: list[type[DicomRepackError]] = cls.__subclasses__()
-        return [cls] + [s for c in subs for s in below(c)]
-
-    codes = {cls.__name__: cls.code for cls in below(DicomRepackError)}
+    # in a process of its own: importing every module brings pynetdicom, which adds UIDs
+    # to pydicom's dictionary for the rest of this process (tests/test_dump.py compares it)
+    script = (
+        "import importlib, json, pkgutil, dicom_repack\n"
+        "from dicom_repack.core.errors import DicomRepackError\n"
+        "for info in pkgutil.walk_packages(dicom_repack.__path__, 'dicom_repack.'):\n"
+        "    if not info.name.endswith(('__main__', '.dictionary', '.private_dictionary')):\n"
+        "        importlib.import_module(info.name)\n"
+        "def below(cls):\n"
+        "    return [cls] + [s for c in cls.__subclasses__() for s in below(c)]\n"
+        "print(json.dumps({c.__name__: c.code for c in below(DicomRepackError)}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    codes: dict[str, str] = json.loads(done.stdout)
     assert len(set(codes.values())) == len(codes), codes
     pinned = {
         "RepackError": "RepackError",
