@@ -18,12 +18,17 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dicom_repack.doors import batch as batch_door
 from helpers import dicom_repack_exe, run_cli
 from test_dump import pydicom_imports
 from test_source_goes_last import assert_filed_once, files_under, sha
 
-#: a corpus long enough to be caught mid-run on a busy 2-core machine
-N = 600
+#: the paths a pooled batch (--jobs 2) reads before it forks its workers
+#: (doors/batch.py: jobs x _CHUNK_MAX x 4): the kill tests write these, and a few more,
+#: on the batch's stdin, which they keep open, so the batch has work in hand and cannot
+#: end before the test has signalled it, however fast or busy the machine
+HEAD = 2 * batch_door._CHUNK_MAX * 4
+N = HEAD + 16
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +60,35 @@ def _communicate(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]
 
 
 def _start(inbox: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
-    """A pooled batch (2 workers) of ``inbox``, in its own session (process group)."""
+    """A pooled batch (2 workers) of the paths under ``inbox``, given on its stdin (``batch -``),
+    in its own session (process group). Stdin stays open: the batch waits for more paths,
+    so it is still running when the test signals it (the test closes stdin when it wants
+    the batch to see the end of its input; ``_communicate`` does)."""
     argv = [
-        dicom_repack_exe(), "batch", str(inbox), "--datadir", str(tmp_path / "data"),
+        dicom_repack_exe(), "batch", "-", "--datadir", str(tmp_path / "data"),
         "--logdir", str(tmp_path / "log"), "--no-progress", "--jobs", "2", *extra,
     ]  # fmt: skip
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         argv,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+    paths = sorted(inbox.rglob("*.dcm"))
+    assert len(paths) > HEAD, "fewer paths than the batch reads before it starts its workers"
+    assert proc.stdin is not None
+    proc.stdin.write("".join(f"{p}\n" for p in paths))
+    proc.stdin.flush()
+    return proc
 
 
 def _when_filed(proc: subprocess.Popen[str], data: Path, count: int) -> list[int]:
     """Wait until ``data`` holds ``count`` instances; the batch's worker pids then."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the batch ended before it could be interrupted"
+        assert proc.poll() is None, "the batch ended with its stdin still open"
         if data.exists() and sum(1 for _ in data.rglob("*.dcm")) >= count:
             workers = [c.pid for c in psutil.Process(proc.pid).children()]
             assert len(workers) == 2, workers
@@ -116,6 +131,7 @@ def inbox(small_corpus: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_the_run_in_one_line_and_reaps_every_worker(
     inbox: Path, tmp_path: Path
 ) -> None:
@@ -138,6 +154,7 @@ def test_ctrl_c_ends_the_run_in_one_line_and_reaps_every_worker(
     _rerun_files_everything(originals, inbox, tmp_path, "--cleanup")
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_batch_alone_leaves_no_worker_behind(inbox: Path, tmp_path: Path) -> None:
     """kill -9 of the batch process only (not its group): its workers notice and exit
     after their current instance, without a traceback; a re-run finishes the job."""
@@ -151,6 +168,7 @@ def test_kill_9_of_the_batch_alone_leaves_no_worker_behind(inbox: Path, tmp_path
     _rerun_files_everything(originals, inbox, tmp_path, "--cleanup")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_ends_the_run_with_its_instances_named(inbox: Path, tmp_path: Path) -> None:
     """kill -9 of one worker mid-run: the run does not hang; it stops, names in one line
     each the instances that worker held (not known to be filed), exits 1; the other
@@ -159,7 +177,7 @@ def test_a_killed_worker_ends_the_run_with_its_instances_named(inbox: Path, tmp_
     proc = _start(inbox, tmp_path)
     workers = _when_filed(proc, tmp_path / "data", 20)
     os.kill(workers[0], signal.SIGKILL)
-    out, err = _communicate(proc, 120)
+    out, err = _communicate(proc, 120)  # closes stdin: a batch waiting for more paths goes on
     assert proc.returncode == 1, out + err
     assert "Traceback" not in err, err
     lost = [line for line in err.splitlines() if "not known to be filed" in line]
