@@ -31,18 +31,33 @@ HEAD = 2 * batch_door._CHUNK_MAX * 4
 N = HEAD + 16
 
 
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """N small instances (~25 KB: pydicom's CT_small/MR_small as seeds) in 4 patients."""
+#: enough for a pooled batch (more than the 4 a batch files in its own process), for the
+#: tests that only need the pool to run
+FEW = 40
+
+
+def _corpus(tmp_path_factory: pytest.TempPathFactory, count: int) -> Path:
+    """``count`` small instances (~25 KB: pydicom's CT_small/MR_small as seeds) in 4 patients."""
     import pydicom.data
 
     seeds = tmp_path_factory.mktemp("seeds")
     for name in ("CT_small.dcm", "MR_small.dcm"):
         shutil.copy(pydicom.data.get_testdata_file(name), seeds / name)  # type: ignore[arg-type]
     out = tmp_path_factory.mktemp("small") / "corpus"
-    run_cli("corpus", str(out), "--from", str(seeds), "--instances", str(N), "-q")
+    run_cli("corpus", str(out), "--from", str(seeds), "--instances", str(count), "-q")
     (out / "corpus.json").unlink()
     return out
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """N instances: the kill tests' corpus."""
+    return _corpus(tmp_path_factory, N)
+
+
+@pytest.fixture(scope="module")
+def few_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _corpus(tmp_path_factory, FEW)
 
 
 def _communicate(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
@@ -131,6 +146,13 @@ def inbox(small_corpus: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.fixture()
+def few(few_corpus: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "in"
+    shutil.copytree(few_corpus, copy)
+    return copy
+
+
 @pytest.mark.slow
 def test_ctrl_c_ends_the_run_in_one_line_and_reaps_every_worker(
     inbox: Path, tmp_path: Path
@@ -190,14 +212,14 @@ def test_a_killed_worker_ends_the_run_with_its_instances_named(inbox: Path, tmp_
     _rerun_files_everything(originals, inbox, tmp_path)
 
 
-def test_a_pooled_batch_starts_without_multiprocessing(inbox: Path, tmp_path: Path) -> None:
+def test_a_pooled_batch_starts_without_multiprocessing(few: Path, tmp_path: Path) -> None:
     """The pool is os.fork and pipes: none of multiprocessing's imports (pickle, socket,
     threading...) nor pydicom; outcomes and NDJSON lines come back from the workers."""
     env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # python -X importtime
-    for extra in list(inbox.rglob("*.dcm"))[8:]:
+    for extra in list(few.rglob("*.dcm"))[8:]:
         extra.unlink()
     proc = run_cli(
-        "batch", str(inbox), "--datadir", str(tmp_path / "data"), "--logdir",
+        "batch", str(few), "--datadir", str(tmp_path / "data"), "--logdir",
         str(tmp_path / "log"), "--no-progress", "--jobs", "2",
         "--log-ndjson", str(tmp_path / "log.ndjson"), env=env,
     )  # fmt: skip
@@ -215,7 +237,7 @@ def test_a_pooled_batch_starts_without_multiprocessing(inbox: Path, tmp_path: Pa
     assert len(lines) == 8
 
 
-def test_progress_bar_on_a_terminal_with_the_pool(inbox: Path, tmp_path: Path) -> None:
+def test_progress_bar_on_a_terminal_with_the_pool(few: Path, tmp_path: Path) -> None:
     """On a terminal the progress bar shows (its thread starts after the workers are
     forked: a thread's held locks must not be copied into them) and the run completes."""
     import pty
@@ -238,7 +260,7 @@ def test_progress_bar_on_a_terminal_with_the_pool(inbox: Path, tmp_path: Path) -
     reader.start()
     try:
         proc = subprocess.run(
-            [dicom_repack_exe(), "batch", str(inbox), "--datadir", str(tmp_path / "data"),
+            [dicom_repack_exe(), "batch", str(few), "--datadir", str(tmp_path / "data"),
              "--jobs", "2"],
             stdout=terminal, stderr=terminal, timeout=300,
         )  # fmt: skip
@@ -247,6 +269,6 @@ def test_progress_bar_on_a_terminal_with_the_pool(inbox: Path, tmp_path: Path) -
         reader.join(timeout=10)
         os.close(controller)
     assert proc.returncode == 0, bytes(shown).decode(errors="replace")
-    assert f"{N} instances filed".encode() in shown
+    assert f"{FEW} instances filed".encode() in shown
     assert b"repacking" in shown
     assert b"Traceback" not in shown

@@ -57,6 +57,7 @@ def metric(text: str, name: str) -> float:
     return float(m.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.dcmtk
 @pytest.mark.chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")

@@ -45,6 +45,7 @@ def start_line(*args: str, env: dict[str, str] | None = None) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_config_file_then_environment_then_flags(tmp_path: Path) -> None:
     config = tmp_path / "listen.toml"
     config.write_text(
