@@ -28,12 +28,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from pydicom import Dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,6 +106,23 @@ def run_cli(*args: str, check: bool = True, **kw: object) -> subprocess.Complete
     if check and proc.returncode != 0:
         fail(f"dicom-repack {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@contextmanager
+def sqlite_db(path: Path | str) -> Iterator[sqlite3.Connection]:
+    """A connection to the SQLite file at ``path``, committed and closed at the end.
+
+    ``with sqlite3.connect(path) as conn`` commits but does not close, and Python 3.13
+    reports the connection left to the garbage collector (a ResourceWarning: an error here).
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
 
 
 # -- files and trees -----------------------------------------------------------------------

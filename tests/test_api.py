@@ -74,27 +74,27 @@ def test_documented_example_runs(mr: Path, tmp_path: Path) -> None:
     src = incoming / first.name
     src.write_bytes(first.read_bytes())
 
-    repacker = Repacker(
+    with Repacker(
         Config(str(tmp_path / "data"), logdir=str(tmp_path / "log"), layout=Layout.rx())
-    )
-    outcome = repacker.repack_path(str(src), move=True)
-    assert isinstance(outcome, Outcome)
-    assert outcome.ok and outcome.error is None, outcome.error
-    assert outcome.dst is not None and Path(outcome.dst).is_file() and not src.exists()
-    assert outcome.patient_id == "PH1000"
-    assert (tmp_path / "log" / "patientData" / "PH1000.json").is_file()
+    ) as repacker:
+        outcome = repacker.repack_path(str(src), move=True)
+        assert isinstance(outcome, Outcome)
+        assert outcome.ok and outcome.error is None, outcome.error
+        assert outcome.dst is not None and Path(outcome.dst).is_file() and not src.exists()
+        assert outcome.patient_id == "PH1000"
+        assert (tmp_path / "log" / "patientData" / "PH1000.json").is_file()
 
-    header = read_header(str(second), ("PatientID", "SeriesDescription", "AccessionNumber"))
-    assert header.get("PatientID") == "PH1000"
-    assert header.get("SeriesDescription") == "t1_mprage_sag"
-    assert header.get("StationName") is None  # not asked for
+        header = read_header(str(second), ("PatientID", "SeriesDescription", "AccessionNumber"))
+        assert header.get("PatientID") == "PH1000"
+        assert header.get("SeriesDescription") == "t1_mprage_sag"
+        assert header.get("StationName") is None  # not asked for
 
-    bad = incoming / "notes.txt"
-    bad.write_text("not DICOM")
-    failed = repacker.repack_path(str(bad))
-    assert not failed.ok and failed.skipped and str(bad) in (failed.error or "")
-    with pytest.raises(RepackError):
-        read_header(str(bad), ("PatientID",))
+        bad = incoming / "notes.txt"
+        bad.write_text("not DICOM")
+        failed = repacker.repack_path(str(bad))
+        assert not failed.ok and failed.skipped and str(bad) in (failed.error or "")
+        with pytest.raises(RepackError):
+            read_header(str(bad), ("PatientID",))
 
     plan = Layout.px().plan(header.values)
     assert plan.relpath.count("/") == 3

@@ -18,26 +18,46 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dicom_repack.doors import batch as batch_door
 from helpers import dicom_repack_exe, run_cli
 from test_dump import pydicom_imports
 from test_source_goes_last import assert_filed_once, files_under, sha
 
-#: a corpus long enough to be caught mid-run on a busy 2-core machine
-N = 600
+#: the paths a pooled batch (--jobs 2) reads before it forks its workers
+#: (doors/batch.py: jobs x _CHUNK_MAX x 4): the kill tests write these, and a few more,
+#: on the batch's stdin, which they keep open, so the batch has work in hand and cannot
+#: end before the test has signalled it, however fast or busy the machine
+HEAD = 2 * batch_door._CHUNK_MAX * 4
+N = HEAD + 16
 
 
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """N small instances (~25 KB: pydicom's CT_small/MR_small as seeds) in 4 patients."""
+#: enough for a pooled batch (more than the 4 a batch files in its own process), for the
+#: tests that only need the pool to run
+FEW = 40
+
+
+def _corpus(tmp_path_factory: pytest.TempPathFactory, count: int) -> Path:
+    """``count`` small instances (~25 KB: pydicom's CT_small/MR_small as seeds) in 4 patients."""
     import pydicom.data
 
     seeds = tmp_path_factory.mktemp("seeds")
     for name in ("CT_small.dcm", "MR_small.dcm"):
         shutil.copy(pydicom.data.get_testdata_file(name), seeds / name)  # type: ignore[arg-type]
     out = tmp_path_factory.mktemp("small") / "corpus"
-    run_cli("corpus", str(out), "--from", str(seeds), "--instances", str(N), "-q")
+    run_cli("corpus", str(out), "--from", str(seeds), "--instances", str(count), "-q")
     (out / "corpus.json").unlink()
     return out
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """N instances: the kill tests' corpus."""
+    return _corpus(tmp_path_factory, N)
+
+
+@pytest.fixture(scope="module")
+def few_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _corpus(tmp_path_factory, FEW)
 
 
 def _communicate(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
@@ -55,25 +75,35 @@ def _communicate(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]
 
 
 def _start(inbox: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
-    """A pooled batch (2 workers) of ``inbox``, in its own session (process group)."""
+    """A pooled batch (2 workers) of the paths under ``inbox``, given on its stdin (``batch -``),
+    in its own session (process group). Stdin stays open: the batch waits for more paths,
+    so it is still running when the test signals it (the test closes stdin when it wants
+    the batch to see the end of its input; ``_communicate`` does)."""
     argv = [
-        dicom_repack_exe(), "batch", str(inbox), "--datadir", str(tmp_path / "data"),
+        dicom_repack_exe(), "batch", "-", "--datadir", str(tmp_path / "data"),
         "--logdir", str(tmp_path / "log"), "--no-progress", "--jobs", "2", *extra,
     ]  # fmt: skip
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         argv,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+    paths = sorted(inbox.rglob("*.dcm"))
+    assert len(paths) > HEAD, "fewer paths than the batch reads before it starts its workers"
+    assert proc.stdin is not None
+    proc.stdin.write("".join(f"{p}\n" for p in paths))
+    proc.stdin.flush()
+    return proc
 
 
 def _when_filed(proc: subprocess.Popen[str], data: Path, count: int) -> list[int]:
     """Wait until ``data`` holds ``count`` instances; the batch's worker pids then."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the batch ended before it could be interrupted"
+        assert proc.poll() is None, "the batch ended with its stdin still open"
         if data.exists() and sum(1 for _ in data.rglob("*.dcm")) >= count:
             workers = [c.pid for c in psutil.Process(proc.pid).children()]
             assert len(workers) == 2, workers
@@ -116,6 +146,14 @@ def inbox(small_corpus: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.fixture()
+def few(few_corpus: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "in"
+    shutil.copytree(few_corpus, copy)
+    return copy
+
+
+@pytest.mark.slow
 def test_ctrl_c_ends_the_run_in_one_line_and_reaps_every_worker(
     inbox: Path, tmp_path: Path
 ) -> None:
@@ -138,6 +176,7 @@ def test_ctrl_c_ends_the_run_in_one_line_and_reaps_every_worker(
     _rerun_files_everything(originals, inbox, tmp_path, "--cleanup")
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_batch_alone_leaves_no_worker_behind(inbox: Path, tmp_path: Path) -> None:
     """kill -9 of the batch process only (not its group): its workers notice and exit
     after their current instance, without a traceback; a re-run finishes the job."""
@@ -151,6 +190,7 @@ def test_kill_9_of_the_batch_alone_leaves_no_worker_behind(inbox: Path, tmp_path
     _rerun_files_everything(originals, inbox, tmp_path, "--cleanup")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_ends_the_run_with_its_instances_named(inbox: Path, tmp_path: Path) -> None:
     """kill -9 of one worker mid-run: the run does not hang; it stops, names in one line
     each the instances that worker held (not known to be filed), exits 1; the other
@@ -159,7 +199,7 @@ def test_a_killed_worker_ends_the_run_with_its_instances_named(inbox: Path, tmp_
     proc = _start(inbox, tmp_path)
     workers = _when_filed(proc, tmp_path / "data", 20)
     os.kill(workers[0], signal.SIGKILL)
-    out, err = _communicate(proc, 120)
+    out, err = _communicate(proc, 120)  # closes stdin: a batch waiting for more paths goes on
     assert proc.returncode == 1, out + err
     assert "Traceback" not in err, err
     lost = [line for line in err.splitlines() if "not known to be filed" in line]
@@ -172,14 +212,14 @@ def test_a_killed_worker_ends_the_run_with_its_instances_named(inbox: Path, tmp_
     _rerun_files_everything(originals, inbox, tmp_path)
 
 
-def test_a_pooled_batch_starts_without_multiprocessing(inbox: Path, tmp_path: Path) -> None:
+def test_a_pooled_batch_starts_without_multiprocessing(few: Path, tmp_path: Path) -> None:
     """The pool is os.fork and pipes: none of multiprocessing's imports (pickle, socket,
     threading...) nor pydicom; outcomes and NDJSON lines come back from the workers."""
     env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # python -X importtime
-    for extra in list(inbox.rglob("*.dcm"))[8:]:
+    for extra in list(few.rglob("*.dcm"))[8:]:
         extra.unlink()
     proc = run_cli(
-        "batch", str(inbox), "--datadir", str(tmp_path / "data"), "--logdir",
+        "batch", str(few), "--datadir", str(tmp_path / "data"), "--logdir",
         str(tmp_path / "log"), "--no-progress", "--jobs", "2",
         "--log-ndjson", str(tmp_path / "log.ndjson"), env=env,
     )  # fmt: skip
@@ -197,7 +237,7 @@ def test_a_pooled_batch_starts_without_multiprocessing(inbox: Path, tmp_path: Pa
     assert len(lines) == 8
 
 
-def test_progress_bar_on_a_terminal_with_the_pool(inbox: Path, tmp_path: Path) -> None:
+def test_progress_bar_on_a_terminal_with_the_pool(few: Path, tmp_path: Path) -> None:
     """On a terminal the progress bar shows (its thread starts after the workers are
     forked: a thread's held locks must not be copied into them) and the run completes."""
     import pty
@@ -220,7 +260,7 @@ def test_progress_bar_on_a_terminal_with_the_pool(inbox: Path, tmp_path: Path) -
     reader.start()
     try:
         proc = subprocess.run(
-            [dicom_repack_exe(), "batch", str(inbox), "--datadir", str(tmp_path / "data"),
+            [dicom_repack_exe(), "batch", str(few), "--datadir", str(tmp_path / "data"),
              "--jobs", "2"],
             stdout=terminal, stderr=terminal, timeout=300,
         )  # fmt: skip
@@ -229,6 +269,6 @@ def test_progress_bar_on_a_terminal_with_the_pool(inbox: Path, tmp_path: Path) -
         reader.join(timeout=10)
         os.close(controller)
     assert proc.returncode == 0, bytes(shown).decode(errors="replace")
-    assert f"{N} instances filed".encode() in shown
+    assert f"{FEW} instances filed".encode() in shown
     assert b"repacking" in shown
     assert b"Traceback" not in shown

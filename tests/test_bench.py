@@ -194,6 +194,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
     return _bench(tmp, "--no-setup")
 
 
+@pytest.mark.slow
 def test_bench_reports_every_contestant_correct(full_run: tuple[int, Path]) -> None:
     rc, out = full_run
     assert rc == 0
@@ -269,6 +270,7 @@ def test_emptied_run_trees_keep_their_files_at_zero_bytes(tmp_path: Path) -> Non
     assert scratch.deleted_between_runs == 0
 
 
+@pytest.mark.slow
 def test_bench_ratios_against_px_or_the_slowest(full_run: tuple[int, Path]) -> None:
     _, out = full_run
     summary = json.loads((out / "results.json").read_text())["summary"]
@@ -285,6 +287,7 @@ def test_bench_ratios_against_px_or_the_slowest(full_run: tuple[int, Path]) -> N
         assert r["per_instance"]["cpu_s"] == pytest.approx(r["cpu_s"] / 20)
 
 
+@pytest.mark.slow
 def test_bench_writes_csv_emissions_and_report(full_run: tuple[int, Path]) -> None:
     _, out = full_run
     with open(out / "results.csv", newline="") as fh:
@@ -310,6 +313,7 @@ def test_bench_writes_csv_emissions_and_report(full_run: tuple[int, Path]) -> No
     assert "synthetic MR phantoms" in html
 
 
+@pytest.mark.slow
 def test_a_contestant_that_loses_or_damages_an_instance_fails(tmp_path: Path) -> None:
     """Two fakes: one silently drops one instance, one truncates each output by a byte.
     Both exit 0 like a correct program, and both must be reported FAILED."""
@@ -357,6 +361,7 @@ def test_list_and_selection(capsys: pytest.CaptureFixture[str]) -> None:
         bench_cli.main(["--only", "no-such-contestant", "--list"])
 
 
+@pytest.mark.slow
 def test_bench_on_a_given_corpus_ignores_non_dicom_files(tmp_path: Path) -> None:
     corpus = tmp_path / "given"
     corpus_mod.generate_corpus(corpus, corpus_mod.CorpusSpec(instances=12, patients=1))
@@ -370,14 +375,16 @@ def test_bench_on_a_given_corpus_ignores_non_dicom_files(tmp_path: Path) -> None
     assert (corpus / "README.md").exists() and len(corpus_mod.find_instances(corpus)) == 12
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     """A slow contestant is interrupted mid-run: the finished run is kept, the bench's
     files are still written, and everything is marked incomplete."""
     out = tmp_path / "out"
     work = tmp_path / "work"
+    started = tmp_path / "started"  # made by the slow contestant's first instance
     slow = (
-        f'slow=sh -c \'sleep 1; exec {PROGRAM} --xcrdir "$0" --xcrfile "$1" --datadir "$2" '
-        '--logdir "$3"\' {xcrdir} {xcrfile} {datadir} {logdir}'
+        f'slow=sh -c \'touch {started}; sleep 1; exec {PROGRAM} --xcrdir "$0" --xcrfile "$1" '
+        '--datadir "$2" --logdir "$3"\' {xcrdir} {xcrfile} {datadir} {logdir}'
     )
     proc = subprocess.Popen(
         [
@@ -403,10 +410,12 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(work.glob("*/runs/slow-1")):
-        time.sleep(0.1)
-    time.sleep(1.5)
+    # the signal goes once the slow contestant has an instance in hand (not after a guess
+    # at how long the bench takes to get there): its driver is running and stops mid-run
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not started.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    assert started.exists(), "the slow contestant never started an instance"
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output.decode()
@@ -420,6 +429,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     assert not list(work.glob("dicom-repack-bench-*"))  # scratch removed without --keep
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (shutil.which("px-repack") or os.environ.get("PX_REPACK")),
     reason="px-repack not installed (benchmarks/setup-px-repack.sh; or PX_REPACK=path)",
@@ -461,6 +471,7 @@ def _fake_px_repack(tmp_path: Path) -> Path:
     return fake
 
 
+@pytest.mark.slow
 def test_px_repack_runs_a_sample_scaled_by_instance_count(tmp_path: Path) -> None:
     """px-repack (~0.5 s of CPU per instance) runs on an evenly spaced sample; its row
     is scaled to the corpus by instance count, says so, and keeps the measured figures."""
@@ -494,6 +505,7 @@ def test_px_repack_runs_a_sample_scaled_by_instance_count(tmp_path: Path) -> Non
     assert "px-repack, one process per instance *" in html
 
 
+@pytest.mark.slow
 def test_bench_without_px_repack_and_no_index_says_what_to_run(tmp_path: Path) -> None:
     """An offline machine: the setup fails fast, one line says what to run, the others race."""
     empty = tmp_path / "wheels"
@@ -558,6 +570,7 @@ def test_rapl_counters_are_read_directly_across_a_wrap(tmp_path: Path) -> None:
     assert reader.joules(before, reader.read()) == pytest.approx(500e-6)
 
 
+@pytest.mark.slow
 def test_a_patient_record_that_lost_a_study_fails_the_run(tmp_path: Path) -> None:
     """Concurrent writers without a lock (rx-repack at 512 at once) lose studies from a
     patient's StudyList or leave it torn; the run must fail, whatever its speed."""

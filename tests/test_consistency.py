@@ -182,6 +182,7 @@ def index_paths(index: Path) -> dict[str, str]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_concurrent_refiles_of_one_sop_leave_one_file(tmp_path: Path) -> None:
     variants(tmp_path / "in", 300)
     data, log = tmp_path / "data", tmp_path / "log"
@@ -200,6 +201,7 @@ def test_concurrent_refiles_of_one_sop_leave_one_file(tmp_path: Path) -> None:
     assert_records_match_files(data, log)
 
 
+@pytest.mark.slow
 def test_refiles_racing_into_folders_that_retires_empty_never_fail(tmp_path: Path) -> None:
     """Two SOPs, one per worker, each re-filed 200 times between two patient names in
     opposite phase: one's retire removes the folders it leaves empty while the other
@@ -283,6 +285,7 @@ def test_batch_names_every_skipped_file_in_its_ndjson_log_and_says_so(tmp_path: 
     assert "10 more skipped files; --log-ndjson names every skipped file" in proc.stderr
 
 
+@pytest.mark.slow
 def test_receiver_threads_refiling_one_sop_leave_one_file(tmp_path: Path) -> None:
     """listen's associations are threads of one process, each with its own Repacker
     (what every C-STORE calls): the per-SOP lock holds between them too."""
@@ -295,11 +298,11 @@ def test_receiver_threads_refiling_one_sop_leave_one_file(tmp_path: Path) -> Non
     errors: list[str] = []
 
     def association(part: list[bytes]) -> None:
-        repacker = Repacker(Config(str(data), str(log)))
-        for payload in part:
-            outcome = repacker.repack_buffer(payload)
-            if outcome.error:
-                errors.append(outcome.error)
+        with Repacker(Config(str(data), str(log))) as repacker:
+            for payload in part:
+                outcome = repacker.repack_buffer(payload)
+                if outcome.error:
+                    errors.append(outcome.error)
 
     threads = [threading.Thread(target=association, args=(payloads[k::3],)) for k in range(3)]
     for t in threads:

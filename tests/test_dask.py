@@ -26,6 +26,9 @@ import pytest
 
 from helpers import run_cli
 
+#: local Dask clusters (a scheduler and worker processes each): pytest -m 'not slow' leaves them out
+pytestmark = pytest.mark.slow
+
 BIN = Path(sys.executable).parent
 INSTANCES = 160
 #: the elements every instance of a series shares (the series record's dump is one instance's)

@@ -164,6 +164,7 @@ def test_batch_reads_a_plain_command_line_as_argparse_does(argv: list[str]) -> N
     assert plain == _argparse_batch(argv)
 
 
+@pytest.mark.slow
 @given(
     st.lists(st.sampled_from(_SEGMENTS), max_size=6),
     st.booleans(),

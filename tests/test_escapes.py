@@ -309,6 +309,7 @@ def test_a_batch_over_the_data_folder_never_files_the_projects_own_hidden_folder
     assert (setting.data / ".dicom-repack-incoming" / "999999999-x.part").exists()
 
 
+@pytest.mark.slow
 def test_the_dask_journal_folder_planted_as_a_link_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     setting = Setting(tmp_path)
@@ -340,7 +341,8 @@ def test_the_receivers_job_refuses_a_fifo_in_one_line_instead_of_blocking(
         "from dicom_repack.core.repack import Config, Repacker\n"
         "config = Config(sys.argv[1], sys.argv[2], index_mode='pending' if sys.argv[4] == 'pending' else 'direct')\n"
         "with open(sys.argv[3], 'rb') as fh:\n"
-        "    out = Repacker(config).repack_buffer(fh.read())\n"
+        "    with Repacker(config) as repacker:\n"
+        "        out = repacker.repack_buffer(fh.read())\n"
         "print(out.error)\n"
     )
     mode = "pending" if name == "pending rows" else "sqlite"

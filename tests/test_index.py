@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from helpers import dicom_repack_exe, run_cli
+from helpers import dicom_repack_exe, run_cli, sqlite_db
 
 INDEX = "dicom-repack-index.sqlite"
 
@@ -59,7 +58,7 @@ def fold(index: Path) -> None:
 
 def index_rows(index: Path) -> dict[str, tuple[str, int, str, str, str]]:
     fold(index)
-    with sqlite3.connect(index) as conn:
+    with sqlite_db(index) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = conn.execute(
             "SELECT sop_instance_uid, path, size, series_instance_uid, study_instance_uid, "
@@ -76,13 +75,14 @@ def test_batch_index_rows_equal_the_filed_tree(tmp_path: Path) -> None:
     rows = index_rows(log / INDEX)
     assert len(rows) == 60
     assert rows == tree_rows(data)
-    with sqlite3.connect(log / INDEX) as conn:
+    with sqlite_db(log / INDEX) as conn:
         (journal,) = conn.execute("PRAGMA journal_mode").fetchone()
         sources = {r[0] for r in conn.execute("SELECT source FROM instances")}
     assert journal == "wal"
     assert sources == {str(p) for p in src.rglob("*.dcm")}
 
 
+@pytest.mark.slow
 def test_many_concurrent_per_instance_processes_lose_no_row(tmp_path: Path) -> None:
     """storescp -xcr starts one process per instance, many at once: every one of them
     writes its row; the index stays sound and equals the tree."""
@@ -114,11 +114,11 @@ def test_refiling_replaces_the_row_and_flags_choose_the_index(tmp_path: Path) ->
     data, log = tmp_path / "data", tmp_path / "log"
     run_cli("--xcrdirfile", str(f), "-d", str(data), "-l", str(log))
     fold(log / INDEX)
-    with sqlite3.connect(log / INDEX) as conn:
+    with sqlite_db(log / INDEX) as conn:
         (first,) = conn.execute("SELECT filed_at FROM instances").fetchone()
     run_cli("--xcrdirfile", str(f), "-d", str(data), "-l", str(log))
     fold(log / INDEX)
-    with sqlite3.connect(log / INDEX) as conn:
+    with sqlite_db(log / INDEX) as conn:
         rows = conn.execute("SELECT filed_at FROM instances").fetchall()
     assert len(rows) == 1 and rows[0][0] > first
 
@@ -157,24 +157,27 @@ def test_rebuild_restores_the_index_from_the_tree(tmp_path: Path) -> None:
     data, log = tmp_path / "data", tmp_path / "log"
     run_cli("batch", str(src), "-d", str(data), "-l", str(log), "--no-progress")
     want = index_rows(log / INDEX)
-    with sqlite3.connect(log / INDEX) as conn:
+    with sqlite_db(log / INDEX) as conn:
         sources = dict(conn.execute("SELECT sop_instance_uid, source FROM instances"))
 
     # rows lost, a file removed by hand: the rebuild keeps what it can, drops what is gone
-    gone = next(iter(data.rglob("*.dcm")))
+    # (the file and the rows are chosen by name, not by directory or table order: the
+    # removed file's row must be one the rebuild finds stale, never one of the five lost)
+    gone = min(data.rglob("*.dcm"))
     gone_sop = str(pydicom.dcmread(gone, stop_before_pixels=True).SOPInstanceUID)
     gone.unlink()
-    with sqlite3.connect(log / INDEX) as conn:
+    with sqlite_db(log / INDEX) as conn:
         conn.execute(
-            "DELETE FROM instances WHERE sop_instance_uid IN "
-            "(SELECT sop_instance_uid FROM instances LIMIT 5)"
+            "DELETE FROM instances WHERE sop_instance_uid IN (SELECT sop_instance_uid "
+            "FROM instances WHERE sop_instance_uid != ? ORDER BY sop_instance_uid LIMIT 5)",
+            (gone_sop,),
         )
     proc = run_cli("index", "--rebuild", "-d", str(data), "-l", str(log))
     assert "29 instances indexed" in proc.stdout and "1 stale rows removed" in proc.stdout
     got = index_rows(log / INDEX)
     del want[gone_sop]
     assert got == want == tree_rows(data)
-    with sqlite3.connect(log / INDEX) as conn:
+    with sqlite_db(log / INDEX) as conn:
         kept = dict(conn.execute("SELECT sop_instance_uid, source FROM instances"))
     assert sum(kept[k] == sources[k] for k in kept) >= 24  # rows that were never lost keep theirs
 

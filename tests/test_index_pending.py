@@ -11,15 +11,17 @@ they can while several others fold in a loop.
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
+
+import pytest
 
 from dicom_repack.core.index import Index
 from dicom_repack.core.index_rows import COLUMNS, append_row, parse_pending, pending_path
-from helpers import dicom_files, run_cli
+from helpers import dicom_files, run_cli, sqlite_db
 
 WRITERS, ROWS_EACH, FOLDERS = 6, 300, 2
 
@@ -33,13 +35,20 @@ def row(sop: str, when: float, path: str = "/data/x.dcm") -> tuple[object, ...]:
     return tuple(values.values())
 
 
+def fold(index: Path | str) -> int:
+    """Fold the pending rows into the index at ``index``, closing the connection."""
+    with closing(Index(str(index))) as idx:
+        return idx.fold()
+
+
 def rows_in(index: Path) -> dict[str, tuple[object, ...]]:
-    with sqlite3.connect(index) as conn:
+    with sqlite_db(index) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         got = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM instances").fetchall()
     return {r[0]: tuple(r) for r in got}
 
 
+@pytest.mark.slow
 def test_writers_and_folders_at_once_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     index = tmp_path / "log" / "idx.sqlite"
     index.parent.mkdir()
@@ -57,14 +66,16 @@ def test_writers_and_folders_at_once_lose_and_duplicate_nothing(tmp_path: Path) 
         from dicom_repack.core.index import Index
         stop = {str(tmp_path / "stop")!r}
         while not os.path.exists(stop):
-            Index({str(index)!r}, timeout=30.0).fold()
+            idx = Index({str(index)!r}, timeout=30.0)
+            idx.fold()
+            idx.close()
     """)
     folders = [subprocess.Popen([sys.executable, "-c", folder]) for _ in range(FOLDERS)]
     writers = [subprocess.Popen([sys.executable, "-c", writer, str(w)]) for w in range(WRITERS)]
     assert [w.wait(timeout=120) for w in writers] == [0] * WRITERS
     (tmp_path / "stop").touch()
     assert [f.wait(timeout=120) for f in folders] == [0] * FOLDERS
-    Index(str(index)).fold()
+    fold(index)
     got = rows_in(index)
     assert set(got) == {f"{w}.{i}" for w in range(WRITERS) for i in range(ROWS_EACH)}
     assert sorted(p.name for p in index.parent.iterdir()) == [
@@ -77,16 +88,17 @@ def test_a_fold_keeps_the_newest_row_and_folding_again_changes_nothing(tmp_path:
     index = tmp_path / "idx.sqlite"
     pending = pending_path(str(index))
     newer, older = row("1.9", 2000.0, "/data/new.dcm"), row("1.9", 1000.0, "/data/old.dcm")
-    Index(str(index)).run(lambda conn: None)  # the file exists, empty
+    with closing(Index(str(index))) as made:
+        made.run(lambda conn: None)  # the file exists, empty
     append_row(pending, newer)
-    assert Index(str(index)).fold() == 1
+    assert fold(index) == 1
     # newlines, quotes, non-ASCII kept; a file name's undecodable byte becomes U+FFFD
     stored = {**dict(zip(COLUMNS, newer, strict=True)), "patient_id": "P\n'\"\\ é\ufffd"}
     assert rows_in(index)["1.9"] == tuple(stored.values())
     # a late, older row (a slow writer, or the same file folded twice) changes nothing
     append_row(pending, older)
     append_row(pending, newer)
-    assert Index(str(index)).fold() == 2
+    assert fold(index) == 2
     assert rows_in(index) == {"1.9": tuple(stored.values())}
     assert not Path(pending).exists()
 
@@ -98,7 +110,7 @@ def test_a_torn_line_costs_only_itself(tmp_path: Path) -> None:
         fh.write(b"('1.2', 'half a row, the writer kil")  # no newline: torn by a crash
     append_row(str(pending), row("1.3", 3.0))
     assert [r[0] for r in parse_pending(pending.read_bytes())] == ["1.1", "1.3"]
-    assert Index(str(tmp_path / "idx.sqlite")).fold() == 2
+    assert fold(tmp_path / "idx.sqlite") == 2
 
 
 def test_a_fold_interrupted_after_its_rename_is_finished_by_the_next(tmp_path: Path) -> None:
@@ -107,7 +119,7 @@ def test_a_fold_interrupted_after_its_rename_is_finished_by_the_next(tmp_path: P
     append_row(pending, row("1.1", 1.0))
     Path(pending).rename(pending + ".4242-1")  # a fold killed right after setting it aside
     append_row(pending, row("1.2", 2.0))
-    assert Index(str(index)).fold() == 2
+    assert fold(index) == 2
     assert set(rows_in(index)) == {"1.1", "1.2"}
     assert [p.name for p in tmp_path.iterdir() if ".pending" in p.name] == []
 

@@ -17,6 +17,9 @@ import pytest
 
 from test_dump import series_dump, typical_instance
 
+#: builds a wheel and a fresh venv: minutes, not seconds (pytest -m 'not slow' leaves it out)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 
 

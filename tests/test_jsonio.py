@@ -20,6 +20,7 @@ documents = st.recursive(
 )
 
 
+@pytest.mark.slow
 @given(documents)
 @settings(max_examples=400)
 def test_dumps_is_json_dumps_indent_4_and_one_line(doc: object) -> None:

@@ -41,6 +41,7 @@ def _cut_off(s: socket.socket, fragment: bytes, every: float, tries: int) -> boo
 # -- 1. a message trickled in tiny PDUs ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_trickled_message_loses_its_association(mr: Path, tmp_path: Path) -> None:
     """A peer that sends a C-STORE's data set two bytes at a time, each PDU well inside
     --dimse-timeout, is aborted once the whole message outlasts --message-timeout (plus
@@ -172,6 +173,7 @@ def _fill_pipe(pid: int, fd: int) -> None:
         os.close(w)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_ends_listen_within_the_grace_even_with_a_stuck_handler(
     workers: str, mr: Path, tmp_path: Path
@@ -227,6 +229,7 @@ def _http(port: int, path: str, host: str | None) -> int:
     return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0
 
 
+@pytest.mark.slow
 def test_http_answers_only_its_own_host_names(tmp_path: Path) -> None:
     """A page on another name (DNS rebinding: evil.example resolving to 127.0.0.1) gets
     421; the bound address, localhost, an IP literal and no Host at all are served."""
@@ -251,6 +254,7 @@ def _threads(pid: int) -> int:
     raise AssertionError("no Threads line")
 
 
+@pytest.mark.slow
 def test_http_bounds_slow_clients_and_stays_quiet(tmp_path: Path) -> None:
     """200 clients that send half a request line and wait cost at most the connection
     cap in threads (before: a thread each, for ever); 50 that reset the connection after

@@ -47,6 +47,7 @@ def _raw(port: int) -> socket.socket:
     return s
 
 
+@pytest.mark.slow
 def test_garbage_midpdu_and_idle_clients_do_not_block_others(mr: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     files = dicom_files(mr)[:5]

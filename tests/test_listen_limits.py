@@ -93,6 +93,7 @@ def _still_open(s: socket.socket) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("slots", [1, 2])
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_idle_associations_make_room_for_a_new_one(
@@ -214,6 +215,7 @@ def _rss_kib(pid: int, field: str) -> tuple[int, int]:
 BASELINE_MIB = 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "budget_mib"),
     [((), 256), (("--memory-budget", "128MiB", "--spill-above", "1GiB"), 128)],

@@ -43,6 +43,7 @@ def _series_of(files: list[Path]) -> Counter[str]:
     )
 
 
+@pytest.mark.slow
 def test_eight_senders_two_workers_one_receiver(instances192: list[Path], tmp_path: Path) -> None:
     """8 storescu at once, each a slice of every series, into 2 workers: every instance
     filed once, one summary with the totals, each series notified once with its

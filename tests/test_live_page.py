@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import urllib.error
 import urllib.request
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from helpers import sqlite_db
 from test_index import INDEX, make_corpus
 from test_listen_support import dcmtk, dcmtk_env, free_port, listening, wait_for
 
@@ -57,6 +57,7 @@ def metric(text: str, name: str) -> float:
     return float(m.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.dcmtk
 @pytest.mark.chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
@@ -109,7 +110,7 @@ def test_page_and_metrics_match_what_storescu_stored(tmp_path: Path) -> None:
         assert metric(metrics, "associations_active") == 0
         assert li.stop() == 0
     assert get(base + "healthz")[0] == 0, "the HTTP server stopped with the listener"
-    with sqlite3.connect(log / INDEX) as conn:
+    with sqlite_db(log / INDEX) as conn:
         assert conn.execute("SELECT count(*) FROM instances").fetchone()[0] == len(files)
 
 

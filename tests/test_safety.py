@@ -159,7 +159,8 @@ def test_records_failure_keeps_an_earlier_copy(
 ) -> None:
     """Undoing a failed repeat must not remove the copy an earlier, recorded repack made."""
     data, log = tmp_path / "data", tmp_path / "log"
-    first = Repacker(Config(str(data), str(log))).repack_path(str(seed))
+    with Repacker(Config(str(data), str(log))) as repacker:
+        first = repacker.repack_path(str(seed))
     assert first.ok and first.dst is not None
     import dicom_repack.core.records as records
 
@@ -167,7 +168,8 @@ def test_records_failure_keeps_an_earlier_copy(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(records, "place_bytes", full)
-    again = Repacker(Config(str(data), str(log))).repack_path(str(seed))
+    with Repacker(Config(str(data), str(log))) as repacker:
+        again = repacker.repack_path(str(seed))
     assert again.error is not None and "records" in again.error
     assert Path(first.dst).exists() and sha(Path(first.dst)) == sha(seed)
 
@@ -280,9 +282,8 @@ def test_disk_full_during_copy_keeps_source_and_leaves_nothing(
                 _real(a, b)
 
             monkeypatch.setattr(os, "rename", rename)
-        outcome = Repacker(Config(str(data), str(tmp_path / "log"))).repack_path(
-            str(src), move=move
-        )
+        with Repacker(Config(str(data), str(tmp_path / "log"))) as repacker:
+            outcome = repacker.repack_path(str(src), move=move)
         assert (
             outcome.error is not None and str(src) in outcome.error and "No space" in outcome.error
         )
@@ -306,7 +307,8 @@ def test_records_failure_undoes_the_placement(
 
     monkeypatch.setattr(records, "place_bytes", full)
     for move in (False, True):
-        outcome = Repacker(Config(str(data), str(log))).repack_path(str(src), move=move)
+        with Repacker(Config(str(data), str(log))) as repacker:
+            outcome = repacker.repack_path(str(src), move=move)
         assert outcome.error is not None and "records" in outcome.error
         assert src.exists()
         assert all_files(data) == []
@@ -315,6 +317,7 @@ def test_records_failure_undoes_the_placement(
 # -- concurrency and repeats ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_64_concurrent_processes_lose_no_study(seed: Path, tmp_path: Path) -> None:
     incoming = tmp_path / "in"
     incoming.mkdir()
@@ -410,10 +413,10 @@ def test_without_o_tmpfile_named_temporaries_leave_nothing_behind(
     """Kernels or filesystems without O_TMPFILE get hidden temporary names instead."""
     monkeypatch.setattr(place, "_tmpfile_works", False)
     data, log = tmp_path / "data", tmp_path / "log"
-    repacker = Repacker(Config(str(data), str(log)))
-    for _ in range(2):  # the second time replaces: same instance, one file
-        outcome = repacker.repack_path(str(seed))
-        assert outcome.error is None
+    with Repacker(Config(str(data), str(log))) as repacker:
+        for _ in range(2):  # the second time replaces: same instance, one file
+            outcome = repacker.repack_path(str(seed))
+            assert outcome.error is None
     assert len(all_files(data)) == 1
     assert not [p for p in all_files(tmp_path) if p.name.endswith(".tmp")]
     assert sha(Path(outcome.dst or "")) == sha(seed)
@@ -458,9 +461,8 @@ def test_fsync_option_flushes_every_file_and_record(
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    outcome = Repacker(
-        Config(str(tmp_path / "data"), str(tmp_path / "log"), fsync=True)
-    ).repack_path(str(seed))
+    with Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"), fsync=True)) as repacker:
+        outcome = repacker.repack_path(str(seed))
     assert outcome.dst is not None
     files = [p for p in synced if not os.path.isdir(p)]
     folders = {p for p in synced if os.path.isdir(p)}
@@ -475,7 +477,8 @@ def test_fsync_option_flushes_every_file_and_record(
         assert str(tmp_path / "log" / rec) in folders
     assert len([p for p in folders if p.endswith("-img")]) == 1
     synced.clear()
-    Repacker(Config(str(tmp_path / "data2"), str(tmp_path / "log2"))).repack_path(str(seed))
+    with Repacker(Config(str(tmp_path / "data2"), str(tmp_path / "log2"))) as repacker:
+        repacker.repack_path(str(seed))
     assert synced == [], "no fsync unless asked: it costs a disk flush per file"
 
 
@@ -483,13 +486,14 @@ def test_outcome_says_whose_fault_a_failure_is(seed: Path, tmp_path: Path) -> No
     """A receiver answers "retry later" for the destination's failures only."""
     bad = tmp_path / "bad.dcm"
     bad.write_bytes(seed.read_bytes()[:1000])
-    repacker = Repacker(Config(str(tmp_path / "data")))
-    assert repacker.repack_path(str(bad)).kind == "TruncatedError"
-    assert not repacker.repack_path(str(bad)).retryable
+    with Repacker(Config(str(tmp_path / "data"))) as repacker:
+        assert repacker.repack_path(str(bad)).kind == "TruncatedError"
+        assert not repacker.repack_path(str(bad)).retryable
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro").chmod(0o500)
     try:
-        outcome = Repacker(Config(str(tmp_path / "ro" / "data"))).repack_path(str(seed))
+        with Repacker(Config(str(tmp_path / "ro" / "data"))) as repacker:
+            outcome = repacker.repack_path(str(seed))
         if os.geteuid() != 0:  # root writes anyway
             assert outcome.kind == "PlacementError" and outcome.retryable
     finally:

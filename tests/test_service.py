@@ -7,13 +7,12 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, dicom_repack_exe, run_cli
+from helpers import REPO, dicom_repack_exe, run_cli, sqlite_db
 from test_index import INDEX, make_corpus
 from test_listen_support import dcmtk, dcmtk_env, listening, wait_for
 
@@ -46,6 +45,7 @@ def start_line(*args: str, env: dict[str, str] | None = None) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_config_file_then_environment_then_flags(tmp_path: Path) -> None:
     config = tmp_path / "listen.toml"
     config.write_text(
@@ -110,7 +110,7 @@ def test_one_log_line_per_association_and_sighup_reopens_the_log_file(tmp_path: 
     assert ("127.0.0.1:" in line and " s," in line) or " s " in line
     second = log_file.read_text()
     assert "reopened" in second and "2 instances" in second
-    with sqlite3.connect(log / INDEX) as conn:
+    with sqlite_db(log / INDEX) as conn:
         assocs = conn.execute(
             "SELECT calling_ae, instances, result, ended >= started FROM associations "
             "ORDER BY started"

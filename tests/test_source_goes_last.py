@@ -161,7 +161,8 @@ def test_cross_filesystem_move_fsyncs_the_copy_before_removing_the_source(
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "unlink", unlink)
     data = tmp_path / "data"
-    outcome = Repacker(Config(str(data), str(tmp_path / "log"))).repack_path(str(src), move=True)
+    with Repacker(Config(str(data), str(tmp_path / "log"))) as repacker:
+        outcome = repacker.repack_path(str(src), move=True)
     assert outcome.error is None, outcome.error
     assert calls[0].startswith("fsync") and calls[-1] == "unlink-source", calls
     assert not src.exists() and sha(Path(outcome.dst or "")) == digest
@@ -265,6 +266,7 @@ def _kill_when(proc: subprocess.Popen[bytes], data: Path, count: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["same filesystem", "across filesystems"])
 def test_batch_cleanup_killed_at_any_moment_then_rerun_loses_nothing(
     tmp_path: Path, other_fs: Path, where: str
@@ -325,7 +327,8 @@ def test_no_write_leaves_the_tree_through_a_planted_link(
     if door == "buffer":  # what the receiver (listen) calls for every C-STORE
         from dicom_repack.core.repack import Config, Repacker
 
-        outcome = Repacker(Config(str(data), str(log))).repack_buffer(second.read_bytes())
+        with Repacker(Config(str(data), str(log))) as repacker:
+            outcome = repacker.repack_buffer(second.read_bytes())
         errors = [outcome.error or ""]
         assert not outcome.retryable, "an operator must remove the link: retrying cannot help"
     else:
@@ -400,9 +403,8 @@ def test_before_commit_sees_the_instance_filed_and_the_source_still_there(tmp_pa
         dst = Path(getattr(outcome, "dst", "") or "")
         seen.append((src.exists(), dst.is_file(), bool(image_records(tmp_path / "log"))))
 
-    outcome = Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"))).repack_path(
-        str(src), move=True, before_commit=hook
-    )
+    with Repacker(Config(str(tmp_path / "data"), str(tmp_path / "log"))) as repacker:
+        outcome = repacker.repack_path(str(src), move=True, before_commit=hook)
     assert outcome.error is None and seen == [(True, True, True)] and not src.exists()
 
 

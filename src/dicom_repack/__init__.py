@@ -5,10 +5,10 @@ pipeline step) instead of running the console script::
 
     from dicom_repack import Config, Layout, Repacker, read_header
 
-    repacker = Repacker(Config("/data", logdir="/log", layout=Layout.rx()))
-    outcome = repacker.repack_path("/incoming/MR.1.2.3.dcm", move=True)
-    if not outcome.ok:
-        print(outcome.error)      # one line naming the file; nothing was changed
+    with Repacker(Config("/data", logdir="/log", layout=Layout.rx())) as repacker:
+        outcome = repacker.repack_path("/incoming/MR.1.2.3.dcm", move=True)
+        if not outcome.ok:
+            print(outcome.error)  # one line naming the file; nothing was changed
 
     header = read_header("/incoming/MR.1.2.4.dcm", ("PatientID", "SeriesDescription"))
     header.get("PatientID")       # the value as pypx prints it, or None when absent

@@ -64,26 +64,27 @@ class _RssSampler(threading.Thread):
         self.samples = 0
         self.done = threading.Event()
 
-    def run(self) -> None:
+    def sample(self) -> bool:
+        """Take one sample; False once the tree cannot be looked at any more."""
         import psutil
 
         try:
             root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            return
-        while not self.done.is_set():
-            total = 0
-            try:
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                break
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    rss = proc.memory_info().rss
-                    total += rss
-                    self.largest = max(self.largest, rss)
-            self.peak = max(self.peak, total)
-            self.samples += 1
+            return False
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                rss = proc.memory_info().rss
+                total += rss
+                self.largest = max(self.largest, rss)
+        self.peak = max(self.peak, total)
+        self.samples += 1
+        return True
+
+    def run(self) -> None:
+        while not self.done.is_set() and self.sample():
             self.done.wait(self.interval)
 
 
@@ -120,6 +121,9 @@ def run_tree(
         if not isinstance(err, int):
             err.close()
     sampler = _RssSampler(proc.pid, sample_interval)
+    # one sample now, before the thread is scheduled: a run shorter than the wait for
+    # the thread's first turn on a busy machine would otherwise report no memory at all
+    sampler.sample()
     sampler.start()
     reader: threading.Thread | None = None
     if on_output is not None and proc.stdout is not None:
