@@ -257,7 +257,9 @@ class Index:
         if self._conn is None and not os.path.exists(self.path):
             return None
         try:
-            found = self._connection().execute(_WHERE, (sop,)).fetchone()
+            # fetchall, not fetchone: a statement left unfinished keeps its read snapshot,
+            # and the WAL the other workers' folds append to could not be checkpointed
+            found = next(iter(self._connection().execute(_WHERE, (sop,)).fetchall()), None)
         except Exception:  # sqlite3.Error (no table yet, damaged), OSError, IndexFailure
             return None
         return where_of((sop, *found)) if found else None
@@ -391,6 +393,8 @@ class Index:
         return self._conn
 
     def close(self) -> None:
+        if self._tail is not None:
+            self._tail.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             try:

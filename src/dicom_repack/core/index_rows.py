@@ -199,27 +199,35 @@ class PendingTail:
     a row found is (``ast``: a re-file, rare).
     """
 
-    __slots__ = ("_buf", "_ino", "path")
+    __slots__ = ("_buf", "_fd", "_ino", "path")
 
     def __init__(self, pending: str) -> None:
         self.path = pending
         self._ino = -1
+        self._fd = -1
         self._buf = bytearray()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def last(self, sop: str) -> tuple[object, ...] | None:
         """The newest pending row of ``sop``, or None."""
         try:
-            fd, st = open_file(self.path, os.O_RDONLY)
-        except OSError:  # none (folded), or refused: the folded index knows the rest
+            st = os.stat(self.path, follow_symlinks=False)
+        except OSError:  # none (folded): the folded index knows the rest
             return None
-        try:
-            if st.st_ino != self._ino or st.st_size < len(self._buf):
-                self._ino, self._buf = st.st_ino, bytearray()
-            if st.st_size > len(self._buf):
-                data = os.pread(fd, st.st_size - len(self._buf), len(self._buf))
-                self._buf += data[: data.rfind(b"\n") + 1]  # whole lines: the rest is being written
-        finally:
-            os.close(fd)
+        if st.st_ino != self._ino or st.st_size < len(self._buf):
+            self.close()  # another file (a fold moved the old one away): start over
+            try:
+                self._fd, st = open_file(self.path, os.O_RDONLY)
+            except OSError:  # gone meanwhile, or refused (a link, a FIFO: never read)
+                return None
+            self._ino, self._buf = st.st_ino, bytearray()
+        if st.st_size > len(self._buf):
+            data = os.pread(self._fd, st.st_size - len(self._buf), len(self._buf))
+            self._buf += data[: data.rfind(b"\n") + 1]  # whole lines: the rest is being written
         at = self._buf.rfind(b"\n(" + ascii(sop).encode("ascii") + b", ")
         if at < 0:
             return None
@@ -266,7 +274,8 @@ class PendingIndex:
         return self._reader.folded_where(sop)
 
     def close(self) -> None:
-        """Close the reading connection ``where`` may have opened."""
+        """Close what ``where`` may have opened (the pending file, a reading connection)."""
+        self._tail.close()
         reader, self._reader = self._reader, None
         close = getattr(reader, "close", None)
         if close is not None:

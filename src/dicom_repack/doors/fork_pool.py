@@ -217,7 +217,7 @@ class ForkPool:
         self,
         items: Iterable[object],
         *,
-        chunk: int = 1,
+        chunk: int | Callable[[], int] = 1,
         wake_fds: Iterable[int] = (),
         wake_after: Callable[[], float | None] | None = None,
     ) -> Iterator[tuple[object, object]]:
@@ -231,7 +231,9 @@ class ForkPool:
         nothing now: what was taken so far goes out as a short chunk, and the source
         is asked again once one of ``wake_fds`` is readable (the source reads it, not
         the pool), ``wake_after()`` seconds passed (None: no timer), or a worker
-        returned results. The
+        returned results. ``chunk`` may be a function, asked before each message: an
+        open-ended source sizes its chunks by its backlog (a burst travels in big
+        chunks, as a batch's does; a trickle one by one). The
         source ends the run by returning, as any iterator does.
         """
         import select
@@ -252,12 +254,13 @@ class ForkPool:
                 not exhausted and not paused and not self.stopped and len(w.inflight) < _IN_FLIGHT
             ):
                 taken: list[object] = []
+                size = chunk() if callable(chunk) else chunk
                 for item in source:
                     if item is PAUSE:
                         paused = True
                         break
                     taken.append(item)
-                    if len(taken) == chunk:
+                    if len(taken) >= size:
                         break
                 else:
                     exhausted = True

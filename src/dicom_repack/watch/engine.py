@@ -50,9 +50,10 @@ __all__ = ["Watcher"]
 
 #: fold the workers' pending index rows at most this often while instances arrive
 FOLD_EVERY_S = 1.0
-#: paths per message to a worker: a burst (a start with a full folder) travels in
-#: chunks; a trickle goes one by one (a pause ends a chunk early)
-CHUNK = 8
+#: the most paths per message to a worker: a burst (a start with a full folder, a
+#: rescan) travels in chunks sized by the backlog, as a batch's do; a trickle goes one
+#: by one (a pause ends a chunk early)
+CHUNK_MAX = 128
 
 
 class Watcher:
@@ -95,6 +96,8 @@ class Watcher:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._filed_since_fold = 0
         self._last_fold = 0.0
+        #: paths taken from the arrivals and not yet handed out (sizes the chunks)
+        self._backlog = 0
         self._failures: Index | None = None
 
     # -- control -------------------------------------------------------------------------
@@ -150,10 +153,13 @@ class Watcher:
             self._drain_wake()
             if self._stopping:
                 return
-            for path in self.arrivals.take():
+            paths = self.arrivals.take()
+            for i, path in enumerate(paths):
+                self._backlog = len(paths) - i
                 yield path
                 if self._stopping:
                     return
+            self._backlog = 0
             if self._filed_since_fold and time.monotonic() - self._last_fold >= FOLD_EVERY_S:
                 self._fold()
             yield PAUSE
@@ -202,7 +208,7 @@ class Watcher:
                 on_started()
             results = pool.map_unordered(
                 self._items(),
-                chunk=CHUNK,
+                chunk=self._chunk,
                 wake_fds=self._wake_fds(),  # fixed for the run: a fall-back to polling
                 wake_after=self.arrivals.wake_after,  # then wakes on the timer alone
             )
@@ -225,6 +231,11 @@ class Watcher:
                     outcome = Outcome.__new__(Outcome)
                     outcome.__setstate__(result)  # type: ignore[arg-type]  # Outcome's own state
                 self._take(outcome)
+
+    def _chunk(self) -> int:
+        """Paths in the next message to a worker: a share of the backlog (each worker
+        gets some of a burst; two messages are in flight per worker)."""
+        return max(1, min(CHUNK_MAX, self._backlog // (4 * self.jobs)))
 
     def _take(self, outcome: Outcome) -> None:
         self.summary.add(outcome)
