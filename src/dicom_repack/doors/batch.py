@@ -253,13 +253,13 @@ def run(
         if len(head) <= _IN_PROCESS_MAX:
             jobs = 1
     if jobs == 1:
-        repacker = Repacker(config)
-        if on_started is not None:
-            on_started()
-        for path in paths:
-            if stopping[0]:
-                break
-            take(repacker.repack_path(path, move=move))
+        with Repacker(config) as repacker:  # its index connection closed at the end
+            if on_started is not None:
+                on_started()
+            for path in paths:
+                if stopping[0]:
+                    break
+                take(repacker.repack_path(path, move=move))
     else:
         # Outcomes come back in chunks too: per-instance messages and pipe traffic
         # cost ~15% of a small instance's time at 16 a chunk.
