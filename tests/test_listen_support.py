@@ -94,14 +94,21 @@ def listening(datadir: Path, *extra: str, env: dict[str, str] | None = None) -> 
         listener = Listener(proc, port)
         yield listener
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         close_pipes(proc, listener if "listener" in locals() else None)
+
+
+def stop_process(
+    proc: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: float = 60
+) -> None:
+    """SIGTERM a server a test started (if still running), wait, kill it after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def close_pipes(

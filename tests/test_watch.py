@@ -38,6 +38,7 @@ from test_listen_support import (
     free_port,
     records,
     sop_uid,
+    stop_process,
     wait_for,
 )
 
@@ -68,13 +69,7 @@ def watching(dirs: list[Path], data: Path, log: Path | None, *extra: str) -> Ite
         watcher.stderr_lines[:0] = before
         yield watcher
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         close_pipes(proc, watcher)
 
 
@@ -139,12 +134,7 @@ def storescp(incoming: Path, *extra: str) -> Iterator[int]:
         wait_for(answers, what="storescp to answer")
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
 
 
 def storescu(port: int, files: list[Path]) -> None:
