@@ -11,6 +11,7 @@ they can while several others fold in a loop.
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -177,3 +178,91 @@ def test_the_per_instance_door_makes_the_folder_of_an_index_placed_elsewhere(
     folder.fold()
     folder.close()
     assert len(rows_in(index)) == 1
+
+
+# -- the line format: JSON, read with the C scanner; the old ascii() lines still read ---------
+
+_NASTY = ["", "1.2.3", 'a"b,c', 'a\\",b', "é\u2028\U0001f600", "\x00\x1f\x7f", "\udcff", "', '"]
+
+
+def _random_text(rng: random.Random) -> str:
+    alphabet = "0123456789.,\"'\\ \n\t\x00\x7féß\u2028\U0001f600\udcfe["
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 24)))
+
+
+def test_json_lines_read_back_as_the_library_reads_the_old_lines() -> None:
+    """Fuzzed rows: the JSON line (``line_of``) reads back to what ``ast.literal_eval`` of
+    the old ``ascii()`` line gives, after ``storable``, for every value a row can hold."""
+    from ast import literal_eval
+
+    from dicom_repack.core.index_rows import line_of, storable
+
+    rng = random.Random(22)
+    cases = [row(s, 1.5) for s in _NASTY]
+    for _ in range(2000):
+        values: list[object] = [_random_text(rng) for _ in COLUMNS]
+        for i in rng.sample(range(len(COLUMNS)), 4):
+            values[i] = rng.choice([None, rng.randrange(-(2**40), 2**40), rng.random() * 1e9])
+        cases.append(tuple(values))
+    for case in cases:
+        expected = tuple(storable(v) for v in literal_eval(ascii(case)))
+        new = parse_pending(line_of(case))
+        old = parse_pending(f"\n{case!a}\n".encode("ascii"))
+        assert new == [expected] and old == [expected], case
+
+
+def test_a_pending_file_with_old_and_new_lines_folds_whole(tmp_path: Path) -> None:
+    """A pending file left by the previous version (``ascii()`` lines) and appended to by
+    this one folds every row; the newest row of a SOP wins whichever form it has."""
+    index = tmp_path / "idx.sqlite"
+    pending = pending_path(str(index))
+    with open(pending, "wb") as fh:
+        fh.write(f"\n{row('1.1', 1.0)!a}\n\n{row('1.2', 1.0)!a}\n".encode("ascii"))
+    append_row(pending, row("1.2", 2.0, path="/data/new.dcm"))
+    append_row(pending, row("1.3", 3.0))
+    assert fold(index) == 4
+    got = rows_in(index)
+    assert set(got) == {"1.1", "1.2", "1.3"} and got["1.2"][4] == "/data/new.dcm"
+
+
+def test_the_tail_finds_the_newest_row_of_each_sop_look_after_look(tmp_path: Path) -> None:
+    """PendingTail: the first look searches, the next ones key lines as they arrive; both
+    give the newest row, for UIDs with quotes, commas and backslashes, across a torn
+    line completed later, an old-form line, and a fold that moves the file away."""
+    from dicom_repack.core.index_rows import PendingTail
+
+    pending = str(tmp_path / "idx.sqlite.pending")
+    tail = PendingTail(pending)
+    try:
+        assert tail.last("1.1") is None  # no file yet
+        append_row(pending, row('a"b,c', 1.0, path="/1"))
+        assert tail.last('a"b,c')[4] == "/1"  # type: ignore[index]  # the first look: a search
+        with open(pending, "ab") as fh:
+            fh.write(f"\n{row('old', 1.0, path='/old')!a}\n".encode("ascii"))
+        for i, sop in enumerate(_NASTY * 3):
+            append_row(pending, row(sop, 2.0 + i, path=f"/{i}"))
+        newest = {sop: f"/{i}" for i, sop in enumerate(_NASTY * 3)}
+        for sop, path in newest.items():
+            found = tail.last(sop)
+            assert found is not None and found[4] == path, sop
+        assert tail.last("old")[4] == "/old"  # type: ignore[index]
+        assert tail.last("1.9") is None
+        line = append_line(row("1.9", 9.0, "/9"))
+        with open(pending, "ab") as fh:
+            fh.write(line[:20])  # half a line: its writer is still writing
+        assert tail.last("1.9") is None
+        with open(pending, "ab") as fh:
+            fh.write(line[20:])
+        assert tail.last("1.9")[4] == "/9"  # type: ignore[index]
+        os.rename(pending, pending + ".aside")  # a fold took the file
+        append_row(pending, row("1.9", 10.0, path="/10"))
+        assert tail.last("1.9")[4] == "/10"  # type: ignore[index]
+        assert tail.last("old") is None  # folded: the SQLite index answers for it
+    finally:
+        tail.close()
+
+
+def append_line(r: tuple[object, ...]) -> bytes:
+    from dicom_repack.core.index_rows import line_of
+
+    return line_of(r)

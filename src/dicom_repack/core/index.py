@@ -169,8 +169,14 @@ def _no_cache(maxsize: int) -> Callable[[Callable[[str], object]], Callable[[str
     return lambda make: make
 
 
-def driver() -> ModuleType:
+def driver(*, statement_cache: bool = False) -> ModuleType:
     """The SQLite driver: the C extension alone when it is there (see the module doc).
+
+    ``statement_cache``: a process that runs many statements (a door filing in
+    process: batch, listen, watch) wants ``_sqlite3``'s statement cache, so
+    ``functools`` is imported first; without it every statement is compiled
+    again (~90,000 instructions for the row's INSERT, more than the rest of the
+    row). Only the first call in a process decides.
 
     ``_sqlite3`` fetches ``functools.lru_cache`` when it is first imported (its
     statement cache), and ``functools`` brings ``collections``: ~2 ms of the
@@ -184,6 +190,8 @@ def driver() -> ModuleType:
     if _db is None:
         import sys
 
+        if statement_cache:
+            import functools  # noqa: F401
         stand_in = None
         if "functools" not in sys.modules:
             stand_in = type(sys)("functools")  # a module object, without importing types
@@ -207,7 +215,9 @@ class Index:
     """One process's (or thread's) connection to the index at ``path``.
 
     Opens nothing until the first statement, so it may be created before a
-    fork as long as it is used only after. Not shared between threads: each
+    fork as long as it is used only after. ``statement_cache=False`` for a
+    process that runs a statement or two and ends (the per-instance door's
+    fold): see :func:`driver`. Not shared between threads: each
     association thread's Repacker holds its own. A one-instance process writes
     :class:`~.index_rows.PendingIndex` instead; every reader folds its pending
     rows in first (:meth:`fold`).
@@ -219,10 +229,12 @@ class Index:
         *,
         durable: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
+        statement_cache: bool = True,
     ) -> None:
         self.path = os.path.abspath(path)
         self.durable = durable
         self.timeout = timeout
+        self.statement_cache = statement_cache
         self._conn: sqlite3.Connection | None = None
         self._tail: PendingTail | None = None
 
@@ -340,7 +352,7 @@ class Index:
     def run(self, step: Callable[[sqlite3.Connection], object]) -> None:
         """Run ``step`` on the connection, creating the tables on first use and retrying
         while the database is busy, until the deadline; raises IndexFailure naming the file."""
-        db = driver()
+        db = driver(statement_cache=self.statement_cache)
         deadline = time.monotonic() + self.timeout
         delay = 0.002
         while True:
@@ -381,7 +393,7 @@ class Index:
             if not os.path.isdir(directory):
                 os.makedirs(directory, exist_ok=True)
             check_files(self.path)
-            conn: sqlite3.Connection = driver().connect(
+            conn: sqlite3.Connection = driver(statement_cache=self.statement_cache).connect(
                 self.path, timeout=min(self.timeout, 30.0), isolation_level=None
             )
             try:
@@ -494,7 +506,7 @@ def connect_reader(path: str) -> sqlite3.Connection:
     """A connection for reading (``status``, the live page); IndexFailure if there is no index."""
     import sqlite3
 
-    writer = Index(path, timeout=10.0)
+    writer = Index(path, timeout=10.0, statement_cache=False)
     try:  # the per-instance door's pending rows first (see the module doc); best effort:
         writer.fold()  # a reader that may not write reads what is there
     except IndexRefused:
