@@ -130,3 +130,27 @@ def test_workers_ignore_sigterm_sent_to_the_group() -> None:
     with ForkPool(1, start) as pool:
         results = dict(pool.map_unordered(range(3), chunk=1))
     assert results == {0: 0, 1: 1, 2: 2}
+
+
+def test_an_item_alone_while_workers_idle_is_worked_here_and_a_burst_goes_out() -> None:
+    """``here``: a trickle (one item, then a pause, every worker idle) is worked on in
+    this process; a burst of items goes to the workers; every item once."""
+    burst = [f"b{i}" for i in range(40)]
+
+    def source() -> Iterator[object]:
+        yield "t1"
+        yield PAUSE
+        yield "t2"
+        yield PAUSE
+        yield from burst
+        yield PAUSE
+
+    where: dict[object, object] = {}
+    with ForkPool(2, lambda: lambda item: ("worker", os.getpid())) as pool:
+        for item, result in pool.map_unordered(
+            source(), chunk=4, here=lambda item: ("here", os.getpid()), wake_after=lambda: 0.0
+        ):
+            where[item] = result
+    assert set(where) == {"t1", "t2", *burst}
+    assert where["t1"] == where["t2"] == ("here", os.getpid())
+    assert all(where[b][0] == "worker" for b in burst)

@@ -220,6 +220,7 @@ class ForkPool:
         chunk: int | Callable[[], int] = 1,
         wake_fds: Iterable[int] = (),
         wake_after: Callable[[], float | None] | None = None,
+        here: Callable[[object], object] | None = None,
     ) -> Iterator[tuple[object, object]]:
         """``(item, work(item))`` for every item, in completion order, ``chunk`` items per message.
 
@@ -235,6 +236,12 @@ class ForkPool:
         open-ended source sizes its chunks by its backlog (a burst travels in big
         chunks, as a batch's does; a trickle one by one). The
         source ends the run by returning, as any iterator does.
+
+        ``here``: an item that arrives alone (the source paused right after it) while
+        no worker has anything in flight is worked on in this process by ``here(item)``
+        instead: a trickle then costs no message each way and no worker's wake-up
+        (``watch`` beside storescp: ~0.17 ms of ~1 ms an instance). A burst still
+        goes to the workers.
         """
         import select
 
@@ -245,6 +252,12 @@ class ForkPool:
         waiting_on_wakers = False
         poll = select.poll()
         by_fd: dict[int, _Worker] = {}
+        done_here: list[tuple[object, object]] = []
+
+        def drain() -> Iterator[tuple[object, object]]:
+            """What ``here`` did since the last look."""
+            while done_here:
+                yield done_here.pop(0)
 
         def feed(w: _Worker) -> None:
             """Top up ``w``'s chunks in flight from ``source``, then write what it can."""
@@ -264,7 +277,14 @@ class ForkPool:
                         break
                 else:
                     exhausted = True
-                if taken:
+                if (
+                    here is not None
+                    and paused
+                    and len(taken) == 1
+                    and not any(x.inflight for x in self._workers)
+                ):
+                    done_here.append((taken[0], here(taken[0])))  # a trickle: filed here
+                elif taken:
                     w.inflight.append(taken)
                     w.outbox += _frame(taken)
             flush(w)
@@ -320,6 +340,7 @@ class ForkPool:
             by_fd[w.results] = w
             poll.register(w.results, select.POLLIN)
         feed_all()
+        yield from drain()
         while by_fd:
             timeout = None
             if waiting_on_wakers and wake_after is not None:
@@ -328,6 +349,7 @@ class ForkPool:
             events = poll.poll(timeout)
             if not events or (waiting_on_wakers and any(fd in wakers for fd, _ in events)):
                 feed_all()  # the source may have something now
+                yield from drain()
             for fd, _event in events:
                 ready = by_fd.get(fd)  # None: a waker, or closed while handling an earlier event
                 if ready is None:
@@ -352,6 +374,7 @@ class ForkPool:
                         feed_all()  # an open-ended source: any worker may be idle
                     else:
                         feed(ready)
+                    yield from drain()
 
     def _ended(
         self, w: _Worker, poll: select.poll, by_fd: dict[int, _Worker]

@@ -4,7 +4,9 @@ storescp (or any receiver that writes files) keeps its job; this resident
 process files each complete file through the core job, as ``batch`` does, with
 no program started per instance. Arrivals (:mod:`.arrivals`) say which files are
 complete; the job runs here (``jobs=1``) or on forked workers
-(:class:`~..doors.fork_pool.ForkPool`, fed as files arrive).
+(:class:`~..doors.fork_pool.ForkPool`, fed as files arrive); with workers, a
+file that arrives alone while they are idle (a trickle: storescp writing one
+instance at a time) is filed here too, without a message to a worker and back.
 
 What it promises:
 
@@ -203,14 +205,21 @@ class Watcher:
 
             return work
 
-        with ForkPool(self.jobs, start) as pool:
+        with ForkPool(self.jobs, start) as pool, Repacker(config) as here:
             if on_started is not None:
                 on_started()
+
+            def file_here(path: object) -> object:
+                """A file that arrives alone while the workers are idle: filed in this
+                process (no message each way, no worker woken)."""
+                return here.repack_path(str(path), move=move).__getstate__()
+
             results = pool.map_unordered(
                 self._items(),
                 chunk=self._chunk,
                 wake_fds=self._wake_fds(),  # fixed for the run: a fall-back to polling
                 wake_after=self.arrivals.wake_after,  # then wakes on the timer alone
+                here=file_here,
             )
             for path, result in results:
                 if self._stopping and not pool.stopped:
