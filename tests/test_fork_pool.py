@@ -133,7 +133,7 @@ def test_workers_ignore_sigterm_sent_to_the_group() -> None:
 
 
 def test_an_item_alone_while_workers_idle_is_worked_here_and_a_burst_goes_out() -> None:
-    """``here``: a trickle (one item, then a pause, every worker idle) is worked on in
+    """``here``: a trickle (chunks of one, every worker idle) is worked on in
     this process; a burst of items goes to the workers; every item once."""
     burst = [f"b{i}" for i in range(40)]
 

@@ -237,11 +237,11 @@ class ForkPool:
         chunks, as a batch's does; a trickle one by one). The
         source ends the run by returning, as any iterator does.
 
-        ``here``: an item that arrives alone (the source paused right after it) while
-        no worker has anything in flight is worked on in this process by ``here(item)``
-        instead: a trickle then costs no message each way and no worker's wake-up
-        (``watch`` beside storescp: ~0.17 ms of ~1 ms an instance). A burst still
-        goes to the workers.
+        ``here``: a chunk of one item (``chunk`` said 1: no backlog) while no worker
+        has anything in flight is worked on in this process by ``here(item)`` instead:
+        a trickle then costs no message each way and no worker's wake-up (``watch``
+        beside storescp: ~0.17 ms of ~1 ms an instance). Once items come faster than
+        this process works them, chunks grow or a worker is busy, and they go out.
         """
         import select
 
@@ -279,7 +279,6 @@ class ForkPool:
                     exhausted = True
                 if (
                     here is not None
-                    and paused
                     and len(taken) == 1
                     and not any(x.inflight for x in self._workers)
                 ):
