@@ -39,3 +39,27 @@ def imports_of_private_names() -> list[str]:
 def test_no_module_imports_a_private_name_of_another() -> None:
     found = imports_of_private_names()
     assert found == [], "\n".join(found)
+
+
+def uses_of_argparse_internals() -> list[str]:
+    """``parser._actions``, ``argparse._SomeAction``, or an ``argparse.Namespace`` made by
+    hand: argparse's internals, or a command line nobody typed (issue 19)."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        rel = path.relative_to(SRC.parent).as_posix()
+        made = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            argparse_name = isinstance(node.value, ast.Name) and node.value.id == "argparse"
+            if node.attr == "_actions" or (argparse_name and node.attr.startswith("_")):
+                found.append(f"{rel}:{node.lineno}: .{node.attr}")
+            elif argparse_name and node.attr == "Namespace" and id(node) in made:
+                found.append(f"{rel}:{node.lineno}: argparse.Namespace(...) (pass typed values)")
+    return found
+
+
+def test_no_module_uses_argparse_internals() -> None:
+    found = uses_of_argparse_internals()
+    assert found == [], "\n".join(found)

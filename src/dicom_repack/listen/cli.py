@@ -50,6 +50,7 @@ from .service import (
     add_series_arguments,
     add_service_arguments,
     apply_config_file,
+    apply_environment,
     seconds,
     setup_logging,
 )
@@ -69,7 +70,6 @@ ENV_PREFIX = "DICOM_REPACK_LISTEN_"
 #: is ended regardless (the hard bound: see :func:`_exit_after`).
 EXIT_SLACK = 5.0
 LOG = logging.getLogger("dicom_repack.listen")
-_TRUE = {"1", "true", "yes", "on"}
 
 
 class Filer:
@@ -201,7 +201,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """The listen options, each with its DICOM_REPACK_LISTEN_* variable as default.
 
     Raises ValueError naming the variable when one cannot be read.
@@ -344,36 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_series_arguments(out)
     options.add_arguments(p, options.LAYOUT, title="layout", description=options.LAYOUT_HELP)
     add_service_arguments(p)
-    _env_defaults(p)
+    apply_environment(p, ENV_PREFIX)
     return p
-
-
-def _env_defaults(parser: argparse.ArgumentParser) -> None:
-    """Take each option's default from DICOM_REPACK_LISTEN_<DEST> when it is set.
-
-    A value the option's type refuses raises ValueError naming the variable.
-    """
-    for action in parser._actions:  # argparse has no public iterator over its options
-        if not action.option_strings or action.dest in ("help", "version"):
-            continue
-        name = ENV_PREFIX + action.dest.upper()
-        action.help = f"{action.help or ''} [env: {name}]".strip()
-        raw = os.environ.get(name)
-        if raw is None:
-            continue
-        if isinstance(action, argparse._StoreTrueAction):
-            action.default = raw.strip().lower() in _TRUE
-        elif isinstance(action, argparse._AppendAction):
-            action.default = [raw]
-        else:
-            try:
-                action.default = action.type(raw) if callable(action.type) else raw
-            except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
-                raise ValueError(f"{name}={raw!r}: {exc}") from None
-            if action.choices is not None and action.default not in action.choices:
-                choices = ", ".join(map(str, action.choices))
-                raise ValueError(f"{name}={raw!r}: not one of {choices}")
-        action.required = False
 
 
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:

@@ -50,7 +50,7 @@ ENV_PREFIX = "DICOM_REPACK_WATCH_"
 LOG = logging.getLogger("dicom_repack.watch")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """The watch door's options: batch's destination, filing, index, layout and jobs
     (declared once in doors/options.py), its own, and listen's service options."""
     p = OneLineParser(
