@@ -384,7 +384,7 @@ def test_a_spooled_instance_is_filed_from_its_open_file_even_if_the_spool_is_swa
     it inside the spool folder: a link put in the spool folder's place between the last
     fragment and the filing changes nothing outside (no read, no removal there)."""
     from dicom_repack.core.repack import Config
-    from dicom_repack.listen.cli import Filer
+    from dicom_repack.listen.filer import Filer
     from dicom_repack.listen.limits import Limits
     from dicom_repack.listen.scp import StoreInfo
     from dicom_repack.listen.sink import SPOOL_DIR, Incoming, Spool

@@ -26,25 +26,16 @@ import time
 from ..core.destination import DestinationError, check_writable
 from ..core.errors import TemplateError
 from ..core.jsonio import NdjsonLog
-from ..core.outcome import Outcome
-from ..core.repack import Config, Repacker
-from ..core.source import PathSource
+from ..core.repack import Config
 from ..doors import options
 from ..doors.fork_pool import usable_cores
 from ..doors.usage import OneLineParser
 from .activity import Activity
 from .assoc import Policy
+from .filer import Filer
 from .limits import Limits
 from .metrics import SharedCounters
-from .scp import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_OUT_OF_RESOURCES,
-    STATUS_SUCCESS,
-    ServerConfig,
-    StorageServer,
-    StoreInfo,
-    listening_socket,
-)
+from .scp import ServerConfig, StorageServer, listening_socket
 from .series_watch import SeriesWatch
 from .service import (
     add_series_arguments,
@@ -54,7 +45,7 @@ from .service import (
     seconds,
     setup_logging,
 )
-from .sink import Incoming, Spool
+from .sink import Spool
 from .workers import Relay, serve_workers
 
 TYPE_CHECKING = False
@@ -63,91 +54,13 @@ if TYPE_CHECKING:
 
     from .http import LiveServer
 
-__all__ = ["ENV_PREFIX", "Filer", "build_parser", "main"]
+__all__ = ["ENV_PREFIX", "build_parser", "main"]
 
 ENV_PREFIX = "DICOM_REPACK_LISTEN_"
 #: After --shutdown-grace, how long the rest of a shutdown may take before the process
 #: is ended regardless (the hard bound: see :func:`_exit_after`).
 EXIT_SLACK = 5.0
 LOG = logging.getLogger("dicom_repack.listen")
-
-
-class Filer:
-    """The store handler: one received instance through the core job.
-
-    One :class:`~.repack.Repacker` per association thread, so its caches need no
-    lock; the record writer's own locking keeps concurrent series consistent.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        ndjson: NdjsonLog | None = None,
-        watch: SeriesWatch | Relay | None = None,
-        activity: Activity | None = None,
-    ) -> None:
-        self.config = config
-        self.ndjson = ndjson
-        self.watch = watch
-        self.activity = activity
-        self._local = threading.local()
-
-    def _forget_repacker(self) -> None:
-        """Close this thread's Repacker (at its association's end: listen/activity.py)."""
-        repacker: Repacker | None = getattr(self._local, "repacker", None)
-        self._local.repacker = None
-        if repacker is not None:
-            repacker.close()
-
-    def __call__(self, incoming: Incoming, info: StoreInfo) -> tuple[int, str]:
-        repacker: Repacker | None = getattr(self._local, "repacker", None)
-        if repacker is None:
-            repacker = self._local.repacker = Repacker(self.config)
-            if self.activity is not None:  # its index connection closed when the association ends
-                self.activity.close_when_association_ends(self._forget_repacker)
-        origin = f"dicom://{info.calling_ae}@{info.peer}/{info.sop_instance_uid}"
-        if incoming.buffer is not None:
-            outcome = repacker.repack_buffer(memoryview(incoming.buffer), origin=origin)  # no copy
-        else:
-            # spooled inside the data folder: filed by a hard link from the open spool
-            # file, never copied again, and its name removed inside the spool folder
-            path = incoming.path
-            assert path is not None
-            source = PathSource(
-                path,
-                move=True,
-                opened=incoming.take(),
-                remove=lambda: incoming.spool.remove(path),
-                origin=origin,  # its row, NDJSON line and errors name the sender, not the spool
-            )
-            outcome = repacker.repack(source)
-        if self.ndjson is not None:
-            self.ndjson.write(
-                {
-                    **outcome.as_dict(),
-                    "CallingAETitle": info.calling_ae,
-                    "TransferSyntaxUID": info.transfer_syntax,
-                }
-            )
-        if outcome.error is None:
-            if self.watch is not None and outcome.dst:
-                self.watch.seen(
-                    os.path.dirname(outcome.dst),
-                    outcome.patient_id or "",
-                    outcome.study_uid or "",
-                    outcome.series_uid or "",
-                )
-            return STATUS_SUCCESS, ""
-        LOG.warning("%s", outcome.error)
-        if self.activity is not None:
-            self.activity.failure(origin, outcome.kind, outcome.error, info.calling_ae, info.peer)
-        return _status_for(outcome), outcome.error
-
-
-def _status_for(outcome: Outcome) -> int:
-    """A failure the sender can fix by retrying later (disk, permissions) is "out of
-    resources" (0xA700); one about the instance itself is "cannot understand" (0xC000)."""
-    return STATUS_OUT_OF_RESOURCES if outcome.retryable else STATUS_CANNOT_UNDERSTAND
 
 
 class _Refused(Exception):
