@@ -18,16 +18,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dicom_repack.doors import batch as batch_door
+from dicom_repack.doors import batch_engine
 from helpers import dicom_repack_exe, run_cli
 from test_dump import pydicom_imports
 from test_source_goes_last import assert_filed_once, files_under, sha
 
 #: the paths a pooled batch (--jobs 2) reads before it forks its workers
-#: (doors/batch.py: jobs x _CHUNK_MAX x 4): the kill tests write these, and a few more,
+#: (doors/batch_engine.py: jobs x CHUNK_MAX x 4): the kill tests write these, and a few more,
 #: on the batch's stdin, which they keep open, so the batch has work in hand and cannot
 #: end before the test has signalled it, however fast or busy the machine
-HEAD = 2 * batch_door._CHUNK_MAX * 4
+HEAD = 2 * batch_engine.CHUNK_MAX * 4
 N = HEAD + 16
 
 

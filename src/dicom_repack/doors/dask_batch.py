@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
-    from .batch import Summary
+    from .batch_engine import Summary
 
     #: distributed's objects (its annotations are partial: handled as Any here)
     Client = Any
@@ -417,7 +417,7 @@ def _drive(
     stop_when: Callable[[Outcome], bool] | None,
     chunk: int | None,
 ) -> Summary:
-    from .batch import Summary
+    from .batch_engine import Summary
 
     if not client.nthreads():
         sys.stderr.write("dicom-repack: waiting for a Dask worker to join the scheduler\n")
