@@ -170,3 +170,92 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert import_cycles(graph) == [["a", "b", "c"]]
     assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+#: the doors: what a user runs (the bench's own drivers print their progress as they like)
+DOORS = ("doors", "listen", "watch")
+
+
+def _door_modules() -> list[tuple[str, ast.Module]]:
+    out = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if rel.split("/")[0] in DOORS or rel in ("cli.py", "bench/cli.py", "bench/corpus.py"):
+            out.append((rel, ast.parse(path.read_text(encoding="utf-8"))))
+    return out
+
+
+def _is_stderr(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "stderr"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    )
+
+
+def test_the_doors_say_their_lines_through_one_module() -> None:
+    """``dicom-repack <door>: `` is written once (doors/plumbing.py): no door writes a
+    line of its own to stderr (a progress bar's console is not a line)."""
+    found = []
+    for rel, tree in _door_modules():
+        if rel == "doors/plumbing.py":
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr == "write" and _is_stderr(func.value):
+                found.append(f"{rel}:{node.lineno}: sys.stderr.write")
+            to_stderr = any(k.arg == "file" and _is_stderr(k.value) for k in node.keywords)
+            if isinstance(func, ast.Name) and func.id == "print" and to_stderr:
+                found.append(f"{rel}:{node.lineno}: print(..., file=sys.stderr)")
+    assert found == [], "\n".join(found)
+
+
+def _int_literals(node: ast.expr | None) -> list[int]:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return [node.value]
+    if isinstance(node, ast.IfExp):
+        return _int_literals(node.body) + _int_literals(node.orelse)
+    return []
+
+
+def test_exit_statuses_are_named() -> None:
+    """A door's ``main`` returns, and a process exits with, core/errors.py's ``EXIT_*``,
+    never a bare number: what 1 or 2 means is said once (README, "Exit status and errors")."""
+    found = []
+    for rel, tree in _door_modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name in ("main", "_run", "_serve"):
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.Return) and _int_literals(sub.value):
+                        found.append(f"{rel}:{sub.lineno}: return {_int_literals(sub.value)}")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("exit", "_exit")
+                and node.args
+                and _int_literals(node.args[0])
+            ):
+                found.append(
+                    f"{rel}:{node.lineno}: {node.func.attr}({_int_literals(node.args[0])})"
+                )
+    assert found == [], "\n".join(found)
+
+
+def test_no_module_imports_another_packages_private_module() -> None:
+    """``core/_pydicom.py`` is core's business: the doors ask core/header.py."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.level > 1
+                and any(part.startswith("_") for part in node.module.split("."))
+            ):
+                found.append(f"{rel}:{node.lineno}: from {'.' * node.level}{node.module}")
+    assert found == [], "\n".join(found)

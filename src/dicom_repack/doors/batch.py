@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["build_parser", "main"]
 
+DOOR = "batch"
+
 
 class _Counter:
     """The files under the inputs, counted by a second walk in a thread, ahead of the
@@ -108,10 +110,10 @@ def _usage_error(message: str) -> NoReturn:
 
 
 def main(argv: list[str]) -> int:
-    from ..core.destination import DestinationError, check_writable
-    from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TemplateError
+    from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TemplateError
     from ..core.jsonio import NdjsonLog, dumps
     from .options import index_from, layout_from, parse_plain
+    from .plumbing import Refused, check_destinations, fail, open_ndjson, say
 
     values = parse_plain(argv, _flags(), positional="paths", required=("datadir",))
     if values is None:  # not a plain command line: argparse decides (its errors, --help)
@@ -130,8 +132,7 @@ def main(argv: list[str]) -> int:
         try:
             require_distributed()
         except DaskUnavailable as exc:
-            sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}\n")
-            return 2
+            return fail(DOOR, str(exc), EXIT_USAGE)
     try:
         layout = layout_from(values)
     except TemplateError as exc:
@@ -139,28 +140,21 @@ def main(argv: list[str]) -> int:
     for p in ns.paths:
         if p != "-" and not os.path.exists(p):
             _usage_error(f"no such file or folder: {p}")
-    destinations = [(ns.datadir, "--datadir")] + ([(ns.logdir, "--logdir")] if ns.logdir else [])
     try:
-        for folder, what in destinations:
-            check_writable(folder, what, parents=ns.parents)
-    except DestinationError as exc:
-        sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}; nothing was done\n")
-        return EXIT_FAILED
+        check_destinations(ns.datadir, ns.logdir, parents=ns.parents)
+    except Refused as exc:
+        return fail(DOOR, str(exc), exc.status)
     if ns.verbose:
-        from ..core._pydicom import show_warnings
+        from .plumbing import show_pydicom_warnings
 
-        show_warnings(True)
+        show_pydicom_warnings(True)
     config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync, index=index_from(values))
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
     ndjson: NdjsonLog | None = None
-    if ns.log_ndjson is not None:
-        try:
-            ndjson = NdjsonLog(ns.log_ndjson)
-        except OSError as exc:
-            sys.stderr.write(
-                f"dicom-repack: error: --log-ndjson {one_line(ns.log_ndjson)}: {exc.strerror}\n"
-            )
-            return EXIT_FAILED
+    try:
+        ndjson = open_ndjson(ns.log_ndjson)
+    except Refused as exc:
+        return fail(DOOR, str(exc), exc.status)
     # the summary line leaves stdout to the NDJSON lines when they go there
     summary_stream = sys.stderr if ns.log_ndjson == "-" else sys.stdout
     progress: Progress | None = None
@@ -219,9 +213,10 @@ def main(argv: list[str]) -> int:
         if not outcome.destination_failed:
             return False
         stopped.append(str(outcome.error))
-        sys.stderr.write(
-            f"dicom-repack: error: the destination failed ({one_line(str(outcome.error))}); stopping, "
-            "inputs not yet filed are untouched\n"
+        say(
+            DOOR,
+            f"the destination failed ({outcome.error}); stopping, "
+            "inputs not yet filed are untouched",
         )
         return True
 
@@ -234,7 +229,7 @@ def main(argv: list[str]) -> int:
                     why = "not a regular file" if outcome.not_regular else "not DICOM"
                     skipped_names.append((why, outcome.src))
             elif not (stopped and outcome.destination_failed):  # the stop line said it
-                sys.stderr.write(f"dicom-repack: error: {one_line(outcome.error)}\n")
+                say(DOOR, outcome.error)
         if progress is not None and task is not None:
             progress.update(task, advance=1)
 
@@ -247,11 +242,7 @@ def main(argv: list[str]) -> int:
             if not ns.dask.startswith("local:"):
                 from .dask_batch import CONNECT_TIMEOUT
 
-                sys.stderr.write(
-                    f"dicom-repack batch: waiting up to {CONNECT_TIMEOUT} s for the Dask "
-                    f"scheduler at {one_line(ns.dask)}\n"
-                )
-                sys.stderr.flush()
+                say(DOOR, f"waiting up to {CONNECT_TIMEOUT} s for the Dask scheduler at {ns.dask}")
             try:
                 summary = run_on_dask(
                     walk(),
@@ -262,8 +253,7 @@ def main(argv: list[str]) -> int:
                     stop_when=destination_failed,
                 )
             except (DaskJobError, OSError) as exc:
-                sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}\n")
-                return 1
+                return fail(DOOR, str(exc))
         else:
             summary = run(
                 walk(),
@@ -275,10 +265,11 @@ def main(argv: list[str]) -> int:
                 on_started=start_progress,
             )
     except KeyboardInterrupt:
-        sys.stderr.write(
-            "dicom-repack: interrupted; files already filed stay filed, nothing is half-written\n"
+        return fail(
+            DOOR,
+            "interrupted; files already filed stay filed, nothing is half-written",
+            EXIT_INTERRUPTED,
         )
-        return EXIT_INTERRUPTED
     finally:
         counting.stop()
         if progress is not None:
@@ -290,9 +281,9 @@ def main(argv: list[str]) -> int:
         summary.skipped = summary.not_regular = 0
     if walked[0] == 0 and not stopped:
         where = ", ".join(one_line(p) if p != "-" else "stdin" for p in ns.paths)
-        sys.stderr.write(f"dicom-repack batch: no files found under {where}\n")
+        say(DOOR, f"no files found under {where}")
     for why, name in skipped_names:
-        sys.stderr.write(f"dicom-repack: skipped ({why}): {one_line(name)}\n")
+        say(DOOR, f"skipped ({why}): {name}")
     if summary.skipped > len(skipped_names):
         # every outcome, skipped ones too, is a line of --log-ndjson: say where they all are
         where = (
@@ -301,10 +292,7 @@ def main(argv: list[str]) -> int:
             if ndjson is not None
             else "--log-ndjson names every skipped file"
         )
-        sys.stderr.write(
-            f"dicom-repack: ... and {summary.skipped - len(skipped_names)} more skipped files; "
-            f"{where}\n"
-        )
+        say(DOOR, f"... and {summary.skipped - len(skipped_names)} more skipped files; {where}")
     summary_stream.write(one_line(summary.line()) + "\n")
     if ns.summary_json:
         with open(ns.summary_json, "w", encoding="utf-8") as fh:

@@ -16,10 +16,10 @@ import os
 import sys
 import time
 
-from ..core.errors import one_line
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..core.tree import OWN_PREFIX
+from .plumbing import say
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -154,9 +154,7 @@ def _listing(folder: str) -> list[tuple[str, bool]]:
                     continue
                 entries.append((entry.name, entry.path, is_dir))
     except OSError as exc:
-        sys.stderr.write(
-            f"dicom-repack: error: cannot read folder {one_line(folder)}: {exc.strerror}\n"
-        )
+        say("batch", f"cannot read folder {folder}: {exc.strerror}")
         return []
     entries.sort()
     return [(path, is_dir) for _, path, is_dir in entries]
@@ -299,7 +297,7 @@ def _fold(path: str, durable: bool) -> None:
 
     problem = fold_pending(path, durable=durable)
     if problem:
-        sys.stderr.write(f"dicom-repack batch: {one_line(problem)}\n")
+        say("batch", problem)
 
 
 def _preload(config: Config, *, large: bool) -> None:

@@ -19,16 +19,15 @@ import logging
 import os
 import signal
 import ssl
-import sys
 import threading
 import time
 
-from ..core.destination import DestinationError, check_writable
-from ..core.errors import TemplateError
+from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
 from ..core.jsonio import NdjsonLog
 from ..core.repack import Config
 from ..doors import options
 from ..doors.fork_pool import usable_cores
+from ..doors.plumbing import Refused, check_destinations, fail, line, open_ndjson, say
 from ..doors.usage import OneLineParser
 from .activity import Activity
 from .assoc import Policy
@@ -56,23 +55,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ENV_PREFIX", "build_parser", "main"]
 
+DOOR = "listen"
 ENV_PREFIX = "DICOM_REPACK_LISTEN_"
 #: After --shutdown-grace, how long the rest of a shutdown may take before the process
 #: is ended regardless (the hard bound: see :func:`_exit_after`).
 EXIT_SLACK = 5.0
 LOG = logging.getLogger("dicom_repack.listen")
-
-
-class _Refused(Exception):
-    """A configuration that cannot work: one line, exit 2, before anything is served.
-
-    ``status`` is 1 instead when the command line is right but the machine refuses
-    (an unusable data or log folder, a busy port): README, "Exit status and errors".
-    """
-
-    def __init__(self, message: str, status: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _port(text: str) -> int:
@@ -281,8 +269,7 @@ def main(argv: list[str]) -> int:
         parser = build_parser()
         apply_config_file(parser, argv, ENV_PREFIX)  # flags > env > config file > defaults
     except ValueError as exc:  # a DICOM_REPACK_LISTEN_* variable or config key that cannot be read
-        print(f"dicom-repack listen: {exc}", file=sys.stderr)
-        return 2
+        return fail(DOOR, str(exc), EXIT_USAGE)
     args = parser.parse_args(argv)
     if args.port_word is not None:
         if "--port" in argv or any(a.startswith("--port=") for a in argv):
@@ -291,23 +278,11 @@ def main(argv: list[str]) -> int:
     try:
         setup_logging(args.log_level, args.log_file)
     except OSError as exc:
-        print(f"dicom-repack listen: --log-file {args.log_file}: {exc}", file=sys.stderr)
-        return 2
+        return fail(DOOR, f"--log-file {args.log_file}: {exc}", EXIT_USAGE)
     try:
         return _run(args)
-    except _Refused as exc:
-        print(f"dicom-repack listen: {exc}", file=sys.stderr)
-        return exc.status
-
-
-def _check_destinations(args: argparse.Namespace) -> None:
-    """Refuse at start what would fail every C-STORE: unusable data or log folder."""
-    for flag, folder in (("--datadir", args.datadir), ("--logdir", args.logdir)):
-        if folder:
-            try:
-                check_writable(folder, flag, parents=args.parents)
-            except DestinationError as exc:
-                raise _Refused(f"{exc}; nothing was done", 1) from None
+    except Refused as exc:
+        return fail(DOOR, str(exc), exc.status)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -315,17 +290,13 @@ def _run(args: argparse.Namespace) -> int:
         layout = options.layout_from(vars(args))
         ctx = _ssl_context(args)
     except (TemplateError, OSError, ssl.SSLError) as exc:
-        raise _Refused(str(exc)) from None
-    _check_destinations(args)
+        raise Refused(str(exc), EXIT_USAGE) from None
+    # refused at start, what would fail every C-STORE: an unusable data or log folder
+    check_destinations(args.datadir, args.logdir, parents=args.parents)
     Spool(args.datadir).sweep()
     workers = args.workers or usable_cores()
 
-    lines: NdjsonLog | None = None
-    if args.log_ndjson:
-        try:
-            lines = NdjsonLog(args.log_ndjson)
-        except OSError as exc:
-            raise _Refused(f"--log-ndjson: {exc}") from None
+    lines = open_ndjson(args.log_ndjson or None)
 
     idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
     watch: SeriesWatch | None = None
@@ -345,10 +316,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         sock = listening_socket(args.bind, args.port)
     except OSError as exc:
-        print(
-            f"dicom-repack listen: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr
-        )
-        return 1
+        return fail(DOOR, f"cannot listen on {args.bind}:{args.port}: {exc}")
     limits = Limits(config.max_associations, config.memory_budget, workers)
     serving: list[StorageServer] = []  # the one server, when it runs in this process
     stopping = threading.Event()  # SIGTERM came: the page's /healthz says so
@@ -368,14 +336,10 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a busy --http port: refused as a busy DICOM port is
         sock.close()
         http_host, http_port = args.http
-        print(
-            f"dicom-repack listen: cannot serve --http on {http_host}:{http_port}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+        return fail(DOOR, f"cannot serve --http on {http_host}:{http_port}: {exc}")
     host, port = sock.getsockname()[:2]
     started_line = (
-        f"dicom-repack listen: listening on {host}:{port} as {args.aet}{' (TLS)' if ctx else ''}"
+        f"listening on {host}:{port} as {args.aet}{' (TLS)' if ctx else ''}"
         f"{f' ({workers} workers)' if workers > 1 else ''}"
     )
     started = time.monotonic()
@@ -397,7 +361,7 @@ def _run(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        print(started_line, file=sys.stderr, flush=True)
+        say(DOOR, started_line)
         _start_live(live, stopping)
         if watch is not None:
             watch.start()
@@ -420,7 +384,7 @@ def _run(args: argparse.Namespace) -> int:
             return server
 
         def on_started() -> None:
-            print(started_line, file=sys.stderr, flush=True)
+            say(DOOR, started_line)
             _start_live(live, stopping)
             if watch is not None:
                 watch.start()
@@ -457,11 +421,11 @@ def _run(args: argparse.Namespace) -> int:
         summary["workers"] = workers
         summary["workers_lost"] = lost
         summary["line"] = f"{summary['line']}; {workers} workers ({lost} lost)"
-    print(f"dicom-repack listen: {summary['line']}", file=sys.stderr, flush=True)
+    say(DOOR, str(summary["line"]))
     if lines is not None:
         lines.write({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
         lines.close()
-    return 0 if not lost else 1
+    return EXIT_FAILED if lost else EXIT_OK
 
 
 def _exit_after(seconds: float) -> threading.Timer:
@@ -471,15 +435,16 @@ def _exit_after(seconds: float) -> threading.Timer:
     hold a lock the rest of the shutdown needs."""
 
     def fire() -> None:
-        line = (
-            f"dicom-repack listen: the shutdown grace ran out ({seconds:g} s after the "
-            "signal, an association stuck in a handler); exiting without it\n"
+        text = line(
+            DOOR,
+            f"the shutdown grace ran out ({seconds:g} s after the "
+            "signal, an association stuck in a handler); exiting without it",
         )
         # the line from a thread of its own: stderr itself may be a pipe nobody reads
-        say = threading.Thread(target=os.write, args=(2, line.encode()), daemon=True)
-        say.start()
-        say.join(timeout=1.0)
-        os._exit(1)
+        writer = threading.Thread(target=os.write, args=(2, text.encode()), daemon=True)
+        writer.start()
+        writer.join(timeout=1.0)
+        os._exit(EXIT_FAILED)
 
     timer = threading.Timer(seconds, fire)
     timer.daemon = True
@@ -547,7 +512,7 @@ def _start_live(live: LiveServer | None, stopping: threading.Event) -> None:
     signal.signal(signal.SIGTERM, on_term)
     if live is not None:
         live.start()
-        print(f"dicom-repack listen: live page on {live.url}", file=sys.stderr, flush=True)
+        say(DOOR, f"live page on {live.url}")
 
 
 def _server_config(args: argparse.Namespace, ctx: ssl.SSLContext | None) -> ServerConfig:
