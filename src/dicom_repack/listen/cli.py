@@ -344,9 +344,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     if workers == 1:
-        server = StorageServer(
-            config, Filer(repack_config, lines, watch, activity), limits.share(0)
-        )
+        filer = Filer(repack_config, lines, watch, activity)
+        server = StorageServer(config, filer, limits.share(0))
         _observe(server, activity, shared, 0)
         server.adopt(sock)
         serving.append(server)
@@ -366,6 +365,7 @@ def _run(args: argparse.Namespace) -> int:
         if watch is not None:
             watch.start()
         server.serve_forever()
+        filer.close()
         if watchdog is not None and not server.stuck:
             watchdog.cancel()  # every association ended: the rest of shutdown cannot hang on one
         counters, lost = server.counters.snapshot(), 0

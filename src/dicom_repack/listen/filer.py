@@ -35,8 +35,11 @@ LOG = logging.getLogger("dicom_repack.listen")
 class Filer:
     """The store handler: one received instance through the core job.
 
-    One :class:`~.repack.Repacker` per association thread, so its caches need no
-    lock; the record writer's own locking keeps concurrent series consistent.
+    One :class:`~.repack.Repacker` per receiving process, shared by its association
+    threads (``threads=True``: each thread files through an index connection of its
+    own, closed when its association ends: :meth:`.activity.Activity.close_when_association_ends`).
+    Made in the process that serves (after a fork): it opens nothing before its first
+    instance. :meth:`close` when the process stops serving.
     """
 
     def __init__(
@@ -50,21 +53,25 @@ class Filer:
         self.ndjson = ndjson
         self.watch = watch
         self.activity = activity
+        self.repacker = Repacker(config, threads=True)
         self._local = threading.local()
 
-    def _forget_repacker(self) -> None:
-        """Close this thread's Repacker (at its association's end: listen/activity.py)."""
-        repacker: Repacker | None = getattr(self._local, "repacker", None)
-        self._local.repacker = None
-        if repacker is not None:
-            repacker.close()
+    def close(self) -> None:
+        """Close the Repacker (what the calling thread opened; each association's thread
+        closed its own connection when the association ended)."""
+        self.repacker.close()
+
+    def _end_thread(self) -> None:
+        """This association's thread is done: close its index connection."""
+        self._local.closing = False
+        self.repacker.close_thread()
 
     def __call__(self, incoming: Incoming, info: StoreInfo) -> tuple[int, str]:
-        repacker: Repacker | None = getattr(self._local, "repacker", None)
-        if repacker is None:
-            repacker = self._local.repacker = Repacker(self.config)
-            if self.activity is not None:  # its index connection closed when the association ends
-                self.activity.close_when_association_ends(self._forget_repacker)
+        repacker = self.repacker
+        if self.activity is not None and not getattr(self._local, "closing", False):
+            # this thread's index connection closed when its association ends
+            self._local.closing = True
+            self.activity.close_when_association_ends(self._end_thread)
         origin = f"dicom://{info.calling_ae}@{info.peer}/{info.sop_instance_uid}"
         if incoming.buffer is not None:
             outcome = repacker.repack_buffer(memoryview(incoming.buffer), origin=origin)  # no copy
