@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import dicom_repack
-from helpers import dicom_files, sqlite_db
+from helpers import dicom_files, open_files, sqlite_db
 
 EXPORTED = [
     "Config",
@@ -140,20 +140,6 @@ def test_every_error_has_one_base_and_a_stable_unique_code() -> None:
         assert f"`{code}`" in api, f"docs/api.md does not list the code {code}"
 
 
-def _held(prefix: str) -> list[str]:
-    """What this process holds open under ``prefix`` (its /proc/self/fd links)."""
-    import contextlib
-    import os
-
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith(prefix):
-                out.append(target)
-    return sorted(out)
-
-
 def test_one_repacker_shared_by_threads_with_a_connection_each(mr: Path, tmp_path: Path) -> None:
     """``Repacker(config, threads=True)``: a receiver's one Repacker per process. Every
     thread files through an index connection of its own (a SQLite connection may not
@@ -182,7 +168,7 @@ def test_one_repacker_shared_by_threads_with_a_connection_each(mr: Path, tmp_pat
             for t in threads:
                 t.join()
             assert errors == [None] * len(files) * (round_ + 1), errors
-            assert index not in _held(index), "a thread's connection left open"
-    assert _held(index) in ([], [index + ".sop-lock"])
+            assert index not in open_files("self", index), "a thread's connection left open"
+    assert open_files("self", index) in ([], [index + ".sop-lock"])
     with sqlite_db(index) as db:
         assert db.execute("SELECT count(*) FROM instances").fetchone()[0] == len(files)

@@ -7,7 +7,6 @@ filed while the bad clients hang on", with timeouts only to stop a hang.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dicom_repack.listen import wire as listen_wire
-from helpers import dicom_files
+from helpers import dicom_files, open_files
 from test_listen_support import filed, listening, pynetdicom_send, wait_for
 
 
@@ -168,18 +167,6 @@ def test_series_hook_words_are_never_shell_parsed() -> None:
     assert argv == ["notify", "--dir", "/data/a b; rm -rf ~", "--pid=$(id)", "1.2.3"]
 
 
-def _open_on(pid: int, prefix: str) -> list[str]:
-    """What the process ``pid`` holds open under ``prefix`` (its /proc/<pid>/fd links)."""
-    out = []
-    fds = Path(f"/proc/{pid}/fd")
-    for fd in fds.iterdir():
-        with contextlib.suppress(OSError):  # an fd closed while we look
-            target = os.readlink(fd)
-            if target.startswith(prefix):
-                out.append(target)
-    return sorted(out)
-
-
 def test_associations_leave_no_index_connection_open(mr: Path, tmp_path: Path) -> None:
     """One Repacker per receiving process, each association's thread filing through an
     index connection of its own and closing it when the association ends: after many
@@ -195,10 +182,10 @@ def test_associations_leave_no_index_connection_open(mr: Path, tmp_path: Path) -
             # the association's thread closes its connections as it ends, after the
             # sender saw the release: wait for that (only a hang is timed out)
             wait_for(
-                lambda: _open_on(pid, index) == [index + ".sop-lock"],
+                lambda: open_files(pid, index) == [index + ".sop-lock"],
                 what=f"the index's connections closed after association {n + 1}",
             )
-            held.append(_open_on(pid, index))
+            held.append(open_files(pid, index))
         # the lock file is held for the process's life (core/sop_lock.py), nothing else
         assert held == [[index + ".sop-lock"]] * 12
     assert listener.proc.returncode == 0, listener.stderr

@@ -152,10 +152,11 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 #: cycles known and not yet broken, each with its reason; nothing else may join them
 KNOWN_CYCLES = [
-    # the pending file's PendingIndex (light: the per-instance door's) imports the SQLite
-    # Index lazily, to fold past FOLD_AT and to look up folded rows; left while issue 21
-    # reworks the index for a second database (breaking it means moving that fold behind
-    # a hook the index module registers)
+    # the pending file's PendingIndex (the per-instance door's index) imports the SQLite
+    # Index lazily, only to fold past FOLD_AT and to look up folded rows. Breaking it
+    # moves PendingIndex into a module of its own (or into core/index.py): one module
+    # more on the per-instance door's start, whose imports may not grow. Left while
+    # issue 21 reworks the index for a second database.
     ["dicom_repack.core.index", "dicom_repack.core.index_rows"],
 ]
 
