@@ -108,6 +108,20 @@ def run_cli(*args: str, check: bool = True, **kw: object) -> subprocess.Complete
     return proc
 
 
+def open_files(pid: int | str, prefix: str) -> list[str]:
+    """What process ``pid`` (or ``"self"``) holds open under ``prefix``: its
+    ``/proc/<pid>/fd`` links, sorted (an fd closed while they are read is skipped)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(prefix):
+            out.append(target)
+    return sorted(out)
+
+
 @contextmanager
 def sqlite_db(path: Path | str) -> Iterator[sqlite3.Connection]:
     """A connection to the SQLite file at ``path``, committed and closed at the end.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import dicom_repack
-from helpers import dicom_files
+from helpers import dicom_files, open_files, sqlite_db
 
 EXPORTED = [
     "Config",
@@ -138,3 +138,37 @@ def test_every_error_has_one_base_and_a_stable_unique_code() -> None:
     api = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
     for code in pinned.values():
         assert f"`{code}`" in api, f"docs/api.md does not list the code {code}"
+
+
+def test_one_repacker_shared_by_threads_with_a_connection_each(mr: Path, tmp_path: Path) -> None:
+    """``Repacker(config, threads=True)``: a receiver's one Repacker per process. Every
+    thread files through an index connection of its own (a SQLite connection may not
+    cross threads) and closes it with ``close_thread`` when it is done."""
+    import threading
+
+    from dicom_repack import Config, Repacker
+
+    files = dicom_files(mr)[:6]
+    log = tmp_path / "log"
+    index = str(log / "dicom-repack-index.sqlite")
+    errors: list[str | None] = []
+    with Repacker(Config(str(tmp_path / "data"), str(log)), threads=True) as repacker:
+
+        def work(batch: list[Path]) -> None:
+            try:
+                for f in batch:
+                    errors.append(repacker.repack_path(str(f)).error)
+            finally:
+                repacker.close_thread()
+
+        for round_ in range(3):  # threads come and go, as associations do
+            threads = [threading.Thread(target=work, args=([f],)) for f in files]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == [None] * len(files) * (round_ + 1), errors
+            assert index not in open_files("self", index), "a thread's connection left open"
+    assert open_files("self", index) in ([], [index + ".sop-lock"])
+    with sqlite_db(index) as db:
+        assert db.execute("SELECT count(*) FROM instances").fetchone()[0] == len(files)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from dicom_repack.listen import wire as listen_wire
-from helpers import dicom_files
-from test_listen_support import filed, listening, pynetdicom_send
+from helpers import dicom_files, open_files
+from test_listen_support import filed, listening, pynetdicom_send, wait_for
 
 
 def _associate_rq(calling: str = "RAW", called: str = "DICOM-REPACK") -> bytes:
@@ -165,3 +165,27 @@ def test_series_hook_words_are_never_shell_parsed() -> None:
     ev = SeriesEvent("/data/a b; rm -rf ~", "$(id)", "1.2", "1.2.3", 4, 0.0, 0.0)
     argv = command_argv("notify --dir {folder} --pid={patient_id} {series_uid}", ev)
     assert argv == ["notify", "--dir", "/data/a b; rm -rf ~", "--pid=$(id)", "1.2.3"]
+
+
+def test_associations_leave_no_index_connection_open(mr: Path, tmp_path: Path) -> None:
+    """One Repacker per receiving process, each association's thread filing through an
+    index connection of its own and closing it when the association ends: after many
+    associations the worker holds no more of the index's files than after the first."""
+    files = dicom_files(mr)[:2]
+    data, log = tmp_path / "data", tmp_path / "log"
+    index = str(log / "dicom-repack-index.sqlite")
+    with listening(data, "--logdir", str(log), "--workers", "1") as listener:
+        pid = listener.proc.pid
+        held: list[list[str]] = []
+        for n in range(12):
+            assert pynetdicom_send(listener.port, files, echo=False) == [0, 0]
+            # the association's thread closes its connections as it ends, after the
+            # sender saw the release: wait for that (only a hang is timed out)
+            wait_for(
+                lambda: open_files(pid, index) == [index + ".sop-lock"],
+                what=f"the index's connections closed after association {n + 1}",
+            )
+            held.append(open_files(pid, index))
+        # the lock file is held for the process's life (core/sop_lock.py), nothing else
+        assert held == [[index + ".sop-lock"]] * 12
+    assert listener.proc.returncode == 0, listener.stderr

@@ -54,6 +54,7 @@ from .tree import Tree, remove_beneath
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Any
 
     from .header import Header
     from .index import Index
@@ -152,10 +153,14 @@ class Repacker:
 
     A Repacker opens its index connection on first use and keeps it: close it
     (:meth:`close`, or leave the ``with`` block) when done; it may not be used
-    after. Not shared between threads: one per thread (or per process).
+    after. One thread uses it, unless it is made with ``threads=True`` (a
+    receiver's associations): then every thread may file with it, each through
+    an index connection of its own (SQLite's connections are not shared between
+    threads), which that thread closes with :meth:`close_thread` when it is done.
+    Its other state (the record writer's caches, the SOP locks) is safe to share.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, threads: bool = False) -> None:
         self.config = config
         self.data = Tree(config.datadir, "data folder")
         self.datadir = self.data.root
@@ -165,20 +170,58 @@ class Repacker:
             if config.logdir
             else None
         )
-        self.index: Index | PendingIndex | None = None
-        if config.index and config.index_mode == "pending":
-            self.index = PendingIndex(config.index, durable=config.fsync)
-        elif config.index:
-            from .index import Index
+        #: the index of the thread that made it (with ``threads``: each thread's own,
+        #: see :meth:`_thread_index`)
+        self.index = self._open_index()
+        #: with ``threads``: each thread's index (threading is imported only then)
+        self._threads: Any = None
+        if threads and self.index is not None:
+            import threading
 
-            self.index = Index(config.index, durable=config.fsync)
+            self._threads = threading.local()
+            self._threads.index = self.index
         more = INDEX_KEYWORDS if self.index else ()
         self.keywords = tuple(
             dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)
         )
 
+    def _open_index(self) -> Index | PendingIndex | None:
+        """An index writer as the config says (it opens nothing until its first row)."""
+        config = self.config
+        if config.index and config.index_mode == "pending":
+            return PendingIndex(config.index, durable=config.fsync)
+        if config.index:
+            from .index import Index
+
+            return Index(config.index, durable=config.fsync)
+        return None
+
+    def _thread_index(self) -> Index | PendingIndex | None:
+        """The calling thread's index: the Repacker's own, or with ``threads`` one per
+        thread, made on the thread's first instance."""
+        local = self._threads
+        if local is None or self.index is None:
+            return self.index
+        index: Index | PendingIndex | None = getattr(local, "index", None)
+        if index is None:
+            index = local.index = self._open_index()
+        return index
+
+    def close_thread(self) -> None:
+        """Close the calling thread's index connection (``threads``: call it at the end of
+        every thread that filed with this Repacker; it may file again after, reopening)."""
+        local = self._threads
+        if local is None:
+            return
+        index = getattr(local, "index", None)
+        local.index = None
+        if index is not None and index is not self.index:
+            index.close()
+
     def close(self) -> None:
-        """Close what this Repacker opened (its index connection); safe to call twice."""
+        """Close what this Repacker opened in this thread (its index connection; with
+        ``threads``, this thread's too: the others close theirs); safe to call twice."""
+        self.close_thread()
         index, self.index = self.index, None
         close = getattr(index, "close", None)
         if close is not None:
@@ -290,7 +333,7 @@ class Repacker:
 
     def _where(self, sop: str) -> dict[str, str] | None:
         """Where the index says ``sop`` was last filed (a hint: checked before any retire)."""
-        where = getattr(self.index, "where", None)
+        where = getattr(self._thread_index(), "where", None)
         return where(sop) if where is not None else None
 
     def _plan_and_place(
@@ -355,9 +398,10 @@ class Repacker:
         )
 
     def _index(self, values: Mapping[str, str], placed: Placed, origin: str) -> None:
-        if self.index is not None:
+        index = self._thread_index()
+        if index is not None:
             try:
-                self.index.add(values, path=placed.path, size=placed.stat.st_size, source=origin)
+                index.add(values, path=placed.path, size=placed.stat.st_size, source=origin)
             except IndexFailure as exc:
                 raise RecordError(origin, str(exc), errno=exc.errno) from None
 
