@@ -145,11 +145,12 @@ def test_an_item_alone_while_workers_idle_is_worked_here_and_a_burst_goes_out() 
         yield from burst
         yield PAUSE
 
-    where: dict[object, object] = {}
+    where: dict[object, tuple[str, int]] = {}
     with ForkPool(2, lambda: lambda item: ("worker", os.getpid())) as pool:
         for item, result in pool.map_unordered(
             source(), chunk=4, here=lambda item: ("here", os.getpid()), wake_after=lambda: 0.0
         ):
+            assert isinstance(result, tuple)
             where[item] = result
     assert set(where) == {"t1", "t2", *burst}
     assert where["t1"] == where["t2"] == ("here", os.getpid())
