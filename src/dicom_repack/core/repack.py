@@ -88,7 +88,7 @@ class Config:
         workers = config.replace(index_mode="pending")      # the same, rows appended
     """
 
-    __slots__ = ("datadir", "fsync", "index", "index_mode", "layout", "logdir")
+    __slots__ = ("datadir", "fsync", "host", "index", "index_mode", "layout", "logdir")
 
     def __init__(
         self,
@@ -99,6 +99,7 @@ class Config:
         fsync: bool = False,
         index: str | bool = True,
         index_mode: str = "direct",
+        host: str | None = None,
     ) -> None:
         if index_mode not in INDEX_MODES:
             raise ValueError(f"index_mode must be one of {', '.join(INDEX_MODES)}: {index_mode!r}")
@@ -121,6 +122,9 @@ class Config:
             )
         #: how rows are written (:data:`INDEX_MODES`); "off" whenever there is no index
         self.index_mode = index_mode if self.index else "off"
+        #: who files (``--host-id``): in each index row and outcome, so that receivers
+        #: sharing one tree and index can be told apart (None: not said)
+        self.host = host
 
     def replace(self, **changes: object) -> Config:
         """A copy with ``changes`` (any keyword of the constructor): every field carried
@@ -132,6 +136,7 @@ class Config:
             "fsync": self.fsync,
             "index": self.index or False,
             "index_mode": self.index_mode if self.index else "direct",
+            "host": self.host,
         }
         unknown = set(changes) - set(fields)
         if unknown:
@@ -215,6 +220,7 @@ class Repacker:
         leave a removed source unjournaled.
         """
         out = Outcome(source.origin)
+        out.host = self.config.host
         folder: Folder | None = None
         held: SopHold | None = None
         try:
@@ -357,7 +363,13 @@ class Repacker:
     def _index(self, values: Mapping[str, str], placed: Placed, origin: str) -> None:
         if self.index is not None:
             try:
-                self.index.add(values, path=placed.path, size=placed.stat.st_size, source=origin)
+                self.index.add(
+                    values,
+                    path=placed.path,
+                    size=placed.stat.st_size,
+                    source=origin,
+                    host=self.config.host,
+                )
             except IndexFailure as exc:
                 raise RecordError(origin, str(exc), errno=exc.errno) from None
 

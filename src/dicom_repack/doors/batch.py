@@ -417,7 +417,7 @@ def main(argv: list[str]) -> int:
     from ..core.destination import DestinationError, check_writable
     from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TemplateError
     from ..core.jsonio import NdjsonLog, dumps
-    from .options import index_from, layout_from, parse_plain
+    from .options import host_from, index_from, layout_from, parse_plain
 
     values = parse_plain(argv, _flags(), positional="paths", required=("datadir",))
     if values is None:  # not a plain command line: argparse decides (its errors, --help)
@@ -456,7 +456,14 @@ def main(argv: list[str]) -> int:
         from ..core._pydicom import show_warnings
 
         show_warnings(True)
-    config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync, index=index_from(values))
+    config = Config(
+        ns.datadir,
+        ns.logdir,
+        layout,
+        fsync=ns.fsync,
+        index=index_from(values),
+        host=host_from(values),
+    )
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
     ndjson: NdjsonLog | None = None
     if ns.log_ndjson is not None:

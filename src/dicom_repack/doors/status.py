@@ -110,6 +110,19 @@ def _ended(conn: Any, peers: set[str]) -> dict[str, list[tuple[float, float | No
     return out
 
 
+def _hosts(conn: Any, where: str, params: list[object]) -> dict[tuple[str, str], dict[str, int]]:
+    """(study, series) -> {host: instances filed there}, cluster-wide: every receiver that
+    shares this index (``--host-id``); "" for rows filed before hosts were recorded."""
+    sql = (
+        "SELECT study_instance_uid, series_instance_uid, host, count(*) FROM instances "
+        f"{where} GROUP BY study_instance_uid, series_instance_uid, host ORDER BY host"
+    )
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for study, series, host, n in conn.execute(sql, params):
+        out.setdefault((study, series), {})[host or ""] = n
+    return out
+
+
 def _state(series: dict[str, Any], now: float, idle: float, assoc_ended: bool) -> str:
     quiet = now - series["_last"] >= idle
     expected = series["expected"]
@@ -128,6 +141,7 @@ def collect(index: str, ns: argparse.Namespace, *, now: float | None = None) -> 
         where, params = _where(ns)
         rows = conn.execute(_SERIES_SQL.format(where=where), params).fetchall()
         assocs = _ended(conn, {r["peer"] or "" for r in rows})
+        hosts = _hosts(conn, where, params)
     finally:
         conn.close()
     patients: dict[str, dict[str, Any]] = {}
@@ -170,6 +184,7 @@ def collect(index: str, ns: argparse.Namespace, *, now: float | None = None) -> 
             "first": _iso(r["first"]),
             "last": _iso(r["last"]),
             "folder": (r["path"] or "").rsplit("/", 1)[0],
+            "hosts": hosts.get((r["study_instance_uid"], r["series_instance_uid"]), {}),
             "_last": r["last"],
         }
         series["state"] = _state(series, now, ns.series_idle, ended)
@@ -222,7 +237,7 @@ def read_only(index: str) -> sqlite3.Connection:
     """
     import sqlite3
 
-    from ..core.index import UPSERT, check_files  # the fold's own statement
+    from ..core.index import UPSERT, check_files, setup  # the fold's own statement
     from ..core.index_rows import IndexRefused, parse_pending, pending_path
     from ..core.tree import NotRegularError, open_file
 
@@ -246,6 +261,7 @@ def read_only(index: str) -> sqlite3.Connection:
                 disk.close()
         else:
             raise IndexFailure(f"cannot read the index {index} (read-only)")
+        setup(memory)  # an older index's copy gains the columns read below
         pending = pending_path(index)
         folder, base = os.path.split(pending)
         names = sorted(n for n in os.listdir(folder or ".") if n.startswith(base + "."))
@@ -320,9 +336,24 @@ def _rows(doc: dict[str, Any]) -> list[dict[str, str]]:
                         "First": _short(x["first"]),
                         "Last": _short(x["last"]),
                         "State": x["state"],
+                        "Hosts": _host_counts(x["hosts"]),
                     }
                 )
     return rows
+
+
+def _host_counts(hosts: dict[str, int]) -> str:
+    """``a:12 b:13``: the compact per-host cell ("?" for rows without a host)."""
+    return " ".join(f"{host or '?'}:{n}" for host, n in hosts.items())
+
+
+def _several_hosts(doc: dict[str, Any]) -> bool:
+    """Whether the shown series were filed by more than one host: only then has the
+    table a Hosts column (one receiver's status reads as it always did)."""
+    seen = {
+        h for p in doc["patients"] for s in p["studies"] for x in s["series"] for h in x["hosts"]
+    }
+    return len(seen) > 1
 
 
 _STYLE = {"complete": "green", "receiving": "yellow"}
@@ -344,9 +375,14 @@ def _table(doc: dict[str, Any], *, wide: bool = False) -> None:
     )
     console = _console()
     rows = _rows(doc)
+    hosts = _several_hosts(doc)
+    if not hosts:
+        for row in rows:
+            del row["Hosts"]
     if wide or console.width >= WIDE:
         table = Table(title=title, caption=caption)
-        for col in ("Patient", "Study", "Series", "Instances", "Bytes", "First", "Last", "State"):
+        cols = ("Patient", "Study", "Series", "Instances", "Bytes", "First", "Last", "State")
+        for col in cols + (("Hosts",) if hosts else ()):
             right = col in ("Instances", "Bytes")
             table.add_column(col, justify="right" if right else "left", no_wrap=col != "Series")
         for i, row in enumerate(rows):
@@ -355,7 +391,7 @@ def _table(doc: dict[str, Any], *, wide: bool = False) -> None:
                 rows[i - 1]["Study"],
             )
             cells = [Text(v) for v in row.values()]
-            cells[-1].stylize(_STYLE.get(row["State"], "red"))
+            cells[7].stylize(_STYLE.get(row["State"], "red"))
             if not first:
                 cells[0] = cells[1] = Text("")
             table.add_row(*cells)
@@ -382,6 +418,8 @@ def _table(doc: dict[str, Any], *, wide: bool = False) -> None:
             line.append_text(Text.assemble((f"{col} ", "bold"), value, "  "))
         line.rstrip()
         console.print(line, soft_wrap=True)
+        if hosts:
+            console.print(Text.assemble("    ", ("Hosts ", "bold"), row["Hosts"]), soft_wrap=True)
         console.print(
             Text.assemble(
                 "    ", ("First ", "bold"), row["First"], "  ", ("Last ", "bold"), row["Last"]

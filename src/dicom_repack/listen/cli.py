@@ -450,7 +450,12 @@ def _run(args: argparse.Namespace) -> int:
 
     config = _server_config(args, ctx)
     repack_config = Config(
-        args.datadir, args.logdir, layout, fsync=args.fsync, index=options.index_from(vars(args))
+        args.datadir,
+        args.logdir,
+        layout,
+        fsync=args.fsync,
+        index=options.index_from(vars(args)),
+        host=options.host_from(vars(args)),
     )
     # associations and failures: log lines and index rows (opened lazily, after any fork);
     # counters in shared memory, so that the live page adds up every worker's
@@ -470,6 +475,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         about = {
             "door": "listen",
+            "host": repack_config.host,
             "port": sock.getsockname()[1],
             "ae_title": args.aet,
             "workers": workers,

@@ -127,6 +127,7 @@ def main(argv: list[str]) -> int:
         layout,
         fsync=args.fsync,
         index=options.index_from(vars(args)),
+        host=options.host_from(vars(args)),
     )
     lines: NdjsonLog | None = None
     if args.log_ndjson is not None:
@@ -289,6 +290,7 @@ def _live(
         healthy=healthy.is_set,
         about={
             "door": "watch",
+            "host": config.host,
             "watching": ", ".join(os.path.abspath(p) for p in args.paths),
             "datadir": os.path.abspath(config.datadir),
             "logdir": os.path.abspath(config.logdir) if config.logdir else "",
