@@ -123,6 +123,16 @@ def _hosts(conn: Any, where: str, params: list[object]) -> dict[tuple[str, str],
     return out
 
 
+def _claims(conn: Any) -> dict[str, tuple[int, str]]:
+    """series uid -> (instances, state) of the series the receivers have decided and
+    notified (``series_claims``, listen/series_watch.py); {} for an index without it."""
+    try:
+        rows = conn.execute("SELECT series_instance_uid, instances, state FROM series_claims")
+        return {uid: (n, state) for uid, n, state in rows if state}
+    except Exception:  # sqlite3.Error: an index no receiver with series watching wrote
+        return {}
+
+
 def _state(series: dict[str, Any], now: float, idle: float, assoc_ended: bool) -> str:
     quiet = now - series["_last"] >= idle
     expected = series["expected"]
@@ -142,6 +152,7 @@ def collect(index: str, ns: argparse.Namespace, *, now: float | None = None) -> 
         rows = conn.execute(_SERIES_SQL.format(where=where), params).fetchall()
         assocs = _ended(conn, {r["peer"] or "" for r in rows})
         hosts = _hosts(conn, where, params)
+        claims = _claims(conn)
     finally:
         conn.close()
     patients: dict[str, dict[str, Any]] = {}
@@ -188,6 +199,9 @@ def collect(index: str, ns: argparse.Namespace, *, now: float | None = None) -> 
             "_last": r["last"],
         }
         series["state"] = _state(series, now, ns.series_idle, ended)
+        claimed = claims.get(r["series_instance_uid"])
+        if claimed is not None and claimed[0] == r["instances"]:
+            series["state"] = claimed[1]  # the receivers decided it (quiet everywhere)
         series["complete"] = series["state"] == "complete"
         del series["_last"]
         s["series"].append(series)

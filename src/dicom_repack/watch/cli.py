@@ -168,7 +168,9 @@ def _serve(
         from ..listen.series_watch import SeriesWatch
 
         emit = lines if lines is not None else NdjsonLog("-")
-        series = SeriesWatch(idle, args.on_series_complete, emit.write)
+        series = SeriesWatch(
+            idle, args.on_series_complete, emit.write, index=config.index, host=config.host
+        )
     stopped_early: list[str] = []
 
     def report(outcome: Outcome) -> None:
