@@ -105,3 +105,21 @@ def test_status_migrates_an_older_index_before_reading(mr: Path, tmp_path: Path)
     doc = json.loads(run_cli("status", "-l", str(log), "--json").stdout)
     (series,) = doc["patients"][0]["studies"][0]["series"]
     assert series["hosts"] == {"": 2}
+
+
+def test_status_shows_per_host_counts_in_the_table_and_the_blocks(mr: Path, tmp_path: Path) -> None:
+    """Two hosts filed one series: the table (``--wide``) has a Hosts column with each
+    host's count, the 80-column blocks a Hosts line; one host alone adds neither."""
+    import os
+
+    data, log = tmp_path / "data", tmp_path / "log"
+    files = dicom_files(mr)
+    run_cli("batch", *map(str, files[:1]), "-d", str(data), "-l", str(log), "--host-id", "rx-a")
+    alone = run_cli("status", "-l", str(log), "--wide").stdout
+    assert "Hosts" not in alone
+    run_cli("batch", *map(str, files[1:3]), "-d", str(data), "-l", str(log), "--host-id", "rx-b")
+    wide = run_cli("status", "-l", str(log), "--wide").stdout
+    assert "Hosts" in wide and "rx-a:1 rx-b:2" in wide, wide
+    env = {**os.environ, "COLUMNS": "80"}
+    narrow = run_cli("status", "-l", str(log), env=env).stdout
+    assert "Hosts rx-a:1 rx-b:2" in narrow, narrow

@@ -239,3 +239,33 @@ def test_a_receiver_killed_mid_series_never_makes_it_complete_twice(
     assert len(incomplete) == (1 if count < SERIES else 0)
     if incomplete:
         assert incomplete[0]["instances"] == count and incomplete[0]["expected"] == SERIES
+
+
+def test_one_claimant_of_many_wins(tmp_path: Path) -> None:
+    """Eight processes claim one series at once in one index: exactly one wins; a claim
+    with the same count later wins nothing, one with more instances wins again (the
+    round after re-arrivals), one with fewer does not."""
+    index = tmp_path / "index.sqlite"
+    code = (
+        "import sys; from dicom_repack.core.index import Index\n"
+        "i = Index(sys.argv[1])\n"
+        "won = i.claim_series('1.2.3', host=sys.argv[2], instances=int(sys.argv[3]),"
+        " hosts={sys.argv[2]: 1}, state='complete')\n"
+        "i.close(); print(int(won))\n"
+    )
+
+    def claim(host: str, n: int) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-c", code, str(index), host, str(n)]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+
+    racers = [claim(f"rx-{i}", 12) for i in range(8)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in racers]
+    assert all(p.returncode == 0 for p in racers)
+    assert sorted(outs) == ["0"] * 7 + ["1"]
+    for n, wins in ((12, "0"), (13, "1"), (5, "0"), (13, "0")):
+        p = claim("rx-late", n)
+        assert p.communicate(timeout=120)[0].strip() == wins, n
+    with contextlib.closing(sqlite3.connect(index)) as conn:
+        assert conn.execute("SELECT instances, host FROM series_claims").fetchall() == [
+            (13, "rx-late")
+        ]

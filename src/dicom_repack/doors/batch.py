@@ -568,7 +568,8 @@ def main(argv: list[str]) -> int:
             try:
                 summary = run_on_dask(
                     walk(),
-                    config,
+                    # each worker names its own host, unless --host-id names one for all
+                    config.replace(host=values.get("host_id") or None),
                     address=ns.dask,
                     move=ns.cleanup,
                     on_outcome=report,
