@@ -32,7 +32,6 @@ browser).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import io
@@ -248,19 +247,15 @@ class LiveState:
 
     def _series(self, since: float) -> dict[str, object]:
         from ..core.index import IndexFailure
-        from ..doors.status import collect
+        from ..core.status_query import StatusFilters, query
 
         assert self.index is not None
-        ns = argparse.Namespace(
-            patient_id=None, study_uid=None, accession=None, date=None, since=since,
-            series_idle=self.series_idle,
-        )  # fmt: skip
         try:
-            doc = collect(self.index, ns)
+            doc = query(self.index, StatusFilters(since=since, series_idle=self.series_idle))
         except IndexFailure:
             return {}
-        rows = []
-        for p in doc["patients"]:  # type: ignore[attr-defined]
+        rows: list[dict[str, object]] = []
+        for p in doc["patients"]:
             for st in p["studies"]:
                 for s in st["series"]:
                     rows.append(

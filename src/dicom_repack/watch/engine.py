@@ -37,7 +37,7 @@ import time
 from ..core.errors import WORKER_LOST
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
-from ..doors.batch import Summary
+from ..doors.batch_engine import Summary
 from .arrivals import Arrivals
 
 TYPE_CHECKING = False
