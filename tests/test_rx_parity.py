@@ -174,7 +174,7 @@ def test_default_layout_tree_and_records_equal_rx_repack(name: str, tmp_path: Pa
 #: fields of our --log-ndjson line that rx-repack's has not (docs/records.md): the study and
 #: SOP UIDs, the error's class, the layout keywords filed by name, and ``error`` (null on
 #: success, where rx-repack leaves the key out)
-OUR_NDJSON_EXTRAS = {"StudyInstanceUID", "SOPInstanceUID", "error_kind", "layout_missing"}
+OUR_NDJSON_EXTRAS = {"StudyInstanceUID", "SOPInstanceUID", "error_kind", "layout_missing", "host"}
 
 
 def assert_ndjson_like_rx(ours: dict[str, object], rx: dict[str, object]) -> None:

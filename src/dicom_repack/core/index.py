@@ -52,6 +52,7 @@ import os
 import time
 
 from .index_rows import (
+    ADDED_COLUMNS,
     COLUMNS,
     DEFAULT_NAME,
     FROM_HEADER,
@@ -75,14 +76,18 @@ if TYPE_CHECKING:
 
 #: DEFAULT_NAME, INDEX_KEYWORDS, IndexFailure, default_path: from .index_rows, named here too
 __all__ = [
+    "CLAIM",
     "DEFAULT_NAME",
     "INDEX_KEYWORDS",
     "INSERT",
     "SCHEMA_VERSION",
+    "SERIES_HOSTS",
+    "SERIES_NOW",
     "UPSERT",
     "Index",
     "IndexFailure",
     "IndexRefused",
+    "SeriesNow",
     "check_files",
     "connect_reader",
     "default_path",
@@ -94,7 +99,8 @@ __all__ = [
 #: the files SQLite may open beside the database, by its name plus these
 _COMPANIONS = ("", "-wal", "-shm", "-journal")
 
-SCHEMA_VERSION = 1
+#: 1: instances, associations, failures; 2: ``instances.host`` and ``series_claims``
+SCHEMA_VERSION = 2
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS instances (
@@ -109,7 +115,8 @@ CREATE TABLE IF NOT EXISTS instances (
     calling_ae          TEXT,
     peer                TEXT,
     {", ".join(f"{col} TEXT" for col, _ in FROM_HEADER)},
-    expected            INTEGER
+    expected            INTEGER,
+    {", ".join(f"{col} {kind}" for col, kind in ADDED_COLUMNS)}
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_series
     ON instances (study_instance_uid, series_instance_uid);
@@ -135,7 +142,14 @@ CREATE TABLE IF NOT EXISTS failures (
     peer       TEXT
 );
 CREATE INDEX IF NOT EXISTS failures_at ON failures (at);
-PRAGMA user_version = {SCHEMA_VERSION};
+CREATE TABLE IF NOT EXISTS series_claims (
+    series_instance_uid TEXT PRIMARY KEY,
+    claimed_at          REAL NOT NULL,
+    host                TEXT,
+    instances           INTEGER NOT NULL,
+    hosts               TEXT,
+    state               TEXT
+)
 """
 
 INSERT = (
@@ -150,6 +164,31 @@ UPSERT = (
     "ON CONFLICT (sop_instance_uid) DO UPDATE SET "
     + ", ".join(f"{col} = excluded.{col}" for col in COLUMNS[1:])
     + " WHERE excluded.filed_at >= instances.filed_at"
+)
+
+#: A series-complete claim (listen/series_watch.py): the first claimant of a series
+#: inserts its row; a later one wins only where the series has grown since (a new round
+#: of arrivals), so each round of a series is notified by one receiver of the cluster.
+#: Whoever's statement changed a row (rowcount 1) won. Plain SQL: SQLite and PostgreSQL.
+CLAIM = (
+    "INSERT INTO series_claims (series_instance_uid, claimed_at, host, instances, hosts, state) "
+    "VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (series_instance_uid) DO UPDATE SET "
+    "claimed_at = excluded.claimed_at, host = excluded.host, instances = excluded.instances, "
+    "hosts = excluded.hosts, state = excluded.state "
+    "WHERE excluded.instances > series_claims.instances"
+)
+
+#: one series, cluster-wide: instances, the last arrival, the announced size
+SERIES_NOW = (
+    "SELECT count(*), max(filed_at), max(expected) FROM instances "
+    "WHERE study_instance_uid = ? AND series_instance_uid = ?"
+)
+
+#: one series' instances per filing host (NULL: filed before hosts were recorded)
+SERIES_HOSTS = (
+    "SELECT host, count(*) FROM instances "
+    "WHERE study_instance_uid = ? AND series_instance_uid = ? GROUP BY host ORDER BY host"
 )
 
 #: where a SOP's folded row says it was filed (the order :func:`where_of` reads)
@@ -211,6 +250,33 @@ def driver(*, statement_cache: bool = False) -> ModuleType:
     return _db
 
 
+class SeriesNow:
+    """One series as the shared index sees it (:meth:`Index.series_now`).
+
+    ``last``: the last arrival (max ``filed_at``, wall-clock seconds), on whichever
+    host; ``expected``: the announced size (None where no instance carries it);
+    ``hosts``: host identity -> instances it filed ("" for rows without one).
+    """
+
+    __slots__ = ("expected", "hosts", "instances", "last")
+
+    def __init__(
+        self, instances: int, last: float | None, expected: int | None, hosts: dict[str, int]
+    ) -> None:
+        self.instances = instances
+        self.last = last
+        self.expected = expected
+        self.hosts = hosts
+
+    @property
+    def state(self) -> str:
+        """``complete`` unless fewer instances arrived than announced (``incomplete``);
+        whether the series is quiet is the caller's to judge, from ``last``."""
+        if self.expected and self.instances < self.expected:
+            return "incomplete"
+        return "complete"
+
+
 class Index:
     """One process's (or thread's) connection to the index at ``path``.
 
@@ -248,9 +314,10 @@ class Index:
         size: int,
         source: str | None,
         when: float | None = None,
+        host: str | None = None,
     ) -> None:
         """Insert (or replace) the row of one filed instance; raises IndexFailure on failure."""
-        row = row_for(values, path, size, source, time.time() if when is None else when)
+        row = row_for(values, path, size, source, time.time() if when is None else when, host)
         self.run(lambda conn: conn.execute(INSERT, row))
 
     def where(self, sop: str) -> dict[str, str] | None:
@@ -340,6 +407,51 @@ class Index:
         finally:
             os.close(fd)
 
+    def migrate(self) -> None:
+        """Bring an existing index to :data:`SCHEMA_VERSION` now (a reader's first step,
+        before it selects a column an older index lacks); IndexFailure if it cannot."""
+
+        def check(conn: sqlite3.Connection) -> None:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version < SCHEMA_VERSION:
+                setup(conn)
+
+        self.run(check)
+
+    def series_now(self, study_uid: str, series_uid: str) -> SeriesNow:
+        """One series as the whole index sees it (every receiver that files into it):
+        its instances, last arrival and announced size, and its instances per host.
+        Folds the pending rows first (watch's workers and the per-instance door write
+        there). Raises IndexFailure."""
+        try:
+            self.fold()
+        except IndexRefused:
+            raise
+        except IndexFailure:
+            pass  # the pending rows stay pending; the folded ones answer
+        found: list[SeriesNow] = []
+
+        def read(conn: sqlite3.Connection) -> None:
+            count, last, expected = conn.execute(SERIES_NOW, (study_uid, series_uid)).fetchone()
+            hosts = conn.execute(SERIES_HOSTS, (study_uid, series_uid)).fetchall()
+            found.append(SeriesNow(count, last, expected, {h or "": n for h, n in hosts}))
+
+        self.run(read)
+        return found[0]
+
+    def claim_series(
+        self, series_uid: str, *, host: str, instances: int, hosts: Mapping[str, int], state: str
+    ) -> bool:
+        """Claim this round of a series (see :data:`CLAIM`): True for the one claimant
+        that won, False for every other (the series is someone else's to notify, or was
+        notified already with as many instances). Raises IndexFailure."""
+        import json
+
+        won: list[int] = []
+        params = (series_uid, time.time(), host, instances, json.dumps(dict(hosts)), state)
+        self.run(lambda conn: won.append(conn.execute(CLAIM, params).rowcount))
+        return bool(won and won[-1] == 1)
+
     def add_many(self, rows: list[tuple[object, ...]]) -> None:
         """Insert many rows in one transaction (``index --rebuild``)."""
         if rows:
@@ -361,7 +473,7 @@ class Index:
                 try:
                     step(conn)
                 except db.OperationalError as exc:
-                    if "no such table" not in str(exc):
+                    if not _outdated(exc):
                         raise
                     setup(conn)
                     step(conn)
@@ -458,15 +570,32 @@ def _read_fd(fd: int) -> bytes:
 
 
 def setup(conn: sqlite3.Connection) -> None:
-    """Create the file's tables (the first writer does; concurrent first writers are fine)."""
+    """Create the file's tables (the first writer does; concurrent first writers are
+    fine), and bring an index made by an earlier version to this one: each of
+    :data:`~.index_rows.ADDED_COLUMNS` it lacks is added (``ALTER TABLE ... ADD
+    COLUMN``: its old rows hold NULL there), then ``user_version`` says
+    :data:`SCHEMA_VERSION`. Run at first use: when a statement finds a table or
+    column missing (:meth:`Index.run`), or by a reader (:meth:`Index.migrate`)."""
     conn.execute("PRAGMA journal_mode=WAL")
 
     def create() -> None:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
+        for column, kind in ADDED_COLUMNS:
+            if column not in have:
+                conn.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     _in_transaction(conn, create)
+
+
+def _outdated(exc: Exception) -> bool:
+    """Whether a statement failed because the file's schema is older than this code's
+    (a table or column missing): :func:`setup` then brings it up to date."""
+    text = str(exc)
+    return "no such table" in text or "no such column" in text or "has no column named" in text
 
 
 def _in_transaction(conn: sqlite3.Connection, body: Callable[[], object]) -> None:
@@ -509,6 +638,8 @@ def connect_reader(path: str) -> sqlite3.Connection:
     writer = Index(path, timeout=10.0, statement_cache=False)
     try:  # the per-instance door's pending rows first (see the module doc); best effort:
         writer.fold()  # a reader that may not write reads what is there
+        if os.path.lexists(path):
+            writer.migrate()  # an older index gains the columns a reader selects
     except IndexRefused:
         raise  # a planted link or FIFO: said, not read around
     except IndexFailure:

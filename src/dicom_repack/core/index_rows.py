@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "ADDED_COLUMNS",
     "COLUMNS",
     "DEFAULT_NAME",
     "FOLD_AT",
@@ -62,6 +63,7 @@ INDEX_KEYWORDS = (
     "Modality",
     "ImagesInAcquisition",
     "NumberOfSlices",
+    "NumberOfSeriesRelatedInstances",
 )
 
 #: columns of ``instances`` filled from header keywords
@@ -89,7 +91,13 @@ COLUMNS = (
     "peer",
     *(col for col, _ in FROM_HEADER),
     "expected",
+    "host",
 )
+
+#: the columns added after the first schema, each with its SQL type: an index made
+#: before them gets each by ``ALTER TABLE instances ADD COLUMN`` at first use (its old
+#: rows NULL there), and a pending line written before them is read with NULLs
+ADDED_COLUMNS = (("host", "TEXT"),)
 
 #: A pending add whose line leaves ``<index>.pending`` at least this big folds it
 #: (~150 rows: one fold, ~5 ms, per ~150 instances).
@@ -142,8 +150,9 @@ def split_origin(origin: str) -> tuple[str | None, str | None]:
 
 
 def expected_count(values: Mapping[str, str]) -> int | None:
-    """The series' announced size, where the instance carries one (else None)."""
-    for keyword in ("ImagesInAcquisition", "NumberOfSlices"):
+    """The series' announced size, where the instance carries one (else None):
+    NumberOfSeriesRelatedInstances, else ImagesInAcquisition, else NumberOfSlices."""
+    for keyword in ("NumberOfSeriesRelatedInstances", "ImagesInAcquisition", "NumberOfSlices"):
         text = (values.get(keyword) or "").strip()
         if text.isdigit() and int(text) > 0:
             return int(text)
@@ -151,9 +160,17 @@ def expected_count(values: Mapping[str, str]) -> int | None:
 
 
 def row_for(
-    values: Mapping[str, str], path: str, size: int, source: str | None, when: float
+    values: Mapping[str, str],
+    path: str,
+    size: int,
+    source: str | None,
+    when: float,
+    host: str | None = None,
 ) -> tuple[object, ...]:
     """The ``instances`` row of one filed instance, as text SQLite can hold.
+
+    ``host``: the filing host's identity (``--host-id``), so that an index shared by
+    several receivers says which one filed each instance.
 
     A source file name may hold bytes that are not UTF-8 (surrogates in Python);
     SQLite's text cannot, so every writer of a row gets them as U+FFFD here.
@@ -174,6 +191,7 @@ def row_for(
         peer,
         *(values.get(kw) for _, kw in FROM_HEADER),
         expected_count(values),
+        host,
     )
     return tuple(storable(v) for v in row)
 
@@ -339,8 +357,9 @@ class PendingIndex:
         size: int,
         source: str | None,
         when: float | None = None,
+        host: str | None = None,
     ) -> None:
-        row = row_for(values, path, size, source, time.time() if when is None else when)
+        row = row_for(values, path, size, source, time.time() if when is None else when, host)
         pending = pending_path(self.path)
         try:
             try:
@@ -425,7 +444,8 @@ def parse_pending(data: bytes) -> list[tuple[object, ...]]:
             row = _old_row(line)
         else:
             continue
-        if isinstance(row, tuple) and len(row) == len(COLUMNS):
+        if isinstance(row, tuple) and len(COLUMNS) - len(ADDED_COLUMNS) <= len(row) <= len(COLUMNS):
+            row += (None,) * (len(COLUMNS) - len(row))  # written before ADDED_COLUMNS
             rows.append(tuple(storable(v) for v in row))  # a line not written by row_for
     return rows
 

@@ -27,6 +27,7 @@ CORE: dict[str, tuple[int, str]] = {
     "SeriesNumber": (0x00200011, "IS"),
     "InstanceNumber": (0x00200013, "IS"),
     "ImagesInAcquisition": (0x00201002, "IS"),
+    "NumberOfSeriesRelatedInstances": (0x00201209, "IS"),
     "PerformedStationAETitle": (0x00400241, "AE"),
     "NumberOfSlices": (0x00540081, "US"),
 }

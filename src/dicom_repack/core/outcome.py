@@ -24,6 +24,7 @@ class Outcome:
         "elements_missing",
         "errno",
         "error",
+        "host",
         "kind",
         "missing",
         "not_regular",
@@ -73,6 +74,8 @@ class Outcome:
         self.retryable = False
         #: the input was a FIFO, socket, device or folder: skipped, never read
         self.not_regular = False
+        #: who filed it (``Config.host``, ``--host-id``); None when not said
+        self.host: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,7 +102,8 @@ class Outcome:
         """The NDJSON line's fields: rx-repack's --log-ndjson (``missing`` a list of
         ``{tag, name, error}``, left out when empty, as rx-repack does), plus the study
         and SOP UIDs, ``error`` and ``error_kind`` always (null on success), and
-        ``layout_missing`` (the layout keywords filed by their name) when not empty."""
+        ``layout_missing`` (the layout keywords filed by their name) when not empty, and
+        ``host`` (who filed it, ``--host-id``) when the door says."""
         line: dict[str, object] = {
             "src": self.src,
             "dst": self.dst,
@@ -118,6 +122,8 @@ class Outcome:
             line["layout_missing"] = list(self.missing)
         line["error"] = self.error
         line["error_kind"] = self.kind
+        if self.host is not None:
+            line["host"] = self.host
         return line
 
     def __getstate__(self) -> tuple[object, ...]:

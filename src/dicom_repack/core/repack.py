@@ -89,7 +89,7 @@ class Config:
         workers = config.replace(index_mode="pending")      # the same, rows appended
     """
 
-    __slots__ = ("datadir", "fsync", "index", "index_mode", "layout", "logdir")
+    __slots__ = ("datadir", "fsync", "host", "index", "index_mode", "layout", "logdir")
 
     def __init__(
         self,
@@ -100,6 +100,7 @@ class Config:
         fsync: bool = False,
         index: str | bool = True,
         index_mode: str = "direct",
+        host: str | None = None,
     ) -> None:
         if index_mode not in INDEX_MODES:
             raise ValueError(f"index_mode must be one of {', '.join(INDEX_MODES)}: {index_mode!r}")
@@ -122,6 +123,9 @@ class Config:
             )
         #: how rows are written (:data:`INDEX_MODES`); "off" whenever there is no index
         self.index_mode = index_mode if self.index else "off"
+        #: who files (``--host-id``): in each index row and outcome, so that receivers
+        #: sharing one tree and index can be told apart (None: not said)
+        self.host = host
 
     def replace(self, **changes: object) -> Config:
         """A copy with ``changes`` (any keyword of the constructor): every field carried
@@ -133,6 +137,7 @@ class Config:
             "fsync": self.fsync,
             "index": self.index or False,
             "index_mode": self.index_mode if self.index else "direct",
+            "host": self.host,
         }
         unknown = set(changes) - set(fields)
         if unknown:
@@ -258,6 +263,7 @@ class Repacker:
         leave a removed source unjournaled.
         """
         out = Outcome(source.origin)
+        out.host = self.config.host
         folder: Folder | None = None
         held: SopHold | None = None
         try:
@@ -401,7 +407,13 @@ class Repacker:
         index = self._thread_index()
         if index is not None:
             try:
-                index.add(values, path=placed.path, size=placed.stat.st_size, source=origin)
+                index.add(
+                    values,
+                    path=placed.path,
+                    size=placed.stat.st_size,
+                    source=origin,
+                    host=self.config.host,
+                )
             except IndexFailure as exc:
                 raise RecordError(origin, str(exc), errno=exc.errno) from None
 

@@ -5,11 +5,18 @@ receiver's live page (listen/http.py: ``/api/status``) both ask this module, so
 the rule of what a series' state is, and the SQL that reads it, live once.
 
 A series is ``complete`` once its instances reach the count they announce
-(ImagesInAcquisition, NumberOfSlices), or, when they announce none, once it has
-been quiet for the series-idle period or the association that brought its last
-instance has ended; a quiet or ended series short of its announced count is
-``incomplete``; anything else is still ``receiving``. DICOM has no
-end-of-series message, so this is the best a receiver can say.
+(NumberOfSeriesRelatedInstances, ImagesInAcquisition, NumberOfSlices), or, when
+they announce none, once it has been quiet for the series-idle period or the
+association that brought its last instance has ended; a quiet or ended series
+short of its announced count is ``incomplete``; anything else is still
+``receiving``. A series the receivers have decided (claimed in ``series_claims``
+by listen/series_watch.py: quiet everywhere, for every receiver sharing the
+index) is in the state they claimed while its count is the claim's. DICOM has
+no end-of-series message, so this is the best a receiver can say.
+
+Every series also says how many of its instances each host filed (``hosts``:
+``--host-id`` -> instances; "" for rows filed before hosts were recorded), so
+several receivers sharing one index read as one.
 
 The SQL is written once, with its placeholders made by :class:`Params`, so that
 a second database driver (``%s`` instead of SQLite's ``?``) changes one word,
@@ -82,6 +89,7 @@ class SeriesStatus(TypedDict):
     expected: int | None
     first: str | None
     last: str | None
+    hosts: dict[str, int]
     folder: str
     state: SeriesState
     complete: bool
@@ -181,6 +189,18 @@ ORDER BY patient_id, study_instance_uid, CAST(series_number AS INTEGER), first
 
 ASSOCIATIONS_SQL = "SELECT peer, started, ended FROM associations WHERE peer IN ({marks})"
 
+#: each series' instances per filing host
+HOSTS_SQL = """
+SELECT study_instance_uid, series_instance_uid, host, count(*) AS n
+FROM instances
+{where}
+GROUP BY study_instance_uid, series_instance_uid, host
+ORDER BY host
+"""
+
+#: the series the receivers decided (listen/series_watch.py, core/index.py: CLAIM)
+CLAIMS_SQL = "SELECT series_instance_uid, instances, state FROM series_claims"
+
 
 def where(filters: StatusFilters, params: Params) -> str:
     """The ``WHERE`` clause for ``filters`` (or ``""``), its values kept in ``params``."""
@@ -228,6 +248,34 @@ def _associations(
     sql = ASSOCIATIONS_SQL.format(marks=params.marks(sorted(peers)))
     for row in _rows(conn, sql, params.values):
         out.setdefault(row["peer"], []).append((row["started"], row["ended"]))
+    return out
+
+
+def _hosts(
+    conn: Connection, filters: StatusFilters, placeholder: str
+) -> dict[tuple[str, str], dict[str, int]]:
+    """(study, series) -> {host: instances filed there}, for every receiver sharing the
+    index."""
+    params = Params(placeholder)
+    sql = HOSTS_SQL.format(where=where(filters, params))
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for row in _rows(conn, sql, params.values):
+        key = (row["study_instance_uid"], row["series_instance_uid"])
+        out.setdefault(key, {})[row["host"] or ""] = row["n"]
+    return out
+
+
+def _claims(conn: Connection) -> dict[str, tuple[int, SeriesState]]:
+    """series uid -> (instances, state) of the series the receivers claimed; {} for an
+    index that has no claims table (one no door of this version has written yet)."""
+    try:
+        rows = _rows(conn, CLAIMS_SQL, ())
+    except Exception:  # the driver's error for a missing table (sqlite3.OperationalError)
+        return {}
+    out: dict[str, tuple[int, SeriesState]] = {}
+    for row in rows:
+        if row["state"] in ("complete", "incomplete"):
+            out[row["series_instance_uid"]] = (row["instances"], row["state"])
     return out
 
 
@@ -281,6 +329,8 @@ def _query(
     sql = SERIES_SQL.format(where=where(filters, params))
     rows = _rows(conn, sql, params.values)
     assocs = _associations(conn, {r["peer"] or "" for r in rows}, placeholder)
+    hosts = _hosts(conn, filters, placeholder)
+    claims = _claims(conn)
 
     # the studies' first/last arrival are kept aside: they are shown last in a study
     patients: dict[str, PatientStatus] = {}
@@ -318,6 +368,9 @@ def _query(
             for started, end in assocs.get(r["peer"] or "", ())
         )
         state = state_of(r["instances"], r["expected"], r["last"], now, filters.series_idle, ended)
+        claimed = claims.get(r["series_instance_uid"])
+        if claimed is not None and claimed[0] == r["instances"]:
+            state = claimed[1]  # the receivers decided it: quiet everywhere
         s["series"].append(
             {
                 "SeriesInstanceUID": r["series_instance_uid"],
@@ -329,6 +382,7 @@ def _query(
                 "expected": r["expected"],
                 "first": _iso(r["first"]),
                 "last": _iso(r["last"]),
+                "hosts": hosts.get((r["study_instance_uid"], r["series_instance_uid"]), {}),
                 "folder": (r["path"] or "").rsplit("/", 1)[0],
                 "state": state,
                 "complete": state == "complete",
@@ -388,7 +442,7 @@ def read_only(index: str) -> sqlite3.Connection:
     """
     import sqlite3
 
-    from .index import UPSERT, check_files  # the fold's own statement
+    from .index import UPSERT, check_files, setup  # the fold's own statement
     from .index_rows import IndexRefused, parse_pending, pending_path
     from .tree import NotRegularError, open_file
 
@@ -412,6 +466,7 @@ def read_only(index: str) -> sqlite3.Connection:
                 disk.close()
         else:
             raise IndexFailure(f"cannot read the index {index} (read-only)")
+        setup(memory)  # an older index's copy gains the columns read here
         pending = pending_path(index)
         folder, base = os.path.split(pending)
         names = sorted(n for n in os.listdir(folder or ".") if n.startswith(base + "."))

@@ -112,7 +112,7 @@ def _usage_error(message: str) -> NoReturn:
 def main(argv: list[str]) -> int:
     from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TemplateError
     from ..core.jsonio import NdjsonLog, dumps
-    from .options import index_from, layout_from, parse_plain
+    from .options import host_from, index_from, layout_from, parse_plain
     from .plumbing import Refused, check_destinations, fail, open_ndjson, say
 
     values = parse_plain(argv, _flags(), positional="paths", required=("datadir",))
@@ -148,7 +148,14 @@ def main(argv: list[str]) -> int:
         from .plumbing import show_pydicom_warnings
 
         show_pydicom_warnings(True)
-    config = Config(ns.datadir, ns.logdir, layout, fsync=ns.fsync, index=index_from(values))
+    config = Config(
+        ns.datadir,
+        ns.logdir,
+        layout,
+        fsync=ns.fsync,
+        index=index_from(values),
+        host=host_from(values),
+    )
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
     ndjson: NdjsonLog | None = None
     try:
@@ -246,7 +253,8 @@ def main(argv: list[str]) -> int:
             try:
                 summary = run_on_dask(
                     walk(),
-                    config,
+                    # each worker names its own host, unless --host-id names one for all
+                    config.replace(host=values.get("host_id") or None),
                     address=ns.dask,
                     move=ns.cleanup,
                     on_outcome=report,

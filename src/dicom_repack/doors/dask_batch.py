@@ -197,6 +197,8 @@ def _repacker(run_id: str, config: Config) -> Repacker:
     if repacker is None:
         if len(_repackers) >= 4:
             _repackers.clear()
+        if config.host is None:  # no --host-id: the worker's host files, not the client's
+            config = config.replace(host=os.uname().nodename)
         repacker = Repacker(config)
         if isinstance(repacker.index, PendingIndex):
             repacker.index.shared = True  # rows appended; only the client opens SQLite

@@ -25,6 +25,7 @@ from .options import (
     INSTANCE,
     LAYOUT,
     fast_tables,
+    host_from,
     index_from,
     optional_const,
 )
@@ -202,6 +203,7 @@ def main(argv: list[str]) -> int:
         layout,
         fsync=bool(opts.get("fsync")),
         index=index_from(opts),
+        host=host_from(opts),
         index_mode="pending",  # one instance per process: no SQLite start (core/index.py)
     )
     folders = (config.datadir, config.logdir or config.datadir)

@@ -58,6 +58,7 @@ __all__ = [
     "WATCH",
     "add_arguments",
     "fast_tables",
+    "host_from",
     "index_from",
     "layout_from",
     "long_name",
@@ -128,8 +129,12 @@ INDEX_PATH: Flag = (("--index",), "index", VALUE,
     "dicom-repack-index.sqlite in --logdir; none without --logdir)",
     "PATH", None, None)  # fmt: skip
 NO_INDEX: Flag = (("--no-index",), "no_index", BOOL, "write no index", None, None, None)
-#: The index (core/index.py): every door.
-INDEX = (INDEX_PATH, NO_INDEX)
+HOST_ID: Flag = (("--host-id",), "host_id", VALUE,
+    "who files, in every index row and --log-ndjson line, so that receivers sharing one "
+    "data/log tree and index are told apart (default: this machine's host name)",
+    "NAME", None, None)  # fmt: skip
+#: The index (core/index.py) and the identity its rows carry: every door that files.
+INDEX = (INDEX_PATH, NO_INDEX, HOST_ID)
 
 LAYOUT_HELP = """\
   Where each instance goes. Default: rx-repack 1.0's tree; any px-repack template
@@ -369,6 +374,20 @@ def index_from(values: Mapping[str, object]) -> str | bool:
         return False
     path = values.get("index")
     return str(path) if path else True
+
+
+def host_from(values: Mapping[str, object]) -> str:
+    """The filing host's identity (``--host-id``): the value given, else the host name.
+
+    The host name as ``socket.gethostname()`` gives it, read with ``os.uname()``
+    (the same kernel field, without importing ``socket`` into the per-instance door).
+    """
+    given = values.get("host_id")
+    if given:
+        return str(given)
+    import os
+
+    return os.uname().nodename
 
 
 def layout_from(values: Mapping[str, object]) -> Layout:

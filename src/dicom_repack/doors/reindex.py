@@ -38,7 +38,7 @@ from ..core.index import (
     default_path,
     setup,
 )
-from ..core.index_rows import INDEX_KEYWORDS, row_for
+from ..core.index_rows import COLUMNS, INDEX_KEYWORDS, row_for
 from ..core.repack import REQUIRED
 from ..core.tree import open_file
 from .plumbing import fail, line, say
@@ -58,14 +58,13 @@ _KEYWORDS = tuple(dict.fromkeys(REQUIRED + INDEX_KEYWORDS))
 _BATCH = 500
 _INSERT_NEW = INSERT.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
 
-_UPDATE = """
-UPDATE instances SET
-    series_instance_uid = ?, study_instance_uid = ?, patient_id = ?, path = ?, size = ?,
-    filed_at = ?, source = ?, calling_ae = ?, peer = ?,
-    patient_name = ?, accession_number = ?, study_date = ?, study_description = ?,
-    series_number = ?, series_description = ?, modality = ?, expected = ?
-WHERE sop_instance_uid = ? AND path != ?
-"""
+#: a row whose instance the tree holds elsewhere takes the tree's word, every column
+#: (the host that filed it there is not known from the tree: NULL)
+_UPDATE = (
+    "UPDATE instances SET "
+    + ", ".join(f"{col} = ?" for col in COLUMNS[1:])
+    + " WHERE sop_instance_uid = ? AND path != ?"
+)
 
 
 class Rebuilt:

@@ -74,9 +74,24 @@ def _rows(doc: StatusDoc) -> list[dict[str, str]]:
                         "First": _short(x["first"]),
                         "Last": _short(x["last"]),
                         "State": x["state"],
+                        "Hosts": _host_counts(x["hosts"]),
                     }
                 )
     return rows
+
+
+def _host_counts(hosts: dict[str, int]) -> str:
+    """``a:12 b:13``: the compact per-host cell ("?" for rows without a host)."""
+    return " ".join(f"{host or '?'}:{n}" for host, n in hosts.items())
+
+
+def _several_hosts(doc: StatusDoc) -> bool:
+    """Whether the shown series were filed by more than one host: only then has the
+    table a Hosts column (one receiver's status reads as it always did)."""
+    seen = {
+        h for p in doc["patients"] for s in p["studies"] for x in s["series"] for h in x["hosts"]
+    }
+    return len(seen) > 1
 
 
 _STYLE = {"complete": "green", "receiving": "yellow"}
@@ -98,9 +113,14 @@ def _table(doc: StatusDoc, *, wide: bool = False) -> None:
     )
     console = _console()
     rows = _rows(doc)
+    hosts = _several_hosts(doc)
+    if not hosts:
+        for row in rows:
+            del row["Hosts"]
     if wide or console.width >= WIDE:
         table = Table(title=title, caption=caption)
-        for col in ("Patient", "Study", "Series", "Instances", "Bytes", "First", "Last", "State"):
+        cols = ("Patient", "Study", "Series", "Instances", "Bytes", "First", "Last", "State")
+        for col in cols + (("Hosts",) if hosts else ()):
             right = col in ("Instances", "Bytes")
             table.add_column(col, justify="right" if right else "left", no_wrap=col != "Series")
         for i, row in enumerate(rows):
@@ -109,7 +129,7 @@ def _table(doc: StatusDoc, *, wide: bool = False) -> None:
                 rows[i - 1]["Study"],
             )
             cells = [Text(v) for v in row.values()]
-            cells[-1].stylize(_STYLE.get(row["State"], "red"))
+            cells[7].stylize(_STYLE.get(row["State"], "red"))
             if not first:
                 cells[0] = cells[1] = Text("")
             table.add_row(*cells)
@@ -136,6 +156,8 @@ def _table(doc: StatusDoc, *, wide: bool = False) -> None:
             line.append_text(Text.assemble((f"{col} ", "bold"), value, "  "))
         line.rstrip()
         console.print(line, soft_wrap=True)
+        if hosts:
+            console.print(Text.assemble("    ", ("Hosts ", "bold"), row["Hosts"]), soft_wrap=True)
         console.print(
             Text.assemble(
                 "    ", ("First ", "bold"), row["First"], "  ", ("Last ", "bold"), row["Last"]

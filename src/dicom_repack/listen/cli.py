@@ -298,16 +298,26 @@ def _run(args: argparse.Namespace) -> int:
 
     lines = open_ndjson(args.log_ndjson or None)
 
+    config = _server_config(args, ctx)
+    repack_config = Config(
+        args.datadir,
+        args.logdir,
+        layout,
+        fsync=args.fsync,
+        index=options.index_from(vars(args)),
+        host=options.host_from(vars(args)),
+    )
     idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
     watch: SeriesWatch | None = None
     if idle > 0:
         emit = lines if lines is not None else NdjsonLog("-")
-        watch = SeriesWatch(idle, args.on_series_complete, emit.write)
-
-    config = _server_config(args, ctx)
-    repack_config = Config(
-        args.datadir, args.logdir, layout, fsync=args.fsync, index=options.index_from(vars(args))
-    )
+        watch = SeriesWatch(
+            idle,
+            args.on_series_complete,
+            emit.write,
+            index=repack_config.index,
+            host=repack_config.host,
+        )
     # associations and failures: log lines and index rows (opened lazily, after any fork);
     # counters in shared memory, so that the live page adds up every worker's
     activity = Activity(repack_config.index, durable=args.fsync)
@@ -323,6 +333,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         about = {
             "door": "listen",
+            "host": repack_config.host,
             "port": sock.getsockname()[1],
             "ae_title": args.aet,
             "workers": workers,

@@ -180,6 +180,7 @@ class LiveState:
             "active_associations": associations,
             "inflight_bytes": inflight,
             "index": self.index,
+            "host": self.about.get("host"),
         }
         doc.update(self._lists())
         return doc
@@ -565,8 +566,9 @@ async function refresh() {
     rows("assocs", ["peer", "calling AE", "called AE", "since", "instances", "bytes"], d.associations,
          a => [a.peer, a.calling_ae, a.called_ae, t(a.started), a.instances, mb(a.bytes || 0)]);
     const series = s => [s.PatientID, s.SeriesNumber + " " + (s.SeriesDescription || ""), s.Modality || "",
-         s.instances + (s.expected ? "/" + s.expected : ""), mb(s.bytes), t(s.last), s.state];
-    const head = ["patient", "series", "modality", "instances", "bytes", "last", "state"];
+         s.instances + (s.expected ? "/" + s.expected : ""), mb(s.bytes), t(s.last), s.state,
+         Object.entries(s.hosts || {}).map(([h, n]) => (h || "?") + ":" + n).join(" ")];
+    const head = ["patient", "series", "modality", "instances", "bytes", "last", "state", "hosts"];
     rows("progress", head, d.series_in_progress, series);
     rows("completed", head, d.series_completed, series);
     rows("failures", ["at", "kind", "reason"], d.failures, f => [t(f.at), f.kind, f.reason]);

@@ -127,6 +127,7 @@ def main(argv: list[str]) -> int:
         layout,
         fsync=args.fsync,
         index=options.index_from(vars(args)),
+        host=options.host_from(vars(args)),
     )
     try:
         lines = open_ndjson(args.log_ndjson)
@@ -161,7 +162,9 @@ def _serve(
         from ..listen.series_watch import SeriesWatch
 
         emit = lines if lines is not None else NdjsonLog("-")
-        series = SeriesWatch(idle, args.on_series_complete, emit.write)
+        series = SeriesWatch(
+            idle, args.on_series_complete, emit.write, index=config.index, host=config.host
+        )
     stopped_early: list[str] = []
 
     def report(outcome: Outcome) -> None:
@@ -279,6 +282,7 @@ def _live(
         healthy=healthy.is_set,
         about={
             "door": "watch",
+            "host": config.host,
             "watching": ", ".join(os.path.abspath(p) for p in args.paths),
             "datadir": os.path.abspath(config.datadir),
             "logdir": os.path.abspath(config.logdir) if config.logdir else "",
