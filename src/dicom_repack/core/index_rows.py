@@ -31,15 +31,20 @@ __all__ = [
     "DEFAULT_NAME",
     "FOLD_AT",
     "INDEX_KEYWORDS",
+    "URL_SCHEMES",
     "IndexFailure",
     "IndexRefused",
     "PendingIndex",
     "PendingTail",
     "append_row",
+    "column_decls",
     "default_path",
+    "is_url",
+    "local_path",
     "parse_pending",
     "pending_path",
     "row_for",
+    "shown",
     "storable",
     "where_of",
 ]
@@ -86,6 +91,88 @@ COLUMNS = (
     *(col for col, _ in FROM_HEADER),
     "expected",
 )
+
+#: Column types beyond TEXT, as portable kinds each backend spells its way
+#: (:func:`column_decls`); a column not named here is nullable TEXT, so a column
+#: added to COLUMNS flows to both backends' DDL and inserts with no other change.
+COLUMN_KINDS = {"size": "integer", "filed_at": "real", "expected": "integer"}
+#: columns that may not be NULL (the primary key, the first, besides)
+NOT_NULL = frozenset(COLUMNS[1:7])
+
+#: index addresses that name a PostgreSQL server instead of an SQLite file
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+#: with a PostgreSQL index, the local files (pending rows, SOP lock) are this name
+#: in the log folder plus their suffix (``dicom-repack-index.pending``)
+LOCAL_STEM = "dicom-repack-index"
+
+
+def is_url(index: str | None) -> bool:
+    """Whether ``index`` names a PostgreSQL server (``postgresql://``, ``postgres://``)."""
+    return bool(index) and str(index).startswith(URL_SCHEMES)
+
+
+def local_path(index: str, logdir: str | None) -> str:
+    """The local name an index's companion files are named from (``.pending``,
+    ``.sop-lock``): the SQLite file itself, or for a PostgreSQL URL
+    ``<logdir>/dicom-repack-index`` (those files must be local: ``lockf`` and
+    ``O_APPEND`` are per host). IndexFailure for a URL without a log folder."""
+    if not is_url(index):
+        return os.path.abspath(index)
+    if not logdir:
+        raise IndexFailure(
+            "a PostgreSQL index needs --logdir: its rows wait in a pending file there"
+        )
+    return os.path.join(os.path.abspath(logdir), LOCAL_STEM)
+
+
+def shown(index: str) -> str:
+    """How messages and pages name the index: a file's absolute path, a URL without
+    its password."""
+    if not is_url(index):
+        return os.path.abspath(index)
+    scheme, sep, rest = index.partition("://")
+    who, at, where = rest.rpartition("@")
+    if at and ":" in who:
+        who = who.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{who}{at}{where}"
+
+
+def column_decls(types: Mapping[str, str]) -> str:
+    """The ``instances`` columns' declarations, from COLUMNS, in a backend's ``types``
+    (``text``, ``integer``, ``real`` -> that backend's word); the first is the key."""
+    out = []
+    for i, col in enumerate(COLUMNS):
+        decl = f"{col} {types[COLUMN_KINDS.get(col, 'text')]}"
+        if i == 0:
+            decl += " PRIMARY KEY"
+        elif col in NOT_NULL:
+            decl += " NOT NULL"
+        out.append(decl)
+    return ",\n    ".join(out)
+
+
+def pending_rows(pending: str) -> int:
+    """How many rows wait in the pending file ``pending`` and in files a fold moved
+    aside (``/metrics``); 0 when there are none. Links and FIFOs are not read."""
+    directory, base = os.path.split(pending)
+    try:
+        names = [n for n in os.listdir(directory) if n == base or n.startswith(base + ".")]
+    except OSError:
+        return 0
+    count = 0
+    for name in names:
+        try:
+            fd, _ = open_file(os.path.join(directory, name), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                count += chunk.count(b"\n(")
+        finally:
+            os.close(fd)
+    return count
+
 
 #: A pending add whose line leaves ``<index>.pending`` at least this big folds it
 #: (~150 rows: one fold, ~5 ms, per ~150 instances).
@@ -243,13 +330,17 @@ class PendingIndex:
     its row, pending or folded). ``where`` says where a SOP was last filed.
     """
 
-    def __init__(self, path: str, *, durable: bool = False) -> None:
+    def __init__(self, path: str, *, durable: bool = False, target: str | None = None) -> None:
         self.path = os.path.abspath(path)
         self.durable = durable
         #: the index is on a filesystem other hosts write too (``batch --dask``): never open
         #: SQLite here (its locking is not safe on NFS): no fold past FOLD_AT, no lookup of
         #: folded rows; the one process that folds is the run's client
         self.shared = False
+        #: a PostgreSQL URL whose pending rows ``path`` names (:func:`local_path`): never
+        #: folded here (a resident door's flusher, a reader or ``index --fold`` does); the
+        #: folded rows are looked up only where psycopg is already loaded
+        self.target = target if is_url(target) else None
         self._tail = PendingTail(pending_path(self.path))
         self._reader: object | None = None
 
@@ -264,6 +355,15 @@ class PendingIndex:
             return where_of(row)
         import sys
 
+        if self.target is not None:
+            if "psycopg" not in sys.modules:
+                return None
+            from .index_pg import PgIndex
+
+            if self._reader is None:
+                self._reader = PgIndex(self.target, self.path)
+            assert isinstance(self._reader, PgIndex)
+            return self._reader.folded_where(sop)
         if self.shared or "_sqlite3" not in sys.modules:
             return None
         from .index import Index
@@ -304,7 +404,7 @@ class PendingIndex:
             raise IndexFailure(
                 f"cannot write the index {pending}: {exc.strerror or exc}", errno=exc.errno
             ) from None
-        if size_after >= FOLD_AT and not self.shared:
+        if size_after >= FOLD_AT and not self.shared and self.target is None:
             from .index import Index
 
             index = Index(self.path, durable=self.durable)

@@ -44,7 +44,14 @@ from __future__ import annotations
 import os
 
 from .errors import MissingElementError, PlacementError, RecordError, RepackError
-from .index_rows import INDEX_KEYWORDS, IndexFailure, PendingIndex, default_path
+from .index_rows import (
+    INDEX_KEYWORDS,
+    IndexFailure,
+    PendingIndex,
+    default_path,
+    is_url,
+    local_path,
+)
 from .layout import Layout
 from .outcome import Outcome
 from .records import RECORD_KEYWORDS, RecordWriter, Written
@@ -57,6 +64,7 @@ if TYPE_CHECKING:
 
     from .header import Header
     from .index import Index
+    from .index_pg import PgIndex
     from .place import Placed
     from .sop_lock import SopHold
     from .source import Source
@@ -165,8 +173,16 @@ class Repacker:
             if config.logdir
             else None
         )
-        self.index: Index | PendingIndex | None = None
-        if config.index and config.index_mode == "pending":
+        self.index: Index | PendingIndex | PgIndex | None = None
+        if config.index and is_url(config.index):  # PostgreSQL: core/index_pg.py
+            local = self._local_index()
+            if config.index_mode == "pending" and local is not None:
+                self.index = PendingIndex(local, durable=config.fsync, target=config.index)
+            else:  # group commit (a flusher thread); no log folder: every add fails, saying so
+                from .index_pg import PgIndex
+
+                self.index = PgIndex(config.index, local, durable=config.fsync)
+        elif config.index and config.index_mode == "pending":
             self.index = PendingIndex(config.index, durable=config.fsync)
         elif config.index:
             from .index import Index
@@ -176,6 +192,16 @@ class Repacker:
         self.keywords = tuple(
             dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)
         )
+
+    def _local_index(self) -> str | None:
+        """The local name of the index's files (pending rows, SOP lock): the SQLite file,
+        or for a PostgreSQL index one in the log folder (None without one)."""
+        if self.config.index is None:
+            return None
+        try:
+            return local_path(self.config.index, self.config.logdir)
+        except IndexFailure:
+            return None
 
     def close(self) -> None:
         """Close what this Repacker opened (its index connection); safe to call twice."""
@@ -278,7 +304,7 @@ class Repacker:
     def _hold(self, header: Header, origin: str) -> SopHold | None:
         """The lock on this SOPInstanceUID (core/sop_lock.py, beside the index); None
         without an index, or when a required element is missing (the plan refuses it)."""
-        index = self.config.index
+        index = self._local_index()
         if index is None:
             return None
         vals, empty = header.values, header.empty

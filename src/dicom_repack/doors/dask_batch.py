@@ -501,7 +501,7 @@ def _fold(config: Config) -> None:
     if config.index:
         from ..core.index import fold_pending
 
-        problem = fold_pending(config.index, durable=config.fsync)
+        problem = fold_pending(config.index, durable=config.fsync, logdir=config.logdir)
         if problem:
             sys.stderr.write(f"dicom-repack batch: {one_line(problem)}\n")
 

@@ -25,6 +25,7 @@ import time
 
 from ..core.destination import DestinationError, check_writable
 from ..core.errors import TemplateError
+from ..core.index_rows import shown
 from ..core.jsonio import NdjsonLog
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
@@ -454,7 +455,16 @@ def _run(args: argparse.Namespace) -> int:
     )
     # associations and failures: log lines and index rows (opened lazily, after any fork);
     # counters in shared memory, so that the live page adds up every worker's
-    activity = Activity(repack_config.index, durable=args.fsync)
+    if repack_config.index:
+        from ..core.index import IndexFailure, check_index
+
+        try:
+            warning = check_index(repack_config.index, args.logdir)
+        except IndexFailure as exc:
+            raise _Refused(f"{exc}; nothing was done", 1) from None
+        if warning:
+            LOG.warning("%s", warning)
+    activity = Activity(repack_config.index, durable=args.fsync, logdir=args.logdir)
     shared = SharedCounters(workers)
     live: LiveServer | None = None
     try:
@@ -475,7 +485,7 @@ def _run(args: argparse.Namespace) -> int:
             "workers": workers,
             "datadir": os.path.abspath(args.datadir),
             "logdir": os.path.abspath(args.logdir) if args.logdir else "",
-            "index": os.path.abspath(repack_config.index) if repack_config.index else "",
+            "index": shown(repack_config.index) if repack_config.index else "",
         }
         live = _live(
             args, shared, limits, activity, repack_config.index, serving, workers, stopping, about
@@ -642,6 +652,7 @@ def _live(
         active=(lambda: [a for s in serving for a in s.active.values()]) if workers == 1 else None,
         healthy=lambda: not stopping.is_set(),
         about=about,
+        logdir=args.logdir,
     )
     host, port = args.http
     return LiveServer(host, port, state)

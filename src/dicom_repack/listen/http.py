@@ -82,11 +82,15 @@ class LiveState:
         active: Callable[[], list[Any]] | None = None,
         healthy: Callable[[], bool] = lambda: True,
         about: dict[str, object] | None = None,
+        logdir: str | None = None,
     ) -> None:
         self.counters = counters
         self.limits = limits
         self.activity = activity
         self.index = index
+        #: where a PostgreSQL index's pending rows wait (core/index_rows.py: local_path)
+        self.logdir = logdir
+        self._probe: Any = None  # a PostgreSQL index's connection for /healthz (index_pg)
         self.series_idle = series_idle
         #: this process's open associations (one process only), else None: from the index
         self.active = active
@@ -204,11 +208,24 @@ class LiveState:
         if self.index is None:
             return out
         from ..core.index import IndexFailure, connect_reader
+        from ..core.index_rows import is_url
+        from ..core.status_query import open_pg
 
+        pg = is_url(self.index)
         try:
-            conn = connect_reader(self.index)
+            conn = open_pg(self.index, self.logdir) if pg else connect_reader(self.index)
         except IndexFailure:
-            return out  # nothing filed yet
+            return out  # nothing filed yet, or the server away (/healthz says so)
+
+        def rows(sql: str, params: tuple[object, ...] = ()) -> list[dict[str, object]]:
+            if pg:
+                from ..core.index_pg import pg_sql
+
+                sql = pg_sql(sql)
+            cur = conn.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
         try:
             since = time.time() - RECENT_S
             if self.active is None:
@@ -216,27 +233,23 @@ class LiveState:
                 # filed so far from the instances it brought (same peer, since it started)
                 out["associations"] = [
                     dict(r)
-                    for r in conn.execute(
+                    for r in rows(
                         "SELECT a.peer, a.calling_ae, a.called_ae, a.started, "
                         "(SELECT COUNT(*) FROM instances i WHERE i.peer = a.peer "
                         " AND i.filed_at >= a.started) AS instances, "
-                        "(SELECT COALESCE(SUM(i.size), 0) FROM instances i WHERE i.peer = a.peer "
+                        "(SELECT CAST(COALESCE(SUM(i.size), 0) AS BIGINT) FROM instances i "
+                        " WHERE i.peer = a.peer "
                         " AND i.filed_at >= a.started) AS bytes "
                         "FROM associations a WHERE a.ended IS NULL AND a.started >= ? "
                         "ORDER BY a.started",
                         (self.started - 1,),
                     )
                 ]
-                out["recent_associations"] = [
-                    dict(r)
-                    for r in conn.execute(
-                        "SELECT * FROM associations WHERE ended IS NOT NULL "
-                        "ORDER BY ended DESC LIMIT 20"
-                    )
-                ]
-            out["failures"] = [
-                dict(r) for r in conn.execute("SELECT * FROM failures ORDER BY at DESC LIMIT 20")
-            ]
+                out["recent_associations"] = rows(
+                    "SELECT * FROM associations WHERE ended IS NOT NULL "
+                    "ORDER BY ended DESC LIMIT 20"
+                )
+            out["failures"] = rows("SELECT * FROM failures ORDER BY at DESC LIMIT 20")
         except Exception:  # a reader must never break the page (a locked or new file)
             pass
         finally:
@@ -307,7 +320,40 @@ class LiveState:
         metric("associations_active", "gauge", "Associations open now.", {"": associations})
         metric("inflight_bytes", "gauge",
                "Bytes of unfinished instances held in memory now.", {"": inflight})  # fmt: skip
+        if self.index is not None:
+            metric("index_pending_rows", "gauge",
+                   "Index rows waiting in the pending file to be folded into the index.",
+                   {"": self.index_health()[1]})  # fmt: skip
         return "\n".join(out) + "\n"
+
+    def index_health(self) -> tuple[str | None, int]:
+        """(None, or why the index is degraded; rows waiting in its pending file).
+
+        A PostgreSQL index is asked (``SELECT 1``, on one kept connection, at most
+        a few seconds: core/index_pg.py) and is degraded while it cannot be reached
+        or its schema is refused; the receiver files on meanwhile, its rows waiting
+        in the pending file. An SQLite index is local: never degraded here.
+        """
+        from ..core.index_rows import is_url, local_path, pending_path, pending_rows
+
+        if self.index is None:
+            return None, 0
+        if not is_url(self.index):
+            return None, pending_rows(pending_path(self.index))
+        from ..core.index_pg import PgIndex, health
+
+        local = local_path(self.index, self.logdir) if self.logdir else None
+        with self._lock:
+            if self._probe is None:
+                self._probe = PgIndex(self.index, local)
+            probe = self._probe
+        return health(self.index, local, probe)
+
+    def close(self) -> None:
+        """Close the health probe's connection (a PostgreSQL index)."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
 
 
 class LiveServer:
@@ -349,6 +395,7 @@ class LiveServer:
         if self._started:  # shutdown() waits for serve_forever, which never ran otherwise
             self.httpd.shutdown()
         self.httpd.server_close()
+        self.state.close()
 
 
 def _host_name(host: str) -> str:
@@ -475,7 +522,14 @@ class _Handler(BaseHTTPRequestHandler):
                        self.state.metrics().encode())  # fmt: skip
         elif path == "/healthz":
             ok = self.state.healthy()
-            self._send(200 if ok else 503, "text/plain", b"ok\n" if ok else b"stopping\n")
+            degraded = self.state.index_health()[0] if ok else None
+            if degraded is not None:  # still ready: filing goes on, rows wait (docs/scale.md)
+                from ..core.errors import one_line
+
+                body = f"degraded: {one_line(degraded)}\n".encode()
+            else:
+                body = b"ok\n" if ok else b"stopping\n"
+            self._send(200 if ok else 503, "text/plain", body)
         else:
             self._send(404, "text/plain", b"not found\n")
 

@@ -24,6 +24,7 @@ import threading
 
 from ..core.destination import DestinationError, check_writable
 from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
+from ..core.index_rows import shown
 from ..core.jsonio import NdjsonLog
 from ..core.outcome import Outcome
 from ..core.repack import Config
@@ -128,6 +129,16 @@ def main(argv: list[str]) -> int:
         fsync=args.fsync,
         index=options.index_from(vars(args)),
     )
+    if config.index:
+        from ..core.index import IndexFailure, check_index
+
+        try:
+            warning = check_index(config.index, config.logdir)
+        except IndexFailure as exc:
+            print(f"dicom-repack watch: {exc}; nothing was done", file=sys.stderr)
+            return EXIT_FAILED
+        if warning:
+            print(f"dicom-repack watch: {warning}", file=sys.stderr)
     lines: NdjsonLog | None = None
     if args.log_ndjson is not None:
         try:
@@ -292,8 +303,9 @@ def _live(
             "watching": ", ".join(os.path.abspath(p) for p in args.paths),
             "datadir": os.path.abspath(config.datadir),
             "logdir": os.path.abspath(config.logdir) if config.logdir else "",
-            "index": os.path.abspath(config.index) if config.index else "",
+            "index": shown(config.index) if config.index else "",
         },
+        logdir=config.logdir,
     )
     host, port = args.http
     return LiveServer(host, port, state)
