@@ -16,12 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from dicom_repack.core.index_rows import host_name
 from helpers import dicom_files, run_cli
 from postgres import PgServer
 from test_listen_support import dcmtk, dcmtk_env, free_port, listening, wait_for
 from test_live_page import get
 
-PENDING = "dicom-repack-index.pending"
+
+def _pending(log: Path) -> list[str]:
+    """The pending files (and files a fold set aside) in the log folder, every host's."""
+    return sorted(n for n in os.listdir(log) if n.startswith("dicom-repack-index.")
+                  and ".pending" in n)  # fmt: skip
 
 
 def _status(*args: str) -> dict[str, object]:
@@ -69,7 +74,7 @@ def test_batch_into_postgres_answers_as_sqlite(
             "-j", jobs)  # fmt: skip
     assert _count(pg_session, postgres_url) == len(dicom_files(mr))
     assert not (pg_log / "dicom-repack-index.sqlite").exists()
-    assert not [p for p in os.listdir(pg_log) if p.startswith(PENDING)]
+    assert not _pending(pg_log)
     sqlite = _status("-l", str(tmp_path / "sqlite"))
     assert _status("--index", postgres_url) == sqlite
     assert _status("--index", postgres_url, "-l", str(pg_log)) == sqlite
@@ -98,9 +103,9 @@ def test_rebuild_into_postgres(
 def test_per_instance_door_leaves_rows_pending_and_imports_nothing_new(
     mr: Path, tmp_path: Path, postgres_url: str, pg_session: PgServer
 ) -> None:
-    """The per-instance door appends its row to the pending file in the log folder and
-    loads neither psycopg nor the PostgreSQL module; ``status`` folds them in (given the
-    log folder), and so does ``index --fold``."""
+    """The per-instance door appends its row to this host's pending file in the log folder
+    and loads neither psycopg nor the PostgreSQL module; ``index --fold`` folds every
+    host's pending file, and so does ``status`` given the log folder."""
     data, log = tmp_path / "data", tmp_path / "log"
     files = dicom_files(mr)[:3]
     env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # python -X importtime
@@ -109,11 +114,14 @@ def test_per_instance_door_leaves_rows_pending_and_imports_nothing_new(
                        "--logdir", str(log), "--index", postgres_url, env=env)  # fmt: skip
         assert "psycopg" not in done.stderr and "index_pg" not in done.stderr
         assert "import time:" in done.stderr  # the check saw the imports
-    assert (log / PENDING).exists()
+    mine = f"dicom-repack-index.{host_name()}.pending"
+    assert _pending(log) == [mine]  # this host's file: one per host sharing the log folder
+    (log / mine).rename(log / "dicom-repack-index.other-host.pending")  # as another host's
     assert pg_session.query(postgres_url, "SELECT to_regclass('instances')") == [(None,)]
     out = run_cli("index", "--fold", "-l", str(log), "--index", postgres_url)
     assert "3 pending rows folded" in out.stdout
     assert _count(pg_session, postgres_url) == 3
+    assert not _pending(log)
     f = dicom_files(mr)[3]
     run_cli("--xcrdir", str(f.parent), "--xcrfile", f.name, "--datadir", str(data),
             "--logdir", str(log), "--index", postgres_url)  # fmt: skip
@@ -214,4 +222,26 @@ def test_listen_files_on_while_postgres_is_away(
         assert listener.stop() == 0
     assert len(_filed(data)) == len(files)
     assert f"{len(files)} instances filed" in listener.stderr
-    assert not [p for p in os.listdir(log) if p.startswith(PENDING)]
+    assert not _pending(log)
+
+
+def test_batch_files_while_the_server_is_away_and_fold_brings_the_rows(
+    mr: Path, tmp_path: Path, postgres_url: str, pg_session: PgServer
+) -> None:
+    """No server at the URL: ``batch`` says so in one line and files everything, its rows
+    waiting in the pending file; ``status`` says it cannot reach the server, in one line;
+    ``index --fold`` to a server that is there brings every row (the same database name
+    on another port stands for the server coming back)."""
+    data, log = tmp_path / "data", tmp_path / "log"
+    away = postgres_url.replace(f":{pg_session.port}/", f":{free_port()}/")
+    done = run_cli("batch", str(mr), "-d", str(data), "-l", str(log), "--index", away, "-j", "1")
+    assert "filing on, the rows wait in the pending file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(_filed(data)) == len(dicom_files(mr))
+    assert _pending(log)
+    status = run_cli("status", "--index", away, check=False)
+    assert status.returncode == 1 and "cannot use the index" in _one_line(status)
+    out = run_cli("index", "--fold", "-l", str(log), "--index", postgres_url)
+    assert f"{len(dicom_files(mr))} pending rows folded" in out.stdout
+    assert _count(pg_session, postgres_url) == len(dicom_files(mr))
+    assert not _pending(log)

@@ -45,6 +45,7 @@ from .index_rows import (
     IndexFailure,
     PendingIndex,
     column_decls,
+    every_host_pending,
     pending_path,
     shown,
     where_of,
@@ -207,20 +208,29 @@ class PgIndex:
         """One statement (``?`` placeholders) in its own transaction."""
         self.run(lambda conn: conn.execute(pg_sql(sql), params))
 
-    def fold(self) -> int:
+    def fold(self, *, every_host: bool = True) -> int:
         """Move the pending rows into PostgreSQL (one transaction per pending file); return
-        how many. The server is reached first: while it is away no file is touched."""
+        how many. The server is reached first: while it is away no file is touched.
+
+        ``every_host``: the pending files of every host sharing the log folder (a
+        reader, ``index --fold``, a batch's end); else this host's only (the flusher).
+        """
         if self.local is None:
             return 0
         from .index import fold_files
 
         self.run(lambda conn: None)  # connected (and migrated) before anything moves
-        return fold_files(
-            pending_path(self.local),
-            lambda rows: self.run(
-                lambda conn: _in_transaction(conn, lambda: _many(conn, UPSERT, rows))
-            ),
-        )
+        mine = pending_path(self.local)
+        files = every_host_pending(os.path.dirname(mine)) if every_host else []
+        folded = 0
+        for pending in sorted({mine, *files}):
+            folded += fold_files(
+                pending,
+                lambda rows: self.run(
+                    lambda conn: _in_transaction(conn, lambda: _many(conn, UPSERT, rows))
+                ),
+            )
+        return folded
 
     # -- reading ---------------------------------------------------------------
 
@@ -414,7 +424,7 @@ class Flusher:
 
     def _fold(self) -> bool:
         try:
-            self.index.fold()
+            self.index.fold(every_host=False)
         except IndexFailure as exc:
             if self.error is None:
                 self.failing_since = time.time()

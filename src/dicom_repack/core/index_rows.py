@@ -39,8 +39,11 @@ __all__ = [
     "append_row",
     "column_decls",
     "default_path",
+    "every_host_pending",
+    "host_name",
     "is_url",
     "local_path",
+    "lock_base",
     "parse_pending",
     "pending_path",
     "row_for",
@@ -102,8 +105,9 @@ NOT_NULL = frozenset(COLUMNS[1:7])
 #: index addresses that name a PostgreSQL server instead of an SQLite file
 URL_SCHEMES = ("postgresql://", "postgres://")
 
-#: with a PostgreSQL index, the local files (pending rows, SOP lock) are this name
-#: in the log folder plus their suffix (``dicom-repack-index.pending``)
+#: with a PostgreSQL index, the files kept beside it are named from this, in the log
+#: folder: ``dicom-repack-index.<host>.pending`` (each host's own pending rows) and
+#: ``dicom-repack-index.sop-lock`` (shared: its ``lockf`` locks hold across NFS)
 LOCAL_STEM = "dicom-repack-index"
 
 
@@ -112,18 +116,52 @@ def is_url(index: str | None) -> bool:
     return bool(index) and str(index).startswith(URL_SCHEMES)
 
 
+def host_name() -> str:
+    """This host's name as it appears in a file name (``os.uname``: no import, no lookup)."""
+    name = os.uname().nodename or "localhost"
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
+
+
 def local_path(index: str, logdir: str | None) -> str:
-    """The local name an index's companion files are named from (``.pending``,
-    ``.sop-lock``): the SQLite file itself, or for a PostgreSQL URL
-    ``<logdir>/dicom-repack-index`` (those files must be local: ``lockf`` and
-    ``O_APPEND`` are per host). IndexFailure for a URL without a log folder."""
+    """The name this host's pending rows are named from (``<it>.pending``): the SQLite
+    file itself, or for a PostgreSQL URL ``<logdir>/dicom-repack-index.<host>``. One file
+    per host, because appends are atomic only among one host's writers: a log folder
+    shared by several receivers (NFS) then holds one pending file per host.
+    IndexFailure for a URL without a log folder."""
+    if not is_url(index):
+        return os.path.abspath(index)
+    return f"{lock_base(index, logdir)}.{host_name()}"
+
+
+def lock_base(index: str, logdir: str | None) -> str:
+    """The name the SOP lock file is named from (``<it>.sop-lock``, core/sop_lock.py):
+    the SQLite file, or ``<logdir>/dicom-repack-index`` for a PostgreSQL URL (one for
+    every host sharing the log folder). IndexFailure for a URL without a log folder."""
     if not is_url(index):
         return os.path.abspath(index)
     if not logdir:
         raise IndexFailure(
-            "a PostgreSQL index needs --logdir: its rows wait in a pending file there"
+            "a PostgreSQL --index needs --logdir: its rows wait in a pending file there"
         )
     return os.path.join(os.path.abspath(logdir), LOCAL_STEM)
+
+
+def every_host_pending(logdir: str) -> list[str]:
+    """The pending files of every host sharing ``logdir`` for a PostgreSQL index (and
+    of those a fold set aside), as the pending path each belongs to: what a reader
+    (``status``, ``index --fold``) folds. Sorted; [] when none or unreadable."""
+    head, tail = LOCAL_STEM + ".", PENDING_SUFFIX
+    found = set()
+    try:
+        names = os.listdir(logdir)
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith(head) and tail in name[len(head) :]:
+            stem = name[: name.index(tail, len(head)) + len(tail)]
+            if stem.endswith(tail):
+                found.add(os.path.join(os.path.abspath(logdir), stem))
+    return sorted(found)
 
 
 def shown(index: str) -> str:

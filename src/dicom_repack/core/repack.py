@@ -51,6 +51,7 @@ from .index_rows import (
     default_path,
     is_url,
     local_path,
+    lock_base,
 )
 from .layout import Layout
 from .outcome import Outcome
@@ -304,9 +305,14 @@ class Repacker:
     def _hold(self, header: Header, origin: str) -> SopHold | None:
         """The lock on this SOPInstanceUID (core/sop_lock.py, beside the index); None
         without an index, or when a required element is missing (the plan refuses it)."""
-        index = self._local_index()
+        index = self.config.index
         if index is None:
             return None
+        if is_url(index):  # the lock file is shared by every host of the log folder
+            try:
+                index = lock_base(index, self.config.logdir)
+            except IndexFailure:
+                return None
         vals, empty = header.values, header.empty
         if any(not (vals.get(k) or "").strip() or k in empty for k in REQUIRED):
             return None
