@@ -245,3 +245,18 @@ def test_batch_files_while_the_server_is_away_and_fold_brings_the_rows(
     assert f"{len(dicom_files(mr))} pending rows folded" in out.stdout
     assert _count(pg_session, postgres_url) == len(dicom_files(mr))
     assert not _pending(log)
+
+
+@pytest.mark.slow
+def test_dask_batch_into_postgres(
+    mr: Path, tmp_path: Path, postgres_url: str, pg_session: PgServer
+) -> None:
+    """``batch --dask``: each worker process commits its host's pending rows in groups,
+    the client folds what is left: every row arrives, no pending file stays."""
+    pytest.importorskip("distributed")
+    data, log = tmp_path / "data", tmp_path / "log"
+    run_cli("batch", str(mr), "-d", str(data), "-l", str(log), "--index", postgres_url,
+            "--dask", "local:2", timeout=600)  # fmt: skip
+    assert _count(pg_session, postgres_url) == len(dicom_files(mr))
+    assert not _pending(log)
+    assert _status("--index", postgres_url)["totals"]["instances"] == len(dicom_files(mr))  # type: ignore[index]
