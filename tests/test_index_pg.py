@@ -210,8 +210,9 @@ def test_listen_files_on_while_postgres_is_away(
         away = time.monotonic()
         for f in files[5:]:  # one association each, spread over the outage
             _storescu(listener.port, f)
+        wait_for(lambda: get(f"{base}/healthz")[1].startswith("degraded: "), what="degraded")
         status, body = get(f"{base}/healthz")
-        assert status == 200 and body.startswith("degraded: "), body
+        assert status == 200 and "rows wait in the pending file" in body, body
         metrics = get(f"{base}/metrics")[1]
         waiting = [ln for ln in metrics.splitlines() if ln.startswith("dicom_repack_index_pending")]
         assert waiting and int(waiting[0].split()[1]) == len(files) - 5, metrics

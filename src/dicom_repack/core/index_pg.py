@@ -46,6 +46,7 @@ from .index_rows import (
     PendingIndex,
     column_decls,
     every_host_pending,
+    local_path,
     pending_path,
     shown,
     where_of,
@@ -493,15 +494,18 @@ def check(url: str, logdir: str | None) -> str | None:
     """At a resident door's start: IndexUnusable (refused in one line) when the index can
     never work (no log folder for its pending rows, no psycopg, a newer schema, a
     malformed URL); a warning when the server is away now (the door files on, its rows
-    waiting); else None."""
+    waiting); else None, once the rows an earlier run left pending are folded."""
     if not logdir:
         raise IndexUnusable(
             "a PostgreSQL --index needs --logdir: its rows wait in a pending file there"
         )
+    index = PgIndex(url, local_path(url, logdir))
     try:
-        connect(url).close()
+        index.fold()  # connects (and migrates); rows left pending by an earlier run go now
     except IndexUnusable:
         raise
     except IndexFailure as exc:
         return f"{exc}; filing on, the rows wait in the pending file until it is back"
+    finally:
+        index.close()
     return None

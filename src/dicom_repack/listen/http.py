@@ -68,6 +68,10 @@ RATE_WINDOW_S = 10.0
 HISTORY_S = 600.0
 
 
+#: how often /healthz asks a PostgreSQL index whether it is there (in a thread)
+PROBE_S = 2.0
+
+
 class LiveState:
     """Gathers what the page and /metrics show; cheap enough to call every second."""
 
@@ -91,6 +95,9 @@ class LiveState:
         #: where a PostgreSQL index's pending rows wait (core/index_rows.py: local_path)
         self.logdir = logdir
         self._probe: Any = None  # a PostgreSQL index's connection for /healthz (index_pg)
+        self._degraded: str | None = None  # its last answer, from a thread (index_degraded)
+        self._probed_at = -PROBE_S
+        self._probing = False
         self.series_idle = series_idle
         #: this process's open associations (one process only), else None: from the index
         self.active = active
@@ -323,31 +330,54 @@ class LiveState:
         if self.index is not None:
             metric("index_pending_rows", "gauge",
                    "Index rows waiting in the pending file to be folded into the index.",
-                   {"": self.index_health()[1]})  # fmt: skip
+                   {"": self.index_waiting()})  # fmt: skip
         return "\n".join(out) + "\n"
 
-    def index_health(self) -> tuple[str | None, int]:
-        """(None, or why the index is degraded; rows waiting in its pending file).
-
-        A PostgreSQL index is asked (``SELECT 1``, on one kept connection, at most
-        a few seconds: core/index_pg.py) and is degraded while it cannot be reached
-        or its schema is refused; the receiver files on meanwhile, its rows waiting
-        in the pending file. An SQLite index is local: never degraded here.
-        """
+    def index_waiting(self) -> int:
+        """Rows waiting in this host's pending file of the index (``/metrics``)."""
         from ..core.index_rows import is_url, local_path, pending_path, pending_rows
 
-        if self.index is None:
-            return None, 0
-        if not is_url(self.index):
-            return None, pending_rows(pending_path(self.index))
-        from ..core.index_pg import PgIndex, health
+        if self.index is None or (is_url(self.index) and not self.logdir):
+            return 0
+        return pending_rows(pending_path(local_path(self.index, self.logdir)))
 
-        local = local_path(self.index, self.logdir) if self.logdir else None
+    def index_degraded(self) -> str | None:
+        """None, or why the index is degraded (``/healthz``).
+
+        A PostgreSQL index is asked (``SELECT 1`` on one kept connection:
+        core/index_pg.py ``health``) in a thread of its own, at most every
+        :data:`PROBE_S`, and the last answer is returned at once: a probe may wait
+        seconds for a server that does not answer, a readiness probe may not. It is
+        degraded while the server cannot be reached or its schema is refused; the
+        receiver files on meanwhile, its rows waiting in the pending file. An SQLite
+        index is local: never degraded here.
+        """
+        from ..core.index_rows import is_url
+
+        if self.index is None or not is_url(self.index):
+            return None
         with self._lock:
+            if not self._probing and time.monotonic() - self._probed_at >= PROBE_S:
+                self._probing = True
+                threading.Thread(target=self._probe_index, name="index-probe", daemon=True).start()
+            return self._degraded
+
+    def _probe_index(self) -> None:
+        from ..core.index_pg import PgIndex, health
+        from ..core.index_rows import local_path
+
+        assert self.index is not None
+        try:
+            local = local_path(self.index, self.logdir) if self.logdir else None
             if self._probe is None:
                 self._probe = PgIndex(self.index, local)
-            probe = self._probe
-        return health(self.index, local, probe)
+            degraded = health(self.index, local, self._probe)[0]
+        except Exception as exc:  # the probe must never take the page down
+            degraded = str(exc)
+        with self._lock:
+            self._degraded = degraded
+            self._probed_at = time.monotonic()
+            self._probing = False
 
     def close(self) -> None:
         """Close the health probe's connection (a PostgreSQL index)."""
@@ -522,7 +552,7 @@ class _Handler(BaseHTTPRequestHandler):
                        self.state.metrics().encode())  # fmt: skip
         elif path == "/healthz":
             ok = self.state.healthy()
-            degraded = self.state.index_health()[0] if ok else None
+            degraded = self.state.index_degraded() if ok else None
             if degraded is not None:  # still ready: filing goes on, rows wait (docs/scale.md)
                 from ..core.errors import one_line
 
