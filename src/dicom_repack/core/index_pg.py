@@ -167,6 +167,7 @@ class PgIndex:
         *,
         durable: bool = False,
         timeout: float = 10.0,
+        follow_flusher: bool = True,
     ) -> None:
         self.url = url
         self.path = shown(url)
@@ -178,6 +179,10 @@ class PgIndex:
         )
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._lock = threading.Lock()
+        #: when and why the last attempt failed (see _fail_fast)
+        self._failed: tuple[float, str] | None = None
+        #: fail at once while this process's flusher cannot reach the server
+        self.follow_flusher = follow_flusher
 
     # -- writing ---------------------------------------------------------------
 
@@ -272,18 +277,36 @@ class PgIndex:
         A broken connection is dropped, so the next call connects again."""
         psycopg = _driver()
         with self._lock:
+            if self._conn is None:
+                self._fail_fast()
             try:
                 if self._conn is None:
                     self._conn = connect(self.url)
                 step(self._conn)
+                self._failed = None
             except psycopg.Error as exc:  # type: ignore[attr-defined]
                 self._drop()
+                self._failed = (time.monotonic(), str(exc))
                 raise IndexFailure(
                     f"cannot use the index {self.path}: {_first_line(exc)}"
                 ) from None
-            except IndexFailure:
+            except IndexFailure as exc:
                 self._drop()
+                self._failed = (time.monotonic(), str(exc))
                 raise
+
+    def _fail_fast(self) -> None:
+        """While the server is known to be away, fail at once instead of waiting for a
+        connection (up to :data:`CONNECT_TIMEOUT_S` for a server that does not answer):
+        a job's lookup or an association's row must not hold a C-STORE up. Known away:
+        this connection failed less than :data:`RETRY_S` ago, or (``follow_flusher``)
+        this process's flusher fails; the flusher itself and the health probe ask."""
+        if self._failed is not None and time.monotonic() - self._failed[0] < RETRY_S:
+            raise IndexFailure(f"cannot use the index {self.path}: {self._failed[1]}")
+        if self.follow_flusher:
+            for key, f in list(_FLUSHERS.items()):
+                if key[0] == os.getpid() and key[1] == self.url and f.error is not None:
+                    raise IndexFailure(f.error)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -389,7 +412,7 @@ class Flusher:
     """
 
     def __init__(self, url: str, local: str) -> None:
-        self.index = PgIndex(url, local)
+        self.index = PgIndex(url, local, follow_flusher=False)
         self.error: str | None = None
         self.failing_since: float | None = None
         self._rows = 0

@@ -370,7 +370,7 @@ class LiveState:
         try:
             local = local_path(self.index, self.logdir) if self.logdir else None
             if self._probe is None:
-                self._probe = PgIndex(self.index, local)
+                self._probe = PgIndex(self.index, local, follow_flusher=False)
             degraded = health(self.index, local, self._probe)[0]
         except Exception as exc:  # the probe must never take the page down
             degraded = str(exc)
