@@ -106,3 +106,10 @@ class PgServer:
 
         with psycopg.connect(url, autocommit=True) as conn:
             return list(conn.execute(sql).fetchall())
+
+    def execute(self, url: str, sql: str) -> None:
+        """One statement that returns no rows."""
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql)

@@ -366,20 +366,21 @@ def _first_line(exc: BaseException) -> str:
 
 def migrate(conn: psycopg.Connection[tuple[object, ...]], url: str) -> int:
     """Apply the migrations the database lacks (under an advisory lock); return its version.
-    IndexFailure when its version is newer than :data:`SCHEMA_VERSION`."""
+    IndexUnusable when its version is newer than :data:`SCHEMA_VERSION`.
+
+    An up-to-date database is only read (no lock, no DDL: a reader's role may lack the
+    right to create tables); otherwise the lock is taken and everything checked again.
+    """
+    have, missing = _schema_state(conn, url)
+    if have == SCHEMA_VERSION and not missing:
+        return have
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
             " version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL, what TEXT)"
         )
-        found = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        have = int(found[0]) if found and found[0] is not None else 0  # type: ignore[call-overload]
-        if have > SCHEMA_VERSION:
-            raise IndexUnusable(
-                f"the index {shown(url)} has schema version {have}, newer than this "
-                f"dicom-repack knows ({SCHEMA_VERSION}): upgrade dicom-repack"
-            )
+        have, _ = _schema_state(conn, url)
         for version, what, statements in MIGRATIONS:
             if version > have:
                 for statement in statements():
@@ -388,18 +389,33 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], url: str) -> int:
                     "INSERT INTO schema_version (version, applied_at, what) VALUES (%s, %s, %s)",
                     (version, time.time(), what),
                 )
-        present = {
-            str(r[0])
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = 'instances' AND table_schema = current_schema()"
-            ).fetchall()
-        }
-        for col in COLUMNS:
-            if col not in present:  # added to COLUMNS since: nullable, as every new one is
-                kind = PG_TYPES[COLUMN_KINDS.get(col, "text")]
-                conn.execute(f"ALTER TABLE instances ADD COLUMN IF NOT EXISTS {col} {kind}")
-    return max(have, SCHEMA_VERSION)
+        for col in _schema_state(conn, url)[1]:  # added to COLUMNS since: nullable, as every
+            kind = PG_TYPES[COLUMN_KINDS.get(col, "text")]  # new one is
+            conn.execute(f"ALTER TABLE instances ADD COLUMN IF NOT EXISTS {col} {kind}")
+    return SCHEMA_VERSION
+
+
+def _schema_state(conn: psycopg.Connection[tuple[object, ...]], url: str) -> tuple[int, list[str]]:
+    """(the database's schema version, 0 for none; the COLUMNS ``instances`` lacks);
+    IndexUnusable when the version is newer than ours."""
+    found = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    have = 0
+    if found and found[0]:
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        have = int(row[0]) if row and row[0] is not None else 0  # type: ignore[call-overload]
+    if have > SCHEMA_VERSION:
+        raise IndexUnusable(
+            f"the index {shown(url)} has schema version {have}, newer than this "
+            f"dicom-repack knows ({SCHEMA_VERSION}): upgrade dicom-repack"
+        )
+    present = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'instances' AND table_schema = current_schema()"
+        ).fetchall()
+    }
+    return have, [col for col in COLUMNS if col not in present]
 
 
 class Flusher:
