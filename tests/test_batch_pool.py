@@ -18,16 +18,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dicom_repack.doors import batch as batch_door
+from dicom_repack.doors import batch_engine
 from helpers import dicom_repack_exe, run_cli
 from test_dump import pydicom_imports
 from test_source_goes_last import assert_filed_once, files_under, sha
 
 #: the paths a pooled batch (--jobs 2) reads before it forks its workers
-#: (doors/batch.py: jobs x _CHUNK_MAX x 4): the kill tests write these, and a few more,
+#: (doors/batch_engine.py: jobs x CHUNK_MAX x 4): the kill tests write these, and a few more,
 #: on the batch's stdin, which they keep open, so the batch has work in hand and cannot
 #: end before the test has signalled it, however fast or busy the machine
-HEAD = 2 * batch_door._CHUNK_MAX * 4
+HEAD = 2 * batch_engine.CHUNK_MAX * 4
 N = HEAD + 16
 
 
@@ -167,7 +167,7 @@ def test_ctrl_c_ends_the_run_in_one_line_and_reaps_every_worker(
     _out, err = _communicate(proc, 60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("dicom-repack: interrupted;"), err
+    assert err.strip().splitlines()[-1].startswith("dicom-repack batch: interrupted;"), err
     assert all(_gone(pid) for pid in workers), "the batch returned before its workers ended"
     left = {sha(p) for p in inbox.rglob("*.dcm")}
     filed = {sha(p) for p in (tmp_path / "data").rglob("*.dcm")}
@@ -205,7 +205,7 @@ def test_a_killed_worker_ends_the_run_with_its_instances_named(inbox: Path, tmp_
     lost = [line for line in err.splitlines() if "not known to be filed" in line]
     assert lost, err
     assert all(
-        line.startswith("dicom-repack: error: ") and "killed by signal 9" in line for line in lost
+        line.startswith("dicom-repack batch: ") and "killed by signal 9" in line for line in lost
     ), lost
     assert "stopped early" in out, out
     assert all(_gone(pid) for pid in workers)

@@ -105,7 +105,7 @@ def test_an_index_on_a_full_disk_leaves_no_record_without_its_file(
     )  # fmt: skip
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("dicom-repack batch: ")]
     assert len(errors) == 1 and "destination failed" in errors[0], proc.stderr
     assert "stopped early" in proc.stdout
     assert json.loads(facts.read_text())["stopped_early"]
@@ -278,7 +278,7 @@ def test_batch_names_every_skipped_file_in_its_ndjson_log_and_says_so(tmp_path: 
     assert skipped == sorted(str(p) for p in src.glob("*.txt"))
     more = [ln for ln in proc.stderr.splitlines() if "more skipped" in ln]
     assert more == [
-        f"dicom-repack: ... and 10 more skipped files; every skipped file is named in the "
+        f"dicom-repack batch: ... and 10 more skipped files; every skipped file is named in the "
         f"--log-ndjson lines ({log})"
     ], proc.stderr
     proc = run_cli("batch", str(src), "-d", str(tmp_path / "data2"), "--no-progress")

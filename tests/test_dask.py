@@ -296,7 +296,7 @@ def test_without_dask_installed_one_line_says_what_to_install(corpus: Path, tmp_
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "dicom-repack: error: --dask needs Dask distributed: pip install 'dicom-repack[dask]'"
+        "dicom-repack batch: --dask needs Dask distributed: pip install 'dicom-repack[dask]'"
     ]
     assert not (tmp_path / "d").exists()
 

@@ -129,3 +129,31 @@ def test_batch_move_empties_the_source_and_never_walks_its_output(tmp_path: Path
     assert filed(data) == rx_tree()
     facts = json.loads(summary.read_text())
     assert facts["instances"] == 20 and facts["failed"] == 0 and facts["skipped_not_dicom"] == 2
+
+
+def test_every_door_says_what_it_could_not_do_in_one_line_with_its_name(
+    tmp_path: Path, mr: Path
+) -> None:
+    """One style for every door (doors/plumbing.py): ``dicom-repack <door>: <message>``
+    (the per-instance door: ``dicom-repack: <message>``), one line, exit status 1 when
+    the command line is right and the machine says no."""
+    data, nowhere = tmp_path / "data", tmp_path / "no-such-folder" / "lines.ndjson"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    ndjson = ["--log-ndjson", str(nowhere)]
+    cases = {
+        "": ["--xcrdirfile", str(tmp_path / "gone.dcm"), "-d", str(data)],
+        "batch": ["batch", str(mr), "-d", str(data), *ndjson],
+        "watch": ["watch", str(empty), "-d", str(data), *ndjson],
+        "listen": ["listen", "--bind", "127.0.0.1", "--port", "0", "-d", str(data), *ndjson],
+        "status": ["status", "-l", str(empty)],
+        "index": ["index", "--rebuild", "-d", str(empty), "--index", str(a_file / "x.sqlite")],
+    }
+    for door, argv in cases.items():
+        proc = run_cli(*argv, check=False)
+        prefix = f"dicom-repack {door}: " if door else "dicom-repack: "
+        assert proc.returncode == 1, (door, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(prefix), (door, proc.stderr)
+        assert "error:" not in proc.stderr, (door, proc.stderr)

@@ -23,8 +23,7 @@ def test_dicm_then_garbage_is_not_dicom(tmp_path: Path) -> None:
     proc = run_cli("-p", str(src), "-f", bad.name, "-d", str(data), check=False)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
-        f"dicom-repack: error: {bad}: not DICOM (damaged after the 'DICM' marker: "
-        "no file meta group)"
+        f"dicom-repack: {bad}: not DICOM (damaged after the 'DICM' marker: no file meta group)"
     ]
     proc = run_cli("batch", str(src), "-d", str(data), "--no-progress", check=False)
     assert proc.returncode == 0, proc.stderr

@@ -321,7 +321,8 @@ def test_the_dask_journal_folder_planted_as_a_link_is_refused(tmp_path: Path) ->
         "--no-progress", "--cleanup", "--dask", "local:1",
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
-    line = [x for x in proc.stderr.splitlines() if "error" in x]
+    said = [x for x in proc.stderr.splitlines() if x.startswith("dicom-repack batch: ")]
+    line = [x for x in said if "waiting for a Dask worker" not in x]
     assert len(line) == 1 and ".dicom-repack-journal is a symbolic link" in line[0], proc.stderr
     assert sorted(p.name for p in setting.outside.iterdir()) == ["secret"]
 
@@ -384,7 +385,7 @@ def test_a_spooled_instance_is_filed_from_its_open_file_even_if_the_spool_is_swa
     it inside the spool folder: a link put in the spool folder's place between the last
     fragment and the filing changes nothing outside (no read, no removal there)."""
     from dicom_repack.core.repack import Config
-    from dicom_repack.listen.cli import Filer
+    from dicom_repack.listen.filer import Filer
     from dicom_repack.listen.limits import Limits
     from dicom_repack.listen.scp import StoreInfo
     from dicom_repack.listen.sink import SPOOL_DIR, Incoming, Spool

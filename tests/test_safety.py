@@ -139,8 +139,7 @@ def test_a_source_that_cannot_be_read_is_an_error_naming_it(seed: Path, tmp_path
         )  # fmt: skip
         assert proc.returncode == 1, proc.stderr
         assert (
-            proc.stderr.strip()
-            == f"dicom-repack: error: {gone}: cannot read: No such file or directory"
+            proc.stderr.strip() == f"dicom-repack: {gone}: cannot read: No such file or directory"
         )
     good = tmp_path / "good.dcm"
     shutil.copy(seed, good)

@@ -122,3 +122,27 @@ def test_one_log_line_per_association_and_sighup_reopens_the_log_file(tmp_path: 
     doc = json.loads(run_cli("status", "-l", str(log), "--json", "--series-idle", "3600").stdout)
     states = {s["state"] for p in doc["patients"] for st in p["studies"] for s in st["series"]}
     assert states == {"complete"}
+
+
+@pytest.mark.parametrize("door", ["listen", "watch"])
+def test_every_option_is_recorded_for_the_config_file_and_environment(door: str) -> None:
+    """The config file and the environment reach every option, however it was declared
+    (on the parser, in a group, from doors/options.py): the parser records each as it is
+    declared, instead of reading argparse's private list of them."""
+    from dicom_repack.listen import cli as listen_cli
+    from dicom_repack.watch import cli as watch_cli
+
+    parser = (listen_cli if door == "listen" else watch_cli).build_parser()
+    shown = set(re.findall(r"^  (?:-\w[^,]*, )?(--[a-z][A-Za-z0-9-]*)", parser.format_help(), re.M))
+    declared = {
+        name for o in parser.declared.values() for name in o.action.option_strings
+    }  # fmt: skip
+    assert shown <= declared, shown - declared
+    kinds = {o.dest: o.kind for o in parser.declared.values()}
+    assert kinds["fsync"] == "store_true" and kinds["datadir"] == "store"
+    if door == "listen":
+        assert kinds["allow_calling"] == "append"
+        help_text = run_cli("listen", "--help").stdout
+        flat = " ".join(help_text.split())
+        for dest in ("aet", "tls_cert", "series_idle", "log_file", "fsync", "layout"):
+            assert f"[env: DICOM_REPACK_LISTEN_{dest.upper()}]" in flat, dest

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .contestants import (
     Contestant,
     RunContext,
@@ -264,7 +265,7 @@ def main(argv: list[str]) -> int:
             print(
                 f"{c.name:22} {'ready' if why is None else 'skip: ' + why}  ({c.label or c.description})"
             )
-        return 0
+        return EXIT_OK
     if opts.size:
         from ..core.sizes import parse_size
 
@@ -293,12 +294,10 @@ def _set_up_px_repack(opts: BenchOptions, contestants: list[Contestant]) -> list
     px = next((c for c in contestants if c.name == "px-repack"), None)
     if px is None or px.unavailable() is None:
         return contestants
+    from ..doors.plumbing import say
     from .peers import setup_px_repack
 
-    def say(line: str) -> None:
-        print(f"dicom-repack bench: {line}", file=sys.stderr, flush=True)
-
-    if setup_px_repack(say) is None:
+    if setup_px_repack(lambda line: say("bench", line)) is None:
         return contestants
     try:
         return select_contestants(opts)
@@ -370,7 +369,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
                 files = find_instances(corpus_root)
             if not files:
                 console.print(f"[red]no DICOM Part 10 files under {corpus_root}[/]")
-                return 2
+                return EXIT_USAGE
         else:
             corpus_root = work / "corpus"
             seeds = find_instances(opts.corpus_from) if opts.corpus_from else None
@@ -516,7 +515,7 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
             shutil.rmtree(work, ignore_errors=True)
     if "summary" not in results:
         console.print("interrupted before the first run: nothing to report")
-        return 130 if interrupted else 1
+        return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
     table_console = Console()
     if not table_console.is_terminal and "COLUMNS" not in os.environ:
         table_console = Console(width=132)  # logs and CI: do not squeeze the table to 80
@@ -529,10 +528,10 @@ def run_bench(opts: BenchOptions, contestants: list[Contestant], argv: list[str]
     if opts.keep:
         console.print(f"output trees kept in {work}")
     if interrupted:
-        return 130
+        return EXIT_INTERRUPTED
     # a peer (px-repack, rx-repack) failing its own checks is reported, not our failure
     ours = [r for r in results["summary"]["contestants"] if r["contestant"] not in report.PEERS]
-    return 1 if any(r["status"] == "failed" for r in ours) else 0
+    return EXIT_FAILED if any(r["status"] == "failed" for r in ours) else EXIT_OK
 
 
 def _run_rounds(

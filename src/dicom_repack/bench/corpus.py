@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -27,7 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from ..core.sizes import parse_size
+from ..doors.plumbing import fail
 
 __all__ = [
     "DEFAULT_SEED_FILES",
@@ -415,16 +416,11 @@ def main(argv: list[str]) -> int:
     try:
         check_writable(args.out, "OUT", parents=True)
     except DestinationError as exc:
-        print(f"dicom-repack corpus: error: {exc}", file=sys.stderr)
-        return 1
+        return fail("corpus", str(exc))
     if args.seed_dir:
         seeds = find_instances(args.seed_dir)
         if not seeds:
-            print(
-                f"dicom-repack corpus: no DICOM Part 10 files under {args.seed_dir}",
-                file=sys.stderr,
-            )
-            return 2
+            return fail("corpus", f"no DICOM Part 10 files under {args.seed_dir}", EXIT_USAGE)
     spec = CorpusSpec(
         instances=instances,
         size_bytes=size_bytes,
@@ -454,18 +450,15 @@ def main(argv: list[str]) -> int:
             result = generate_corpus(args.out, spec, seeds, progress)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: the files written so far are complete[/]")
-            return 130
+            return EXIT_INTERRUPTED
         except OSError as exc:  # the output folder failed (full, read-only) mid-way
             bar.stop()
-            print(
-                f"dicom-repack corpus: error: writing {args.out}: {exc}; "
-                "the files written so far are complete",
-                file=sys.stderr,
+            return fail(
+                "corpus", f"writing {args.out}: {exc}; the files written so far are complete"
             )
-            return 1
     console.print(
         f"wrote {result.instances} instances, {result.bytes / 1e6:.1f} MB "
         f"({result.patients} patients, {result.studies} studies, {result.series} series) "
         f"to {result.root} in {result.seconds:.1f} s"
     )
-    return 0
+    return EXIT_OK

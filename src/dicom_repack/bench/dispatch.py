@@ -26,6 +26,8 @@ import shutil
 import signal
 import sys
 
+from ..core.errors import EXIT_INTERRUPTED, EXIT_OK
+
 _stop = False
 
 
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with open(args.summary, "w", encoding="utf-8") as fh:
         json.dump(summary, fh)
-    return 0 if not _stop else 130
+    return EXIT_OK if not _stop else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

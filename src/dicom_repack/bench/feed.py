@@ -42,6 +42,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from ..core.errors import EXIT_FAILED, EXIT_OK
+
 _stop = False
 
 
@@ -234,11 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not _wait_port(port, receiver):
             summary["error"] = f"receiver did not open port {port} (exit {receiver.poll()})"
-            return 1
+            return EXIT_FAILED
         storescu = find_dcmtk("storescu") if args.sender in ("auto", "storescu") else None
         if args.sender == "storescu" and storescu is None:
             summary["error"] = "dcmtk's storescu not found (apt-get install dcmtk)"
-            return 1
+            return EXIT_FAILED
         t0 = time.perf_counter()
         if storescu:
             summary["sender"] = "dcmtk storescu"
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["receiver_exit"] = receiver.returncode
         with open(args.summary, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
-    return 0 if summary.get("stored") == len(files) else 1
+    return EXIT_OK if summary.get("stored") == len(files) else EXIT_FAILED
 
 
 def _storescp_main(args: argparse.Namespace, files: list[str]) -> int:
@@ -266,7 +268,7 @@ def _storescp_main(args: argparse.Namespace, files: list[str]) -> int:
         summary["error"] = "dcmtk's storescp, storescu and echoscu, --incoming and --xcr needed"
         with open(args.summary, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
-        return 1
+        return EXIT_FAILED
     summary["subreaper"] = _set_subreaper()
     port = _free_port()
     env = dict(os.environ, TCP_NODELAY="1")
@@ -290,7 +292,7 @@ def _storescp_main(args: argparse.Namespace, files: list[str]) -> int:
     try:
         if not _wait_port_echo(port, receiver, echo, args.aet):
             summary["error"] = f"storescp did not answer on port {port} (exit {receiver.poll()})"
-            return 1
+            return EXIT_FAILED
         t0 = time.perf_counter()
         ok, errors = _send_storescu(files, port, args.aet, scu, chunk=half, throttle=throttle)
         # a C-ECHO on a new association: storescp is done with the last one (and so has
@@ -321,7 +323,7 @@ def _storescp_main(args: argparse.Namespace, files: list[str]) -> int:
         summary["stopped"] = _stop
         with open(args.summary, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
-    return 0 if summary.get("stored") == len(files) else 1
+    return EXIT_OK if summary.get("stored") == len(files) else EXIT_FAILED
 
 
 def _echo_once(echo: str, aet: str, port: int, env: dict[str, str]) -> None:
@@ -358,7 +360,7 @@ def _storescp_watch_main(args: argparse.Namespace, files: list[str]) -> int:
         summary["error"] = "dcmtk's storescp, storescu and echoscu, and --incoming needed"
         with open(args.summary, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
-        return 1
+        return EXIT_FAILED
     env = dict(os.environ, TCP_NODELAY="1")
     log_path = os.path.join(os.path.dirname(os.path.abspath(args.summary)), "watch-stderr.log")
     with open(log_path, "wb") as log:
@@ -379,7 +381,7 @@ def _storescp_watch_main(args: argparse.Namespace, files: list[str]) -> int:
             time.sleep(0.02)
         if watcher.poll() is not None or b"watching" not in _read(log_path):
             summary["error"] = f"watch did not start: {_read(log_path)[-300:].decode()}"
-            return 1
+            return EXIT_FAILED
         receiver = subprocess.Popen(
             [scp, "-aet", args.aet, "-od", args.incoming, str(port)],
             stdin=subprocess.DEVNULL,
@@ -388,7 +390,7 @@ def _storescp_watch_main(args: argparse.Namespace, files: list[str]) -> int:
         )
         if not _wait_port_echo(port, receiver, echo, args.aet):
             summary["error"] = f"storescp did not answer on port {port} (exit {receiver.poll()})"
-            return 1
+            return EXIT_FAILED
         t0 = time.perf_counter()
         ok, errors = _send_storescu(files, port, args.aet, scu)
         _echo_once(echo, args.aet, port, env)  # storescp wrote the last instance
@@ -413,7 +415,7 @@ def _storescp_watch_main(args: argparse.Namespace, files: list[str]) -> int:
         with open(args.summary, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
     done = summary.get("stored") == len(files) and not summary["left_in_incoming"]
-    return 0 if done and summary["watcher_exit"] == 0 else 1
+    return EXIT_OK if done and summary["watcher_exit"] == EXIT_OK else EXIT_FAILED
 
 
 def _read(path: str) -> bytes:

@@ -54,6 +54,7 @@ __all__ = [
     "read_header_pydicom",
     "read_small_file",
     "render_value",
+    "show_pydicom_warnings",
     "with_buffer",
 ]
 
@@ -138,6 +139,14 @@ def _name(source: Source) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<buffer>"
     return os.fspath(source)
+
+
+def show_pydicom_warnings(show: bool) -> None:
+    """Let pydicom's warnings through (a door's ``-v``) or not (the default): see
+    core/_pydicom.py's ``show_warnings``; installed once, when pydicom is first needed."""
+    from ._pydicom import show_warnings
+
+    show_warnings(show)
 
 
 def read_header_pydicom(

@@ -60,14 +60,14 @@ from .index_rows import (
     PendingTail,
     column_decls,
     default_path,
+    fold_files,
     is_url,
     local_path,
-    parse_pending,
     pending_path,
     row_for,
     where_of,
 )
-from .tree import NotRegularError, kind_of, open_file
+from .tree import kind_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -353,73 +353,6 @@ class Index:
                 pass
 
 
-def fold_files(pending: str, insert: Callable[[list[tuple[object, ...]]], None]) -> int:
-    """Fold the pending rows of ``pending`` (and files an interrupted fold left beside
-    it) through ``insert`` (one transaction per file, upserting); return how many.
-
-    The protocol of every backend (see the module doc): the file is renamed aside,
-    its lock waited on for a writer that opened it before the rename, its rows
-    inserted, and only then is it deleted: an ``insert`` that fails (the database
-    away) leaves the file for the next fold. IndexFailure; IndexRefused naming a
-    pending file that is not a regular file (left as it is, unread).
-    """
-    directory, base = os.path.split(pending)
-    try:  # files an interrupted fold left behind, then the current one
-        files = [f"{directory}/{n}" for n in os.listdir(directory) if n.startswith(base + ".")]
-    except FileNotFoundError:
-        return 0
-    except OSError as exc:
-        raise IndexFailure(f"cannot read {directory}: {exc.strerror or exc}") from None
-    folded = 0
-    refused: NotRegularError | None = None
-    aside = f"{pending}.{os.getpid()}-{time.time_ns()}"
-    try:
-        mode = os.stat(pending, follow_symlinks=False).st_mode
-        if (mode & 0o170000) != 0o100000:  # a planted link or FIFO: not even moved
-            refused = NotRegularError(f"{pending} is {kind_of(mode)}, not a regular file")
-        else:
-            os.rename(pending, aside)
-            files.append(aside)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise IndexFailure(f"cannot fold {pending}: {exc.strerror or exc}") from None
-    for f in files:
-        try:
-            folded += _fold_file(f, insert)
-        except NotRegularError as exc:
-            refused = refused or exc
-    if refused is not None:
-        raise IndexRefused(f"cannot fold the index's pending rows: {refused}")
-    return folded
-
-
-def _fold_file(path: str, insert: Callable[[list[tuple[object, ...]]], None]) -> int:
-    try:
-        fd, _ = open_file(path, os.O_RDWR)
-    except FileNotFoundError:
-        return 0  # another fold took it
-    except NotRegularError:
-        raise
-    except OSError as exc:
-        raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
-    try:
-        # a writer that opened the file before it was renamed holds or wants this
-        # lock: wait for its line; any later writer sees the name moved and goes
-        os.lockf(fd, os.F_LOCK, 0)
-        if os.fstat(fd).st_nlink == 0:
-            return 0  # folded meanwhile by another fold
-        rows = parse_pending(_read_fd(fd))
-        if rows:
-            insert(rows)
-        os.unlink(path)
-        return len(rows)
-    except OSError as exc:
-        raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-
-
 def open_index(
     index: str,
     logdir: str | None = None,
@@ -485,13 +418,6 @@ def check_files(path: str) -> None:
             raise IndexRefused(
                 f"{name} is {kind_of(mode)}, not a regular file; the index is not opened"
             )
-
-
-def _read_fd(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def setup(conn: sqlite3.Connection) -> None:

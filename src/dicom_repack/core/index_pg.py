@@ -46,6 +46,7 @@ from .index_rows import (
     PendingIndex,
     column_decls,
     every_host_pending,
+    fold_files,
     local_path,
     pending_path,
     shown,
@@ -223,8 +224,6 @@ class PgIndex:
         """
         if self.local is None:
             return 0
-        from .index import fold_files
-
         self.run(lambda conn: None)  # connected (and migrated) before anything moves
         mine = pending_path(self.local)
         files = every_host_pending(os.path.dirname(mine)) if every_host else []

@@ -20,11 +20,22 @@ import os
 import time
 
 from .errors import DicomRepackError
-from .tree import NotRegularError, open_file
+from .tree import NotRegularError, kind_of, open_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+    from typing import Protocol
+
+    class Folded(Protocol):
+        """What the pending rows need of the index they fold into (:class:`.index.Index`,
+        :class:`.index_pg.PgIndex`; a type only: ``typing`` costs the per-instance door
+        ~2 ms)."""
+
+        def fold(self) -> int: ...
+        def folded_where(self, sop: str) -> dict[str, str] | None: ...
+        def close(self) -> None: ...
+
 
 __all__ = [
     "COLUMNS",
@@ -40,6 +51,7 @@ __all__ = [
     "column_decls",
     "default_path",
     "every_host_pending",
+    "fold_files",
     "host_name",
     "is_url",
     "local_path",
@@ -368,9 +380,20 @@ class PendingIndex:
     its row, pending or folded). ``where`` says where a SOP was last filed.
     """
 
-    def __init__(self, path: str, *, durable: bool = False, target: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        durable: bool = False,
+        target: str | None = None,
+        opener: Callable[[float], Folded] | None = None,
+    ) -> None:
         self.path = os.path.abspath(path)
         self.durable = durable
+        #: opens the index these rows fold into (given a timeout), for a fold past FOLD_AT
+        #: and for lookups of folded rows; the caller's (core/repack.py), so that this
+        #: light module imports neither backend (no import cycle either); None: neither
+        self.opener = opener
         #: the index is on a filesystem other hosts write too (``batch --dask``): never open
         #: SQLite here (its locking is not safe on NFS): no fold past FOLD_AT, no lookup of
         #: folded rows; the one process that folds is the run's client
@@ -380,7 +403,7 @@ class PendingIndex:
         #: folded rows are looked up only where psycopg is already loaded
         self.target = target if is_url(target) else None
         self._tail = PendingTail(pending_path(self.path))
-        self._reader: object | None = None
+        self._reader: Folded | None = None
 
     def where(self, sop: str) -> dict[str, str] | None:
         """Where ``sop`` was last filed, as far as this process can tell cheaply: its
@@ -393,31 +416,21 @@ class PendingIndex:
             return where_of(row)
         import sys
 
-        if self.target is not None:
-            if "psycopg" not in sys.modules:
-                return None
-            from .index_pg import PgIndex
-
-            if self._reader is None:
-                self._reader = PgIndex(self.target, self.path)
-            assert isinstance(self._reader, PgIndex)
-            return self._reader.folded_where(sop)
-        if self.shared or "_sqlite3" not in sys.modules:
+        driver = "psycopg" if self.target is not None else "_sqlite3"
+        if self.opener is None or driver not in sys.modules:
             return None
-        from .index import Index
-
+        if self.shared and self.target is None:  # SQLite on a shared filesystem: never
+            return None
         if self._reader is None:
-            self._reader = Index(self.path, timeout=5.0)
-        assert isinstance(self._reader, Index)
+            self._reader = self.opener(5.0)
         return self._reader.folded_where(sop)
 
     def close(self) -> None:
         """Close what ``where`` may have opened (the pending file, a reading connection)."""
         self._tail.close()
         reader, self._reader = self._reader, None
-        close = getattr(reader, "close", None)
-        if close is not None:
-            close()
+        if reader is not None:
+            reader.close()
 
     def add(
         self,
@@ -442,10 +455,8 @@ class PendingIndex:
             raise IndexFailure(
                 f"cannot write the index {pending}: {exc.strerror or exc}", errno=exc.errno
             ) from None
-        if size_after >= FOLD_AT and not self.shared and self.target is None:
-            from .index import Index
-
-            index = Index(self.path, durable=self.durable)
+        if size_after >= FOLD_AT and not self.shared and self.target is None and self.opener:
+            index = self.opener(60.0)
             try:
                 index.fold()
             except IndexFailure:
@@ -486,6 +497,80 @@ def append_row(pending: str, row: tuple[object, ...], *, durable: bool = False) 
             return st.st_size + written
         finally:
             os.close(fd)
+
+
+def fold_files(pending: str, insert: Callable[[list[tuple[object, ...]]], None]) -> int:
+    """Fold the pending rows of ``pending`` (and files an interrupted fold left beside
+    it) through ``insert`` (one transaction per file, upserting); return how many.
+
+    The protocol of every backend (see the module doc): the file is renamed aside,
+    its lock waited on for a writer that opened it before the rename, its rows
+    inserted, and only then is it deleted: an ``insert`` that fails (the database
+    away) leaves the file for the next fold. IndexFailure; IndexRefused naming a
+    pending file that is not a regular file (left as it is, unread).
+    """
+    directory, base = os.path.split(pending)
+    try:  # files an interrupted fold left behind, then the current one
+        files = [f"{directory}/{n}" for n in os.listdir(directory) if n.startswith(base + ".")]
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise IndexFailure(f"cannot read {directory}: {exc.strerror or exc}") from None
+    folded = 0
+    refused: NotRegularError | None = None
+    aside = f"{pending}.{os.getpid()}-{time.time_ns()}"
+    try:
+        mode = os.stat(pending, follow_symlinks=False).st_mode
+        if (mode & 0o170000) != 0o100000:  # a planted link or FIFO: not even moved
+            refused = NotRegularError(f"{pending} is {kind_of(mode)}, not a regular file")
+        else:
+            os.rename(pending, aside)
+            files.append(aside)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise IndexFailure(f"cannot fold {pending}: {exc.strerror or exc}") from None
+    for f in files:
+        try:
+            folded += _fold_file(f, insert)
+        except NotRegularError as exc:
+            refused = refused or exc
+    if refused is not None:
+        raise IndexRefused(f"cannot fold the index's pending rows: {refused}")
+    return folded
+
+
+def _fold_file(path: str, insert: Callable[[list[tuple[object, ...]]], None]) -> int:
+    try:
+        fd, _ = open_file(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0  # another fold took it
+    except NotRegularError:
+        raise
+    except OSError as exc:
+        raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
+    try:
+        # a writer that opened the file before it was renamed holds or wants this
+        # lock: wait for its line; any later writer sees the name moved and goes
+        os.lockf(fd, os.F_LOCK, 0)
+        if os.fstat(fd).st_nlink == 0:
+            return 0  # folded meanwhile by another fold
+        rows = parse_pending(_read_fd(fd))
+        if rows:
+            insert(rows)
+        os.unlink(path)
+        return len(rows)
+    except OSError as exc:
+        raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse_pending(data: bytes) -> list[tuple[object, ...]]:

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from .header import Header
     from .index import Index
     from .index_pg import PgIndex
+    from .index_rows import Folded
     from .place import Placed
     from .sop_lock import SopHold
     from .source import Source
@@ -86,6 +87,17 @@ REQUIRED = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUI
 #: start), folded into SQLite by the door's own process or any reader (the per-instance door,
 #: a batch's, watch's and Dask's workers); ``off`` -- no index.
 INDEX_MODES = ("direct", "pending", "off")
+
+
+def _opener(index: str, logdir: str | None, durable: bool) -> Callable[[float], Folded]:
+    """How a PendingIndex opens the index its rows fold into (imported only then)."""
+
+    def open_index(timeout: float) -> Folded:
+        from .index import open_index
+
+        return open_index(index, logdir, durable=durable, timeout=timeout)
+
+    return open_index
 
 
 class Config:
@@ -178,13 +190,22 @@ class Repacker:
         if config.index and is_url(config.index):  # PostgreSQL: core/index_pg.py
             local = self._local_index()
             if config.index_mode == "pending" and local is not None:
-                self.index = PendingIndex(local, durable=config.fsync, target=config.index)
+                self.index = PendingIndex(
+                    local,
+                    durable=config.fsync,
+                    target=config.index,
+                    opener=_opener(config.index, config.logdir, config.fsync),
+                )
             else:  # group commit (a flusher thread); no log folder: every add fails, saying so
                 from .index_pg import PgIndex
 
                 self.index = PgIndex(config.index, local, durable=config.fsync)
         elif config.index and config.index_mode == "pending":
-            self.index = PendingIndex(config.index, durable=config.fsync)
+            self.index = PendingIndex(
+                config.index,
+                durable=config.fsync,
+                opener=_opener(config.index, None, config.fsync),
+            )
         elif config.index:
             from .index import Index
 

@@ -41,25 +41,25 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 from ..core import jsonio
-from ..core.errors import DicomRepackError, RecordError, one_line
+from ..core.errors import DicomRepackError, RecordError
 from ..core.index_rows import PendingIndex, is_url
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..core.tree import Folder, NotRegularError, Tree, open_file
+from .plumbing import say
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
-    from .batch import Summary
+    from .batch_engine import Summary
 
     #: distributed's objects (its annotations are partial: handled as Any here)
     Client = Any
@@ -419,10 +419,10 @@ def _drive(
     stop_when: Callable[[Outcome], bool] | None,
     chunk: int | None,
 ) -> Summary:
-    from .batch import Summary
+    from .batch_engine import Summary
 
     if not client.nthreads():
-        sys.stderr.write("dicom-repack: waiting for a Dask worker to join the scheduler\n")
+        say("batch", "waiting for a Dask worker to join the scheduler")
         client.wait_for_workers(1)
     _check_workers(client)
     summary = Summary()
@@ -507,7 +507,7 @@ def _fold(config: Config) -> None:
 
         problem = fold_pending(config.index, durable=config.fsync, logdir=config.logdir)
         if problem:
-            sys.stderr.write(f"dicom-repack batch: {one_line(problem)}\n")
+            say("batch", problem)
 
 
 def _check_workers(client: Client) -> None:

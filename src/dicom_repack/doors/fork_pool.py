@@ -49,6 +49,8 @@ import marshal
 import os
 import sys
 
+from ..core.errors import EXIT_INTERRUPTED, EXIT_OK
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import select
@@ -164,7 +166,7 @@ class ForkPool:
                 os.close(result_r)
                 code = self._serve(start, task_r, result_w)
             except KeyboardInterrupt:  # Ctrl-C before it could ignore SIGINT: no traceback
-                code = 130
+                code = EXIT_INTERRUPTED
             except BaseException:
                 try:
                     import traceback
@@ -194,14 +196,14 @@ class ForkPool:
         while True:
             size = _read_exactly(task_fd, _HEADER)
             if size is None:
-                return 0  # the task pipe closed: no more work (or the parent is gone)
+                return EXIT_OK  # the task pipe closed: no more work (or the parent is gone)
             chunk = _read_exactly(task_fd, int.from_bytes(size, "little"))
             if chunk is None:
-                return 0
+                return EXIT_OK
             results: list[object] = []
             for item in marshal.loads(chunk):
                 if os.getppid() != parent:
-                    return 0  # the parent was killed: nobody to report to
+                    return EXIT_OK  # the parent was killed: nobody to report to
                 # None stands for NOT_ATTEMPTED (a work function never returns None)
                 results.append(None if flag[0] else work(item))
             data = memoryview(_frame(results))
@@ -209,7 +211,7 @@ class ForkPool:
                 while data:
                     data = data[os.write(result_fd, data) :]
             except BrokenPipeError:
-                return 0  # the parent closed the pool (Ctrl-C) or is gone
+                return EXIT_OK  # the parent closed the pool (Ctrl-C) or is gone
 
     # -- the parent --------------------------------------------------------------------
 

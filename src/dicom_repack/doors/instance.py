@@ -186,15 +186,16 @@ def main(argv: list[str]) -> int:
         except TemplateError as exc:
             raise UsageError(str(exc)) from None
     except UsageError as exc:
-        sys.stderr.write(f"dicom-repack: {one_line(str(exc))} (see --help)\n")
-        return EXIT_USAGE
+        from .plumbing import fail
+
+        return fail("", f"{exc} (see --help)", EXIT_USAGE)
 
     from ..core.repack import Config, Repacker
 
     if int(verbosity) >= 2:
-        from ..core._pydicom import show_warnings
+        from .plumbing import show_pydicom_warnings
 
-        show_warnings(True)
+        show_pydicom_warnings(True)
     config = Config(
         str(opts["datadir"]),
         _opt(opts, "logdir"),
@@ -212,20 +213,19 @@ def main(argv: list[str]) -> int:
             if config.logdir:
                 refuse_missing_parent(config.logdir, "--logdir")
         except DestinationError as exc:
-            sys.stderr.write(f"dicom-repack: error: {one_line(str(exc))}\n")
-            return EXIT_FAILED
+            from .plumbing import fail
+
+            return fail("", str(exc))
     repacker = Repacker(config)
     move = bool(opts.get("cleanup"))
     ndjson = None
     if "log_ndjson" in opts:
-        from ..core.jsonio import NdjsonLog
+        from .plumbing import Refused, fail, open_ndjson
 
         try:
-            ndjson = NdjsonLog(str(opts["log_ndjson"]))
-        except OSError as exc:
-            name = one_line(str(exc.filename))
-            sys.stderr.write(f"dicom-repack: error: --log-ndjson {name}: {exc.strerror}\n")
-            return EXIT_FAILED
+            ndjson = open_ndjson(str(opts["log_ndjson"]))
+        except Refused as exc:
+            return fail("", str(exc), exc.status)
     loud = int(verbosity) >= 1
     status = EXIT_OK
     for src in files:
@@ -233,7 +233,9 @@ def main(argv: list[str]) -> int:
         if ndjson is not None:
             ndjson.write(outcome.as_dict())
         if outcome.error is not None:
-            sys.stderr.write(f"dicom-repack: error: {one_line(outcome.error)}\n")
+            from .plumbing import say
+
+            say("", outcome.error)
             status = EXIT_FAILED
         elif loud:
             sys.stdout.write(f"{one_line(outcome.src)} -> {one_line(str(outcome.dst))}\n")

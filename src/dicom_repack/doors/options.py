@@ -33,9 +33,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterable, Mapping
-    from typing import Final, TypeAlias
+    from typing import Any, Final, Protocol, TypeAlias
 
     from ..core.layout import Layout
+
+    class ArgumentTarget(Protocol):
+        """An argparse parser or one of its groups (argparse names no public type for both)."""
+
+        def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action: ...
+
+        def add_argument_group(self, *args: Any, **kwargs: Any) -> Any: ...
+
 
 __all__ = [
     "BATCH",
@@ -317,7 +325,7 @@ def long_name(flag: Flag) -> str:
 
 
 def add_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    parser: ArgumentTarget,
     flags: Iterable[Flag],
     *,
     title: str | None = None,
@@ -353,7 +361,7 @@ def add_arguments(
                 kw["const"] = const
             if dest in must:
                 kw["required"] = True
-        target.add_argument(*names, **kw)  # type: ignore[arg-type]  # kw's values vary
+        target.add_argument(*names, **kw)
 
 
 def index_from(values: Mapping[str, object]) -> str | bool:

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from ..core.errors import RepackError, one_line
+from ..core.errors import EXIT_OK, EXIT_USAGE, RepackError
 from ..core.header import read_header_fd
 from ..core.index import (
     DEFAULT_NAME,
@@ -41,6 +41,7 @@ from ..core.index import (
 from ..core.index_rows import COLUMNS, INDEX_KEYWORDS, is_url, row_for, shown
 from ..core.repack import REQUIRED
 from ..core.tree import open_file
+from .plumbing import fail, line, say
 from .usage import OneLineParser
 
 TYPE_CHECKING = False
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from ..core.header import Header
 
 __all__ = ["main", "rebuild"]
+
+DOOR = "index"
 
 _KEYWORDS = tuple(dict.fromkeys(REQUIRED + INDEX_KEYWORDS))
 _BATCH = 500
@@ -268,35 +271,30 @@ def main(argv: list[str]) -> int:
     try:
         done = rebuild(ns.datadir, index, ns.logdir)
     except (sqlite3.Error, OSError, IndexFailure) as exc:
-        sys.stderr.write(
-            f"dicom-repack index: error: cannot rebuild {one_line(f'{shown(index)}: {exc}')}\n"
-        )
-        return 1
+        return fail(DOOR, f"cannot rebuild {shown(index)}: {exc}")
     if done.set_aside:
-        sys.stderr.write(f"dicom-repack index: damaged index set aside as {done.set_aside}\n")
-    for line in done.skipped[:20]:
-        sys.stderr.write(f"dicom-repack index: skipped {one_line(line)}\n")
+        say(DOOR, f"damaged index set aside as {done.set_aside}")
+    for skipped in done.skipped[:20]:
+        say(DOOR, f"skipped {skipped}")
     for path in done.unrecorded[:20]:
-        sys.stderr.write(
-            f"dicom-repack index: no image record (re-run batch over it): {one_line(path)}\n"
-        )
+        say(DOOR, f"no image record (re-run batch over it): {path}")
     sys.stdout.write(
-        f"dicom-repack index: {done.rows} instances indexed from {done.files} files "
-        f"({len(done.skipped)} skipped, {len(done.unrecorded)} without image record), "
-        f"{done.removed} stale rows removed; {shown(index)}\n"
+        line(
+            DOOR,
+            f"{done.rows} instances indexed from {done.files} files "
+            f"({len(done.skipped)} skipped, {len(done.unrecorded)} without image record), "
+            f"{done.removed} stale rows removed; {shown(index)}",
+        )
     )
-    return 0
+    return EXIT_OK
 
 
 def _fold(index: str, logdir: str | None) -> int:
     """``index --fold``: the pending rows into the index now; exit 1 (one line) if they
     could not be (they stay pending, nothing lost)."""
     if is_url(index) and not logdir:
-        sys.stderr.write(
-            "dicom-repack index: error: a PostgreSQL --index keeps its pending rows in "
-            "--logdir: give it\n"
-        )
-        return 2
+        return fail(DOOR, "a PostgreSQL --index keeps its pending rows in --logdir: give it",
+                    EXIT_USAGE)  # fmt: skip
     try:
         writer = open_index(index, logdir)
         try:
@@ -304,9 +302,6 @@ def _fold(index: str, logdir: str | None) -> int:
         finally:
             writer.close()
     except IndexFailure as exc:
-        sys.stderr.write(
-            f"dicom-repack index: error: {one_line(str(exc))}; the rows stay pending\n"
-        )
-        return 1
-    sys.stdout.write(f"dicom-repack index: {folded} pending rows folded into {shown(index)}\n")
-    return 0
+        return fail(DOOR, f"{exc}; the rows stay pending")
+    sys.stdout.write(line(DOOR, f"{folded} pending rows folded into {shown(index)}"))
+    return EXIT_OK

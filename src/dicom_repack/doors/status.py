@@ -18,8 +18,10 @@ import sys
 import time
 from typing import Any
 
+from ..core.errors import EXIT_OK
 from ..core.index import DEFAULT_NAME, IndexFailure, default_path
 from ..core.status_query import DEFAULT_IDLE, StatusDoc, StatusFilters, as_json, query
+from .plumbing import fail
 from .usage import OneLineParser
 
 __all__ = ["build_parser", "filters_of", "main"]
@@ -240,12 +242,9 @@ def main(argv: list[str]) -> int:
     try:
         doc = query(index, filters_of(ns), logdir=ns.logdir)
     except IndexFailure as exc:
-        from ..core.errors import one_line
-
-        sys.stderr.write(f"dicom-repack status: {one_line(str(exc))}\n")
-        return 1
+        return fail("status", str(exc))
     if ns.json:
         sys.stdout.write(as_json(doc))
     else:
         _table(doc, wide=ns.wide)
-    return 0
+    return EXIT_OK

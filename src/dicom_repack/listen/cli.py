@@ -19,42 +19,41 @@ import logging
 import os
 import signal
 import ssl
-import sys
 import threading
 import time
 
-from ..core.destination import DestinationError, check_writable
-from ..core.errors import TemplateError
+from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
 from ..core.index_rows import shown
 from ..core.jsonio import NdjsonLog
-from ..core.outcome import Outcome
-from ..core.repack import Config, Repacker
-from ..core.source import PathSource
+from ..core.repack import Config
 from ..doors import options
 from ..doors.fork_pool import usable_cores
+from ..doors.plumbing import (
+    Refused,
+    check_destinations,
+    check_index,
+    fail,
+    line,
+    open_ndjson,
+    say,
+)
 from ..doors.usage import OneLineParser
 from .activity import Activity
 from .assoc import Policy
+from .filer import Filer
 from .limits import Limits
 from .metrics import SharedCounters
-from .scp import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_OUT_OF_RESOURCES,
-    STATUS_SUCCESS,
-    ServerConfig,
-    StorageServer,
-    StoreInfo,
-    listening_socket,
-)
+from .scp import ServerConfig, StorageServer, listening_socket
 from .series_watch import SeriesWatch
 from .service import (
     add_series_arguments,
     add_service_arguments,
     apply_config_file,
+    apply_environment,
     seconds,
     setup_logging,
 )
-from .sink import Incoming, Spool
+from .sink import Spool
 from .workers import Relay, serve_workers
 
 TYPE_CHECKING = False
@@ -63,104 +62,14 @@ if TYPE_CHECKING:
 
     from .http import LiveServer
 
-__all__ = ["ENV_PREFIX", "Filer", "build_parser", "main"]
+__all__ = ["ENV_PREFIX", "build_parser", "main"]
 
+DOOR = "listen"
 ENV_PREFIX = "DICOM_REPACK_LISTEN_"
 #: After --shutdown-grace, how long the rest of a shutdown may take before the process
 #: is ended regardless (the hard bound: see :func:`_exit_after`).
 EXIT_SLACK = 5.0
 LOG = logging.getLogger("dicom_repack.listen")
-_TRUE = {"1", "true", "yes", "on"}
-
-
-class Filer:
-    """The store handler: one received instance through the core job.
-
-    One :class:`~.repack.Repacker` per association thread, so its caches need no
-    lock; the record writer's own locking keeps concurrent series consistent.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        ndjson: NdjsonLog | None = None,
-        watch: SeriesWatch | Relay | None = None,
-        activity: Activity | None = None,
-    ) -> None:
-        self.config = config
-        self.ndjson = ndjson
-        self.watch = watch
-        self.activity = activity
-        self._local = threading.local()
-
-    def _forget_repacker(self) -> None:
-        """Close this thread's Repacker (at its association's end: listen/activity.py)."""
-        repacker: Repacker | None = getattr(self._local, "repacker", None)
-        self._local.repacker = None
-        if repacker is not None:
-            repacker.close()
-
-    def __call__(self, incoming: Incoming, info: StoreInfo) -> tuple[int, str]:
-        repacker: Repacker | None = getattr(self._local, "repacker", None)
-        if repacker is None:
-            repacker = self._local.repacker = Repacker(self.config)
-            if self.activity is not None:  # its index connection closed when the association ends
-                self.activity.close_when_association_ends(self._forget_repacker)
-        origin = f"dicom://{info.calling_ae}@{info.peer}/{info.sop_instance_uid}"
-        if incoming.buffer is not None:
-            outcome = repacker.repack_buffer(memoryview(incoming.buffer), origin=origin)  # no copy
-        else:
-            # spooled inside the data folder: filed by a hard link from the open spool
-            # file, never copied again, and its name removed inside the spool folder
-            path = incoming.path
-            assert path is not None
-            source = PathSource(
-                path,
-                move=True,
-                opened=incoming.take(),
-                remove=lambda: incoming.spool.remove(path),
-                origin=origin,  # its row, NDJSON line and errors name the sender, not the spool
-            )
-            outcome = repacker.repack(source)
-        if self.ndjson is not None:
-            self.ndjson.write(
-                {
-                    **outcome.as_dict(),
-                    "CallingAETitle": info.calling_ae,
-                    "TransferSyntaxUID": info.transfer_syntax,
-                }
-            )
-        if outcome.error is None:
-            if self.watch is not None and outcome.dst:
-                self.watch.seen(
-                    os.path.dirname(outcome.dst),
-                    outcome.patient_id or "",
-                    outcome.study_uid or "",
-                    outcome.series_uid or "",
-                )
-            return STATUS_SUCCESS, ""
-        LOG.warning("%s", outcome.error)
-        if self.activity is not None:
-            self.activity.failure(origin, outcome.kind, outcome.error, info.calling_ae, info.peer)
-        return _status_for(outcome), outcome.error
-
-
-def _status_for(outcome: Outcome) -> int:
-    """A failure the sender can fix by retrying later (disk, permissions) is "out of
-    resources" (0xA700); one about the instance itself is "cannot understand" (0xC000)."""
-    return STATUS_OUT_OF_RESOURCES if outcome.retryable else STATUS_CANNOT_UNDERSTAND
-
-
-class _Refused(Exception):
-    """A configuration that cannot work: one line, exit 2, before anything is served.
-
-    ``status`` is 1 instead when the command line is right but the machine refuses
-    (an unusable data or log folder, a busy port): README, "Exit status and errors".
-    """
-
-    def __init__(self, message: str, status: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _port(text: str) -> int:
@@ -202,7 +111,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """The listen options, each with its DICOM_REPACK_LISTEN_* variable as default.
 
     Raises ValueError naming the variable when one cannot be read.
@@ -345,36 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_series_arguments(out)
     options.add_arguments(p, options.LAYOUT, title="layout", description=options.LAYOUT_HELP)
     add_service_arguments(p)
-    _env_defaults(p)
+    apply_environment(p, ENV_PREFIX)
     return p
-
-
-def _env_defaults(parser: argparse.ArgumentParser) -> None:
-    """Take each option's default from DICOM_REPACK_LISTEN_<DEST> when it is set.
-
-    A value the option's type refuses raises ValueError naming the variable.
-    """
-    for action in parser._actions:  # argparse has no public iterator over its options
-        if not action.option_strings or action.dest in ("help", "version"):
-            continue
-        name = ENV_PREFIX + action.dest.upper()
-        action.help = f"{action.help or ''} [env: {name}]".strip()
-        raw = os.environ.get(name)
-        if raw is None:
-            continue
-        if isinstance(action, argparse._StoreTrueAction):
-            action.default = raw.strip().lower() in _TRUE
-        elif isinstance(action, argparse._AppendAction):
-            action.default = [raw]
-        else:
-            try:
-                action.default = action.type(raw) if callable(action.type) else raw
-            except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
-                raise ValueError(f"{name}={raw!r}: {exc}") from None
-            if action.choices is not None and action.default not in action.choices:
-                choices = ", ".join(map(str, action.choices))
-                raise ValueError(f"{name}={raw!r}: not one of {choices}")
-        action.required = False
 
 
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -397,8 +278,7 @@ def main(argv: list[str]) -> int:
         parser = build_parser()
         apply_config_file(parser, argv, ENV_PREFIX)  # flags > env > config file > defaults
     except ValueError as exc:  # a DICOM_REPACK_LISTEN_* variable or config key that cannot be read
-        print(f"dicom-repack listen: {exc}", file=sys.stderr)
-        return 2
+        return fail(DOOR, str(exc), EXIT_USAGE)
     args = parser.parse_args(argv)
     if args.port_word is not None:
         if "--port" in argv or any(a.startswith("--port=") for a in argv):
@@ -407,23 +287,11 @@ def main(argv: list[str]) -> int:
     try:
         setup_logging(args.log_level, args.log_file)
     except OSError as exc:
-        print(f"dicom-repack listen: --log-file {args.log_file}: {exc}", file=sys.stderr)
-        return 2
+        return fail(DOOR, f"--log-file {args.log_file}: {exc}", EXIT_USAGE)
     try:
         return _run(args)
-    except _Refused as exc:
-        print(f"dicom-repack listen: {exc}", file=sys.stderr)
-        return exc.status
-
-
-def _check_destinations(args: argparse.Namespace) -> None:
-    """Refuse at start what would fail every C-STORE: unusable data or log folder."""
-    for flag, folder in (("--datadir", args.datadir), ("--logdir", args.logdir)):
-        if folder:
-            try:
-                check_writable(folder, flag, parents=args.parents)
-            except DestinationError as exc:
-                raise _Refused(f"{exc}; nothing was done", 1) from None
+    except Refused as exc:
+        return fail(DOOR, str(exc), exc.status)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -431,17 +299,13 @@ def _run(args: argparse.Namespace) -> int:
         layout = options.layout_from(vars(args))
         ctx = _ssl_context(args)
     except (TemplateError, OSError, ssl.SSLError) as exc:
-        raise _Refused(str(exc)) from None
-    _check_destinations(args)
+        raise Refused(str(exc), EXIT_USAGE) from None
+    # refused at start, what would fail every C-STORE: an unusable data or log folder
+    check_destinations(args.datadir, args.logdir, parents=args.parents)
     Spool(args.datadir).sweep()
     workers = args.workers or usable_cores()
 
-    lines: NdjsonLog | None = None
-    if args.log_ndjson:
-        try:
-            lines = NdjsonLog(args.log_ndjson)
-        except OSError as exc:
-            raise _Refused(f"--log-ndjson: {exc}") from None
+    lines = open_ndjson(args.log_ndjson or None)
 
     idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
     watch: SeriesWatch | None = None
@@ -455,25 +319,16 @@ def _run(args: argparse.Namespace) -> int:
     )
     # associations and failures: log lines and index rows (opened lazily, after any fork);
     # counters in shared memory, so that the live page adds up every worker's
-    if repack_config.index:
-        from ..core.index import IndexFailure, check_index
-
-        try:
-            warning = check_index(repack_config.index, args.logdir)
-        except IndexFailure as exc:
-            raise _Refused(f"{exc}; nothing was done", 1) from None
-        if warning:
-            LOG.warning("%s", warning)
+    warning = check_index(repack_config.index, args.logdir)  # Refused: one line, exit 1
+    if warning:
+        LOG.warning("%s", warning)
     activity = Activity(repack_config.index, durable=args.fsync, logdir=args.logdir)
     shared = SharedCounters(workers)
     live: LiveServer | None = None
     try:
         sock = listening_socket(args.bind, args.port)
     except OSError as exc:
-        print(
-            f"dicom-repack listen: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr
-        )
-        return 1
+        return fail(DOOR, f"cannot listen on {args.bind}:{args.port}: {exc}")
     limits = Limits(config.max_associations, config.memory_budget, workers)
     serving: list[StorageServer] = []  # the one server, when it runs in this process
     stopping = threading.Event()  # SIGTERM came: the page's /healthz says so
@@ -493,14 +348,10 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a busy --http port: refused as a busy DICOM port is
         sock.close()
         http_host, http_port = args.http
-        print(
-            f"dicom-repack listen: cannot serve --http on {http_host}:{http_port}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+        return fail(DOOR, f"cannot serve --http on {http_host}:{http_port}: {exc}")
     host, port = sock.getsockname()[:2]
     started_line = (
-        f"dicom-repack listen: listening on {host}:{port} as {args.aet}{' (TLS)' if ctx else ''}"
+        f"listening on {host}:{port} as {args.aet}{' (TLS)' if ctx else ''}"
         f"{f' ({workers} workers)' if workers > 1 else ''}"
     )
     started = time.monotonic()
@@ -522,7 +373,7 @@ def _run(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        print(started_line, file=sys.stderr, flush=True)
+        say(DOOR, started_line)
         _start_live(live, stopping)
         if watch is not None:
             watch.start()
@@ -545,7 +396,7 @@ def _run(args: argparse.Namespace) -> int:
             return server
 
         def on_started() -> None:
-            print(started_line, file=sys.stderr, flush=True)
+            say(DOOR, started_line)
             _start_live(live, stopping)
             if watch is not None:
                 watch.start()
@@ -582,11 +433,11 @@ def _run(args: argparse.Namespace) -> int:
         summary["workers"] = workers
         summary["workers_lost"] = lost
         summary["line"] = f"{summary['line']}; {workers} workers ({lost} lost)"
-    print(f"dicom-repack listen: {summary['line']}", file=sys.stderr, flush=True)
+    say(DOOR, str(summary["line"]))
     if lines is not None:
         lines.write({"event": "summary", **{k: v for k, v in summary.items() if k != "line"}})
         lines.close()
-    return 0 if not lost else 1
+    return EXIT_FAILED if lost else EXIT_OK
 
 
 def _exit_after(seconds: float) -> threading.Timer:
@@ -596,15 +447,16 @@ def _exit_after(seconds: float) -> threading.Timer:
     hold a lock the rest of the shutdown needs."""
 
     def fire() -> None:
-        line = (
-            f"dicom-repack listen: the shutdown grace ran out ({seconds:g} s after the "
-            "signal, an association stuck in a handler); exiting without it\n"
+        text = line(
+            DOOR,
+            f"the shutdown grace ran out ({seconds:g} s after the "
+            "signal, an association stuck in a handler); exiting without it",
         )
         # the line from a thread of its own: stderr itself may be a pipe nobody reads
-        say = threading.Thread(target=os.write, args=(2, line.encode()), daemon=True)
-        say.start()
-        say.join(timeout=1.0)
-        os._exit(1)
+        writer = threading.Thread(target=os.write, args=(2, text.encode()), daemon=True)
+        writer.start()
+        writer.join(timeout=1.0)
+        os._exit(EXIT_FAILED)
 
     timer = threading.Timer(seconds, fire)
     timer.daemon = True
@@ -673,7 +525,7 @@ def _start_live(live: LiveServer | None, stopping: threading.Event) -> None:
     signal.signal(signal.SIGTERM, on_term)
     if live is not None:
         live.start()
-        print(f"dicom-repack listen: live page on {live.url}", file=sys.stderr, flush=True)
+        say(DOOR, f"live page on {live.url}")
 
 
 def _server_config(args: argparse.Namespace, ctx: ssl.SSLContext | None) -> ServerConfig:

@@ -27,11 +27,16 @@ import time
 
 from ..core.errors import DicomRepackError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..doors.usage import OneLineParser, Option
+
 __all__ = [
     "ConfigError",
     "add_series_arguments",
     "add_service_arguments",
     "apply_config_file",
+    "apply_environment",
     "seconds",
     "setup_logging",
 ]
@@ -80,7 +85,7 @@ def seconds(text: str) -> float:
     return value
 
 
-def add_series_arguments(group: argparse._ArgumentGroup) -> None:
+def add_series_arguments(group: argparse.ArgumentParser) -> None:
     """``--series-idle``, ``--on-series-complete`` and ``--log-level``: the receiving
     doors' (listen, watch) series hook and log level, declared once."""
     group.add_argument(
@@ -126,9 +131,29 @@ def _config_path(argv: list[str], env_prefix: str) -> str | None:
     return os.environ.get(env_prefix + "CONFIG") or None
 
 
-def apply_config_file(
-    parser: argparse.ArgumentParser, argv: list[str], env_prefix: str
-) -> str | None:
+def apply_environment(parser: OneLineParser, env_prefix: str) -> None:
+    """Take each option's default from ``<env_prefix><DEST>`` when it is set, and name
+    that variable in the option's help.
+
+    A value the option's type refuses raises ValueError naming the variable.
+    """
+    for option in parser.declared.values():
+        action = option.action
+        if action.dest in ("help", "version"):
+            continue
+        name = env_prefix + action.dest.upper()
+        action.help = f"{action.help or ''} [env: {name}]".strip()
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        try:
+            action.default = _convert(option, raw)
+        except ValueError as exc:
+            raise ValueError(f"{name}={raw!r}: {exc}") from None
+        action.required = False
+
+
+def apply_config_file(parser: OneLineParser, argv: list[str], env_prefix: str) -> str | None:
     """Make the config file's values the defaults of ``parser``'s options.
 
     An option whose ``<env_prefix><DEST>`` variable is set keeps the
@@ -150,42 +175,43 @@ def apply_config_file(
     door = env_prefix.rstrip("_").rsplit("_", 1)[-1].lower()  # "listen", "watch"
     if isinstance(table.get(door), dict):  # a [listen] / [watch] table is accepted too
         table = {**{k: v for k, v in table.items() if k != door}, **table[door]}
-    actions = {
-        a.dest: a
-        for a in parser._actions  # argparse has no public iterator over its options
-        if a.option_strings and a.dest not in ("help", "config")
-    }
     for key, value in table.items():
         dest = key.replace("-", "_")
-        action = actions.get(dest)
-        if action is None:
+        option = parser.declared.get(dest)
+        if option is None or dest in ("help", "version", "config"):
             raise ConfigError(f"--config {path}: unknown option {key!r}")
         if os.environ.get(env_prefix + dest.upper()) is not None:
             continue
-        action.default = _convert(path, key, action, value)
-        action.required = False
+        try:
+            option.action.default = _convert(option, value)
+        except ValueError as exc:
+            raise ConfigError(f"--config {path}: {key} = {value!r}: {exc}") from None
+        option.action.required = False
     return path
 
 
-def _convert(path: str, key: str, action: argparse.Action, value: object) -> object:
-    where = f"--config {path}: {key} = {value!r}"
-    if isinstance(action, argparse._StoreTrueAction):
+def _convert(option: Option, value: object) -> object:
+    """A value from a config file or the environment (always text), as the option's
+    default: a flag takes true/false, an appending option a list, any other one value
+    of its type and choices. ValueError says why not."""
+    action = option.action
+    if option.kind == "store_true":
         if isinstance(value, str):
             return value.strip().lower() in _TRUE
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false")
+            raise ValueError("expected true or false")
         return value
-    if isinstance(action, argparse._AppendAction):
+    if option.kind == "append":
         items = value if isinstance(value, list) else [value]
         return [str(v) for v in items]
     if isinstance(value, (dict, list)):
-        raise ConfigError(f"{where}: expected a single value")
+        raise ValueError("expected a single value")
     try:
         out = action.type(str(value)) if callable(action.type) else str(value)
     except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ValueError(str(exc)) from None
     if action.choices is not None and out not in action.choices:
-        raise ConfigError(f"{where}: not one of {', '.join(map(str, action.choices))}")
+        raise ValueError(f"not one of {', '.join(map(str, action.choices))}")
     return out
 
 

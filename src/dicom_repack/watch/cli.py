@@ -19,10 +19,8 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 
-from ..core.destination import DestinationError, check_writable
 from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
 from ..core.index_rows import shown
 from ..core.jsonio import NdjsonLog
@@ -30,6 +28,15 @@ from ..core.outcome import Outcome
 from ..core.repack import Config
 from ..doors import options
 from ..doors.fork_pool import usable_cores
+from ..doors.plumbing import (
+    Refused,
+    check_destinations,
+    check_index,
+    fail,
+    open_ndjson,
+    say,
+    show_pydicom_warnings,
+)
 from ..doors.usage import OneLineParser
 from ..listen.service import (
     ConfigError,
@@ -47,11 +54,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ENV_PREFIX", "build_parser", "main"]
 
+DOOR = "watch"
 ENV_PREFIX = "DICOM_REPACK_WATCH_"
 LOG = logging.getLogger("dicom_repack.watch")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """The watch door's options: batch's destination, filing, index, layout and jobs
     (declared once in doors/options.py), its own, and listen's service options."""
     p = OneLineParser(
@@ -87,8 +95,7 @@ def main(argv: list[str]) -> int:
     try:
         apply_config_file(parser, argv, ENV_PREFIX)  # flags > config file > defaults
     except ConfigError as exc:
-        print(f"dicom-repack watch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(DOOR, str(exc), EXIT_USAGE)
     args = parser.parse_args(argv)
     try:
         poll = None if args.poll is None else seconds(args.poll)
@@ -109,19 +116,13 @@ def main(argv: list[str]) -> int:
     try:
         setup_logging(args.log_level, args.log_file, door="watch")
     except OSError as exc:
-        print(f"dicom-repack watch: --log-file {args.log_file}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    for folder, flag in ((args.datadir, "--datadir"), (args.logdir, "--logdir")):
-        if folder:
-            try:
-                check_writable(folder, flag, parents=args.parents)
-            except DestinationError as exc:
-                print(f"dicom-repack watch: {exc}; nothing was done", file=sys.stderr)
-                return EXIT_FAILED
+        return fail(DOOR, f"--log-file {args.log_file}: {exc}", EXIT_USAGE)
+    try:
+        check_destinations(args.datadir, args.logdir, parents=args.parents)
+    except Refused as exc:
+        return fail(DOOR, str(exc), exc.status)
     if args.verbose:
-        from ..core._pydicom import show_warnings
-
-        show_warnings(True)
+        show_pydicom_warnings(True)
     config = Config(
         args.datadir,
         args.logdir,
@@ -129,26 +130,13 @@ def main(argv: list[str]) -> int:
         fsync=args.fsync,
         index=options.index_from(vars(args)),
     )
-    if config.index:
-        from ..core.index import IndexFailure, check_index
-
-        try:
-            warning = check_index(config.index, config.logdir)
-        except IndexFailure as exc:
-            print(f"dicom-repack watch: {exc}; nothing was done", file=sys.stderr)
-            return EXIT_FAILED
-        if warning:
-            print(f"dicom-repack watch: {warning}", file=sys.stderr)
-    lines: NdjsonLog | None = None
-    if args.log_ndjson is not None:
-        try:
-            lines = NdjsonLog(args.log_ndjson)
-        except OSError as exc:
-            print(
-                f"dicom-repack watch: --log-ndjson {args.log_ndjson}: {exc.strerror}",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
+    try:
+        warning = check_index(config.index, config.logdir)
+        lines = open_ndjson(args.log_ndjson)
+    except Refused as exc:
+        return fail(DOOR, str(exc), exc.status)
+    if warning:
+        say(DOOR, warning)
     try:
         return _serve(args, config, poll, settle, lines)
     finally:
@@ -232,20 +220,19 @@ def _serve(
         """After the fork: threads may start now (the page, the series hook)."""
         how = watcher.arrivals.polling_because
         mode = f"polling every {watcher.arrivals.poll:g} s" if how else "inotify"
-        print(
-            f"dicom-repack watch: watching {', '.join(watcher.arrivals.roots)} ({mode}"
+        say(
+            DOOR,
+            f"watching {', '.join(watcher.arrivals.roots)} ({mode}"
             f"{f', {jobs} workers' if jobs > 1 else ''}) -> {config.datadir}"
             f"{f', records in {config.logdir}' if config.logdir else ''}"
             f"{' (move)' if args.cleanup else ''}",
-            file=sys.stderr,
-            flush=True,
         )
         healthy.set()
         if series is not None:
             series.start()
         for page in live:
             page.start()
-            print(f"dicom-repack watch: live page on {page.url}", file=sys.stderr, flush=True)
+            say(DOOR, f"live page on {page.url}")
 
     if args.http:  # bound now: a busy port is refused before anything is watched
         try:
@@ -253,10 +240,7 @@ def _serve(
         except OSError as exc:
             watcher.close()
             host, port = args.http
-            print(
-                f"dicom-repack watch: cannot serve --http on {host}:{port}: {exc}", file=sys.stderr
-            )
-            return EXIT_FAILED
+            return fail(DOOR, f"cannot serve --http on {host}:{port}: {exc}")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
@@ -269,7 +253,7 @@ def _serve(
         watcher.close()
     line = summary.line()
     LOG.info("%s", line)
-    print(f"dicom-repack watch: {line}", file=sys.stderr, flush=True)
+    say(DOOR, line)
     if lines is not None:
         lines.write({"event": "summary", **summary.as_dict()})
     return EXIT_FAILED if summary.stopped or stopped_early else EXIT_OK

@@ -38,7 +38,7 @@ from ..core.errors import WORKER_LOST
 from ..core.index_rows import is_url
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
-from ..doors.batch import Summary
+from ..doors.batch_engine import Summary
 from .arrivals import Arrivals
 
 TYPE_CHECKING = False
