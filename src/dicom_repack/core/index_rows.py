@@ -1,17 +1,22 @@
 """One row of the index, and where the per-instance door leaves it: the pending file.
 
-The SQLite side (schema, connections, the fold) is :mod:`.index`; this module is
-what a process that files one instance needs of the index, and nothing more, so
-that the per-instance door loads neither SQLite nor the rest of that module:
+The SQLite side (schema, connections) is :mod:`.index`, the PostgreSQL side
+:mod:`.index_pg`; this module is what a process that files one instance needs of
+the index, and nothing more, so that the per-instance door loads neither backend
+(it imports neither: no import cycle either):
 
-* the row of a filed instance (:func:`row_for`: its columns, :data:`COLUMNS`);
-* where the index lives (:func:`default_path`) and its pending file
-  (:func:`pending_path`);
+* the row of a filed instance (:func:`row_for`: its columns, :data:`COLUMNS`, and
+  their declarations for either backend, :func:`column_decls`);
+* where the index lives (:func:`default_path`, :func:`is_url`) and its pending
+  file (:func:`pending_path`, :func:`local_path`: a PostgreSQL index's is in the
+  log folder, one per host);
 * :class:`PendingIndex`, whose :meth:`~PendingIndex.add` appends the row to the
   pending file as one line (:func:`append_row`); once that file passes
-  :data:`FOLD_AT` it folds it into SQLite (:meth:`.index.Index.fold`, imported
-  then). Every reader of the index folds first, so a pending row is as good as
-  a row (see :mod:`.index` for the protocol).
+  :data:`FOLD_AT` it folds it into SQLite (through the ``opener`` its caller
+  gives: the index is imported only then). Every reader of the index folds
+  first, so a pending row is as good as a row;
+* the fold itself (:func:`fold_files`), the one protocol of both backends (see
+  :mod:`.index` for why it is safe).
 """
 
 from __future__ import annotations
