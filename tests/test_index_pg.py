@@ -172,15 +172,20 @@ def test_listen_files_into_postgres(
     mr: Path, tmp_path: Path, postgres_url: str, pg_session: PgServer
 ) -> None:
     """storescu -> listen --index postgresql://: every row reaches the server (group
-    commit), and ``status`` sees the series."""
+    commit), and ``status`` and the live page (``/api/status``) see the series."""
     data, log = tmp_path / "data", tmp_path / "log"
     files = dicom_files(mr)
-    with listening(data, "--logdir", str(log), "--aet", "DICOM-REPACK",
-                   "--index", postgres_url) as listener:  # fmt: skip
+    http = free_port()
+    with listening(data, "--logdir", str(log), "--aet", "DICOM-REPACK", "--index", postgres_url,
+                   "--http", f"127.0.0.1:{http}") as listener:  # fmt: skip
         _storescu(listener.port, *files)
         wait_for(lambda: _count(pg_session, postgres_url) == len(files), what="every row")
         doc = _status("--index", postgres_url)
+        page = json.loads(get(f"http://127.0.0.1:{http}/api/status")[1])
         assert listener.stop() == 0
+    series = page["series_in_progress"] + page["series_completed"]
+    assert sum(s["instances"] for s in series) == len(files)
+    assert [a["calling_ae"] for a in page["recent_associations"]] == ["STORESCU"]
     assert doc["totals"]["instances"] == len(files)  # type: ignore[index]
     assert doc["totals"]["series"] == 3  # type: ignore[index]
     peers = pg_session.query(postgres_url, "SELECT calling_ae FROM associations")
