@@ -94,6 +94,8 @@ def test_rebuild_into_postgres(
     assert postgres_url in out.stdout
     run_cli("index", "--rebuild", "-d", str(data), "-l", str(log))  # SQLite, in the log folder
     assert _status("--index", postgres_url) == _status("-l", str(log))
+    short = postgres_url.replace("postgresql://", "postgres://")  # libpq's other spelling
+    assert _status("--index", short) == _status("-l", str(log))
     files[0].unlink()
     out = run_cli("index", "--rebuild", "-d", str(data), "-l", str(log), "--index", postgres_url)
     assert "1 stale rows removed" in out.stdout
@@ -244,8 +246,10 @@ def test_batch_files_while_the_server_is_away_and_fold_brings_the_rows(
     assert "Traceback" not in done.stderr
     assert len(_filed(data)) == len(dicom_files(mr))
     assert _pending(log)
-    status = run_cli("status", "--index", away, check=False)
+    status = run_cli("status", "--index", away.replace("postgres@", "postgres:secret@"),
+                     check=False)  # fmt: skip
     assert status.returncode == 1 and "cannot use the index" in _one_line(status)
+    assert "postgres:***@" in status.stderr and "secret" not in status.stderr
     out = run_cli("index", "--fold", "-l", str(log), "--index", postgres_url)
     assert f"{len(dicom_files(mr))} pending rows folded" in out.stdout
     assert _count(pg_session, postgres_url) == len(dicom_files(mr))
