@@ -286,3 +286,40 @@ def test_a_column_the_database_lacks_is_added_at_start(
     )
     assert ("modality",) in columns
     assert pg_session.query(postgres_url, "SELECT version FROM schema_version") == [(1,)]
+
+
+def test_a_row_a_fold_holds_aside_is_still_found(
+    tmp_path: Path, postgres_url: str, pg_session: PgServer
+) -> None:
+    """Where a SOP was filed is known while a fold has moved its pending row aside and
+    not committed it yet (the flusher folds every 100 ms: a re-file in that window must
+    still retire the earlier copy); a newer row in the index (another host's) wins over
+    an older one held aside."""
+    from dicom_repack.core.index_pg import PgIndex
+    from dicom_repack.core.index_rows import PendingIndex, fold_files, pending_path
+
+    local = str(tmp_path / "dicom-repack-index.h1")
+    values = {"SOPInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.4",
+              "StudyInstanceUID": "1.2.5", "PatientID": "P"}  # fmt: skip
+    writer = PendingIndex(local, target=postgres_url)
+    writer.add(values, path="/data/a/0001-1.2.3.dcm", size=1, source=None, when=100.0)
+    index = PgIndex(postgres_url, local)
+    try:
+        index.fold()  # the schema, and the first row folded
+        writer.add(values, path="/data/b/0002-1.2.3.dcm", size=1, source=None, when=200.0)
+        assert (index.where("1.2.3") or {}).get("path") == "/data/b/0002-1.2.3.dcm"
+        os.rename(pending_path(local), pending_path(local) + ".1-2")  # a fold, mid-way
+        assert (index.where("1.2.3") or {}).get("path") == "/data/b/0002-1.2.3.dcm"
+        pg_session.execute(
+            postgres_url,
+            "INSERT INTO instances (sop_instance_uid, series_instance_uid, study_instance_uid,"
+            " patient_id, path, size, filed_at) VALUES ('1.2.3', '1.2.4', '1.2.5', 'P',"
+            " '/data/c/0003-1.2.3.dcm', 1, 300) ON CONFLICT (sop_instance_uid) DO UPDATE"
+            " SET path = excluded.path, filed_at = excluded.filed_at",
+        )  # filed since by another host
+        assert (index.where("1.2.3") or {}).get("path") == "/data/c/0003-1.2.3.dcm"
+        assert fold_files(pending_path(local), lambda rows: None) == 1  # the fold ends
+        assert (index.where("1.2.3") or {}).get("path") == "/data/c/0003-1.2.3.dcm"
+    finally:
+        index.close()
+        writer.close()

@@ -131,9 +131,11 @@ REPLACE = pg_sql(
 #: a folded pending row replaces one only if it is not older (as :data:`.index.UPSERT`)
 UPSERT = REPLACE + " WHERE excluded.filed_at >= instances.filed_at"
 _WHERE = pg_sql(
-    "SELECT series_instance_uid, study_instance_uid, patient_id, path "
+    "SELECT series_instance_uid, study_instance_uid, patient_id, path, filed_at "
     "FROM instances WHERE sop_instance_uid = ?"
 )
+#: where a row holds its filing time
+_FILED_AT = COLUMNS.index("filed_at")
 
 
 class IndexUnusable(IndexFailure):
@@ -240,21 +242,35 @@ class PgIndex:
     # -- reading ---------------------------------------------------------------
 
     def where(self, sop: str) -> dict[str, str] | None:
-        """Where ``sop`` was last filed: its pending row, else its folded row."""
+        """Where ``sop`` was last filed: its pending row, else the newer of its row in a
+        file a fold has moved aside (committed perhaps not yet: the flusher folds every
+        100 ms) and its folded row."""
+        aside = None
         if self._pending is not None:
-            row = self._pending._tail.last(sop)
+            tail = self._pending._tail
+            row = tail.last(sop)
             if row is not None:
                 return where_of(row)
-        return self.folded_where(sop)
+            aside = tail.previous(sop)
+        folded = self._folded(sop)
+        if aside is not None and (folded is None or _newer(aside[_FILED_AT], folded[5])):
+            return where_of(aside)
+        return where_of(folded) if folded is not None else None
 
     def folded_where(self, sop: str) -> dict[str, str] | None:
         """Where the folded row of ``sop`` says it was filed; None when none or unreachable."""
+        found = self._folded(sop)
+        return where_of(found) if found is not None else None
+
+    def _folded(self, sop: str) -> tuple[object, ...] | None:
+        """(sop, series, study, patient, path, filed_at) of the folded row, or None (none,
+        or the server unreachable)."""
         found: list[tuple[object, ...]] = []
         try:
             self.run(lambda conn: found.extend(conn.execute(_WHERE, (sop,)).fetchall()))
         except IndexFailure:
             return None
-        return where_of((sop, *found[0])) if found else None
+        return (sop, *found[0]) if found else None
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, object]]:
         """The rows of one query (``?`` placeholders), as dicts (``status``, the page)."""
@@ -321,6 +337,11 @@ class PgIndex:
             self._drop()
         if self._pending is not None:
             self._pending.close()
+
+
+def _newer(a: object, b: object) -> bool:
+    """Whether filing time ``a`` is not older than ``b`` (numbers; anything else: no)."""
+    return isinstance(a, int | float) and (not isinstance(b, int | float) or a >= b)
 
 
 def _many(

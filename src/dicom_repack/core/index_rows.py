@@ -339,15 +339,21 @@ class PendingTail:
     look is read (a fold renames the file away: a new file starts over), and the
     rows are searched as bytes (``rfind`` of the line's start), not parsed; only
     a row found is (``ast``: a re-file, rare).
+
+    When a fold has moved the file away, its rows reach the index only once that
+    fold commits: until the next move they are kept aside (:meth:`previous`), with
+    those of any file a fold holds aside at that moment, read then (one listing of
+    the folder per fold, not per look).
     """
 
-    __slots__ = ("_buf", "_fd", "_ino", "path")
+    __slots__ = ("_buf", "_fd", "_ino", "_prev", "path")
 
     def __init__(self, pending: str) -> None:
         self.path = pending
         self._ino = -1
         self._fd = -1
         self._buf = bytearray()
+        self._prev = b""
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -359,22 +365,66 @@ class PendingTail:
         try:
             st = os.stat(self.path, follow_symlinks=False)
         except OSError:  # none (folded): the folded index knows the rest
+            if self._fd >= 0:
+                self._retire()
             return None
         if st.st_ino != self._ino or st.st_size < len(self._buf):
-            self.close()  # another file (a fold moved the old one away): start over
+            if self._fd >= 0:
+                self._retire()  # another file (a fold moved the old one away): start over
             try:
                 self._fd, st = open_file(self.path, os.O_RDONLY)
             except OSError:  # gone meanwhile, or refused (a link, a FIFO: never read)
                 return None
             self._ino, self._buf = st.st_ino, bytearray()
         if st.st_size > len(self._buf):
-            data = os.pread(self._fd, st.st_size - len(self._buf), len(self._buf))
-            self._buf += data[: data.rfind(b"\n") + 1]  # whole lines: the rest is being written
-        at = self._buf.rfind(b"\n(" + ascii(sop).encode("ascii") + b", ")
-        if at < 0:
-            return None
-        rows = parse_pending(bytes(self._buf[at : self._buf.find(b"\n", at + 1)]))
-        return rows[0] if rows else None
+            self._read_more(st.st_size)
+        return _find(self._buf, sop)
+
+    def previous(self, sop: str) -> tuple[object, ...] | None:
+        """The newest row of ``sop`` in the files the last fold seen moved away (perhaps
+        not committed yet), or None."""
+        return _find(self._prev, sop)
+
+    def _read_more(self, size: int) -> None:
+        data = os.pread(self._fd, size - len(self._buf), len(self._buf))
+        self._buf += data[: data.rfind(b"\n") + 1]  # whole lines: the rest is being written
+
+    def _retire(self) -> None:
+        """The file read so far was moved away by a fold: keep its rows (read to its end
+        through the open descriptor) and those of the files held aside now."""
+        kept = []
+        try:
+            size = os.fstat(self._fd).st_size
+            if size > len(self._buf):
+                self._read_more(size)
+            kept.append(bytes(self._buf))
+            folder, base = os.path.split(self.path)
+            for name in os.listdir(folder):
+                if name.startswith(base + "."):
+                    try:
+                        fd, st = open_file(os.path.join(folder, name), os.O_RDONLY)
+                    except OSError:
+                        continue  # committed and deleted meanwhile, or not ours to read
+                    try:
+                        if st.st_ino != self._ino:
+                            data = os.pread(fd, st.st_size, 0)
+                            kept.append(data[: data.rfind(b"\n") + 1])
+                    finally:
+                        os.close(fd)
+        except OSError:
+            pass
+        self._prev = b"".join(kept)
+        self.close()
+        self._ino, self._buf = -1, bytearray()
+
+
+def _find(buf: bytes | bytearray, sop: str) -> tuple[object, ...] | None:
+    """The last row of ``sop`` among the pending lines ``buf``, or None."""
+    at = buf.rfind(b"\n(" + ascii(sop).encode("ascii") + b", ")
+    if at < 0:
+        return None
+    rows = parse_pending(bytes(buf[at : buf.find(b"\n", at + 1)]))
+    return rows[0] if rows else None
 
 
 class PendingIndex:
