@@ -4,12 +4,16 @@
   machine): what every test that is not about parity uses.
 * ``corpora`` / ``sag`` -- the two shared corpora from ../shared/data, for parity
   tests only; they skip, loudly, where the tarballs are absent.
+* ``pg_session`` / ``postgres_url`` / ``pg_server`` -- a real PostgreSQL server
+  (tests/postgres.py: initdb + pg_ctl on a free 127.0.0.1 port), a fresh database per
+  test, or a server of the test's own; skipped, saying how to get one, without them.
 * ``_ctrl_c_reaches_children``, ``_children_report_leaks`` (automatic) -- see their
   docstrings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from helpers import GENERATED_CORPORA, SHARED_CORPORA, dicom_files, unpack_shared, write_corpus
+from postgres import PgServer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -91,3 +96,35 @@ def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def sag(corpora: dict[str, Path]) -> Path:
     """The shared SAG-anon corpus (parity tests only; others use ``mr``)."""
     return corpora["SAG-anon"]
+
+
+@pytest.fixture(scope="session")
+def pg_session() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the session (tests/postgres.py), or skip saying how
+    to get one; each test takes a database of its own (``postgres_url``)."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[dev]')")
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture()
+def postgres_url(pg_session: PgServer, request: pytest.FixtureRequest) -> str:
+    """The URL of a new, empty database on the session's server."""
+    name = "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    return pg_session.database(name)
+
+
+@pytest.fixture()
+def pg_server() -> Iterator[PgServer]:
+    """A server of the test's own, started (one it may stop and start again)."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[dev]')")
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()

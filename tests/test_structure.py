@@ -151,14 +151,10 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 #: cycles known and not yet broken, each with its reason; nothing else may join them
-KNOWN_CYCLES = [
-    # the pending file's PendingIndex (the per-instance door's index) imports the SQLite
-    # Index lazily, only to fold past FOLD_AT and to look up folded rows. Breaking it
-    # moves PendingIndex into a module of its own (or into core/index.py): one module
-    # more on the per-instance door's start, whose imports may not grow. Left while
-    # issue 21 reworks the index for a second database.
-    ["dicom_repack.core.index", "dicom_repack.core.index_rows"],
-]
+#: none: the pending file's PendingIndex reaches the index its rows fold into through an
+#: opener its caller gives (core/repack.py), and the fold's protocol lives beside the
+#: pending file (core/index_rows.py: fold_files), used by both backends (issue 21)
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def test_no_import_cycle_among_the_modules() -> None:

@@ -55,24 +55,28 @@ from .index_rows import (
     ADDED_COLUMNS,
     COLUMNS,
     DEFAULT_NAME,
-    FROM_HEADER,
     INDEX_KEYWORDS,
     IndexFailure,
     IndexRefused,
     PendingTail,
+    column_decls,
     default_path,
-    parse_pending,
+    fold_files,
+    is_url,
+    local_path,
     pending_path,
     row_for,
     where_of,
 )
-from .tree import NotRegularError, kind_of, open_file
+from .tree import kind_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Callable, Mapping
     from types import ModuleType
+
+    from .index_pg import PgIndex
 
 #: DEFAULT_NAME, INDEX_KEYWORDS, IndexFailure, default_path: from .index_rows, named here too
 __all__ = [
@@ -89,10 +93,13 @@ __all__ = [
     "IndexRefused",
     "SeriesNow",
     "check_files",
+    "check_index",
     "connect_reader",
     "default_path",
     "driver",
+    "fold_files",
     "fold_pending",
+    "open_index",
     "setup",
 ]
 
@@ -102,21 +109,12 @@ _COMPANIONS = ("", "-wal", "-shm", "-journal")
 #: 1: instances, associations, failures; 2: ``instances.host`` and ``series_claims``
 SCHEMA_VERSION = 2
 
+#: the portable column kinds of :data:`.index_rows.COLUMN_KINDS`, as SQLite spells them
+SQLITE_TYPES = {"text": "TEXT", "integer": "INTEGER", "real": "REAL"}
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS instances (
-    sop_instance_uid    TEXT PRIMARY KEY,
-    series_instance_uid TEXT NOT NULL,
-    study_instance_uid  TEXT NOT NULL,
-    patient_id          TEXT NOT NULL,
-    path                TEXT NOT NULL,
-    size                INTEGER NOT NULL,
-    filed_at            REAL NOT NULL,
-    source              TEXT,
-    calling_ae          TEXT,
-    peer                TEXT,
-    {", ".join(f"{col} TEXT" for col, _ in FROM_HEADER)},
-    expected            INTEGER,
-    {", ".join(f"{col} {kind}" for col, kind in ADDED_COLUMNS)}
+    {column_decls(SQLITE_TYPES)}
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_series
     ON instances (study_instance_uid, series_instance_uid);
@@ -351,61 +349,12 @@ class Index:
         IndexRefused (after folding the others) naming a pending file that is a
         link, FIFO or anything but a regular file: it is left as it is, unread.
         """
-        pending = pending_path(self.path)
-        directory, base = os.path.split(pending)
-        try:  # files an interrupted fold left behind, then the current one
-            files = [f"{directory}/{n}" for n in os.listdir(directory) if n.startswith(base + ".")]
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            raise IndexFailure(f"cannot read {directory}: {exc.strerror or exc}") from None
-        folded = 0
-        refused: NotRegularError | None = None
-        aside = f"{pending}.{os.getpid()}-{time.time_ns()}"
-        try:
-            mode = os.stat(pending, follow_symlinks=False).st_mode
-            if (mode & 0o170000) != 0o100000:  # a planted link or FIFO: not even moved
-                refused = NotRegularError(f"{pending} is {kind_of(mode)}, not a regular file")
-            else:
-                os.rename(pending, aside)
-                files.append(aside)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise IndexFailure(f"cannot fold {pending}: {exc.strerror or exc}") from None
-        for f in files:
-            try:
-                folded += self._fold_file(f)
-            except NotRegularError as exc:
-                refused = refused or exc
-        if refused is not None:
-            raise IndexRefused(f"cannot fold the index's pending rows: {refused}")
-        return folded
-
-    def _fold_file(self, path: str) -> int:
-        try:
-            fd, _ = open_file(path, os.O_RDWR)
-        except FileNotFoundError:
-            return 0  # another fold took it
-        except NotRegularError:
-            raise
-        except OSError as exc:
-            raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
-        try:
-            # a writer that opened the file before it was renamed holds or wants this
-            # lock: wait for its line; any later writer sees the name moved and goes
-            os.lockf(fd, os.F_LOCK, 0)
-            if os.fstat(fd).st_nlink == 0:
-                return 0  # folded meanwhile by another fold
-            rows = parse_pending(_read_fd(fd))
-            if rows:
-                self.run(lambda conn: _in_transaction(conn, lambda: conn.executemany(UPSERT, rows)))
-            os.unlink(path)
-            return len(rows)
-        except OSError as exc:
-            raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
-        finally:
-            os.close(fd)
+        return fold_files(
+            pending_path(self.path),
+            lambda rows: self.run(
+                lambda conn: _in_transaction(conn, lambda: conn.executemany(UPSERT, rows))
+            ),
+        )
 
     def migrate(self) -> None:
         """Bring an existing index to :data:`SCHEMA_VERSION` now (a reader's first step,
@@ -527,11 +476,45 @@ class Index:
                 pass
 
 
-def fold_pending(path: str, *, durable: bool = False) -> str | None:
+def open_index(
+    index: str,
+    logdir: str | None = None,
+    *,
+    durable: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    statement_cache: bool = True,
+) -> Index | PgIndex:
+    """The index at ``index`` for writing: an SQLite file's :class:`Index`, or for a
+    ``postgresql://`` URL a :class:`.index_pg.PgIndex` (psycopg imported only then)
+    whose local files live in ``logdir`` (:func:`.index_rows.local_path`).
+    ``statement_cache``: SQLite's, see :func:`driver`."""
+    if is_url(index):
+        from .index_pg import PgIndex
+
+        return PgIndex(index, local_path(index, logdir), durable=durable, timeout=timeout)
+    return Index(index, durable=durable, timeout=timeout, statement_cache=statement_cache)
+
+
+def check_index(index: str | None, logdir: str | None) -> str | None:
+    """A resident door's check of its index at start: for a PostgreSQL URL,
+    :func:`.index_pg.check` (IndexFailure: refused; a string: a warning, the door files
+    on); an SQLite file is checked by its first write, as ever (None)."""
+    if not index or not is_url(index):
+        return None
+    from .index_pg import check
+
+    return check(index, logdir)
+
+
+def fold_pending(path: str, *, durable: bool = False, logdir: str | None = None) -> str | None:
     """Fold the pending rows of the index at ``path`` now, as a door that wrote them in
     ``pending`` mode does at its end (batch's workers, Dask's, watch's). None, or the one-line
-    reason they stay pending (safe: every reader folds first)."""
-    index = Index(path, durable=durable)
+    reason they stay pending (safe: every reader folds first). ``path`` may be a PostgreSQL
+    URL (its pending rows are in ``logdir``)."""
+    try:
+        index = open_index(path, logdir, durable=durable)
+    except IndexFailure as exc:
+        return f"{exc}; the rows stay pending, folded at the next read"
     try:
         index.fold()
     except IndexFailure as exc:
@@ -560,13 +543,6 @@ def check_files(path: str) -> None:
             raise IndexRefused(
                 f"{name} is {kind_of(mode)}, not a regular file; the index is not opened"
             )
-
-
-def _read_fd(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def setup(conn: sqlite3.Connection) -> None:

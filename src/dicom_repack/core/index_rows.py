@@ -1,17 +1,22 @@
 """One row of the index, and where the per-instance door leaves it: the pending file.
 
-The SQLite side (schema, connections, the fold) is :mod:`.index`; this module is
-what a process that files one instance needs of the index, and nothing more, so
-that the per-instance door loads neither SQLite nor the rest of that module:
+The SQLite side (schema, connections) is :mod:`.index`, the PostgreSQL side
+:mod:`.index_pg`; this module is what a process that files one instance needs of
+the index, and nothing more, so that the per-instance door loads neither backend
+(it imports neither: no import cycle either):
 
-* the row of a filed instance (:func:`row_for`: its columns, :data:`COLUMNS`);
-* where the index lives (:func:`default_path`) and its pending file
-  (:func:`pending_path`);
+* the row of a filed instance (:func:`row_for`: its columns, :data:`COLUMNS`, and
+  their declarations for either backend, :func:`column_decls`);
+* where the index lives (:func:`default_path`, :func:`is_url`) and its pending
+  file (:func:`pending_path`, :func:`local_path`: a PostgreSQL index's is in the
+  log folder, one per host);
 * :class:`PendingIndex`, whose :meth:`~PendingIndex.add` appends the row to the
   pending file as one line (:func:`append_row`); once that file passes
-  :data:`FOLD_AT` it folds it into SQLite (:meth:`.index.Index.fold`, imported
-  then). Every reader of the index folds first, so a pending row is as good as
-  a row (see :mod:`.index` for the protocol).
+  :data:`FOLD_AT` it folds it into SQLite (through the ``opener`` its caller
+  gives: the index is imported only then). Every reader of the index folds
+  first, so a pending row is as good as a row;
+* the fold itself (:func:`fold_files`), the one protocol of both backends (see
+  :mod:`.index` for why it is safe).
 """
 
 from __future__ import annotations
@@ -23,11 +28,22 @@ from _json import scanstring as _scanstring
 
 from .errors import DicomRepackError
 from .jsonio import JSONError, loads, ndjson_line
-from .tree import NotRegularError, open_file
+from .tree import NotRegularError, kind_of, open_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+    from typing import Protocol
+
+    class Folded(Protocol):
+        """What the pending rows need of the index they fold into (:class:`.index.Index`,
+        :class:`.index_pg.PgIndex`; a type only: ``typing`` costs the per-instance door
+        ~2 ms)."""
+
+        def fold(self) -> int: ...
+        def folded_where(self, sop: str) -> dict[str, str] | None: ...
+        def close(self) -> None: ...
+
 
 __all__ = [
     "ADDED_COLUMNS",
@@ -35,16 +51,25 @@ __all__ = [
     "DEFAULT_NAME",
     "FOLD_AT",
     "INDEX_KEYWORDS",
+    "URL_SCHEMES",
     "IndexFailure",
     "IndexRefused",
     "PendingIndex",
     "PendingTail",
     "append_row",
+    "column_decls",
     "default_path",
+    "every_host_pending",
+    "fold_files",
+    "host_name",
+    "is_url",
     "line_of",
+    "local_path",
+    "lock_base",
     "parse_pending",
     "pending_path",
     "row_for",
+    "shown",
     "storable",
     "where_of",
 ]
@@ -98,6 +123,122 @@ COLUMNS = (
 #: before them gets each by ``ALTER TABLE instances ADD COLUMN`` at first use (its old
 #: rows NULL there), and a pending line written before them is read with NULLs
 ADDED_COLUMNS = (("host", "TEXT"),)
+#: Column types beyond TEXT, as portable kinds each backend spells its way
+#: (:func:`column_decls`); a column not named here is nullable TEXT, so a column
+#: added to COLUMNS flows to both backends' DDL and inserts with no other change.
+COLUMN_KINDS = {"size": "integer", "filed_at": "real", "expected": "integer"}
+#: columns that may not be NULL (the primary key, the first, besides)
+NOT_NULL = frozenset(COLUMNS[1:7])
+
+#: index addresses that name a PostgreSQL server instead of an SQLite file
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+#: with a PostgreSQL index, the files kept beside it are named from this, in the log
+#: folder: ``dicom-repack-index.<host>.pending`` (each host's own pending rows) and
+#: ``dicom-repack-index.sop-lock`` (shared: its ``lockf`` locks hold across NFS)
+LOCAL_STEM = "dicom-repack-index"
+
+
+def is_url(index: str | None) -> bool:
+    """Whether ``index`` names a PostgreSQL server (``postgresql://``, ``postgres://``)."""
+    return bool(index) and str(index).startswith(URL_SCHEMES)
+
+
+def host_name() -> str:
+    """This host's name as it appears in a file name (``os.uname``: no import, no lookup)."""
+    name = os.uname().nodename or "localhost"
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)
+
+
+def local_path(index: str, logdir: str | None) -> str:
+    """The name this host's pending rows are named from (``<it>.pending``): the SQLite
+    file itself, or for a PostgreSQL URL ``<logdir>/dicom-repack-index.<host>``. One file
+    per host, because appends are atomic only among one host's writers: a log folder
+    shared by several receivers (NFS) then holds one pending file per host.
+    IndexFailure for a URL without a log folder."""
+    if not is_url(index):
+        return os.path.abspath(index)
+    return f"{lock_base(index, logdir)}.{host_name()}"
+
+
+def lock_base(index: str, logdir: str | None) -> str:
+    """The name the SOP lock file is named from (``<it>.sop-lock``, core/sop_lock.py):
+    the SQLite file, or ``<logdir>/dicom-repack-index`` for a PostgreSQL URL (one for
+    every host sharing the log folder). IndexFailure for a URL without a log folder."""
+    if not is_url(index):
+        return os.path.abspath(index)
+    if not logdir:
+        raise IndexFailure(
+            "a PostgreSQL --index needs --logdir: its rows wait in a pending file there"
+        )
+    return os.path.join(os.path.abspath(logdir), LOCAL_STEM)
+
+
+def every_host_pending(logdir: str) -> list[str]:
+    """The pending files of every host sharing ``logdir`` for a PostgreSQL index (and
+    of those a fold set aside), as the pending path each belongs to: what a reader
+    (``status``, ``index --fold``) folds. Sorted; [] when none or unreadable."""
+    head, tail = LOCAL_STEM + ".", PENDING_SUFFIX
+    found = set()
+    try:
+        names = os.listdir(logdir)
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith(head) and tail in name[len(head) :]:
+            stem = name[: name.index(tail, len(head)) + len(tail)]
+            if stem.endswith(tail):
+                found.add(os.path.join(os.path.abspath(logdir), stem))
+    return sorted(found)
+
+
+def shown(index: str) -> str:
+    """How messages and pages name the index: a file's absolute path, a URL without
+    its password."""
+    if not is_url(index):
+        return os.path.abspath(index)
+    scheme, sep, rest = index.partition("://")
+    who, at, where = rest.rpartition("@")
+    if at and ":" in who:
+        who = who.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{who}{at}{where}"
+
+
+def column_decls(types: Mapping[str, str]) -> str:
+    """The ``instances`` columns' declarations, from COLUMNS, in a backend's ``types``
+    (``text``, ``integer``, ``real`` -> that backend's word); the first is the key."""
+    out = []
+    for i, col in enumerate(COLUMNS):
+        decl = f"{col} {types[COLUMN_KINDS.get(col, 'text')]}"
+        if i == 0:
+            decl += " PRIMARY KEY"
+        elif col in NOT_NULL:
+            decl += " NOT NULL"
+        out.append(decl)
+    return ",\n    ".join(out)
+
+
+def pending_rows(pending: str) -> int:
+    """How many rows wait in the pending file ``pending`` and in files a fold moved
+    aside (``/metrics``); 0 when there are none. Links and FIFOs are not read."""
+    directory, base = os.path.split(pending)
+    try:
+        names = [n for n in os.listdir(directory) if n == base or n.startswith(base + ".")]
+    except OSError:
+        return 0
+    count = 0
+    for name in names:
+        try:
+            fd, _ = open_file(os.path.join(directory, name), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                count += chunk.count(b"\n[") + chunk.count(b"\n(")  # a line, either form
+        finally:
+            os.close(fd)
+    return count
+
 
 #: A pending add whose line leaves ``<index>.pending`` at least this big folds it
 #: (~150 rows: one fold, ~5 ms, per ~150 instances).
@@ -222,9 +363,14 @@ class PendingTail:
     by its SOPInstanceUID as it is read, so a look costs a dict lookup however
     long the file has grown (a search of every look cost a batch worker ~20 us
     an instance near :data:`FOLD_AT`). Only a row found is parsed.
+
+    When a fold has moved the file away, its rows reach the index only once that
+    fold commits: until the next move they are kept aside (:meth:`previous`), with
+    those of any file a fold holds aside at that moment, read then (one listing of
+    the folder per fold, not per look).
     """
 
-    __slots__ = ("_buf", "_fd", "_ino", "_offset", "_rows", "path")
+    __slots__ = ("_buf", "_fd", "_ino", "_offset", "_prev", "_rows", "path")
 
     def __init__(self, pending: str) -> None:
         self.path = pending
@@ -233,6 +379,7 @@ class PendingTail:
         self._offset = 0  # bytes of whole lines read from the current file
         self._buf = bytearray()  # read, not keyed yet
         self._rows: dict[str, bytes] | None = None  # None until the second look
+        self._prev: dict[str, bytes] = {}  # the rows of the files the last fold moved away
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -244,38 +391,81 @@ class PendingTail:
         try:
             st = os.stat(self.path, follow_symlinks=False)
         except OSError:  # none (folded): the folded index knows the rest
+            if self._fd >= 0:
+                self._retire()
             return None
         if st.st_ino != self._ino or st.st_size < self._offset:
-            self.close()  # another file (a fold moved the old one away): start over
-            self._ino, self._offset, self._buf = -1, 0, bytearray()
-            if self._rows is not None:
-                self._rows = {}
+            if self._fd >= 0:
+                self._retire()  # another file (a fold moved the old one away): start over
             try:
                 self._fd, st = open_file(self.path, os.O_RDONLY)
             except OSError:  # gone meanwhile, or refused (a link, a FIFO: never read)
                 return None
             self._ino = st.st_ino
         if st.st_size > self._offset:
-            data = os.pread(self._fd, st.st_size - self._offset, self._offset)
-            whole = data[: data.rfind(b"\n") + 1]  # whole lines: the rest is being written
-            self._buf += whole
-            self._offset += len(whole)
+            self._read_more(st.st_size)
         if self._rows is None:  # the first look: one search, nothing keyed
             self._rows = {}
-            at = max(self._buf.rfind(b"\n" + _line_start(sop)), self._buf.rfind(_old_start(sop)))
-            if at < 0:
-                return None
-            line = bytes(self._buf[at : self._buf.find(b"\n", at + 1)])
-        else:
-            if self._buf:
-                _key_lines(self._buf, self._rows)
-                self._buf = bytearray()
-            found = self._rows.get(sop)
-            if found is None:
-                return None
-            line = found
-        rows = parse_pending(line)
-        return rows[0] if rows else None
+            return _find(self._buf, sop)
+        if self._buf:
+            _key_lines(self._buf, self._rows)
+            self._buf = bytearray()
+        return _parsed(self._rows.get(sop))
+
+    def previous(self, sop: str) -> tuple[object, ...] | None:
+        """The newest row of ``sop`` in the files the last fold seen moved away (perhaps
+        not committed yet), or None."""
+        return _parsed(self._prev.get(sop))
+
+    def _read_more(self, size: int) -> None:
+        data = os.pread(self._fd, size - self._offset, self._offset)
+        whole = data[: data.rfind(b"\n") + 1]  # whole lines: the rest is being written
+        self._buf += whole
+        self._offset += len(whole)
+
+    def _retire(self) -> None:
+        """The file read so far was moved away by a fold: keep its rows (read to its end
+        through the open descriptor) and those of the files held aside now, keyed."""
+        kept: dict[str, bytes] = dict(self._rows or {})
+        try:
+            size = os.fstat(self._fd).st_size
+            if size > self._offset:
+                self._read_more(size)
+            _key_lines(self._buf, kept)
+            folder, base = os.path.split(self.path)
+            for name in os.listdir(folder):
+                if name.startswith(base + "."):
+                    try:
+                        fd, st = open_file(os.path.join(folder, name), os.O_RDONLY)
+                    except OSError:
+                        continue  # committed and deleted meanwhile, or not ours to read
+                    try:
+                        if st.st_ino != self._ino:
+                            data = os.pread(fd, st.st_size, 0)
+                            _key_lines(bytearray(data[: data.rfind(b"\n") + 1]), kept)
+                    finally:
+                        os.close(fd)
+        except OSError:
+            pass
+        self._prev = kept
+        self.close()
+        self._ino, self._offset, self._buf = -1, 0, bytearray()
+        if self._rows is not None:
+            self._rows = {}
+
+
+def _find(buf: bytes | bytearray, sop: str) -> tuple[object, ...] | None:
+    """The last row of ``sop`` among the pending lines ``buf`` (either form), or None."""
+    at = max(buf.rfind(b"\n" + _line_start(sop)), buf.rfind(_old_start(sop)))
+    if at < 0:
+        return None
+    return _parsed(bytes(buf[at : buf.find(b"\n", at + 1)]))
+
+
+def _parsed(line: bytes | None) -> tuple[object, ...] | None:
+    """The row of one pending line, or None (no line, or a torn one)."""
+    rows = parse_pending(line) if line else []
+    return rows[0] if rows else None
 
 
 def _line_start(sop: str) -> bytes:
@@ -311,15 +501,30 @@ class PendingIndex:
     its row, pending or folded). ``where`` says where a SOP was last filed.
     """
 
-    def __init__(self, path: str, *, durable: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        durable: bool = False,
+        target: str | None = None,
+        opener: Callable[[float], Folded] | None = None,
+    ) -> None:
         self.path = os.path.abspath(path)
         self.durable = durable
+        #: opens the index these rows fold into (given a timeout), for a fold past FOLD_AT
+        #: and for lookups of folded rows; the caller's (core/repack.py), so that this
+        #: light module imports neither backend (no import cycle either); None: neither
+        self.opener = opener
         #: the index is on a filesystem other hosts write too (``batch --dask``): never open
         #: SQLite here (its locking is not safe on NFS): no fold past FOLD_AT, no lookup of
         #: folded rows; the one process that folds is the run's client
         self.shared = False
+        #: a PostgreSQL URL whose pending rows ``path`` names (:func:`local_path`): never
+        #: folded here (a resident door's flusher, a reader or ``index --fold`` does); the
+        #: folded rows are looked up only where psycopg is already loaded
+        self.target = target if is_url(target) else None
         self._tail = PendingTail(pending_path(self.path))
-        self._reader: object | None = None
+        self._reader: Folded | None = None
 
     def where(self, sop: str) -> dict[str, str] | None:
         """Where ``sop`` was last filed, as far as this process can tell cheaply: its
@@ -332,22 +537,21 @@ class PendingIndex:
             return where_of(row)
         import sys
 
-        if self.shared or "_sqlite3" not in sys.modules:
+        driver = "psycopg" if self.target is not None else "_sqlite3"
+        if self.opener is None or driver not in sys.modules:
             return None
-        from .index import Index
-
+        if self.shared and self.target is None:  # SQLite on a shared filesystem: never
+            return None
         if self._reader is None:
-            self._reader = Index(self.path, timeout=5.0)
-        assert isinstance(self._reader, Index)
+            self._reader = self.opener(5.0)
         return self._reader.folded_where(sop)
 
     def close(self) -> None:
         """Close what ``where`` may have opened (the pending file, a reading connection)."""
         self._tail.close()
         reader, self._reader = self._reader, None
-        close = getattr(reader, "close", None)
-        if close is not None:
-            close()
+        if reader is not None:
+            reader.close()
 
     def add(
         self,
@@ -373,10 +577,8 @@ class PendingIndex:
             raise IndexFailure(
                 f"cannot write the index {pending}: {exc.strerror or exc}", errno=exc.errno
             ) from None
-        if size_after >= FOLD_AT and not self.shared:
-            from .index import Index
-
-            index = Index(self.path, durable=self.durable, statement_cache=False)
+        if size_after >= FOLD_AT and not self.shared and self.target is None and self.opener:
+            index = self.opener(60.0)
             try:
                 index.fold()
             except IndexFailure:
@@ -427,6 +629,80 @@ def line_of(row: tuple[object, ...]) -> bytes:
     index): every fold paid it. Those lines are still read.
     """
     return ("\n" + ndjson_line(list(row))).encode("ascii")
+
+
+def fold_files(pending: str, insert: Callable[[list[tuple[object, ...]]], None]) -> int:
+    """Fold the pending rows of ``pending`` (and files an interrupted fold left beside
+    it) through ``insert`` (one transaction per file, upserting); return how many.
+
+    The protocol of every backend (see the module doc): the file is renamed aside,
+    its lock waited on for a writer that opened it before the rename, its rows
+    inserted, and only then is it deleted: an ``insert`` that fails (the database
+    away) leaves the file for the next fold. IndexFailure; IndexRefused naming a
+    pending file that is not a regular file (left as it is, unread).
+    """
+    directory, base = os.path.split(pending)
+    try:  # files an interrupted fold left behind, then the current one
+        files = [f"{directory}/{n}" for n in os.listdir(directory) if n.startswith(base + ".")]
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise IndexFailure(f"cannot read {directory}: {exc.strerror or exc}") from None
+    folded = 0
+    refused: NotRegularError | None = None
+    aside = f"{pending}.{os.getpid()}-{time.time_ns()}"
+    try:
+        mode = os.stat(pending, follow_symlinks=False).st_mode
+        if (mode & 0o170000) != 0o100000:  # a planted link or FIFO: not even moved
+            refused = NotRegularError(f"{pending} is {kind_of(mode)}, not a regular file")
+        else:
+            os.rename(pending, aside)
+            files.append(aside)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise IndexFailure(f"cannot fold {pending}: {exc.strerror or exc}") from None
+    for f in files:
+        try:
+            folded += _fold_file(f, insert)
+        except NotRegularError as exc:
+            refused = refused or exc
+    if refused is not None:
+        raise IndexRefused(f"cannot fold the index's pending rows: {refused}")
+    return folded
+
+
+def _fold_file(path: str, insert: Callable[[list[tuple[object, ...]]], None]) -> int:
+    try:
+        fd, _ = open_file(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0  # another fold took it
+    except NotRegularError:
+        raise
+    except OSError as exc:
+        raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
+    try:
+        # a writer that opened the file before it was renamed holds or wants this
+        # lock: wait for its line; any later writer sees the name moved and goes
+        os.lockf(fd, os.F_LOCK, 0)
+        if os.fstat(fd).st_nlink == 0:
+            return 0  # folded meanwhile by another fold
+        rows = parse_pending(_read_fd(fd))
+        if rows:
+            insert(rows)
+        os.unlink(path)
+        return len(rows)
+    except OSError as exc:
+        raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse_pending(data: bytes) -> list[tuple[object, ...]]:

@@ -44,7 +44,15 @@ from __future__ import annotations
 import os
 
 from .errors import MissingElementError, PlacementError, RecordError, RepackError
-from .index_rows import INDEX_KEYWORDS, IndexFailure, PendingIndex, default_path
+from .index_rows import (
+    INDEX_KEYWORDS,
+    IndexFailure,
+    PendingIndex,
+    default_path,
+    is_url,
+    local_path,
+    lock_base,
+)
 from .layout import Layout
 from .outcome import Outcome
 from .records import RECORD_KEYWORDS, RecordWriter, Written
@@ -58,6 +66,8 @@ if TYPE_CHECKING:
 
     from .header import Header
     from .index import Index
+    from .index_pg import PgIndex
+    from .index_rows import Folded
     from .place import Placed
     from .sop_lock import SopHold
     from .source import Source
@@ -78,6 +88,18 @@ REQUIRED = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUI
 #: start), folded into SQLite by the door's own process or any reader (the per-instance door,
 #: a batch's, watch's and Dask's workers); ``off`` -- no index.
 INDEX_MODES = ("direct", "pending", "off")
+
+
+def _opener(index: str, logdir: str | None, durable: bool) -> Callable[[float], Folded]:
+    """How a PendingIndex opens the index its rows fold into (imported only then)."""
+
+    def open_index(timeout: float) -> Folded:
+        from .index import open_index
+
+        # no statement cache: in the per-instance door, a fold or two is all it runs
+        return open_index(index, logdir, durable=durable, timeout=timeout, statement_cache=False)
+
+    return open_index
 
 
 class Config:
@@ -190,24 +212,41 @@ class Repacker:
             dict.fromkeys(REQUIRED + self.layout.keywords + RECORD_KEYWORDS + more)
         )
 
-    def _open_index(self) -> Index | PendingIndex | None:
+    def _open_index(self) -> Index | PendingIndex | PgIndex | None:
         """An index writer as the config says (it opens nothing until its first row)."""
         config = self.config
+        if config.index and is_url(config.index):  # PostgreSQL: core/index_pg.py
+            local = self._local_index()
+            if config.index_mode == "pending" and local is not None:
+                return PendingIndex(
+                    local,
+                    durable=config.fsync,
+                    target=config.index,
+                    opener=_opener(config.index, config.logdir, config.fsync),
+                )
+            # group commit (a flusher thread); no log folder: every add fails, saying so
+            from .index_pg import PgIndex
+
+            return PgIndex(config.index, local, durable=config.fsync)
         if config.index and config.index_mode == "pending":
-            return PendingIndex(config.index, durable=config.fsync)
+            return PendingIndex(
+                config.index,
+                durable=config.fsync,
+                opener=_opener(config.index, None, config.fsync),
+            )
         if config.index:
             from .index import Index
 
             return Index(config.index, durable=config.fsync)
         return None
 
-    def _thread_index(self) -> Index | PendingIndex | None:
+    def _thread_index(self) -> Index | PendingIndex | PgIndex | None:
         """The calling thread's index: the Repacker's own, or with ``threads`` one per
         thread, made on the thread's first instance."""
         local = self._threads
         if local is None or self.index is None:
             return self.index
-        index: Index | PendingIndex | None = getattr(local, "index", None)
+        index: Index | PendingIndex | PgIndex | None = getattr(local, "index", None)
         if index is None:
             index = local.index = self._open_index()
         return index
@@ -222,6 +261,16 @@ class Repacker:
         local.index = None
         if index is not None and index is not self.index:
             index.close()
+
+    def _local_index(self) -> str | None:
+        """The local name of the index's files (pending rows, SOP lock): the SQLite file,
+        or for a PostgreSQL index one in the log folder (None without one)."""
+        if self.config.index is None:
+            return None
+        try:
+            return local_path(self.config.index, self.config.logdir)
+        except IndexFailure:
+            return None
 
     def close(self) -> None:
         """Close what this Repacker opened in this thread (its index connection; with
@@ -330,6 +379,11 @@ class Repacker:
         index = self.config.index
         if index is None:
             return None
+        if is_url(index):  # the lock file is shared by every host of the log folder
+            try:
+                index = lock_base(index, self.config.logdir)
+            except IndexFailure:
+                return None
         vals, empty = header.values, header.empty
         if any(not (vals.get(k) or "").strip() or k in empty for k in REQUIRED):
             return None

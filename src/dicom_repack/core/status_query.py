@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 
 from .index import IndexFailure, connect_reader
+from .index_rows import IndexRefused, is_url, shown
 
 if TYPE_CHECKING:
     import sqlite3
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_IDLE",
+    "DIALECTS",
     "Params",
     "PatientStatus",
     "SeriesState",
@@ -49,6 +51,7 @@ __all__ = [
     "Totals",
     "as_json",
     "open_index",
+    "open_pg",
     "query",
     "read_only",
     "state_of",
@@ -173,19 +176,39 @@ SELECT patient_id,
        max(series_description)  AS series_description,
        max(modality)            AS modality,
        count(*)                 AS instances,
-       sum(size)                AS bytes,
+       {bytes}                  AS bytes,
        min(filed_at)            AS first,
        max(filed_at)            AS last,
-       peer,
-       path,
+       {last_peer}              AS peer,
+       {last_path}              AS path,
        max(expected)            AS expected
 FROM instances
 {where}
 GROUP BY patient_id, study_instance_uid, series_instance_uid
-ORDER BY patient_id, study_instance_uid, CAST(series_number AS INTEGER), first
+ORDER BY patient_id, study_instance_uid, {series_order}, first
 """
-# (SQLite gives the bare columns peer and path from the row holding max(filed_at);
-# another database needs them picked explicitly.)
+
+#: what SERIES_SQL says differently per database: the placeholder, the peer and path of
+#: a series' newest row (SQLite gives bare columns from the row holding max(filed_at);
+#: PostgreSQL needs them picked), its number as an integer (PostgreSQL's CAST fails on a
+#: non-number; SQLite's gives 0), and nothing but integers for the sums
+DIALECTS: dict[str, dict[str, str]] = {
+    "sqlite": {
+        "placeholder": "?",
+        "last_peer": "peer",
+        "last_path": "path",
+        "series_order": "CAST(series_number AS INTEGER)",
+        "bytes": "sum(size)",
+    },
+    "postgresql": {
+        "placeholder": "%s",
+        "last_peer": "(array_agg(peer ORDER BY filed_at DESC))[1]",
+        "last_path": "(array_agg(path ORDER BY filed_at DESC))[1]",
+        "series_order": "CASE WHEN max(series_number) ~ '^ *[0-9]{1,18} *$' "
+        "THEN CAST(max(series_number) AS BIGINT) ELSE 0 END",
+        "bytes": "CAST(sum(size) AS BIGINT)",
+    },
+}
 
 ASSOCIATIONS_SQL = "SELECT peer, started, ended FROM associations WHERE peer IN ({marks})"
 
@@ -301,32 +324,73 @@ def query(
     filters: StatusFilters = StatusFilters(),
     now: float | None = None,
     *,
-    placeholder: str = "?",
+    placeholder: str | None = None,
     name: str | None = None,
+    dialect: str = "sqlite",
+    logdir: str | None = None,
 ) -> StatusDoc:
-    """The status document for the index at ``source`` (a path), or on a connection.
+    """The status document for the index at ``source`` (a path or a ``postgresql://``
+    URL), or on a connection.
 
     A path is opened as :func:`open_index` does (pending rows folded where allowed) and
-    closed again; a connection is used as it is and left open (``placeholder`` is its
-    driver's parameter style). ``name`` is what the document calls the index (default:
-    the path). Raises :class:`~.index.IndexFailure` when there is no index to read.
+    closed again; a URL likewise (:func:`open_pg`: the pending rows in ``logdir``, its
+    local files' folder, folded first); a connection is used as it is and left open
+    (``dialect``, a key of :data:`DIALECTS`, says its database; ``placeholder``, default
+    the dialect's, its driver's parameter style). ``name`` is what the document calls the
+    index (default: the path; a URL without its password). Raises
+    :class:`~.index.IndexFailure` when there is no index to read.
     """
     now = time.time() if now is None else now
+    if isinstance(source, str) and is_url(source):  # PostgreSQL (core/index_pg.py)
+        name = shown(source) if name is None else name
+        pg = open_pg(source, logdir)
+        try:
+            return _query(pg, filters, now, "%s", name, "postgresql")
+        finally:
+            pg.close()
     if isinstance(source, str):
         name = source if name is None else name
         conn = open_index(source)
         try:
-            return _query(conn, filters, now, placeholder, name)
+            return _query(conn, filters, now, placeholder, name, dialect)
         finally:
             conn.close()
-    return _query(source, filters, now, placeholder, name)
+    return _query(source, filters, now, placeholder, name, dialect)
+
+
+def open_pg(url: str, logdir: str | None = None) -> Any:
+    """A psycopg connection for reading the PostgreSQL index at ``url``, the pending rows
+    in ``logdir`` folded in first where there are any (best effort, as for SQLite);
+    IndexFailure when the server cannot be reached or its schema is refused."""
+    from .index_pg import PgIndex, connect
+
+    if logdir:
+        from .index_rows import local_path
+
+        writer = PgIndex(url, local_path(url, logdir))
+        try:
+            writer.fold()
+        except IndexRefused:
+            raise
+        except IndexFailure:
+            pass
+        finally:
+            writer.close()
+    return connect(url)
 
 
 def _query(
-    conn: Connection, filters: StatusFilters, now: float, placeholder: str, name: str | None
+    conn: Connection,
+    filters: StatusFilters,
+    now: float,
+    placeholder: str | None,
+    name: str | None,
+    dialect: str = "sqlite",
 ) -> StatusDoc:
+    words = DIALECTS[dialect]
+    placeholder = words["placeholder"] if placeholder is None else placeholder
     params = Params(placeholder)
-    sql = SERIES_SQL.format(where=where(filters, params))
+    sql = SERIES_SQL.format(where=where(filters, params), **words)
     rows = _rows(conn, sql, params.values)
     assocs = _associations(conn, {r["peer"] or "" for r in rows}, placeholder)
     hosts = _hosts(conn, filters, placeholder)
@@ -443,7 +507,7 @@ def read_only(index: str) -> sqlite3.Connection:
     import sqlite3
 
     from .index import UPSERT, check_files, setup  # the fold's own statement
-    from .index_rows import IndexRefused, parse_pending, pending_path
+    from .index_rows import parse_pending, pending_path
     from .tree import NotRegularError, open_file
 
     check_files(index)

@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
     from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TemplateError
     from ..core.jsonio import NdjsonLog, dumps
     from .options import host_from, index_from, layout_from, parse_plain
-    from .plumbing import Refused, check_destinations, fail, open_ndjson, say
+    from .plumbing import Refused, check_destinations, check_index, fail, open_ndjson, say
 
     values = parse_plain(argv, _flags(), positional="paths", required=("datadir",))
     if values is None:  # not a plain command line: argparse decides (its errors, --help)
@@ -156,6 +156,12 @@ def main(argv: list[str]) -> int:
         index=index_from(values),
         host=host_from(values),
     )
+    try:  # a PostgreSQL index: refused now if it can never work (core/index_pg.py)
+        warning = check_index(config.index, config.logdir)
+    except Refused as exc:
+        return fail(DOOR, str(exc), exc.status)
+    if warning:
+        say(DOOR, warning)
     exclude = [ns.datadir] + ([ns.logdir] if ns.logdir else [])
     ndjson: NdjsonLog | None = None
     try:

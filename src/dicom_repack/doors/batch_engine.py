@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+from ..core.index_rows import is_url
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..core.tree import OWN_PREFIX
@@ -225,6 +226,8 @@ def run(
                 if stopping[0]:
                     break
                 take(repacker.repack_path(path, move=move))
+        if is_url(config.index):  # the flusher's last group, now rather than at exit
+            _fold(config)
     else:
         # Outcomes come back in chunks too: per-instance messages and pipe traffic
         # cost ~15% of a small instance's time at 16 a chunk.
@@ -287,15 +290,16 @@ def _run_pooled(
             if stopping[0] and not pool.stopped:
                 pool.stop()
     if config.index:
-        _fold(config.index, config.fsync)
+        _fold(config)
 
 
-def _fold(path: str, durable: bool) -> None:
-    """Fold the workers' pending index rows into SQLite; if that fails they stay
+def _fold(config: Config) -> None:
+    """Fold the workers' pending index rows into the index; if that fails they stay
     pending (safe: every reader of the index folds first) and a line says so."""
     from ..core.index import fold_pending
 
-    problem = fold_pending(path, durable=durable)
+    assert config.index is not None
+    problem = fold_pending(config.index, durable=config.fsync, logdir=config.logdir)
     if problem:
         say("batch", problem)
 
@@ -314,7 +318,9 @@ def _preload(config: Config, *, large: bool) -> None:
         import fcntl  # noqa: F401
 
         from ..core import dictionary, dump, keywords  # noqa: F401
-    if config.index:
+    if is_url(config.index):  # PostgreSQL: each worker looks up folded rows itself
+        import psycopg  # noqa: F401
+    elif config.index:
         if large:
             import functools  # noqa: F401
 

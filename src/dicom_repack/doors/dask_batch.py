@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ..core import jsonio
 from ..core.errors import DicomRepackError, RecordError
-from ..core.index_rows import PendingIndex
+from ..core.index_rows import PendingIndex, is_url
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..core.tree import Folder, NotRegularError, Tree, open_file
@@ -196,6 +196,8 @@ def _repacker(run_id: str, config: Config) -> Repacker:
     repacker = _repackers.get(run_id)
     if repacker is None:
         if len(_repackers) >= 4:
+            for old in _repackers.values():
+                old.close()
             _repackers.clear()
         if config.host is None:  # no --host-id: the worker's host files, not the client's
             config = config.replace(host=os.uname().nodename)
@@ -431,8 +433,10 @@ def _drive(
     run_id = uuid.uuid4().hex[:16]
     # The workers append their index rows to the pending file and this process folds
     # them once at the end: SQLite's locking is not safe on a shared filesystem (NFS),
-    # an append under lockf is (docs/scale.md)
-    config = config.replace(index_mode="pending")
+    # an append under lockf is (docs/scale.md). With PostgreSQL each worker process also
+    # commits its host's pending rows in groups as it goes (core/index_pg.py: Flusher)
+    if not is_url(config.index):
+        config = config.replace(index_mode="pending")
     journal_root = f"{os.path.abspath(config.datadir)}/{JOURNAL_DIR}/{run_id}" if move else None
     if journal_root is not None:  # NotRegularError (an OSError: one line) for a planted link
         _journal_folder(f"{journal_root}/-", config.datadir, create=True).close()
@@ -503,7 +507,7 @@ def _fold(config: Config) -> None:
     if config.index:
         from ..core.index import fold_pending
 
-        problem = fold_pending(config.index, durable=config.fsync)
+        problem = fold_pending(config.index, durable=config.fsync, logdir=config.logdir)
         if problem:
             say("batch", problem)
 

@@ -125,9 +125,11 @@ LOG_NDJSON: Flag = (("--log-ndjson",), "log_ndjson", OPTIONAL,
 FILING = (CLEANUP, FSYNC, LOG_NDJSON)
 
 INDEX_PATH: Flag = (("--index",), "index", VALUE,
-    "the SQLite index of filed instances, read by `dicom-repack status` (default: "
-    "dicom-repack-index.sqlite in --logdir; none without --logdir)",
-    "PATH", None, None)  # fmt: skip
+    "the index of filed instances, read by `dicom-repack status`: an SQLite file (default: "
+    "dicom-repack-index.sqlite in --logdir; none without --logdir), or a PostgreSQL server, "
+    "postgresql://user@host/db (pip install 'dicom-repack[postgres]'; its rows wait in "
+    "--logdir until written: docs/scale.md)",
+    "PATH|URL", None, None)  # fmt: skip
 NO_INDEX: Flag = (("--no-index",), "no_index", BOOL, "write no index", None, None, None)
 HOST_ID: Flag = (("--host-id",), "host_id", VALUE,
     "who files, in every index row and --log-ndjson line, so that receivers sharing one "

@@ -29,6 +29,7 @@ __all__ = [
     "PROGRAM",
     "Refused",
     "check_destinations",
+    "check_index",
     "fail",
     "line",
     "open_ndjson",
@@ -83,6 +84,24 @@ def check_destinations(datadir: str | None, logdir: str | None, *, parents: bool
                 check_writable(folder, flag, parents=parents)
             except DestinationError as exc:
                 raise Refused(f"{exc}; nothing was done") from None
+
+
+def check_index(index: str | None, logdir: str | None) -> str | None:
+    """A PostgreSQL ``--index`` checked at a resident door's start (core/index_pg.py:
+    ``check``): Refused (one line, exit 1) when it can never work (no log folder, no
+    psycopg, a newer schema); the warning to show when the server is away now (the door
+    files on, its rows waiting); None otherwise, and always for an SQLite index."""
+    from ..core.index_rows import is_url
+
+    if not is_url(index):
+        return None
+    from ..core.index import IndexFailure
+    from ..core.index import check_index as check
+
+    try:
+        return check(index, logdir)
+    except IndexFailure as exc:
+        raise Refused(f"{exc}; nothing was done") from None
 
 
 def open_ndjson(target: str | None) -> NdjsonLog | None:

@@ -27,18 +27,18 @@ import os
 import sys
 import time
 
-from ..core.errors import EXIT_OK, RepackError
+from ..core.errors import EXIT_OK, EXIT_USAGE, RepackError
 from ..core.header import read_header_fd
 from ..core.index import (
     DEFAULT_NAME,
     INSERT,
-    Index,
     IndexFailure,
     check_files,
     default_path,
+    open_index,
     setup,
 )
-from ..core.index_rows import COLUMNS, INDEX_KEYWORDS, row_for
+from ..core.index_rows import COLUMNS, INDEX_KEYWORDS, is_url, row_for, shown
 from ..core.repack import REQUIRED
 from ..core.tree import open_file
 from .plumbing import fail, line, say
@@ -47,6 +47,8 @@ from .usage import OneLineParser
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
+    from collections.abc import Callable
+    from typing import Any
 
     from ..core.header import Header
 
@@ -56,14 +58,19 @@ DOOR = "index"
 
 _KEYWORDS = tuple(dict.fromkeys(REQUIRED + INDEX_KEYWORDS))
 _BATCH = 500
-_INSERT_NEW = INSERT.replace("INSERT OR REPLACE", "INSERT OR IGNORE")
+#: the statements below are written once, for SQLite and PostgreSQL alike (``?`` made
+#: ``%s`` for PostgreSQL by core/index_pg.py's ``pg_sql``)
+_INSERT_NEW = INSERT.replace("INSERT OR REPLACE", "INSERT") + " ON CONFLICT DO NOTHING"
+_SEEN = "INSERT INTO seen VALUES (?) ON CONFLICT DO NOTHING"
+_STALE = (
+    "DELETE FROM instances WHERE filed_at < ? AND sop_instance_uid NOT IN (SELECT sop FROM seen)"
+)
 
 #: a row whose instance the tree holds elsewhere takes the tree's word, every column
 #: (the host that filed it there is not known from the tree: NULL)
 _UPDATE = (
-    "UPDATE instances SET "
-    + ", ".join(f"{col} = ?" for col in COLUMNS[1:])
-    + " WHERE sop_instance_uid = ? AND path != ?"
+    f"UPDATE instances SET {', '.join(f'{col} = ?' for col in COLUMNS[1:])} "
+    "WHERE sop_instance_uid = ? AND path != ?"
 )
 
 
@@ -141,24 +148,56 @@ def rebuild(datadir: str, index: str, logdir: str | None = None) -> Rebuilt:
 
     done = Rebuilt()
     started = time.time()
-    pending = Index(index)
+    pg = is_url(index)
+    pending = open_index(index, logdir)
     try:  # the per-instance door's pending rows first: they keep their source and time
         pending.fold()
     except IndexFailure:
-        pass  # a damaged index: set aside below; the rows stay pending for the next fold
+        if pg:
+            raise  # the server away: nothing to rebuild into (one line)
+        # a damaged index: set aside below; the rows stay pending for the next fold
     finally:
         pending.close()
-    conn, done.set_aside = _open(index)
-    conn.execute("CREATE TEMP TABLE seen (sop TEXT PRIMARY KEY)")
+    conn: Any
+    if pg:
+        from ..core.index_pg import connect, pg_sql
+
+        conn, sql, begin = connect(index), pg_sql, "BEGIN"
+    else:
+        (conn, done.set_aside), sql, begin = _open(index), _same, "BEGIN IMMEDIATE"
+    try:
+        conn.execute("CREATE TEMP TABLE seen (sop TEXT PRIMARY KEY)")
+        _fill(conn, sql, begin, datadir, logdir, done)
+        cur = conn.execute(sql(_STALE), (started,))
+        done.removed = cur.rowcount
+    finally:
+        conn.close()
+    return done
+
+
+def _same(sql: str) -> str:
+    return sql
+
+
+def _fill(
+    conn: Any,
+    sql: Callable[[str], str],
+    begin: str,
+    datadir: str,
+    logdir: str | None,
+    done: Rebuilt,
+) -> None:
+    """One row per file under ``datadir`` (``seen`` keeps their SOPs), in transactions."""
     rows: list[tuple[object, ...]] = []
+    seen, insert, update = sql(_SEEN), sql(_INSERT_NEW), sql(_UPDATE)
 
     def flush() -> None:
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(begin)
         try:
             for row in rows:
-                conn.execute("INSERT OR IGNORE INTO temp.seen VALUES (?)", (row[0],))
-                conn.execute(_INSERT_NEW, row)
-                conn.execute(_UPDATE, (*row[1:], row[0], row[4]))
+                conn.execute(seen, (row[0],))
+                conn.execute(insert, row)
+                conn.execute(update, (*row[1:], row[0], row[4]))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -182,32 +221,38 @@ def rebuild(datadir: str, index: str, logdir: str | None = None) -> Rebuilt:
         if len(rows) >= _BATCH:
             flush()
     flush()
-    cur = conn.execute(
-        "DELETE FROM instances WHERE filed_at < ? AND sop_instance_uid NOT IN "
-        "(SELECT sop FROM temp.seen)",
-        (started,),
-    )
-    done.removed = cur.rowcount
-    conn.close()
-    return done
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="dicom-repack index",
-        description="Maintain the SQLite index of filed instances (read by `dicom-repack status`).",
+        description="Maintain the index of filed instances (read by `dicom-repack status`).",
     )
-    p.add_argument(
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--rebuild",
         action="store_true",
-        required=True,
         help="make the index hold one row per instance filed under --datadir",
     )
-    p.add_argument("-d", "--datadir", required=True, help="root of the packed tree")
-    p.add_argument(
-        "-l", "--logdir", help=f"pypx log folder (holds {DEFAULT_NAME}; image records are checked)"
+    what.add_argument(
+        "--fold",
+        action="store_true",
+        help="fold the pending rows (the per-instance door's, or those that waited while "
+        "a PostgreSQL index was away) into the index, and exit",
     )
-    p.add_argument("--index", metavar="PATH", help="the index file (default: in --logdir)")
+    p.add_argument("-d", "--datadir", help="root of the packed tree (--rebuild)")
+    p.add_argument(
+        "-l",
+        "--logdir",
+        help=f"pypx log folder (holds {DEFAULT_NAME}, or a PostgreSQL index's pending rows; "
+        "image records are checked)",
+    )
+    p.add_argument(
+        "--index",
+        metavar="PATH|URL",
+        help="the index file (default: in --logdir), or a PostgreSQL index: "
+        "postgresql://user@host/db (its pending rows are in --logdir)",
+    )
     return p
 
 
@@ -216,15 +261,19 @@ def main(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     if not ns.index and not ns.logdir:
         parser.error("give --logdir (the index lives there) or --index PATH")
+    index = ns.index or default_path(ns.logdir)
+    if ns.fold:
+        return _fold(index, ns.logdir)
+    if not ns.datadir:
+        parser.error("--rebuild needs --datadir")
     if not os.path.isdir(ns.datadir):
         parser.error(f"no such folder: {ns.datadir}")
-    index = ns.index or default_path(ns.logdir)
     import sqlite3
 
     try:
         done = rebuild(ns.datadir, index, ns.logdir)
     except (sqlite3.Error, OSError, IndexFailure) as exc:
-        return fail(DOOR, f"cannot rebuild {index}: {exc}")
+        return fail(DOOR, f"cannot rebuild {shown(index)}: {exc}")
     if done.set_aside:
         say(DOOR, f"damaged index set aside as {done.set_aside}")
     for skipped in done.skipped[:20]:
@@ -236,7 +285,25 @@ def main(argv: list[str]) -> int:
             DOOR,
             f"{done.rows} instances indexed from {done.files} files "
             f"({len(done.skipped)} skipped, {len(done.unrecorded)} without image record), "
-            f"{done.removed} stale rows removed; {index}",
+            f"{done.removed} stale rows removed; {shown(index)}",
         )
     )
+    return EXIT_OK
+
+
+def _fold(index: str, logdir: str | None) -> int:
+    """``index --fold``: the pending rows into the index now; exit 1 (one line) if they
+    could not be (they stay pending, nothing lost)."""
+    if is_url(index) and not logdir:
+        return fail(DOOR, "a PostgreSQL --index keeps its pending rows in --logdir: give it",
+                    EXIT_USAGE)  # fmt: skip
+    try:
+        writer = open_index(index, logdir)
+        try:
+            folded = writer.fold()
+        finally:
+            writer.close()
+    except IndexFailure as exc:
+        return fail(DOOR, f"{exc}; the rows stay pending")
+    sys.stdout.write(line(DOOR, f"{folded} pending rows folded into {shown(index)}"))
     return EXIT_OK

@@ -206,9 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="What arrived: patients, studies and series from the index, with instance "
         "counts, bytes, first/last arrival and completeness.",
     )
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("-l", "--logdir", help=f"pypx log folder holding {DEFAULT_NAME}")
-    where.add_argument("--index", metavar="PATH", help="the index file itself")
+    p.add_argument(
+        "-l",
+        "--logdir",
+        help=f"pypx log folder holding {DEFAULT_NAME} (with a PostgreSQL --index: holding "
+        "its pending rows, folded in first)",
+    )
+    p.add_argument(
+        "--index",
+        metavar="PATH|URL",
+        help="the index file itself, or a PostgreSQL index: postgresql://user@host/db",
+    )
     p.add_argument("--patient-id", metavar="ID", help="only this PatientID")
     p.add_argument("--study-uid", metavar="UID", help="only this StudyInstanceUID")
     p.add_argument("--accession", metavar="N", help="only studies with this AccessionNumber")
@@ -248,10 +256,13 @@ def filters_of(ns: argparse.Namespace) -> StatusFilters:
 
 
 def main(argv: list[str]) -> int:
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not ns.index and not ns.logdir:
+        parser.error("which index? give --logdir or --index")
     index = ns.index or default_path(ns.logdir)
     try:
-        doc = query(index, filters_of(ns))
+        doc = query(index, filters_of(ns), logdir=ns.logdir)
     except IndexFailure as exc:
         return fail("status", str(exc))
     if ns.json:

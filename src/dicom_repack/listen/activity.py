@@ -21,11 +21,13 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..core.index import Index, IndexFailure
+from ..core.index import IndexFailure, open_index
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..core.index import Index
+    from ..core.index_pg import PgIndex
     from .metrics import WorkerCounters
     from .scp import Association
 
@@ -40,9 +42,13 @@ KEEP = 50
 class Activity:
     """Thread-safe; one per receiving process."""
 
-    def __init__(self, index: str | None = None, *, durable: bool = False) -> None:
+    def __init__(
+        self, index: str | None = None, *, durable: bool = False, logdir: str | None = None
+    ) -> None:
         self.index_path = index
         self.durable = durable
+        #: a PostgreSQL index's local folder (core/index_rows.py: local_path)
+        self.logdir = logdir
         self._local = threading.local()
         self._lock = threading.Lock()
         self.failures: collections.deque[dict[str, object]] = collections.deque(maxlen=KEEP)
@@ -51,12 +57,14 @@ class Activity:
         #: this process's row of the shared counters (set by the worker that uses it)
         self.counters: WorkerCounters | None = None
 
-    def _index(self) -> Index | None:
+    def _index(self) -> Index | PgIndex | None:
         if self.index_path is None:
             return None
-        index: Index | None = getattr(self._local, "index", None)
+        index: Index | PgIndex | None = getattr(self._local, "index", None)
         if index is None:
-            index = self._local.index = Index(self.index_path, durable=self.durable, timeout=10.0)
+            index = self._local.index = open_index(
+                self.index_path, self.logdir, durable=self.durable, timeout=10.0
+            )
         return index
 
     def _write(self, sql: str, row: tuple[object, ...]) -> None:
@@ -71,8 +79,9 @@ class Activity:
     def association_started(self, me: Association) -> None:
         """An open row (no end yet): the live page of a multi-process receiver lists it."""
         self._write(
-            "INSERT OR REPLACE INTO associations (peer, started, calling_ae, called_ae) "
-            "VALUES (?, ?, ?, ?)",
+            "INSERT INTO associations (peer, started, calling_ae, called_ae) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (peer, started) DO UPDATE SET "
+            "calling_ae = excluded.calling_ae, called_ae = excluded.called_ae",
             (me.peer, me.started, me.calling_ae, me.called_ae),
         )
 
@@ -97,9 +106,12 @@ class Activity:
         with self._lock:
             self.ended.appendleft(entry)
         self._write(
-            "INSERT OR REPLACE INTO associations "
+            "INSERT INTO associations "
             "(peer, started, calling_ae, called_ae, ended, instances, bytes, result) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, started) DO UPDATE SET "
+            "calling_ae = excluded.calling_ae, called_ae = excluded.called_ae, "
+            "ended = excluded.ended, instances = excluded.instances, bytes = excluded.bytes, "
+            "result = excluded.result",
             (me.peer, me.started, me.calling_ae, me.called_ae, now, me.instances, me.received,
              me.result),
         )  # fmt: skip
@@ -125,7 +137,7 @@ class Activity:
         """Close what this association's thread opened (see close_when_association_ends)."""
         closers: list[Callable[[], None]] = getattr(self._local, "closers", None) or []
         self._local.closers = []
-        index: Index | None = getattr(self._local, "index", None)
+        index: Index | PgIndex | None = getattr(self._local, "index", None)
         self._local.index = None
         if index is not None:
             closers.append(index.close)

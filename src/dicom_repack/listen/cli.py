@@ -23,11 +23,20 @@ import threading
 import time
 
 from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
+from ..core.index_rows import shown
 from ..core.jsonio import NdjsonLog
 from ..core.repack import Config
 from ..doors import options
 from ..doors.fork_pool import usable_cores
-from ..doors.plumbing import Refused, check_destinations, fail, line, open_ndjson, say
+from ..doors.plumbing import (
+    Refused,
+    check_destinations,
+    check_index,
+    fail,
+    line,
+    open_ndjson,
+    say,
+)
 from ..doors.usage import OneLineParser
 from .activity import Activity
 from .assoc import Policy
@@ -317,10 +326,14 @@ def _run(args: argparse.Namespace) -> int:
             emit.write,
             index=repack_config.index,
             host=repack_config.host,
+            logdir=repack_config.logdir,
         )
     # associations and failures: log lines and index rows (opened lazily, after any fork);
     # counters in shared memory, so that the live page adds up every worker's
-    activity = Activity(repack_config.index, durable=args.fsync)
+    warning = check_index(repack_config.index, args.logdir)  # Refused: one line, exit 1
+    if warning:
+        LOG.warning("%s", warning)
+    activity = Activity(repack_config.index, durable=args.fsync, logdir=args.logdir)
     shared = SharedCounters(workers)
     live: LiveServer | None = None
     try:
@@ -339,7 +352,7 @@ def _run(args: argparse.Namespace) -> int:
             "workers": workers,
             "datadir": os.path.abspath(args.datadir),
             "logdir": os.path.abspath(args.logdir) if args.logdir else "",
-            "index": os.path.abspath(repack_config.index) if repack_config.index else "",
+            "index": shown(repack_config.index) if repack_config.index else "",
         }
         live = _live(
             args, shared, limits, activity, repack_config.index, serving, workers, stopping, about
@@ -503,6 +516,7 @@ def _live(
         active=(lambda: [a for s in serving for a in s.active.values()]) if workers == 1 else None,
         healthy=lambda: not stopping.is_set(),
         about=about,
+        logdir=args.logdir,
     )
     host, port = args.http
     return LiveServer(host, port, state)

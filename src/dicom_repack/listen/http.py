@@ -68,6 +68,10 @@ RATE_WINDOW_S = 10.0
 HISTORY_S = 600.0
 
 
+#: how often /healthz asks a PostgreSQL index whether it is there (in a thread)
+PROBE_S = 2.0
+
+
 class LiveState:
     """Gathers what the page and /metrics show; cheap enough to call every second."""
 
@@ -82,11 +86,18 @@ class LiveState:
         active: Callable[[], list[Any]] | None = None,
         healthy: Callable[[], bool] = lambda: True,
         about: dict[str, object] | None = None,
+        logdir: str | None = None,
     ) -> None:
         self.counters = counters
         self.limits = limits
         self.activity = activity
         self.index = index
+        #: where a PostgreSQL index's pending rows wait (core/index_rows.py: local_path)
+        self.logdir = logdir
+        self._probe: Any = None  # a PostgreSQL index's connection for /healthz (index_pg)
+        self._degraded: str | None = None  # its last answer, from a thread (index_degraded)
+        self._probed_at = -PROBE_S
+        self._probing = False
         self.series_idle = series_idle
         #: this process's open associations (one process only), else None: from the index
         self.active = active
@@ -205,11 +216,24 @@ class LiveState:
         if self.index is None:
             return out
         from ..core.index import IndexFailure, connect_reader
+        from ..core.index_rows import is_url
+        from ..core.status_query import open_pg
 
+        pg = is_url(self.index)
         try:
-            conn = connect_reader(self.index)
+            conn = open_pg(self.index, self.logdir) if pg else connect_reader(self.index)
         except IndexFailure:
-            return out  # nothing filed yet
+            return out  # nothing filed yet, or the server away (/healthz says so)
+
+        def rows(sql: str, params: tuple[object, ...] = ()) -> list[dict[str, object]]:
+            if pg:
+                from ..core.index_pg import pg_sql
+
+                sql = pg_sql(sql)
+            cur = conn.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
         try:
             since = time.time() - RECENT_S
             if self.active is None:
@@ -217,27 +241,23 @@ class LiveState:
                 # filed so far from the instances it brought (same peer, since it started)
                 out["associations"] = [
                     dict(r)
-                    for r in conn.execute(
+                    for r in rows(
                         "SELECT a.peer, a.calling_ae, a.called_ae, a.started, "
                         "(SELECT COUNT(*) FROM instances i WHERE i.peer = a.peer "
                         " AND i.filed_at >= a.started) AS instances, "
-                        "(SELECT COALESCE(SUM(i.size), 0) FROM instances i WHERE i.peer = a.peer "
+                        "(SELECT CAST(COALESCE(SUM(i.size), 0) AS BIGINT) FROM instances i "
+                        " WHERE i.peer = a.peer "
                         " AND i.filed_at >= a.started) AS bytes "
                         "FROM associations a WHERE a.ended IS NULL AND a.started >= ? "
                         "ORDER BY a.started",
                         (self.started - 1,),
                     )
                 ]
-                out["recent_associations"] = [
-                    dict(r)
-                    for r in conn.execute(
-                        "SELECT * FROM associations WHERE ended IS NOT NULL "
-                        "ORDER BY ended DESC LIMIT 20"
-                    )
-                ]
-            out["failures"] = [
-                dict(r) for r in conn.execute("SELECT * FROM failures ORDER BY at DESC LIMIT 20")
-            ]
+                out["recent_associations"] = rows(
+                    "SELECT * FROM associations WHERE ended IS NOT NULL "
+                    "ORDER BY ended DESC LIMIT 20"
+                )
+            out["failures"] = rows("SELECT * FROM failures ORDER BY at DESC LIMIT 20")
         except Exception:  # a reader must never break the page (a locked or new file)
             pass
         finally:
@@ -308,7 +328,63 @@ class LiveState:
         metric("associations_active", "gauge", "Associations open now.", {"": associations})
         metric("inflight_bytes", "gauge",
                "Bytes of unfinished instances held in memory now.", {"": inflight})  # fmt: skip
+        if self.index is not None:
+            metric("index_pending_rows", "gauge",
+                   "Index rows waiting in the pending file to be folded into the index.",
+                   {"": self.index_waiting()})  # fmt: skip
         return "\n".join(out) + "\n"
+
+    def index_waiting(self) -> int:
+        """Rows waiting in this host's pending file of the index (``/metrics``)."""
+        from ..core.index_rows import is_url, local_path, pending_path, pending_rows
+
+        if self.index is None or (is_url(self.index) and not self.logdir):
+            return 0
+        return pending_rows(pending_path(local_path(self.index, self.logdir)))
+
+    def index_degraded(self) -> str | None:
+        """None, or why the index is degraded (``/healthz``).
+
+        A PostgreSQL index is asked (``SELECT 1`` on one kept connection:
+        core/index_pg.py ``health``) in a thread of its own, at most every
+        :data:`PROBE_S`, and the last answer is returned at once: a probe may wait
+        seconds for a server that does not answer, a readiness probe may not. It is
+        degraded while the server cannot be reached or its schema is refused; the
+        receiver files on meanwhile, its rows waiting in the pending file. An SQLite
+        index is local: never degraded here.
+        """
+        from ..core.index_rows import is_url
+
+        if self.index is None or not is_url(self.index):
+            return None
+        with self._lock:
+            if not self._probing and time.monotonic() - self._probed_at >= PROBE_S:
+                self._probing = True
+                threading.Thread(target=self._probe_index, name="index-probe", daemon=True).start()
+            return self._degraded
+
+    def _probe_index(self) -> None:
+        from ..core.index_pg import PgIndex, health
+        from ..core.index_rows import local_path
+
+        assert self.index is not None
+        try:
+            local = local_path(self.index, self.logdir) if self.logdir else None
+            if self._probe is None:
+                self._probe = PgIndex(self.index, local, follow_flusher=False)
+            degraded = health(self.index, local, self._probe)[0]
+        except Exception as exc:  # the probe must never take the page down
+            degraded = str(exc)
+        with self._lock:
+            self._degraded = degraded
+            self._probed_at = time.monotonic()
+            self._probing = False
+
+    def close(self) -> None:
+        """Close the health probe's connection (a PostgreSQL index)."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
 
 
 class LiveServer:
@@ -350,6 +426,7 @@ class LiveServer:
         if self._started:  # shutdown() waits for serve_forever, which never ran otherwise
             self.httpd.shutdown()
         self.httpd.server_close()
+        self.state.close()
 
 
 def _host_name(host: str) -> str:
@@ -476,7 +553,14 @@ class _Handler(BaseHTTPRequestHandler):
                        self.state.metrics().encode())  # fmt: skip
         elif path == "/healthz":
             ok = self.state.healthy()
-            self._send(200 if ok else 503, "text/plain", b"ok\n" if ok else b"stopping\n")
+            degraded = self.state.index_degraded() if ok else None
+            if degraded is not None:  # still ready: filing goes on, rows wait (docs/scale.md)
+                from ..core.errors import one_line
+
+                body = f"degraded: {one_line(degraded)}\n".encode()
+            else:
+                body = b"ok\n" if ok else b"stopping\n"
+            self._send(200 if ok else 503, "text/plain", body)
         else:
             self._send(404, "text/plain", b"not found\n")
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..core.index import Index
+    from ..core.index_pg import PgIndex
 
 __all__ = ["SeriesEvent", "SeriesWatch", "command_argv"]
 
@@ -134,8 +135,10 @@ class SeriesWatch:
         *,
         index: str | None = None,
         host: str | None = None,
+        logdir: str | None = None,
     ) -> None:
         self.idle = idle
+        self.logdir = logdir
         self.command = command
         self.emit = emit
         self.command_timeout = command_timeout
@@ -193,13 +196,14 @@ class SeriesWatch:
                 if index is not None:
                     index.close()
 
-    def _open_index(self) -> Index | None:
-        """An index connection for the calling thread (SQLite's are not shared)."""
+    def _open_index(self) -> Index | PgIndex | None:
+        """An index connection for the calling thread (SQLite's are not shared); a
+        PostgreSQL index's local files live in ``logdir``."""
         if self.index is None:
             return None
-        from ..core.index import Index
+        from ..core.index import open_index
 
-        return Index(self.index, timeout=30.0)
+        return open_index(self.index, self.logdir, timeout=30.0)
 
     def _run(self) -> None:
         tick = min(1.0, max(0.05, self.idle / 4))
@@ -216,7 +220,7 @@ class SeriesWatch:
             if index is not None:
                 index.close()
 
-    def _decide(self, ev: SeriesEvent, index: Index | None, *, final: bool = False) -> None:
+    def _decide(self, ev: SeriesEvent, index: Index | PgIndex | None, *, final: bool = False) -> None:
         """``ev`` went quiet here: without an index, notify it; with one, ask the index
         whether it is quiet everywhere (else watch it again), then claim and notify."""
         if index is None:

@@ -22,6 +22,7 @@ import signal
 import threading
 
 from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
+from ..core.index_rows import shown
 from ..core.jsonio import NdjsonLog
 from ..core.outcome import Outcome
 from ..core.repack import Config
@@ -30,6 +31,7 @@ from ..doors.fork_pool import usable_cores
 from ..doors.plumbing import (
     Refused,
     check_destinations,
+    check_index,
     fail,
     open_ndjson,
     say,
@@ -130,9 +132,12 @@ def main(argv: list[str]) -> int:
         host=options.host_from(vars(args)),
     )
     try:
+        warning = check_index(config.index, config.logdir)
         lines = open_ndjson(args.log_ndjson)
     except Refused as exc:
         return fail(DOOR, str(exc), exc.status)
+    if warning:
+        say(DOOR, warning)
     try:
         return _serve(args, config, poll, settle, lines)
     finally:
@@ -163,7 +168,12 @@ def _serve(
 
         emit = lines if lines is not None else NdjsonLog("-")
         series = SeriesWatch(
-            idle, args.on_series_complete, emit.write, index=config.index, host=config.host
+            idle,
+            args.on_series_complete,
+            emit.write,
+            index=config.index,
+            host=config.host,
+            logdir=config.logdir,
         )
     stopped_early: list[str] = []
 
@@ -286,8 +296,9 @@ def _live(
             "watching": ", ".join(os.path.abspath(p) for p in args.paths),
             "datadir": os.path.abspath(config.datadir),
             "logdir": os.path.abspath(config.logdir) if config.logdir else "",
-            "index": os.path.abspath(config.index) if config.index else "",
+            "index": shown(config.index) if config.index else "",
         },
+        logdir=config.logdir,
     )
     host, port = args.http
     return LiveServer(host, port, state)

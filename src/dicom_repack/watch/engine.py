@@ -37,6 +37,7 @@ import select
 import time
 
 from ..core.errors import WORKER_LOST
+from ..core.index_rows import is_url
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..doors.batch_engine import Summary
@@ -45,8 +46,10 @@ from .arrivals import Arrivals
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
+    from typing import Any
 
     from ..core.index import Index
+    from ..core.index_pg import PgIndex
 
 __all__ = ["Watcher"]
 
@@ -88,7 +91,7 @@ class Watcher:
         self.report = report
         self.say = say
         exclude = [config.datadir] + ([config.logdir] if config.logdir else [])
-        if config.index:
+        if config.index and not is_url(config.index):  # a PostgreSQL index's: the log folder
             exclude.append(os.path.dirname(os.path.abspath(config.index)))
         self.arrivals = Arrivals(
             roots, exclude=exclude, ignore=ignore, poll=poll, settle=settle, say=say
@@ -100,7 +103,7 @@ class Watcher:
         self._last_fold = 0.0
         #: paths taken from the arrivals and not yet handed out (sizes the chunks)
         self._backlog = 0
-        self._failures: Index | None = None
+        self._failures: Index | PgIndex | None = None
 
     # -- control -------------------------------------------------------------------------
 
@@ -261,10 +264,12 @@ class Watcher:
         changed (or ``retry_failed``)."""
         if not self.config.index:
             return
-        from ..core.index import Index, IndexFailure
+        from ..core.index import IndexFailure, open_index
 
         if self._failures is None:
-            self._failures = Index(self.config.index, durable=self.config.fsync, timeout=10.0)
+            self._failures = open_index(
+                self.config.index, self.config.logdir, durable=self.config.fsync, timeout=10.0
+            )
         try:
             self._failures.execute(
                 "INSERT INTO failures (at, source, kind, reason) VALUES (?, ?, ?, ?)",
@@ -290,7 +295,9 @@ class Watcher:
         self._filed_since_fold = 0
         from ..core.index import fold_pending
 
-        problem = fold_pending(self.config.index, durable=self.config.fsync)
+        problem = fold_pending(
+            self.config.index, durable=self.config.fsync, logdir=self.config.logdir
+        )
         if problem:
             self.say(problem)
 
@@ -299,11 +306,16 @@ class Watcher:
         filed (copy mode: not again unless changed) or failed (not again unless
         changed, or ``retry_failed``)."""
         index_path = self.config.index
-        if not index_path or not os.path.exists(index_path):
+        pg = is_url(index_path)
+        if not index_path or not (pg or os.path.exists(index_path)):
             return
-        from ..core.index import Index, IndexFailure, connect_reader
+        from ..core.index import IndexFailure, connect_reader, open_index
 
-        index = Index(index_path, durable=self.config.fsync)
+        try:
+            index = open_index(index_path, self.config.logdir, durable=self.config.fsync)
+        except IndexFailure as exc:
+            self.say(f"{exc}; files filed before may be filed again")
+            return
         try:
             index.fold()
         except IndexFailure as exc:
@@ -311,7 +323,12 @@ class Watcher:
         finally:
             index.close()
         try:
-            conn = connect_reader(index_path)
+            if pg:
+                from ..core.status_query import open_pg
+
+                conn: Any = open_pg(index_path)
+            else:
+                conn = connect_reader(index_path)
         except IndexFailure:
             return
         roots = tuple(r.rstrip("/") + "/" for r in self.arrivals.roots)

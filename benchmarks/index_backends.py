@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""What the index costs per instance in batch: SQLite, PostgreSQL, and no index (issue 21).
+
+Generates a corpus (``dicom-repack corpus``), then files it, alternating, with
+``dicom-repack batch --jobs 1`` (in process: SQLite's direct inserts, PostgreSQL's
+group commit by the flusher thread) three ways, each repetition into fresh folders
+(and, for PostgreSQL, a fresh database):
+
+- ``--no-index``                       the floor;
+- the default SQLite index             ``dicom-repack-index.sqlite`` in the log folder;
+- ``--index postgresql://...``         a server given by ``--pg-url``, else a throwaway one
+                                       started here (tests/postgres.py: initdb + pg_ctl).
+
+Prints, per backend, the median wall and CPU-seconds of the batch process (wait4
+rusage: the client's CPU only; the PostgreSQL server's own CPU is not counted, say
+so when quoting) and CPU per instance, with the difference to ``--no-index`` in ms
+per instance (the issue's goal: PostgreSQL <= +0.1 ms per instance in batch).
+
+    .venv/bin/python benchmarks/index_backends.py --instances 5000 --repeat 5
+    .venv/bin/python benchmarks/index_backends.py --smoke      # untimed check that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import compile_package, dicom_files  # noqa: E402
+
+EXE = str(Path(sys.executable).parent / "dicom-repack")
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_batch(corpus: Path, out: Path, index: list[str]) -> tuple[float, float]:
+    """(wall, CPU-seconds) of one ``batch --jobs 1`` over ``corpus`` into ``out``."""
+    argv = [EXE, "batch", str(corpus), "-d", str(out / "data"), "-l", str(out / "log")]
+    argv += ["--jobs", "1", "--no-progress", "--parents", *index]
+    cpu = _children_cpu()
+    wall = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - wall
+    cpu = _children_cpu() - cpu
+    if done.returncode != 0:
+        raise SystemExit(f"batch failed ({done.returncode}): {done.stderr.strip()}")
+    return wall, cpu
+
+
+@contextmanager
+def throwaway_server() -> Iterator[str]:
+    """A PostgreSQL server for the run (tests/postgres.py), stopped and removed after;
+    its URL."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import pytest
+
+    from postgres import PgServer
+
+    try:
+        server = PgServer()
+    except pytest.skip.Exception as exc:
+        raise SystemExit(f"no PostgreSQL server: {exc.msg}; or give --pg-url") from None
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.remove()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--instances", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pg-url", help="an existing server's database (default: a throwaway one)")
+    ap.add_argument("--smoke", action="store_true", help="20 instances, once: does it run?")
+    args = ap.parse_args()
+    if args.smoke:
+        args.instances, args.repeat = 20, 1
+    compile_package()
+    work = Path(tempfile.mkdtemp(prefix="index-backends-"))
+    try:
+        corpus = work / "corpus"
+        subprocess.run([EXE, "corpus", str(corpus), "--instances", str(args.instances), "-q"],
+                       check=True)  # fmt: skip
+        n = len(dicom_files(corpus))
+        with _server(args.pg_url) as database:
+            results: dict[str, list[tuple[float, float]]] = {}
+            for rep in range(args.repeat):
+                for name in ("no index", "SQLite", "PostgreSQL"):
+                    out = work / f"{rep}-{name.replace(' ', '-')}"
+                    index = {"no index": ["--no-index"], "SQLite": []}.get(name)
+                    if index is None:
+                        index = ["--index", database(f"bench{rep}")]
+                    results.setdefault(name, []).append(run_batch(corpus, out, index))
+                    shutil.rmtree(out)
+        floor = statistics.median(c for _, c in results["no index"]) / n
+        print(f"batch --jobs 1, {n} instances, median of {args.repeat} (client CPU only)")
+        print(f"{'index':<12} {'wall s':>8} {'CPU s':>8} {'CPU ms/inst':>12} {'vs none':>10}")
+        for name, runs in results.items():
+            wall = statistics.median(w for w, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
+            per = cpu / n
+            print(f"{name:<12} {wall:8.2f} {cpu:8.2f} {per * 1e3:12.3f} "
+                  f"{(per - floor) * 1e3:+9.3f}ms")  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+@contextmanager
+def _server(url: str | None) -> Iterator[Callable[[str], str]]:
+    """A function: database name -> URL of a fresh database on the server used."""
+    import psycopg
+
+    def fresh(base: str) -> Callable[[str], str]:
+        def make(name: str) -> str:
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                conn.execute(f'CREATE DATABASE "{name}"')
+            return base.rsplit("/", 1)[0] + "/" + name
+
+        return make
+
+    if url:
+        yield fresh(url)
+        return
+    with throwaway_server() as url_of_server:
+        yield fresh(url_of_server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
