@@ -285,7 +285,11 @@ def test_a_column_the_database_lacks_is_added_at_start(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'instances'",
     )
     assert ("modality",) in columns
-    assert pg_session.query(postgres_url, "SELECT version FROM schema_version") == [(1,)]
+    from dicom_repack.core.index_pg import SCHEMA_VERSION
+
+    assert pg_session.query(postgres_url, "SELECT max(version) FROM schema_version") == [
+        (SCHEMA_VERSION,)
+    ]
 
 
 def test_a_row_a_fold_holds_aside_is_still_found(

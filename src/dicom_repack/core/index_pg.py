@@ -53,6 +53,7 @@ from .index_rows import (
     shown,
     where_of,
 )
+from .series_claims import CLAIM, SERIES_HOSTS, SERIES_NOW, SeriesNow
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 
     import psycopg
 
-    from .index import SeriesNow
 
 __all__ = [
     "GROUP_ROWS",
@@ -263,8 +263,6 @@ class PgIndex:
     def series_now(self, study_uid: str, series_uid: str) -> SeriesNow:
         """As :meth:`.index.Index.series_now`: every host's pending rows folded first (a
         file another host is writing is its to fold; what waits there is not counted)."""
-        from .index import SERIES_HOSTS, SERIES_NOW, SeriesNow
-
         try:
             self.fold()
         except IndexRefused:
@@ -298,8 +296,6 @@ class PgIndex:
     ) -> bool:
         """As :meth:`.index.Index.claim_series`: one statement, one winner per round."""
         import json
-
-        from .index import CLAIM
 
         won: list[int] = []
         params = (series_uid, time.time(), host, instances, json.dumps(dict(hosts)), state)

@@ -221,7 +221,7 @@ GROUP BY study_instance_uid, series_instance_uid, host
 ORDER BY host
 """
 
-#: the series the receivers decided (listen/series_watch.py, core/index.py: CLAIM)
+#: the series the receivers decided (listen/series_watch.py, core/series_claims.py: CLAIM)
 CLAIMS_SQL = "SELECT series_instance_uid, instances, state FROM series_claims"
 
 

@@ -16,7 +16,7 @@ clocks must agree, NTP), it waits again until that arrival is ``idle`` old.
 Once quiet cluster-wide, the series is *complete* unless its instances announce
 more than arrived (``expected``: NumberOfSeriesRelatedInstances,
 ImagesInAcquisition, NumberOfSlices), then *incomplete*. Each receiver that saw
-it then claims it in the index (``series_claims``, :data:`.core.index.CLAIM`):
+it then claims it in the index (``series_claims``, :data:`.core.series_claims.CLAIM`):
 one INSERT wins, so the hook runs once for the whole cluster, with the count of
 instances in the index and the hosts that filed them. An incomplete series gets
 no hook: one ``series-incomplete`` event line and a warning, by the claimant.
@@ -220,7 +220,9 @@ class SeriesWatch:
             if index is not None:
                 index.close()
 
-    def _decide(self, ev: SeriesEvent, index: Index | PgIndex | None, *, final: bool = False) -> None:
+    def _decide(
+        self, ev: SeriesEvent, index: Index | PgIndex | None, *, final: bool = False
+    ) -> None:
         """``ev`` went quiet here: without an index, notify it; with one, ask the index
         whether it is quiet everywhere (else watch it again), then claim and notify."""
         if index is None:
