@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dicom_repack.core.index_rows import host_name
-from helpers import dicom_files, run_cli
+from helpers import dicom_files, dicom_repack_exe, run_cli
 from postgres import PgServer
 from test_listen_support import dcmtk, dcmtk_env, free_port, listening, wait_for
 from test_live_page import get
@@ -327,3 +327,50 @@ def test_a_row_a_fold_holds_aside_is_still_found(
     finally:
         index.close()
         writer.close()
+
+
+def test_a_patients_record_waits_for_the_clusters_advisory_lock(
+    mr: Path, tmp_path: Path, postgres_url: str, pg_session: PgServer
+) -> None:
+    """With a PostgreSQL index a patient's StudyList is updated under PostgreSQL's
+    advisory lock for that patient (receivers on other hosts take the same one; the
+    log folder's flock is host-local on NFS): while another session holds it, a batch
+    waits before the patient's record and writes it once the lock is released."""
+    import psycopg
+
+    from dicom_repack.core.index_pg import patient_key
+    from dicom_repack.core.jsonio import loads
+
+    first = dicom_files(mr)[0]
+    run_cli("batch", str(first), "-d", str(tmp_path / "probe"), "-l", str(tmp_path / "pl"),
+            "--no-index")  # fmt: skip
+    (record,) = (tmp_path / "pl" / "patientData").glob("*.json")
+    doc = loads(record.read_text())
+    assert isinstance(doc, dict)
+    (patient_id,) = doc
+    assert isinstance(patient_id, str)
+    data, log = tmp_path / "data", tmp_path / "log"
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    with psycopg.connect(postgres_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (patient_key(patient_id),))
+        proc = subprocess.Popen(
+            [dicom_repack_exe(), "batch", str(mr), "-d", str(data), "-l", str(log),
+             "--index", postgres_url, "-j", "1", "--no-progress"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            try:
+                wait_for(lambda: pg_session.query(postgres_url, waiting)[0][0] == 1, timeout=60)
+                assert proc.poll() is None  # held at the lock, not finished
+                assert not (log / "patientData" / record.name).exists()
+            finally:
+                holder.execute("SELECT pg_advisory_unlock(%s)", (patient_key(patient_id),))
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    studies = loads((log / "patientData" / record.name).read_text())
+    assert isinstance(studies, dict) and studies[patient_id]["StudyList"]
+    assert _count(pg_session, postgres_url) == len(dicom_files(mr))

@@ -1,11 +1,13 @@
 """Several receivers, one data/log tree, one index: the tested model of "many receivers".
 
 Two ``dicom-repack listen`` processes with different ``--host-id`` share a data
-folder, a log folder and its SQLite index (one host here; PostgreSQL extends the
-model across hosts). A series whose instances arrive at both is complete when the
+folder, a log folder and one index: its SQLite file, and again a PostgreSQL
+database (issue 21's cluster; one machine here, so the hosts are pretended by
+``--host-id``). A series whose instances arrive at both is complete when the
 index says so (quiet everywhere, the count as announced), and its hook runs once
-for the pair, claimed in the index (listen/series_watch.py). Real processes, real
-dcmtk storescu, kill -9; no timing thresholds.
+for the pair, claimed in the index (listen/series_watch.py); a Dask batch can
+file the same studies meanwhile. Real processes, real dcmtk storescu, kill -9;
+no timing thresholds.
 """
 
 from __future__ import annotations
@@ -39,6 +41,39 @@ from test_listen_support import (
 SERIES = 12
 
 
+class Backend:
+    """The shared index of a test: the SQLite file in the log folder, or a PostgreSQL
+    database (``--index URL``) the receivers share across (here: pretend) hosts."""
+
+    def __init__(self, log: Path, url: str | None = None) -> None:
+        self.log = log
+        self.url = url
+
+    def args(self) -> tuple[str, ...]:
+        return ("--index", self.url) if self.url else ()
+
+    def query(self, sql: str) -> list[tuple[object, ...]]:
+        if self.url:
+            import psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                return list(conn.execute(sql).fetchall())
+        index = self.log / "dicom-repack-index.sqlite"
+        if not index.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(index, timeout=30)) as conn:
+            return list(conn.execute(sql).fetchall())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each test once on SQLite (one host) and once on PostgreSQL (issue 21's cluster)."""
+    log = tmp_path / "log"
+    if request.param == "sqlite":
+        return Backend(log)
+    return Backend(log, request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture()
 def series12(mr: Path, tmp_path: Path) -> list[Path]:
     """The generated 12-instance series, each announcing its size
@@ -63,17 +98,13 @@ def _hook_lines(out: Path) -> list[list[str]]:
     return [line.split(" ") for line in out.read_text().splitlines()] if out.exists() else []
 
 
-def _host_rows(log: Path) -> Counter[str]:
-    index = log / "dicom-repack-index.sqlite"
-    if not index.exists():
-        return Counter()
-    with contextlib.closing(sqlite3.connect(index, timeout=30)) as conn:
-        return Counter({h: n for h, n in conn.execute(
-            "SELECT host, count(*) FROM instances GROUP BY host")})  # fmt: skip
+def _host_rows(backend: Backend) -> Counter[str]:
+    rows = backend.query("SELECT host, count(*) FROM instances GROUP BY host")
+    return Counter({str(h): int(n) for h, n in rows})  # type: ignore[call-overload]
 
 
-def _status_series(log: Path) -> dict[str, object]:
-    doc = json.loads(run_cli("status", "-l", str(log), "--json").stdout)
+def _status_series(backend: Backend) -> dict[str, object]:
+    doc = json.loads(run_cli("status", "-l", str(backend.log), *backend.args(), "--json").stdout)
     ((series,),) = [s["series"] for p in doc["patients"] for s in p["studies"]]
     assert isinstance(series, dict)
     return series
@@ -88,7 +119,7 @@ def _get_json(port: int, path: str) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_two_receivers_share_a_series_and_its_hook_runs_once(
-    series12: list[Path], tmp_path: Path
+    series12: list[Path], tmp_path: Path, backend: Backend
 ) -> None:
     """Two listen processes (rx-a, rx-b), one tree and index; two storescu at once, each
     sending half of one series to one of them: every instance filed once, the patient's
@@ -98,7 +129,7 @@ def test_two_receivers_share_a_series_and_its_hook_runs_once(
     data.mkdir()
     log.mkdir()
     common = ("--logdir", str(log), "--series-idle", "1", "--on-series-complete", _hook(hook),
-              "--workers", "1")  # fmt: skip
+              "--workers", "1", *backend.args())  # fmt: skip
     http_a = free_port()
     with (
         listening(data, *common, "--host-id", "rx-a", "--http", f"127.0.0.1:{http_a}") as a,
@@ -140,14 +171,14 @@ def test_two_receivers_share_a_series_and_its_hook_runs_once(
     assert series_uid == _series_uid(series12[0])
     got = filed(data)
     assert sorted(got) == sorted(sop_uid(f) for f in series12)  # each once
-    assert _host_rows(log) == Counter({"rx-a": SERIES // 2, "rx-b": SERIES // 2})
+    assert _host_rows(backend) == Counter({"rx-a": SERIES // 2, "rx-b": SERIES // 2})
     _assert_records(series12, data, log)
-    series = _status_series(log)
+    series = _status_series(backend)
     assert series["state"] == "complete" and series["instances"] == SERIES
     assert series["hosts"] == {"rx-a": SERIES // 2, "rx-b": SERIES // 2}
-    with contextlib.closing(sqlite3.connect(log / "dicom-repack-index.sqlite")) as conn:
-        claims = conn.execute("SELECT series_instance_uid, instances, hosts FROM series_claims")
-        ((uid, n, claimed_hosts),) = claims.fetchall()
+    claims = backend.query("SELECT series_instance_uid, instances, hosts FROM series_claims")
+    ((uid, n, claimed_hosts),) = claims
+    assert isinstance(claimed_hosts, str)
     assert (uid, n, json.loads(claimed_hosts)) == (series_uid, SERIES, series["hosts"])
 
 
@@ -173,7 +204,7 @@ def _assert_records(files: list[Path], data: Path, log: Path) -> None:
 
 @pytest.mark.slow
 def test_a_receiver_killed_mid_series_never_makes_it_complete_twice(
-    series12: list[Path], tmp_path: Path
+    series12: list[Path], tmp_path: Path, backend: Backend
 ) -> None:
     """rx-b is killed (SIGKILL) while its half of a series is arriving one instance per
     association: every instance it acknowledged is filed (file and row); the series
@@ -186,7 +217,7 @@ def test_a_receiver_killed_mid_series_never_makes_it_complete_twice(
     data.mkdir()
     log.mkdir()
     common = ("--logdir", str(log), "--series-idle", "1", "--on-series-complete", _hook(hook),
-              "--workers", "1")  # fmt: skip
+              "--workers", "1", *backend.args())  # fmt: skip
     acked: list[Path] = []
     with (
         listening(data, *common, "--host-id", "rx-a", "--log-ndjson", str(lines)) as a,
@@ -204,15 +235,20 @@ def test_a_receiver_killed_mid_series_never_makes_it_complete_twice(
         sender = threading.Thread(target=send_to_b)
         sender.start()
         assert pynetdicom_send(a.port, series12[0::2]) == [0] * (SERIES // 2)
-        wait_for(lambda: _host_rows(log)["rx-b"] >= 2, what="rx-b filing")
+        wait_for(lambda: _host_rows(backend)["rx-b"] >= 2, what="rx-b filing")
         os.kill(b.proc.pid, signal.SIGKILL)
         sender.join(timeout=120)
         assert not sender.is_alive()
         got = filed(data)
         assert {sop_uid(f) for f in acked} <= set(got)  # nothing acknowledged is lost
-        with contextlib.closing(sqlite3.connect(log / "dicom-repack-index.sqlite")) as conn:
-            indexed = {r[0] for r in conn.execute("SELECT sop_instance_uid FROM instances")}
-        assert {sop_uid(f) for f in acked} <= indexed
+        acked_uids = {sop_uid(f) for f in acked}
+
+        def rows() -> set[object]:
+            return {r[0] for r in backend.query("SELECT sop_instance_uid FROM instances")}
+
+        # PostgreSQL: rx-b's last rows wait in the pending file until rx-a's flusher folds
+        wait_for(lambda: acked_uids <= rows(), what="every acknowledged instance's row")
+        indexed = rows()
         count = len(indexed)
 
         def decided() -> bool:
@@ -220,13 +256,13 @@ def test_a_receiver_killed_mid_series_never_makes_it_complete_twice(
             return said or bool(_hook_lines(hook))
 
         wait_for(decided, what="rx-a deciding the series")
-        series = _status_series(log)
+        series = _status_series(backend)
         if count < SERIES:  # as the counts say
             assert series["state"] == "incomplete" and not _hook_lines(hook)
             missing = [f for f in series12 if sop_uid(f) not in indexed]
             assert pynetdicom_send(a.port, missing) == [0] * len(missing)
             wait_for(lambda: _hook_lines(hook), what="the hook once the series is complete")
-        assert _status_series(log)["state"] == "complete"
+        assert _status_series(backend)["state"] == "complete"
         assert pynetdicom_send(a.port, series12) == [0] * SERIES  # re-arrivals: nothing new
         assert a.stop() == 0  # decides what it still watches, at shutdown: claimed already
     (line,) = _hook_lines(hook)  # complete once
@@ -269,3 +305,66 @@ def test_one_claimant_of_many_wins(tmp_path: Path) -> None:
         assert conn.execute("SELECT instances, host FROM series_claims").fetchall() == [
             (13, "rx-late")
         ]
+
+
+@pytest.mark.slow
+def test_a_dask_batch_and_two_receivers_file_overlapping_studies_into_one_tree(
+    series12: list[Path], mr: Path, tmp_path: Path, backend: Backend
+) -> None:
+    """``batch --dask`` over a folder holding the series (and more) while two receivers
+    each get half of the same series from storescu: one tree, one index; every instance
+    filed once where the layout puts it, every record sound, one row per instance."""
+    pytest.importorskip("distributed")
+    data, log = tmp_path / "data", tmp_path / "log"
+    data.mkdir()
+    log.mkdir()
+    batch_in = tmp_path / "batch-in"
+    batch_in.mkdir()
+    for f in [*series12, *dicom_files(mr)[SERIES:]]:
+        (batch_in / f.name).write_bytes(f.read_bytes())
+    common = ("--logdir", str(log), "--workers", "1", *backend.args())
+    with (
+        listening(data, *common, "--host-id", "rx-a") as a,
+        listening(data, *common, "--host-id", "rx-b") as b,
+    ):
+        batch = subprocess.Popen(
+            [sys.executable, "-m", "dicom_repack", "batch", str(batch_in), "-d", str(data),
+             "-l", str(log), *backend.args(), "--dask", "local:2", "--no-progress"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            senders = [
+                subprocess.Popen(
+                    [
+                        dcmtk("storescu"),
+                        "-aec",
+                        "DICOM-REPACK",
+                        "127.0.0.1",
+                        str(rx.port),
+                        *map(str, series12[i::2]),
+                    ],
+                    env=dcmtk_env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for i, rx in enumerate((a, b))
+            ]
+            for s in senders:
+                _, err = s.communicate(timeout=120)
+                assert s.returncode == 0, err
+            _, err = batch.communicate(timeout=600)
+            assert batch.returncode == 0, err
+        finally:
+            if batch.returncode is None:
+                batch.kill()
+                batch.communicate()
+        assert a.stop() == 0 and b.stop() == 0
+    every = sorted(batch_in.iterdir())
+    assert sorted(filed(data)) == sorted(sop_uid(f) for f in every)  # each once
+    _assert_records(every, data, log)
+    rows = backend.query("SELECT sop_instance_uid FROM instances")
+    if backend.url is None:  # SQLite: what waits in the pending file is folded by status
+        run_cli("status", "-l", str(log), "--json")
+        rows = backend.query("SELECT sop_instance_uid FROM instances")
+    assert sorted(r[0] for r in rows) == sorted(sop_uid(f) for f in every)  # type: ignore[type-var]

@@ -35,6 +35,7 @@ type) is a new numbered migration.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import threading
 import time
@@ -400,6 +401,78 @@ class PgIndex:
             self._drop()
         if self._pending is not None:
             self._pending.close()
+
+
+# -- patients' records across hosts ------------------------------------------------------
+
+#: idle connections for advisory locks, by URL (a session's locks are its own: never the
+#: connection a flusher or a lookup uses); one is taken per lock held, then given back
+_lock_pool: dict[str, list[PgIndex]] = {}
+_lock_pool_guard = threading.Lock()
+
+
+def _close_lock_pool() -> None:
+    with _lock_pool_guard:
+        for idle in _lock_pool.values():
+            for index in idle:
+                index.close()
+        _lock_pool.clear()
+
+
+atexit.register(_close_lock_pool)
+
+
+def patient_lock(url: str, patient_id: str) -> _AdvisoryLock:
+    """A context manager holding PostgreSQL's advisory lock for ``patient_id`` (every
+    host's receivers that share the index take it around a patient's StudyList update,
+    where ``flock`` on the shared log folder is host-local). While the server is away it
+    holds nothing (the host-local lock still does): filing goes on, degraded."""
+    return _AdvisoryLock(url, patient_key(patient_id))
+
+
+def patient_key(patient_id: str) -> int:
+    """The advisory lock's key for ``patient_id``: 64 bits of its hash, the same on every
+    host (signed, as ``pg_advisory_lock(bigint)`` takes it)."""
+    digest = hashlib.blake2b(
+        patient_id.encode("utf-8", "surrogateescape"), digest_size=8, person=b"dr-patnt"
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class _AdvisoryLock:
+    """``pg_advisory_lock(key)`` on this thread's lock connection, released on exit (and by
+    the server if the process dies: a session's locks end with it)."""
+
+    def __init__(self, url: str, key: int) -> None:
+        self.url = url
+        self.key = key
+        self.held: PgIndex | None = None
+
+    def __enter__(self) -> _AdvisoryLock:
+        with _lock_pool_guard:
+            idle = _lock_pool.setdefault(self.url, [])
+            index = idle.pop() if idle else None
+        if index is None:
+            index = PgIndex(self.url, None, timeout=CONNECT_TIMEOUT_S)
+        try:
+            index.run(lambda conn: conn.execute("SELECT pg_advisory_lock(%s)", (self.key,)))
+        except IndexFailure:
+            index.close()
+            return self  # away: the host-local lock alone (see patient_lock)
+        self.held = index
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        index, self.held = self.held, None
+        if index is None:
+            return
+        try:
+            index.run(lambda conn: conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,)))
+        except IndexFailure:
+            index.close()  # the connection broke: the session, and its lock, are gone
+            return
+        with _lock_pool_guard:
+            _lock_pool.setdefault(self.url, []).append(index)
 
 
 def _newer(a: object, b: object) -> bool:

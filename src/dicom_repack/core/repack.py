@@ -62,6 +62,7 @@ from .tree import Tree, remove_beneath
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from contextlib import AbstractContextManager
     from typing import Any
 
     from .header import Header
@@ -100,6 +101,36 @@ def _opener(index: str, logdir: str | None, durable: bool) -> Callable[[float], 
         return open_index(index, logdir, durable=durable, timeout=timeout, statement_cache=False)
 
     return open_index
+
+
+def _cluster_patient_lock(url: str) -> Callable[[str], AbstractContextManager[object]]:
+    """With a PostgreSQL index, a patient's record is updated under a PostgreSQL advisory
+    lock too (core/index_pg.py: ``patient_lock``), where psycopg is already loaded (every
+    resident door: it checked the index at start, or its index connection did); the
+    per-instance door, which never connects, keeps the host-local lock alone."""
+    import sys
+
+    def lock(patient_id: str) -> AbstractContextManager[object]:
+        if "psycopg" not in sys.modules:
+            return _NO_LOCK
+        from .index_pg import patient_lock
+
+        return patient_lock(url, patient_id)
+
+    return lock
+
+
+class _NoLock:
+    """A lock that is none (``contextlib.nullcontext`` without importing contextlib)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
 
 
 class Config:
@@ -197,6 +228,9 @@ class Repacker:
             if config.logdir
             else None
         )
+        if self.records is not None and config.index and is_url(config.index):
+            # patients' records across hosts: the folder's flock is host-local on NFS
+            self.records.patient_lock = _cluster_patient_lock(config.index)
         #: the index of the thread that made it (with ``threads``: each thread's own,
         #: see :meth:`_thread_index`)
         self.index = self._open_index()

@@ -204,7 +204,9 @@ def _repacker(run_id: str, config: Config) -> Repacker:
         repacker = Repacker(config)
         if isinstance(repacker.index, PendingIndex):
             repacker.index.shared = True  # rows appended; only the client opens SQLite
-        if repacker.records is not None:
+        if repacker.records is not None and not is_url(config.index):
+            # (a PostgreSQL index: the Repacker took its advisory lock, which receivers
+            # on other hosts take too)
             logdir = repacker.records.logdir
             repacker.records.patient_lock = lambda patient_id: _cluster_lock(logdir, patient_id)
         _repackers[run_id] = repacker
