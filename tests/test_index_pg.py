@@ -299,8 +299,9 @@ def test_a_row_a_fold_holds_aside_is_still_found(
     not committed it yet (the flusher folds every 100 ms: a re-file in that window must
     still retire the earlier copy); a newer row in the index (another host's) wins over
     an older one held aside."""
+    from dicom_repack.core.index_files import fold_files
     from dicom_repack.core.index_pg import PgIndex
-    from dicom_repack.core.index_rows import PendingIndex, fold_files, pending_path
+    from dicom_repack.core.index_rows import PendingIndex, pending_path
 
     local = str(tmp_path / "dicom-repack-index.h1")
     values = {"SOPInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.4",

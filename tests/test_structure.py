@@ -153,7 +153,7 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 #: cycles known and not yet broken, each with its reason; nothing else may join them
 #: none: the pending file's PendingIndex reaches the index its rows fold into through an
 #: opener its caller gives (core/repack.py), and the fold's protocol lives beside the
-#: pending file (core/index_rows.py: fold_files), used by both backends (issue 21)
+#: pending file (core/index_files.py: fold_files), used by both backends (issue 21)
 KNOWN_CYCLES: list[list[str]] = []
 
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 import os
 import time
 
+from .index_files import column_decls, fold_files
 from .index_rows import (
     ADDED_COLUMNS,
     COLUMNS,
@@ -59,9 +60,7 @@ from .index_rows import (
     IndexFailure,
     IndexRefused,
     PendingTail,
-    column_decls,
     default_path,
-    fold_files,
     is_url,
     local_path,
     pending_path,
@@ -110,7 +109,7 @@ _COMPANIONS = ("", "-wal", "-shm", "-journal")
 #: 1: instances, associations, failures; 2: ``instances.host`` and ``series_claims``
 SCHEMA_VERSION = 2
 
-#: the portable column kinds of :data:`.index_rows.COLUMN_KINDS`, as SQLite spells them
+#: the portable column kinds of :data:`.index_files.COLUMN_KINDS`, as SQLite spells them
 SQLITE_TYPES = {"text": "TEXT", "integer": "INTEGER", "real": "REAL"}
 
 SCHEMA = f"""

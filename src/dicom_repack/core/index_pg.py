@@ -40,15 +40,12 @@ import os
 import threading
 import time
 
+from .index_files import COLUMN_KINDS, column_decls, every_host_pending, fold_files
 from .index_rows import (
-    COLUMN_KINDS,
     COLUMNS,
     IndexFailure,
     IndexRefused,
     PendingIndex,
-    column_decls,
-    every_host_pending,
-    fold_files,
     local_path,
     pending_path,
     shown,
@@ -77,7 +74,7 @@ __all__ = [
     "pg_sql",
 ]
 
-#: the portable column kinds of :data:`.index_rows.COLUMN_KINDS`, as PostgreSQL spells
+#: the portable column kinds of :data:`.index_files.COLUMN_KINDS`, as PostgreSQL spells
 #: them (``filed_at`` needs double precision: a ``real`` keeps ~7 digits of an epoch)
 PG_TYPES = {"text": "TEXT", "integer": "BIGINT", "real": "DOUBLE PRECISION"}
 
@@ -672,7 +669,7 @@ def health(url: str, local: str | None, probe: PgIndex) -> tuple[str | None, int
     ``/healthz`` and ``/metrics``: the server is asked (``SELECT 1`` on ``probe``'s
     connection; a schema it refuses counts too), and a flusher of this process that
     fails says why."""
-    from .index_rows import pending_rows
+    from .index_files import pending_rows
 
     waiting = pending_rows(pending_path(local)) if local is not None else 0
     try:

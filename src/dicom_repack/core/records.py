@@ -34,6 +34,7 @@ from . import jsonio
 from .errors import RecordError, RepackError, UnsafePathError
 from .layout import safe_name
 from .place import place_bytes
+from .record_files import location_of, lock_folder, parse_quietly, read_record_bytes
 from .tree import NotRegularError, Tree, open_file
 
 TYPE_CHECKING = False
@@ -281,18 +282,6 @@ def _time_text(t: float) -> str:
     return f"{text}.{micro:06d}" if micro else text
 
 
-def _lock(folder: Folder) -> None:
-    """Take an exclusive flock on the open ``folder`` (released when it is closed).
-
-    Locking the folder rather than a lock file leaves nothing in the log folder
-    that pypx's tools would not expect; the lock is taken on the very folder
-    that was walked to without following a link.
-    """
-    import fcntl
-
-    fcntl.flock(folder.fd, fcntl.LOCK_EX)
-
-
 class Written:
     """What one :meth:`RecordWriter.write` changed, so that the job can take it back.
 
@@ -453,7 +442,7 @@ class RecordWriter:
         or, with a changed layout tag, elsewhere), and kept in ``journal`` so
         that an undo can put it back.
         """
-        data = self._encode(obj)
+        data = self.encode(obj)
         folder, name = self._open(rel, origin)
         with folder:
             try:
@@ -462,8 +451,8 @@ class RecordWriter:
                 return None
             except FileExistsError:
                 pass
-            before = _read_bytes(folder, name, refuse=True)  # a link or FIFO there: refused
-            previous = _location(_parse_quietly(before))
+            before = read_record_bytes(folder, name, refuse=True)  # a link or FIFO there: refused
+            previous = location_of(parse_quietly(before))
             place_bytes(data, folder, name, sync=self.fsync)
         journal.image, journal.image_before = rel, before or None
         return previous
@@ -471,7 +460,7 @@ class RecordWriter:
     # -- the three kinds of write -------------------------------------------------
 
     @staticmethod
-    def _encode(obj: object) -> bytes:
+    def encode(obj: object) -> bytes:
         return jsonio.dumps(obj).encode("ascii")
 
     def _create_if_absent(
@@ -519,7 +508,7 @@ class RecordWriter:
         win. Under an exclusive lock on the folder, one makes it and the others
         wait, find it, and skip. The lock goes with the folder's closing.
         """
-        _lock(folder)
+        lock_folder(folder)
         return not _exists(folder, name) and self._write_new(folder, name, make)
 
     def _write_new(self, folder: Folder, name: str, make: Callable[[], object]) -> bool:
@@ -529,7 +518,7 @@ class RecordWriter:
         there first with the same facts: its record stands.
         """
         try:
-            place_bytes(self._encode(make()), folder, name, replace=False, sync=self.fsync)
+            place_bytes(self.encode(make()), folder, name, replace=False, sync=self.fsync)
             return True
         except FileExistsError:
             return False
@@ -579,8 +568,8 @@ class RecordWriter:
 
         The lock is held until the caller closes ``folder``.
         """
-        _lock(folder)
-        record = self._read(folder, name)
+        lock_folder(folder)
+        record = self.read(folder, name)
         entry = record.get(patient_id)
         if not isinstance(entry, dict):
             entry = dict(_patient_model(values))
@@ -594,140 +583,49 @@ class RecordWriter:
         if study_uid in studies:
             return False
         studies.append(study_uid)
-        place_bytes(self._encode(record), folder, name, sync=self.fsync)
+        place_bytes(self.encode(record), folder, name, sync=self.fsync)
         return True
 
     def folders(self, written: Written) -> list[str]:
         """The log folders ``written`` named a record in, and their parents up to the log
-        folder (fsynced by the job with ``--fsync``: a new name is durable once its
-        folder is), deepest first."""
-        rels = [*written.created, *([written.image] if written.image else [])]
-        if written.study_added and written.paths is not None:
-            rels.append(written.paths.patient)
-        folders: set[str] = set()
-        for rel in rels:
-            folder = f"{self.logdir}/{rel}".rpartition("/")[0]
-            while folder.startswith(self.logdir) and folder not in folders:
-                folders.add(folder)
-                if folder == self.logdir:
-                    break
-                folder = os.path.dirname(folder)
-        return sorted(folders, key=lambda f: (-f.count("/"), f))
+        folder, deepest first (core/records_undo.py)."""
+        from .records_undo import folders
 
-    # -- taking records back ------------------------------------------------------------
+        return folders(self, written)
+
+    # -- taking records back (core/records_undo.py: imported only by a job that does) ---
+
+    def forget_known(self) -> None:
+        """Forget which records and StudyList entries were seen (some were taken back)."""
+        self._known.clear()
+        self._filed.clear()
 
     def undo(self, written: Written) -> None:
-        """Take back what one :meth:`write` did; best effort, never raises.
+        """Take back what one :meth:`write` did; best effort, never raises (see
+        :func:`.records_undo.undo`)."""
+        from .records_undo import undo
 
-        The image record it made goes; one it replaced is put back (the earlier
-        copy it names is still there: the job retires it only once the instance
-        is indexed). Then the series' records (series, header dump, pack) go if
-        no image record is left in the series, and the study's record and its
-        StudyList entry if no series is left in the study (:meth:`prune`),
-        whoever made them: two workers whose first instances of one series both
-        fail must leave nothing behind, whichever of them created it.
-
-        Not closed: an instance of the same series filed at that very moment by
-        another process (between its finding the series record, or remembering
-        it for 30 s, and writing its image record) is recorded without the series
-        record; a re-run over the data tree (``batch DATA -d DATA -l LOG``)
-        writes it again. Everything goes through folders opened without
-        following a link, as every write does.
-        """
-        paths = written.paths
-        if paths is None:
-            return
-        try:
-            if written.image is not None:
-                with self._existing(written.image) as (folder, name):
-                    if folder is not None:
-                        if written.image_before is not None:
-                            place_bytes(written.image_before, folder, name, sync=self.fsync)
-                        else:
-                            _unlink_at(folder, name)
-            self.prune(paths)
-        except (OSError, RepackError, jsonio.JSONError):
-            pass
+        undo(self, written)
 
     def forget(self, values: Mapping[str, str], file_name: str, location: str) -> None:
         """Remove the image record of an instance no longer at ``location`` (retired), and
         the series, study and StudyList entry it leaves without any instance. Best effort."""
+        from .records_undo import forget
+
         paths = record_paths(
             values["PatientID"], values["StudyInstanceUID"], values["SeriesInstanceUID"], file_name
         )
-        try:
-            with self._existing(paths.image) as (folder, name):
-                if folder is not None and _location(_parse_quietly(_read_bytes(folder, name))) == (
-                    location
-                ):
-                    _unlink_at(folder, name)
-            self.prune(paths)
-        except (OSError, RepackError, jsonio.JSONError):
-            pass
+        forget(self, paths, location)
 
     def prune(self, paths: RecordPaths) -> None:
-        """Remove the series records of ``paths``' series if it has no image record left,
-        then its study's record and StudyList entry if the study has no series left.
+        """Remove the series' records if it has no image record left, then the study's
+        (see :func:`.records_undo.prune`)."""
+        from .records_undo import prune
 
-        Folders stay (an empty ``-img`` or ``-series`` folder): removing one would
-        race another writer naming a record in it (ENOENT)."""
-        self._known.clear()
-        self._filed.clear()
-        if self._has_entries(paths.image_dir):
-            return
-        for rel in (paths.series, paths.pack, paths.study_series):
-            with self._existing(rel) as (folder, name):
-                if folder is not None:
-                    _unlink_at(folder, name)
-        if self._has_entries(paths.study_series_dir):
-            return
-        with self._existing(paths.study) as (folder, name):
-            if folder is not None:
-                _unlink_at(folder, name)
-        self._remove_study(paths)
-
-    def _remove_study(self, paths: RecordPaths) -> None:
-        """Take the study out of the patient's StudyList (the record goes when it empties)."""
-        with self._existing(paths.patient) as (folder, name):
-            if folder is None:
-                return
-            _lock(folder)
-            record = self._read(folder, name)
-            entry = record.get(paths.patient_id)
-            if not isinstance(entry, dict):
-                return
-            studies = entry.get("StudyList")
-            if not isinstance(studies, list) or paths.study_uid not in studies:
-                return
-            if self._has_entries(paths.study_series_dir):
-                return  # a series of it was recorded meanwhile
-            studies.remove(paths.study_uid)
-            if studies or len(record) > 1:
-                place_bytes(self._encode(record), folder, name, sync=self.fsync)
-            else:
-                _unlink_at(folder, name)
-
-    def _existing(self, rel: str) -> _Existing:
-        """``with self._existing(rel) as (folder, name)``: the record's folder, open (no
-        link followed; None when it is missing, a link or not a folder), and its name."""
-        directory, _, name = rel.rpartition("/")
-        try:
-            folder: Folder | None = self.tree.folder_at(f"{self.logdir}/{directory}", create=False)
-        except OSError:  # missing, or a link / not a folder (NotRegularError): nothing to do
-            folder = None
-        return _Existing(folder, name)
-
-    def _has_entries(self, rel_folder: str) -> bool:
-        """Whether the log folder ``rel_folder`` holds anything (a missing one holds nothing)."""
-        try:
-            folder = self.tree.folder_at(f"{self.logdir}/{rel_folder}", create=False)
-        except FileNotFoundError:
-            return False
-        with folder:
-            return bool(os.listdir(folder.fd))
+        prune(self, paths)
 
     def _patient_has(self, folder: Folder, name: str, patient_id: str, study_uid: str) -> bool:
-        record = self._read(folder, name)
+        record = self.read(folder, name)
         entry = record.get(patient_id)
         if not isinstance(entry, dict):
             return False
@@ -735,7 +633,7 @@ class RecordWriter:
         return isinstance(studies, list) and study_uid in studies
 
     @staticmethod
-    def _read(folder: Folder, name: str) -> dict[str, object]:
+    def read(folder: Folder, name: str) -> dict[str, object]:
         """The record ``name`` in ``folder`` ({} if absent); never through a link, never a FIFO."""
         path = f"{folder.path}/{name}"
         try:
@@ -772,61 +670,6 @@ def _rx_missing(
     return [missing_element(kw) for kw in wanted if kw not in values]
 
 
-class _Existing:
-    """``(folder or None, name)`` for a ``with`` block that closes the folder."""
-
-    __slots__ = ("folder", "name")
-
-    def __init__(self, folder: Folder | None, name: str) -> None:
-        self.folder, self.name = folder, name
-
-    def __enter__(self) -> tuple[Folder | None, str]:
-        return self.folder, self.name
-
-    def __exit__(self, *exc: object) -> None:
-        if self.folder is not None:
-            self.folder.close()
-
-
-def _unlink_at(folder: Folder, name: str) -> None:
-    """Remove ``name`` in ``folder`` (a record, never followed: unlink removes a link itself)."""
-    try:
-        os.unlink(name, dir_fd=folder.fd)
-    except FileNotFoundError:
-        pass
-
-
-def _read_bytes(folder: Folder, name: str, *, refuse: bool = False) -> bytes:
-    """A record's bytes, never through a link, never a FIFO; b"" when missing or unreadable
-    (with ``refuse``, a link, FIFO, ... at the name raises NotRegularError instead)."""
-    try:
-        fd, _ = open_file(name, os.O_RDONLY, dir_fd=folder.fd, path=f"{folder.path}/{name}")
-    except NotRegularError:
-        if refuse:
-            raise
-        return b""
-    except OSError:
-        return b""
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return b""
-    finally:
-        os.close(fd)
-
-
-def _parse_quietly(data: bytes) -> dict[str, object]:
-    """A record's object, or {} when it is damaged (it is being replaced)."""
-    try:
-        obj = jsonio.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, jsonio.JSONError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
 def _exists(folder: Folder, name: str) -> bool:
     """Whether anything (a record, a link, a FIFO) stands at ``name`` in ``folder``."""
     try:
@@ -834,15 +677,3 @@ def _exists(folder: Folder, name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def _location(record: dict[str, object]) -> str | None:
-    """The FSlocation an image record gives (``{series: {imageObj: {file: {FSlocation}}}}``)."""
-    for entry in record.values():
-        if isinstance(entry, dict):
-            image_obj = entry.get("imageObj")
-            if isinstance(image_obj, dict):
-                for stat in image_obj.values():
-                    if isinstance(stat, dict) and isinstance(stat.get("FSlocation"), str):
-                        return str(stat["FSlocation"])
-    return None

@@ -57,7 +57,7 @@ from .layout import Layout
 from .outcome import Outcome
 from .records import RECORD_KEYWORDS, RecordWriter, Written
 from .source import BufferSource, PathSource
-from .tree import Tree, remove_beneath
+from .tree import Tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -513,37 +513,19 @@ class Repacker:
         placed: Placed,
         source: Source,
     ) -> None:
-        """Retire every earlier copy of this SOP; called under its lock, once indexed.
-
-        Two places say where it stood: the image record this job replaced (same
-        series and file name: a changed PatientName, say) and ``where``, what the
-        index said before this job's row (whatever changed, the InstanceNumber or
-        the SeriesInstanceUID too; only with an index). A copy found through the
-        index left its own image record in another series or under another name:
-        that record goes with it, and the series, study and StudyList entry it
-        leaves empty.
-        """
-        sop = values["SOPInstanceUID"]
-        if written.previous is not None:
-            self._retire(written.previous, placed, source, sop)
-        if where is None or where["path"] in (placed.path, written.previous):
+        """Retire every earlier copy of this SOP (core/retire.py); called under its lock,
+        once indexed. Nothing to do, and nothing imported, for a SOP filed the first time."""
+        if written.previous is None and (
+            where is None or where["path"] in (placed.path, written.previous)
+        ):
             return
-        gone = self._retire(where["path"], placed, source, sop)
-        paths = written.paths
-        same_record = paths is not None and (
-            where["SeriesInstanceUID"] == values["SeriesInstanceUID"]
-            and where["file"] == paths.file_name
-        )
-        if gone and not same_record and self.records is not None:
-            self.records.forget(where, where["file"], where["path"])
+        from .retire import retire_earlier
+
+        retire_earlier(self, where, written, values, placed, source)
 
     def _sync_folders(self, placed: Placed, source: Source, written: Written) -> None:
-        """With --fsync, or after a move that copied: fsync the folders naming the new
-        file and records, so their names survive a power cut before the source goes.
-
-        (A move that copied, without --fsync: the records themselves are not fsynced,
-        but syncing their folders commits the filesystem's journal, which on ext4's
-        default data=ordered writes their bytes first.)"""
+        """With --fsync, or after a move that copied: the folders naming the new file and
+        records synced before the source goes (core/retire.py: ``sync_folders``)."""
         copied_move = (
             isinstance(source, PathSource)
             and source.move
@@ -552,82 +534,9 @@ class Repacker:
         )
         if not (self.config.fsync or copied_move):
             return
-        # a folder that cannot be synced (EIO) fails the instance: filed, recorded and
-        # indexed, but not known durable, so the source stays (a re-run finishes it)
-        try:
-            os.fsync(placed.dir_fd)  # the folder naming the file: the one it was placed in
-        except OSError as exc:
-            raise PlacementError(
-                source.origin,
-                f"cannot sync {os.path.dirname(placed.path)}: {exc.strerror or exc}",
-                errno=exc.errno,
-            ) from None
-        folders = _up_to(os.path.dirname(placed.path), self.datadir)[1:]
-        if self.records is not None:
-            folders += self.records.folders(written)
-        for folder in folders:
-            try:  # a link planted meanwhile is not followed (a root that is a link: skipped)
-                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                raise PlacementError(
-                    source.origin, f"cannot sync {folder}: {exc.strerror or exc}", errno=exc.errno
-                ) from None
-            finally:
-                os.close(fd)
+        from .retire import sync_folders
 
-    def _retire(self, earlier: str, placed: Placed, source: Source, sop_uid: str) -> bool:
-        """Remove the earlier copy of this instance, filed elsewhere (a changed layout tag).
-
-        Only a regular file inside the data folder that still holds this very
-        SOPInstanceUID goes, and never the source of a copy (a run over the data
-        tree without ``--cleanup`` modifies no input). Its image record was the
-        one just replaced. Folders it leaves empty go too. It is removed through
-        the folders it stands in, each opened without following a link
-        (:func:`.tree.remove_beneath`): a patient folder replaced by a link to
-        an archive makes it stay, never a file of the archive go. Best effort:
-        the new copy and its records are complete whatever happens here. Returns
-        True when no copy of this SOP is left at ``earlier`` (removed, or gone before).
-        """
-        root = self.datadir
-        if not earlier.startswith(root + "/") or earlier == placed.path:
-            return False
-        copied_from = source.path if isinstance(source, PathSource) and not source.move else ""
-        if copied_from and os.path.abspath(copied_from) == earlier:
-            return False
-
-        def holds_this_sop(fd: int, st: os.stat_result) -> bool:
-            if st.st_ino == placed.stat.st_ino and st.st_dev == placed.stat.st_dev:
-                return False  # the same file under two names: removing one loses nothing, but why
-            try:
-                return _sop_of(fd, st.st_size, earlier) == sop_uid
-            except (OSError, ValueError, RepackError):
-                return False
-
-        try:
-            remove_beneath(root, earlier[len(root) + 1 :], holds_this_sop)
-        except OSError:
-            pass
-        return not os.path.lexists(earlier)
-
-
-def _up_to(folder: str, root: str) -> list[str]:
-    """``folder`` and its parents up to ``root`` (both included), deepest first."""
-    out = [folder]
-    while folder != root and folder.startswith(root + "/"):
-        folder = os.path.dirname(folder)
-        out.append(folder)
-    return out
-
-
-def _sop_of(fd: int, size: int, name: str) -> str | None:
-    """The SOPInstanceUID of the open file ``fd`` (``size`` bytes)."""
-    from .header import read_header_fd
-
-    return read_header_fd(fd, size, ("SOPInstanceUID",), name=name).values.get("SOPInstanceUID")
+        sync_folders(self, placed, source, written)
 
 
 def _dump(source: str | bytes | memoryview) -> dict[str, str]:

@@ -336,7 +336,8 @@ class LiveState:
 
     def index_waiting(self) -> int:
         """Rows waiting in this host's pending file of the index (``/metrics``)."""
-        from ..core.index_rows import is_url, local_path, pending_path, pending_rows
+        from ..core.index_files import pending_rows
+        from ..core.index_rows import is_url, local_path, pending_path
 
         if self.index is None or (is_url(self.index) and not self.logdir):
             return 0

@@ -1,0 +1,152 @@
+"""After a job has placed, recorded and indexed an instance: what only some jobs need.
+
+* **Retire** the earlier copy of a SOP filed again elsewhere (a changed layout tag,
+  a changed InstanceNumber or SeriesInstanceUID), found through the image record the
+  job replaced or through the index; removed through the folders it stands in, never
+  by path (:func:`.tree.remove_beneath`).
+* **Sync the folders** naming the new file and its records, with ``--fsync`` or
+  before a source on another filesystem goes (a move that had to copy).
+
+Most instances need neither (a SOP filed for the first time, no ``--fsync``, a move
+on one filesystem): this module is imported only by a job that does, so the
+per-instance door, which starts once per instance, does not load it otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import PlacementError, RepackError
+from .source import PathSource
+from .tree import remove_beneath
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .place import Placed
+    from .records import Written
+    from .repack import Repacker
+    from .source import Source
+
+__all__ = ["retire", "retire_earlier", "sync_folders"]
+
+
+def retire_earlier(
+    repacker: Repacker,
+    where: dict[str, str] | None,
+    written: Written,
+    values: Mapping[str, str],
+    placed: Placed,
+    source: Source,
+) -> None:
+    """Retire every earlier copy of this SOP; called under its lock, once indexed.
+
+    Two places say where it stood: the image record this job replaced (same
+    series and file name: a changed PatientName, say) and ``where``, what the
+    index said before this job's row (whatever changed, the InstanceNumber or
+    the SeriesInstanceUID too; only with an index). A copy found through the
+    index left its own image record in another series or under another name:
+    that record goes with it, and the series, study and StudyList entry it
+    leaves empty.
+    """
+    sop = values["SOPInstanceUID"]
+    root = repacker.datadir
+    if written.previous is not None:
+        retire(root, written.previous, placed, source, sop)
+    if where is None or where["path"] in (placed.path, written.previous):
+        return
+    gone = retire(root, where["path"], placed, source, sop)
+    paths = written.paths
+    same_record = paths is not None and (
+        where["SeriesInstanceUID"] == values["SeriesInstanceUID"]
+        and where["file"] == paths.file_name
+    )
+    if gone and not same_record and repacker.records is not None:
+        repacker.records.forget(where, where["file"], where["path"])
+
+
+def sync_folders(repacker: Repacker, placed: Placed, source: Source, written: Written) -> None:
+    """fsync the folders naming the new file and records, so their names survive a power
+    cut before the source goes (the caller decided it is needed).
+
+    (A move that copied, without --fsync: the records themselves are not fsynced,
+    but syncing their folders commits the filesystem's journal, which on ext4's
+    default data=ordered writes their bytes first.)"""
+    # a folder that cannot be synced (EIO) fails the instance: filed, recorded and
+    # indexed, but not known durable, so the source stays (a re-run finishes it)
+    try:
+        os.fsync(placed.dir_fd)  # the folder naming the file: the one it was placed in
+    except OSError as exc:
+        raise PlacementError(
+            source.origin,
+            f"cannot sync {os.path.dirname(placed.path)}: {exc.strerror or exc}",
+            errno=exc.errno,
+        ) from None
+    folders = _up_to(os.path.dirname(placed.path), repacker.datadir)[1:]
+    if repacker.records is not None:
+        folders += repacker.records.folders(written)
+    for folder in folders:
+        try:  # a link planted meanwhile is not followed (a root that is a link: skipped)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise PlacementError(
+                source.origin, f"cannot sync {folder}: {exc.strerror or exc}", errno=exc.errno
+            ) from None
+        finally:
+            os.close(fd)
+
+
+def retire(root: str, earlier: str, placed: Placed, source: Source, sop_uid: str) -> bool:
+    """Remove the earlier copy of this instance, filed elsewhere under the data folder
+    ``root`` (a changed layout tag).
+
+    Only a regular file inside the data folder that still holds this very
+    SOPInstanceUID goes, and never the source of a copy (a run over the data
+    tree without ``--cleanup`` modifies no input). Its image record was the
+    one just replaced. Folders it leaves empty go too. It is removed through
+    the folders it stands in, each opened without following a link
+    (:func:`.tree.remove_beneath`): a patient folder replaced by a link to
+    an archive makes it stay, never a file of the archive go. Best effort:
+    the new copy and its records are complete whatever happens here. Returns
+    True when no copy of this SOP is left at ``earlier`` (removed, or gone before).
+    """
+    if not earlier.startswith(root + "/") or earlier == placed.path:
+        return False
+    copied_from = source.path if isinstance(source, PathSource) and not source.move else ""
+    if copied_from and os.path.abspath(copied_from) == earlier:
+        return False
+
+    def holds_this_sop(fd: int, st: os.stat_result) -> bool:
+        if st.st_ino == placed.stat.st_ino and st.st_dev == placed.stat.st_dev:
+            return False  # the same file under two names: removing one loses nothing, but why
+        try:
+            return _sop_of(fd, st.st_size, earlier) == sop_uid
+        except (OSError, ValueError, RepackError):
+            return False
+
+    try:
+        remove_beneath(root, earlier[len(root) + 1 :], holds_this_sop)
+    except OSError:
+        pass
+    return not os.path.lexists(earlier)
+
+
+def _up_to(folder: str, root: str) -> list[str]:
+    """``folder`` and its parents up to ``root`` (both included), deepest first."""
+    out = [folder]
+    while folder != root and folder.startswith(root + "/"):
+        folder = os.path.dirname(folder)
+        out.append(folder)
+    return out
+
+
+def _sop_of(fd: int, size: int, name: str) -> str | None:
+    """The SOPInstanceUID of the open file ``fd`` (``size`` bytes)."""
+    from .header import read_header_fd
+
+    return read_header_fd(fd, size, ("SOPInstanceUID",), name=name).values.get("SOPInstanceUID")
