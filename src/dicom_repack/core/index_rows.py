@@ -392,7 +392,9 @@ class PendingTail:
 
 def _find(buf: bytes | bytearray, sop: str) -> tuple[object, ...] | None:
     """The last row of ``sop`` among the pending lines ``buf`` (either form), or None."""
-    at = max(buf.rfind(b"\n" + _line_start(sop)), buf.rfind(_old_start(sop)))
+    at = buf.rfind(b"\n" + _line_start(sop))
+    if at < 0 and buf[:2] == b"\n(":  # a file an earlier version started: its lines too
+        at = buf.rfind(_old_start(sop))
     if at < 0:
         return None
     return _parsed(bytes(buf[at : buf.find(b"\n", at + 1)]))

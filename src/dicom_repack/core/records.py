@@ -34,7 +34,6 @@ from . import jsonio
 from .errors import RecordError, RepackError, UnsafePathError
 from .layout import safe_name
 from .place import place_bytes
-from .record_files import location_of, lock_folder, parse_quietly, read_record_bytes
 from .tree import NotRegularError, Tree, open_file
 
 TYPE_CHECKING = False
@@ -451,6 +450,8 @@ class RecordWriter:
                 return None
             except FileExistsError:
                 pass
+            from .record_files import location_of, parse_quietly, read_record_bytes
+
             before = read_record_bytes(folder, name, refuse=True)  # a link or FIFO there: refused
             previous = location_of(parse_quietly(before))
             place_bytes(data, folder, name, sync=self.fsync)
@@ -508,6 +509,8 @@ class RecordWriter:
         win. Under an exclusive lock on the folder, one makes it and the others
         wait, find it, and skip. The lock goes with the folder's closing.
         """
+        from .record_files import lock_folder  # the rare writes: not loaded at every start
+
         lock_folder(folder)
         return not _exists(folder, name) and self._write_new(folder, name, make)
 
@@ -568,6 +571,8 @@ class RecordWriter:
 
         The lock is held until the caller closes ``folder``.
         """
+        from .record_files import lock_folder  # the rare writes: not loaded at every start
+
         lock_folder(folder)
         record = self.read(folder, name)
         entry = record.get(patient_id)
