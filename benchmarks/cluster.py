@@ -85,7 +85,9 @@ def listen(
     """A ``dicom-repack listen`` on 127.0.0.1:``port``, ready; stopped (SIGTERM) after."""
     argv = [EXE, "listen", str(port), "--bind", "127.0.0.1", "-d", str(data), "-l", str(log)]
     with open(stderr_to, "wb") as err:
-        proc = subprocess.Popen([*argv, "--workers", "1", *args], stderr=err)
+        proc = subprocess.Popen(
+            [*argv, "--workers", "1", *args], stdout=subprocess.DEVNULL, stderr=err
+        )
     try:
         deadline = time.monotonic() + 60
         while b"listening on" not in stderr_to.read_bytes():
