@@ -155,3 +155,25 @@ def test_an_item_alone_while_workers_idle_is_worked_here_and_a_burst_goes_out() 
     assert set(where) == {"t1", "t2", *burst}
     assert where["t1"] == where["t2"] == ("here", os.getpid())
     assert all(where[b][0] == "worker" for b in burst)
+
+
+def test_here_may_decline_and_the_item_goes_to_a_worker() -> None:
+    """``here`` returning None (watch: more events are waiting) sends the item out."""
+
+    def source() -> Iterator[object]:
+        for i in range(6):
+            yield f"t{i}"
+            yield PAUSE
+
+    where: dict[object, tuple[str, int]] = {}
+    with ForkPool(2, lambda: lambda item: ("worker", os.getpid())) as pool:
+        for item, result in pool.map_unordered(
+            source(),
+            chunk=1,
+            here=lambda item: ("here", os.getpid()) if str(item) in ("t0", "t2") else None,
+            wake_after=lambda: 0.0,
+        ):
+            assert isinstance(result, tuple)
+            where[item] = result
+    assert set(where) == {f"t{i}" for i in range(6)}
+    assert {k for k, v in where.items() if v[0] == "here"} == {"t0", "t2"}

@@ -240,10 +240,12 @@ class ForkPool:
         source ends the run by returning, as any iterator does.
 
         ``here``: a chunk of one item (``chunk`` said 1: no backlog) while no worker
-        has anything in flight is worked on in this process by ``here(item)`` instead:
-        a trickle then costs no message each way and no worker's wake-up (``watch``
-        beside storescp: ~0.17 ms of ~1 ms an instance). Once items come faster than
-        this process works them, chunks grow or a worker is busy, and they go out.
+        has anything in flight is offered to ``here(item)``, which works it in this
+        process and returns its result, or declines with None (more is waiting: the
+        item goes to a worker): a trickle then costs no message each way and no
+        worker's wake-up (``watch`` beside storescp: ~0.17 ms of ~1 ms an instance).
+        Once items come faster than this process works them, chunks grow or a worker
+        is busy, and they go out.
         """
         import select
 
@@ -279,12 +281,15 @@ class ForkPool:
                         break
                 else:
                     exhausted = True
-                if (
-                    here is not None
+                result = (
+                    here(taken[0])
+                    if here is not None
                     and len(taken) == 1
                     and not any(x.inflight for x in self._workers)
-                ):
-                    done_here.append((taken[0], here(taken[0])))  # a trickle: filed here
+                    else None
+                )
+                if result is not None:
+                    done_here.append((taken[0], result))  # a trickle: worked here
                 elif taken:
                     w.inflight.append(taken)
                     w.outbox += _frame(taken)

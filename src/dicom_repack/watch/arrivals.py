@@ -192,6 +192,16 @@ class Arrivals:
 
     # -- the arrivals ----------------------------------------------------------------------
 
+    def waiting(self) -> bool:
+        """Whether events wait to be read (inotify's descriptor is readable now): files
+        are arriving faster than they are taken. False when polling."""
+        fd = self.fileno()
+        if fd is None:
+            return False
+        import select
+
+        return bool(select.select([fd], [], [], 0)[0])
+
     def take(self) -> list[str]:
         """The files complete now and not taken before as they are (never blocks)."""
         now = time.monotonic()

@@ -214,7 +214,10 @@ class Watcher:
 
             def file_here(path: object) -> object:
                 """A file that arrives alone while the workers are idle: filed in this
-                process (no message each way, no worker woken)."""
+                process (no message each way, no worker woken); None (a worker's) when
+                more events wait: a burst must not queue behind this process."""
+                if self.arrivals.waiting():
+                    return None
                 return here.repack_path(str(path), move=move).__getstate__()
 
             results = pool.map_unordered(
