@@ -110,6 +110,30 @@ def _status_series(backend: Backend) -> dict[str, object]:
     return series
 
 
+def _send_halves(series: list[Path], port_a: int, port_b: int) -> None:
+    """Two storescu at once: every other instance of ``series`` to each receiver."""
+    senders = [
+        subprocess.Popen(
+            [
+                dcmtk("storescu"),
+                "-aec",
+                "DICOM-REPACK",
+                "127.0.0.1",
+                str(port),
+                *map(str, series[i::2]),
+            ],
+            env=dcmtk_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, port in enumerate((port_a, port_b))
+    ]
+    for s in senders:
+        _, err = s.communicate(timeout=120)
+        assert s.returncode == 0, err
+
+
 def _get_json(port: int, path: str) -> dict[str, object]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
         doc = json.loads(resp.read())
@@ -135,26 +159,7 @@ def test_two_receivers_share_a_series_and_its_hook_runs_once(
         listening(data, *common, "--host-id", "rx-a", "--http", f"127.0.0.1:{http_a}") as a,
         listening(data, *common, "--host-id", "rx-b") as b,
     ):
-        senders = [
-            subprocess.Popen(
-                [
-                    dcmtk("storescu"),
-                    "-aec",
-                    "DICOM-REPACK",
-                    "127.0.0.1",
-                    str(rx.port),
-                    *map(str, series12[i::2]),
-                ],
-                env=dcmtk_env(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for i, rx in enumerate((a, b))
-        ]
-        for s in senders:
-            _, err = s.communicate(timeout=120)
-            assert s.returncode == 0, err
+        _send_halves(series12, a.port, b.port)
         wait_for(lambda: _hook_lines(hook), what="the series hook")
         doc = _get_json(http_a, "/api/status")
         assert doc["host"] == "rx-a"
@@ -333,26 +338,7 @@ def test_a_dask_batch_and_two_receivers_file_overlapping_studies_into_one_tree(
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
-            senders = [
-                subprocess.Popen(
-                    [
-                        dcmtk("storescu"),
-                        "-aec",
-                        "DICOM-REPACK",
-                        "127.0.0.1",
-                        str(rx.port),
-                        *map(str, series12[i::2]),
-                    ],
-                    env=dcmtk_env(),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                for i, rx in enumerate((a, b))
-            ]
-            for s in senders:
-                _, err = s.communicate(timeout=120)
-                assert s.returncode == 0, err
+            _send_halves(series12, a.port, b.port)
             _, err = batch.communicate(timeout=600)
             assert batch.returncode == 0, err
         finally:

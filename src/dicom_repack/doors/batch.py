@@ -11,7 +11,6 @@ import sys
 
 from ..core.errors import one_line
 from ..core.outcome import Outcome
-from ..core.repack import Config
 from .batch_engine import iter_paths, run
 
 TYPE_CHECKING = False
@@ -112,7 +111,7 @@ def _usage_error(message: str) -> NoReturn:
 def main(argv: list[str]) -> int:
     from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TemplateError
     from ..core.jsonio import NdjsonLog, dumps
-    from .options import host_from, index_from, layout_from, parse_plain
+    from .options import config_from, layout_from, parse_plain
     from .plumbing import Refused, check_destinations, check_index, fail, open_ndjson, say
 
     values = parse_plain(argv, _flags(), positional="paths", required=("datadir",))
@@ -148,14 +147,7 @@ def main(argv: list[str]) -> int:
         from .plumbing import show_pydicom_warnings
 
         show_pydicom_warnings(True)
-    config = Config(
-        ns.datadir,
-        ns.logdir,
-        layout,
-        fsync=ns.fsync,
-        index=index_from(values),
-        host=host_from(values),
-    )
+    config = config_from(values, layout)
     try:  # a PostgreSQL index: refused now if it can never work (core/index_pg.py)
         warning = check_index(config.index, config.logdir)
     except Refused as exc:

@@ -24,9 +24,8 @@ from .options import (
     INDEX,
     INSTANCE,
     LAYOUT,
+    config_from,
     fast_tables,
-    host_from,
-    index_from,
     optional_const,
 )
 
@@ -191,21 +190,14 @@ def main(argv: list[str]) -> int:
 
         return fail("", f"{exc} (see --help)", EXIT_USAGE)
 
-    from ..core.repack import Config, Repacker
+    from ..core.repack import Repacker
 
     if int(verbosity) >= 2:
         from .plumbing import show_pydicom_warnings
 
         show_pydicom_warnings(True)
-    config = Config(
-        str(opts["datadir"]),
-        _opt(opts, "logdir"),
-        layout,
-        fsync=bool(opts.get("fsync")),
-        index=index_from(opts),
-        host=host_from(opts),
-        index_mode="pending",  # one instance per process: no SQLite start (core/index.py)
-    )
+    # one instance per process: rows to the pending file, no SQLite start (core/index.py)
+    config = config_from(opts, layout, index_mode="pending")
     folders = (config.datadir, config.logdir or config.datadir)
     if not opts.get("parents") and not all(map(os.path.isdir, folders)):  # one stat each
         from ..core.destination import DestinationError, refuse_missing_parent
@@ -242,8 +234,3 @@ def main(argv: list[str]) -> int:
         elif loud:
             sys.stdout.write(f"{one_line(outcome.src)} -> {one_line(str(outcome.dst))}\n")
     return status
-
-
-def _opt(opts: dict[str, str | bool], key: str) -> str | None:
-    value = opts.get(key)
-    return None if value is None else str(value)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from typing import Any, Final, Protocol, TypeAlias
 
     from ..core.layout import Layout
+    from ..core.repack import Config
 
     class ArgumentTarget(Protocol):
         """An argparse parser or one of its groups (argparse names no public type for both)."""
@@ -390,6 +391,24 @@ def host_from(values: Mapping[str, object]) -> str:
     import os
 
     return os.uname().nodename
+
+
+def config_from(values: Mapping[str, object], layout: Layout, **more: object) -> Config:
+    """The job's :class:`~..core.repack.Config` from a door's DESTINATION, FILING and
+    INDEX options (``values``: dest -> what was given) and its ``layout``: the one place
+    a door's flags become a Config (``more``: the door's own, e.g. ``index_mode``)."""
+    from ..core.repack import Config
+
+    logdir = values.get("logdir")
+    return Config(
+        str(values["datadir"]),
+        None if logdir is None else str(logdir),
+        layout,
+        fsync=bool(values.get("fsync")),
+        index=index_from(values),
+        host=host_from(values),
+        **more,  # type: ignore[arg-type]  # Config checks its keywords
+    )
 
 
 def layout_from(values: Mapping[str, object]) -> Layout:

@@ -25,7 +25,6 @@ import time
 from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
 from ..core.index_rows import shown
 from ..core.jsonio import NdjsonLog
-from ..core.repack import Config
 from ..doors import options
 from ..doors.fork_pool import usable_cores
 from ..doors.plumbing import (
@@ -308,14 +307,7 @@ def _run(args: argparse.Namespace) -> int:
     lines = open_ndjson(args.log_ndjson or None)
 
     config = _server_config(args, ctx)
-    repack_config = Config(
-        args.datadir,
-        args.logdir,
-        layout,
-        fsync=args.fsync,
-        index=options.index_from(vars(args)),
-        host=options.host_from(vars(args)),
-    )
+    repack_config = options.config_from(vars(args), layout)
     idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
     watch: SeriesWatch | None = None
     if idle > 0:

@@ -123,14 +123,7 @@ def main(argv: list[str]) -> int:
         return fail(DOOR, str(exc), exc.status)
     if args.verbose:
         show_pydicom_warnings(True)
-    config = Config(
-        args.datadir,
-        args.logdir,
-        layout,
-        fsync=args.fsync,
-        index=options.index_from(vars(args)),
-        host=options.host_from(vars(args)),
-    )
+    config = options.config_from(vars(args), layout)
     try:
         warning = check_index(config.index, config.logdir)
         lines = open_ndjson(args.log_ndjson)
