@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -375,3 +376,53 @@ def test_a_patients_record_waits_for_the_clusters_advisory_lock(
     studies = loads((log / "patientData" / record.name).read_text())
     assert isinstance(studies, dict) and studies[patient_id]["StudyList"]
     assert _count(pg_session, postgres_url) == len(dicom_files(mr))
+
+
+#: the files a PostgreSQL index keeps in the log folder (core/index_rows.py: local_path,
+#: lock_base): this host's pending rows, a file a fold set aside, the shared SOP lock
+PG_PLACES = {
+    "pending rows": f"dicom-repack-index.{host_name()}.pending",
+    "fold file": f"dicom-repack-index.{host_name()}.pending.1-2",
+    "SOP lock file": "dicom-repack-index.sop-lock",
+}
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+@pytest.mark.parametrize("name", list(PG_PLACES))
+def test_a_link_or_fifo_at_a_postgresql_indexs_local_file_touches_nothing_outside(
+    mr: Path, tmp_path: Path, postgres_url: str, kind: str, name: str
+) -> None:
+    """A link to a file outside, or a FIFO, planted where a PostgreSQL index keeps its
+    local files: batch, status and ``index --fold`` neither hang, nor read, write or
+    remove anything outside, nor replace what was planted; every line said names it."""
+    from test_escapes import SECRET, cli
+
+    data, log, outside = tmp_path / "data", tmp_path / "log", tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_bytes(SECRET)
+    first, second = dicom_files(mr)[:2]
+    run_cli("batch", str(first), "-d", str(data), "-l", str(log), "--index", postgres_url)
+    planted = log / PG_PLACES[name]
+    if planted.exists():
+        planted.unlink()
+    if kind == "link":
+        planted.symlink_to(secret)
+    else:
+        os.mkfifo(planted)
+    index = ("-l", str(log), "--index", postgres_url)
+    for door, args in {
+        "batch": ("batch", str(second), "-d", str(data), *index, "--no-progress"),
+        "status": ("status", *index),
+        "index --fold": ("index", "--fold", *index),
+    }.items():
+        proc = cli(*args)  # fails the test if it hangs
+        assert "Traceback" not in proc.stderr, f"{door}: {proc.stderr}"
+        assert proc.returncode in (0, 1), f"{door}: {proc.returncode} {proc.stderr}"
+        if proc.returncode == 1:  # each line names it (batch: at start, the instance, the end)
+            lines = proc.stderr.splitlines()
+            assert lines and all(str(planted) in line for line in lines), f"{door}: {lines}"
+        assert secret.read_bytes() == SECRET, f"{door} wrote through the link"
+        assert sorted(p.name for p in outside.iterdir()) == ["secret"], door
+        assert planted.is_symlink() == (kind == "link"), f"{door} replaced the {kind}"
+        assert kind == "link" or stat.S_ISFIFO(planted.stat().st_mode), door
