@@ -24,7 +24,6 @@ import time
 
 from ..core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TemplateError
 from ..core.index_rows import shown
-from ..core.jsonio import NdjsonLog
 from ..doors import options
 from ..doors.fork_pool import usable_cores
 from ..doors.plumbing import (
@@ -43,7 +42,7 @@ from .filer import Filer
 from .limits import Limits
 from .metrics import SharedCounters
 from .scp import ServerConfig, StorageServer, listening_socket
-from .series_watch import SeriesWatch
+from .series_watch import SeriesWatch, series_watch_for
 from .service import (
     add_series_arguments,
     add_service_arguments,
@@ -308,18 +307,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = _server_config(args, ctx)
     repack_config = options.config_from(vars(args), layout)
-    idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
-    watch: SeriesWatch | None = None
-    if idle > 0:
-        emit = lines if lines is not None else NdjsonLog("-")
-        watch = SeriesWatch(
-            idle,
-            args.on_series_complete,
-            emit.write,
-            index=repack_config.index,
-            host=repack_config.host,
-            logdir=repack_config.logdir,
-        )
+    watch = series_watch_for(args.series_idle, args.on_series_complete, lines, repack_config)
     # associations and failures: log lines and index rows (opened lazily, after any fork);
     # counters in shared memory, so that the live page adds up every worker's
     warning = check_index(repack_config.index, args.logdir)  # Refused: one line, exit 1

@@ -48,8 +48,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..core.index import Index
     from ..core.index_pg import PgIndex
+    from ..core.jsonio import NdjsonLog
+    from ..core.repack import Config
 
-__all__ = ["SeriesEvent", "SeriesWatch", "command_argv"]
+__all__ = ["SeriesEvent", "SeriesWatch", "command_argv", "series_watch_for"]
 
 LOG = logging.getLogger("dicom_repack.listen")
 
@@ -303,3 +305,21 @@ class SeriesWatch:
             LOG.error("--on-series-complete %s exited %d", shlex.join(argv), done.returncode)
         if self.emit is not None:
             self.emit({**ev.as_dict(), "command": argv, "returncode": done.returncode})
+
+
+def series_watch_for(
+    series_idle: float, command: str | None, lines: NdjsonLog | None, config: Config
+) -> SeriesWatch | None:
+    """The series watch of a door that files as instances arrive (listen, watch), from
+    its ``--series-idle`` and ``--on-series-complete`` and the job's ``config`` (the
+    index, this host, the log folder): None when neither is given; an idle of 10 s when
+    only a command is. Event lines go to ``lines`` (``--log-ndjson``), else stdout."""
+    idle = series_idle or (10.0 if command else 0.0)
+    if idle <= 0:
+        return None
+    from ..core.jsonio import NdjsonLog
+
+    emit = lines if lines is not None else NdjsonLog("-")
+    return SeriesWatch(
+        idle, command, emit.write, index=config.index, host=config.host, logdir=config.logdir
+    )

@@ -50,7 +50,6 @@ from ..listen.service import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..listen.http import LiveServer
-    from ..listen.series_watch import SeriesWatch
 
 __all__ = ["ENV_PREFIX", "build_parser", "main"]
 
@@ -154,20 +153,9 @@ def _serve(
     counters = table.view(0)
     activity = Activity(None)  # the engine writes failure rows; this keeps the page's list
     activity.counters = counters
-    idle = args.series_idle or (10.0 if args.on_series_complete else 0.0)
-    series: SeriesWatch | None = None
-    if idle > 0:
-        from ..listen.series_watch import SeriesWatch
+    from ..listen.series_watch import series_watch_for
 
-        emit = lines if lines is not None else NdjsonLog("-")
-        series = SeriesWatch(
-            idle,
-            args.on_series_complete,
-            emit.write,
-            index=config.index,
-            host=config.host,
-            logdir=config.logdir,
-        )
+    series = series_watch_for(args.series_idle, args.on_series_complete, lines, config)
     stopped_early: list[str] = []
 
     def report(outcome: Outcome) -> None:
