@@ -87,3 +87,13 @@ def report_creation_cost(folder: Path, when: str) -> float:
     )
     print(f"file creation {when}: {us:.0f} us CPU each{warn}", flush=True)
     return us
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc`` and wait for it; SIGKILL if it is still there after 60 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

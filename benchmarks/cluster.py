@@ -43,7 +43,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import dicom_files  # noqa: E402
+from _common import dicom_files, stop_process  # noqa: E402
 from index_backends import throwaway_server  # noqa: E402
 
 EXE = str(Path(sys.executable).parent / "dicom-repack")
@@ -96,12 +96,7 @@ def listen(
             time.sleep(0.05)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def storescu(port: int, files: list[Path]) -> subprocess.Popen[bytes]:

@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import compile_package, dicom_files, report_creation_cost, unpack_shared
+from _common import compile_package, dicom_files, report_creation_cost, stop_process, unpack_shared
 from dicom_repack.bench.feed import find_dcmtk
 from dicom_repack.bench.scratch import Scratch
 
@@ -287,12 +287,7 @@ def one_run(
         if landed < len(files):
             print(f"  warning: {name}: only {landed} of {len(files)} files landed", flush=True)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         trash.set_aside(out)
     size = sum(f.stat().st_size for f in files)
     return Run(
