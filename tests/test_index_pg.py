@@ -131,6 +131,38 @@ def test_per_instance_door_leaves_rows_pending_and_imports_nothing_new(
     assert _status("--index", postgres_url, "-l", str(log))["totals"]["instances"] == 4  # type: ignore[index]
 
 
+def test_a_fold_keeps_the_newest_row_of_a_sop_pending_twice(
+    tmp_path: Path, postgres_url: str, pg_session: PgServer
+) -> None:
+    """A fold sends its rows in one statement, which may touch a row once: a SOP pending
+    three times (re-filed, its lines out of time order) ends with its newest row, as
+    row-by-row upserts kept it; an older row than the one folded before is not taken."""
+    from dicom_repack.core.index_rows import line_of, row_for
+
+    log = tmp_path / "log"
+    log.mkdir()
+    values = {"SOPInstanceUID": "1.2.3.4", "SeriesInstanceUID": "1.2.3",
+              "StudyInstanceUID": "1.2", "PatientID": "P"}  # fmt: skip
+    pending = log / f"dicom-repack-index.{host_name()}.pending"
+
+    def append(sop: str, path: str, when: float) -> None:
+        with open(pending, "ab") as f:
+            f.write(line_of(row_for({**values, "SOPInstanceUID": sop}, path, 1, None, when)))
+
+    append("1.2.3.4", "/d/first", 100.0)
+    append("1.2.3.5", "/d/other", 100.0)
+    append("1.2.3.4", "/d/newest", 300.0)
+    append("1.2.3.4", "/d/between", 200.0)
+    append("1.2.3.4", "/d/newest-again", 300.0)  # as new as the newest, and later: it wins
+    run_cli("index", "--fold", "-l", str(log), "--index", postgres_url)
+    rows = pg_session.query(postgres_url, "SELECT sop_instance_uid, path FROM instances ORDER BY 1")
+    assert rows == [("1.2.3.4", "/d/newest-again"), ("1.2.3.5", "/d/other")]
+    append("1.2.3.4", "/d/stale", 150.0)  # older than the folded row: not taken
+    run_cli("index", "--fold", "-l", str(log), "--index", postgres_url)
+    rows = pg_session.query(postgres_url, "SELECT path FROM instances ORDER BY 1")
+    assert rows == [("/d/newest-again",), ("/d/other",)]
+
+
 def test_newer_schema_is_refused_in_one_line(
     mr: Path, tmp_path: Path, postgres_url: str, pg_session: PgServer
 ) -> None:
