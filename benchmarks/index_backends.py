@@ -4,7 +4,7 @@
 Generates a corpus (``dicom-repack corpus``), then files it, alternating, with
 ``dicom-repack batch --jobs 1`` (in process: SQLite's direct inserts, PostgreSQL's
 group commit by the flusher thread) three ways, each repetition into fresh folders
-(and, for PostgreSQL, a fresh database):
+(and, for PostgreSQL, a fresh database), set aside until the last run:
 
 - ``--no-index``                       the floor;
 - the default SQLite index             ``dicom-repack-index.sqlite`` in the log folder;
@@ -16,7 +16,7 @@ rusage: the client's CPU only; the PostgreSQL server's own CPU is not counted, s
 so when quoting) and CPU per instance, with the difference to ``--no-index`` in ms
 per instance (the issue's goal: PostgreSQL <= +0.1 ms per instance in batch).
 
-    .venv/bin/python benchmarks/index_backends.py --instances 5000 --repeat 5
+    .venv/bin/python benchmarks/index_backends.py --instances 5000 --repeat 3 --workdir /work/scratch
     .venv/bin/python benchmarks/index_backends.py --smoke      # untimed check that it runs
 """
 
@@ -41,23 +41,24 @@ from _common import compile_package, dicom_files  # noqa: E402
 EXE = str(Path(sys.executable).parent / "dicom-repack")
 
 
-def _children_cpu() -> float:
+def _children_cpu() -> tuple[float, float]:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
+    return ru.ru_utime, ru.ru_stime
 
 
-def run_batch(corpus: Path, out: Path, index: list[str]) -> tuple[float, float]:
-    """(wall, CPU-seconds) of one ``batch --jobs 1`` over ``corpus`` into ``out``."""
+def run_batch(corpus: Path, out: Path, index: list[str]) -> tuple[float, float, float]:
+    """(wall, user CPU-seconds, system CPU-seconds) of one ``batch --jobs 1`` over
+    ``corpus`` into ``out``."""
     argv = [EXE, "batch", str(corpus), "-d", str(out / "data"), "-l", str(out / "log")]
     argv += ["--jobs", "1", "--no-progress", "--parents", *index]
-    cpu = _children_cpu()
+    user, system = _children_cpu()
     wall = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - wall
-    cpu = _children_cpu() - cpu
+    user_after, system_after = _children_cpu()
     if done.returncode != 0:
         raise SystemExit(f"batch failed ({done.returncode}): {done.stderr.strip()}")
-    return wall, cpu
+    return wall, user_after - user, system_after - system
 
 
 @contextmanager
@@ -82,22 +83,24 @@ def throwaway_server() -> Iterator[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--instances", type=int, default=2000)
+    ap.add_argument("--instances", type=int, default=5000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pg-url", help="an existing server's database (default: a throwaway one)")
+    ap.add_argument("--workdir", help="where corpus and outputs go (default: the temporary folder;"
+                    " never tmpfs: it is RAM)")  # fmt: skip
     ap.add_argument("--smoke", action="store_true", help="20 instances, once: does it run?")
     args = ap.parse_args()
     if args.smoke:
         args.instances, args.repeat = 20, 1
     compile_package()
-    work = Path(tempfile.mkdtemp(prefix="index-backends-"))
+    work = Path(tempfile.mkdtemp(prefix="index-backends-", dir=args.workdir))
     try:
         corpus = work / "corpus"
         subprocess.run([EXE, "corpus", str(corpus), "--instances", str(args.instances), "-q"],
                        check=True)  # fmt: skip
         n = len(dicom_files(corpus))
         with _server(args.pg_url) as database:
-            results: dict[str, list[tuple[float, float]]] = {}
+            results: dict[str, list[tuple[float, float, float]]] = {}
             for rep in range(args.repeat):
                 for name in ("no index", "SQLite", "PostgreSQL"):
                     out = work / f"{rep}-{name.replace(' ', '-')}"
@@ -105,15 +108,19 @@ def main() -> int:
                     if index is None:
                         index = ["--index", database(f"bench{rep}")]
                     results.setdefault(name, []).append(run_batch(corpus, out, index))
-                    shutil.rmtree(out)
-        floor = statistics.median(c for _, c in results["no index"]) / n
+                    # set aside, not deleted: ext4 creates files 10-30x slower for minutes
+                    # after a large deletion (the work folder goes after the last run)
+        floor = statistics.median(u + s for _, u, s in results["no index"]) / n
         print(f"batch --jobs 1, {n} instances, median of {args.repeat} (client CPU only)")
-        print(f"{'index':<12} {'wall s':>8} {'CPU s':>8} {'CPU ms/inst':>12} {'vs none':>10}")
+        print(f"{'index':<12} {'wall s':>8} {'user s':>8} {'sys s':>8} {'CPU ms/inst':>12} "
+              f"{'vs none':>10}")  # fmt: skip
         for name, runs in results.items():
-            wall = statistics.median(w for w, _ in runs)
-            cpu = statistics.median(c for _, c in runs)
+            wall = statistics.median(w for w, _, _ in runs)
+            cpu = statistics.median(u + s for _, u, s in runs)
+            user = statistics.median(u for _, u, _ in runs)
+            system = statistics.median(s for _, _, s in runs)
             per = cpu / n
-            print(f"{name:<12} {wall:8.2f} {cpu:8.2f} {per * 1e3:12.3f} "
+            print(f"{name:<12} {wall:8.2f} {user:8.2f} {system:8.2f} {per * 1e3:12.3f} "
                   f"{(per - floor) * 1e3:+9.3f}ms")  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
