@@ -274,6 +274,28 @@ def test_an_index_linked_from_outside_is_refused_by_every_door(tmp_path: Path) -
         assert sorted(p.name for p in setting.outside.iterdir()) == ["secret"], door
 
 
+@pytest.mark.parametrize("name", ["index", "index -wal", "pending rows"])
+def test_a_batch_refuses_at_start_in_one_line_when_its_index_is_planted(
+    tmp_path: Path, name: str
+) -> None:
+    """A link at the index (or a companion, or its pending rows) would fail every instance
+    the same way: batch says so once, at its start, and files nothing (its sources stay)."""
+    setting = Setting(tmp_path)
+    planted = setting.plant(place_of(setting, name), "link")
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(5):
+        shutil.copy(setting.second, many / f"{i}.dcm")
+    proc = cli("batch", str(many), "-d", str(setting.data), "-l", str(setting.log),
+               "--no-progress", "--cleanup")  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    line = one_line(proc)
+    assert str(planted) in line and "nothing was done" in line, line
+    assert len(list(many.iterdir())) == 5
+    assert sorted(p.name for p in setting.outside.iterdir()) == ["secret"]
+    assert setting.secret.read_bytes() == SECRET
+
+
 def test_the_spool_folder_planted_as_a_link_is_never_written_nor_swept(tmp_path: Path) -> None:
     from dicom_repack.listen.sink import SPOOL_DIR, Spool
 

@@ -446,8 +446,20 @@ def open_index(
 def check_index(index: str | None, logdir: str | None) -> str | None:
     """A resident door's check of its index at start: for a PostgreSQL URL,
     :func:`.index_pg.check` (IndexFailure: refused; a string: a warning, the door files
-    on); an SQLite file is checked by its first write, as ever (None)."""
-    if not index or not is_url(index):
+    on); for an SQLite file, IndexRefused when a link or FIFO stands at its name, a
+    companion's or its pending file's (else every instance would fail on it, a line
+    each), else None: the rest is checked by its first write, as ever."""
+    if not index:
+        return None
+    if not is_url(index):
+        check_files(index)
+        pending = pending_path(index)
+        try:
+            mode = os.stat(pending, follow_symlinks=False).st_mode
+        except OSError:
+            return None  # absent (the usual case), or unreadable: the first add says so
+        if (mode & 0o170000) != 0o100000:
+            raise IndexRefused(f"{pending} is {kind_of(mode)}, not a regular file; not opened")
         return None
     from .index_pg import check
 

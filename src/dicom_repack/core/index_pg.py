@@ -781,7 +781,7 @@ def health(url: str, local: str | None, probe: PgIndex) -> tuple[str | None, int
 def check(url: str, logdir: str | None) -> str | None:
     """At a resident door's start: IndexUnusable (refused in one line) when the index can
     never work (no log folder for its pending rows, no psycopg, a newer schema, a
-    malformed URL); a warning when the server is away now (the door files on, its rows
+    malformed URL), IndexRefused for a link or FIFO at a pending file; a warning when the server is away now (the door files on, its rows
     waiting); else None, once the rows an earlier run left pending are folded."""
     if not logdir:
         raise IndexUnusable(
@@ -790,7 +790,7 @@ def check(url: str, logdir: str | None) -> str | None:
     index = PgIndex(url, local_path(url, logdir))
     try:
         index.fold()  # connects (and migrates); rows left pending by an earlier run go now
-    except IndexUnusable:
+    except (IndexUnusable, IndexRefused):  # never works: a link or FIFO at a pending file
         raise
     except IndexFailure as exc:
         return f"{exc}; filing on, the rows wait in the pending file until it is back"

@@ -87,13 +87,11 @@ def check_destinations(datadir: str | None, logdir: str | None, *, parents: bool
 
 
 def check_index(index: str | None, logdir: str | None) -> str | None:
-    """A PostgreSQL ``--index`` checked at a resident door's start (core/index_pg.py:
-    ``check``): Refused (one line, exit 1) when it can never work (no log folder, no
-    psycopg, a newer schema); the warning to show when the server is away now (the door
-    files on, its rows waiting); None otherwise, and always for an SQLite index."""
-    from ..core.index_rows import is_url
-
-    if not is_url(index):
+    """The ``--index`` checked at a resident door's start (core/index.py: ``check_index``):
+    Refused (one line, exit 1) when it can never work (a link or FIFO at one of its
+    files; for PostgreSQL no log folder, no psycopg, a newer schema); the warning to
+    show when the server is away now (the door files on, its rows waiting); else None."""
+    if not index:
         return None
     from ..core.index import IndexFailure
     from ..core.index import check_index as check
