@@ -337,8 +337,9 @@ class RecordWriter:
         self._filed: dict[tuple[str, str], float] = {}
         self._known: dict[str, float] = {}
         #: Extra lock around a patient record's update, by patient ID: the folder's
-        #: flock is host-local on NFS, so ``batch --dask`` adds a cluster-wide one.
-        self.patient_lock: Callable[[str], AbstractContextManager[object]] | None = None
+        #: flock is host-local on NFS, so ``batch --dask`` adds a cluster-wide one
+        #: (a call that returns None: none this time, the folder's lock alone).
+        self.patient_lock: Callable[[str], AbstractContextManager[object] | None] | None = None
 
     def write(
         self,
@@ -545,10 +546,11 @@ class RecordWriter:
         folder, name = self._open(rel, origin)
         with folder:
             if not self._patient_has(folder, name, patient_id, study_uid):
-                if self.patient_lock is None:
+                extra = self.patient_lock(patient_id) if self.patient_lock is not None else None
+                if extra is None:
                     added = self._add_study(folder, name, patient_id, study_uid, values, journal)
                 else:
-                    with self.patient_lock(patient_id):
+                    with extra:
                         added = self._add_study(
                             folder, name, patient_id, study_uid, values, journal
                         )

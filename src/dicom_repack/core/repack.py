@@ -103,34 +103,22 @@ def _opener(index: str, logdir: str | None, durable: bool) -> Callable[[float], 
     return open_index
 
 
-def _cluster_patient_lock(url: str) -> Callable[[str], AbstractContextManager[object]]:
+def _cluster_patient_lock(url: str) -> Callable[[str], AbstractContextManager[object] | None]:
     """With a PostgreSQL index, a patient's record is updated under a PostgreSQL advisory
     lock too (core/index_pg.py: ``patient_lock``), where psycopg is already loaded (every
     resident door: it checked the index at start, or its index connection did); the
-    per-instance door, which never connects, keeps the host-local lock alone."""
+    per-instance door, which never connects, keeps the host-local lock alone (None: no
+    lock of a class of its own to make at every start)."""
     import sys
 
-    def lock(patient_id: str) -> AbstractContextManager[object]:
+    def lock(patient_id: str) -> AbstractContextManager[object] | None:
         if "psycopg" not in sys.modules:
-            return _NO_LOCK
+            return None
         from .index_pg import patient_lock
 
         return patient_lock(url, patient_id)
 
     return lock
-
-
-class _NoLock:
-    """A lock that is none (``contextlib.nullcontext`` without importing contextlib)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 class Config:

@@ -38,6 +38,10 @@ import time
 
 from .errors import RecordError, UnsafePathError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["LOCK_SUFFIX", "SopHold", "hold", "lock_path"]
 
 #: the lock file is the index's path plus this
@@ -52,18 +56,10 @@ _FILES: dict[str, int] = {}
 _MUTEX = _thread.allocate_lock()
 
 
-class _Local:
-    """A byte taken by threads of this process: its lock, and how many want it."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = _thread.allocate_lock()
-        self.users = 0
-
-
-#: bytes taken by threads of this process: (lock file, offset) -> _Local
-_LOCAL: dict[tuple[str, int], _Local] = {}
+#: bytes taken by threads of this process: (lock file, offset) -> [its in-process lock,
+#: how many threads want it] (a list, not a class: a class costs the per-instance door
+#: ~65,000 instructions to make at every start)
+_LOCAL: dict[tuple[str, int], list[Any]] = {}
 
 
 def lock_path(index: str) -> str:
@@ -79,22 +75,22 @@ def _offset(sop: str) -> int:
     return h % _SPAN
 
 
-def _enter(key: tuple[str, int]) -> _Local:
+def _enter(key: tuple[str, int]) -> list[Any]:
     """Take the in-process lock on ``key`` (waiting for another thread of this SOP)."""
     with _MUTEX:
         entry = _LOCAL.get(key)
         if entry is None:
-            entry = _LOCAL[key] = _Local()
-        entry.users += 1
-    entry.lock.acquire()
+            entry = _LOCAL[key] = [_thread.allocate_lock(), 0]
+        entry[1] += 1
+    entry[0].acquire()
     return entry
 
 
-def _leave(key: tuple[str, int], entry: _Local) -> None:
-    entry.lock.release()
+def _leave(key: tuple[str, int], entry: list[Any]) -> None:
+    entry[0].release()
     with _MUTEX:
-        entry.users -= 1
-        if entry.users == 0 and _LOCAL.get(key) is entry:
+        entry[1] -= 1
+        if entry[1] == 0 and _LOCAL.get(key) is entry:
             del _LOCAL[key]
 
 
@@ -124,11 +120,11 @@ class SopHold:
 
     __slots__ = ("_entry", "_fd", "_key", "sop")
 
-    def __init__(self, sop: str, fd: int, key: tuple[str, int], entry: _Local) -> None:
+    def __init__(self, sop: str, fd: int, key: tuple[str, int], entry: list[Any]) -> None:
         self.sop = sop
         self._fd = fd
         self._key = key
-        self._entry: _Local | None = entry
+        self._entry: list[Any] | None = entry
 
     def release(self) -> None:
         entry, self._entry = self._entry, None
