@@ -308,7 +308,7 @@ class PgIndex:
         100 ms) and its folded row."""
         aside = None
         if self._pending is not None:
-            tail = self._pending._tail
+            tail = self._pending.tail()
             row = tail.last(sop)
             if row is not None:
                 return where_of(row)
