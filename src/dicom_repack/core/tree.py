@@ -165,15 +165,18 @@ def open_below(
     *,
     create: bool,
     what: str,
+    top: str | None = None,
 ) -> Folder:
     """The folder ``root_path/parts...``, each part opened in the previous one.
 
     ``root`` is the open root folder (not closed here). A part that is missing is
     created (``create``) or raises FileNotFoundError; a part that is a symbolic
     link or not a folder raises :class:`NotRegularError` ("... is a symbolic
-    link inside the <what> <root>; refusing to use it"). ``parts`` are names
+    link inside the <what> <top>; refusing to use it": ``top`` is the data or log
+    folder, ``root_path`` unless ``root`` is a folder below it). ``parts`` are names
     made by the layout's sanitising rule (no ``/``, never ``..``).
     """
+    named = top or root_path
     fd = root
     path = root_path
     try:
@@ -193,11 +196,11 @@ def open_below(
                 except OSError as exc:
                     if exc.errno not in (20, 40):
                         raise
-                    raise _unsafe(path, part, fd, root_path, what) from None
+                    raise _unsafe(path, part, fd, named, what) from None
             except OSError as exc:
                 if exc.errno not in (20, 40):  # ENOTDIR, ELOOP: a link or not a folder
                     raise
-                raise _unsafe(path, part, fd, root_path, what) from None
+                raise _unsafe(path, part, fd, named, what) from None
             if fd != root:
                 os.close(fd)
             fd = nfd
