@@ -16,7 +16,8 @@ the index, and nothing more, so that the per-instance door loads neither backend
   gives: the index is imported only then). Every reader of the index folds
   first, so a pending row is as good as a row; its :meth:`~PendingIndex.where`
   reads a SOP's newest pending row (:func:`last_pending`, once; from a second
-  look on through :class:`.pending_tail.PendingTail`, which this door never loads);
+  look on through the :class:`.pending_tail.PendingTail` its caller gives, which
+  this module does not import and the per-instance door never loads);
 * the fold itself (:func:`fold_files`), the one protocol of both backends (see
   :mod:`.index` for why it is safe).
 """
@@ -355,6 +356,7 @@ class PendingIndex:
         durable: bool = False,
         target: str | None = None,
         opener: Callable[[float], Folded] | None = None,
+        tail: Callable[[str], PendingTail] | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
         self.durable = durable
@@ -370,19 +372,14 @@ class PendingIndex:
         #: folded here (a resident door's flusher, a reader or ``index --fold`` does); the
         #: folded rows are looked up only where psycopg is already loaded
         self.target = target if is_url(target) else None
-        #: the pending rows read so far, kept from the second look on (:meth:`tail`)
+        #: makes the reader of the pending rows a process keeps from its second look on
+        #: (:class:`.pending_tail.PendingTail`, which reads only what was appended since);
+        #: the caller's, as ``opener`` is, so that this module does not import it (the
+        #: per-instance door looks once); None: every look reads the file once
+        self._new_tail = tail
         self._tail: PendingTail | None = None
         self._looked = False
         self._reader: Folded | None = None
-
-    def tail(self) -> PendingTail:
-        """The pending rows as this process keeps reading them (core/pending_tail.py:
-        imported by a process that looks more than once, not by the per-instance door)."""
-        if self._tail is None:
-            from .pending_tail import PendingTail
-
-            self._tail = PendingTail(pending_path(self.path))
-        return self._tail
 
     def where(self, sop: str) -> dict[str, str] | None:
         """Where ``sop`` was last filed, as far as this process can tell cheaply: its
@@ -390,8 +387,10 @@ class PendingIndex:
         batch's or watch's workers: their parent loaded it before forking); the
         per-instance door, which does not load SQLite (a quarter of its start), sees
         the pending rows only. None when not known."""
-        if self._looked:
-            row = self.tail().last(sop)
+        if self._looked and self._new_tail is not None:
+            if self._tail is None:
+                self._tail = self._new_tail(pending_path(self.path))
+            row = self._tail.last(sop)
         else:  # the first look reads the file once and keeps nothing
             self._looked = True
             row = last_pending(pending_path(self.path), sop)

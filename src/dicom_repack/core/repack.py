@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from .index import Index
     from .index_pg import PgIndex
     from .index_rows import Folded
+    from .pending_tail import PendingTail
     from .place import Placed
     from .sop_lock import SopHold
     from .source import Source
@@ -101,6 +102,14 @@ def _opener(index: str, logdir: str | None, durable: bool) -> Callable[[float], 
         return open_index(index, logdir, durable=durable, timeout=timeout, statement_cache=False)
 
     return open_index
+
+
+def _pending_tail(pending: str) -> PendingTail:
+    """The reader of the pending rows a process keeps from its second look on (a batch's,
+    watch's workers); the per-instance door looks once and never imports it."""
+    from .pending_tail import PendingTail
+
+    return PendingTail(pending)
 
 
 def _cluster_patient_lock(url: str) -> Callable[[str], AbstractContextManager[object] | None]:
@@ -245,6 +254,7 @@ class Repacker:
                     durable=config.fsync,
                     target=config.index,
                     opener=_opener(config.index, config.logdir, config.fsync),
+                    tail=_pending_tail,
                 )
             # group commit (a flusher thread); no log folder: every add fails, saying so
             from .index_pg import PgIndex
@@ -255,6 +265,7 @@ class Repacker:
                 config.index,
                 durable=config.fsync,
                 opener=_opener(config.index, None, config.fsync),
+                tail=_pending_tail,
             )
         if config.index:
             from .index import Index
