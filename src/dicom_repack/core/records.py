@@ -727,9 +727,10 @@ def _rx_missing(
     wanted: list[str] = []
     if journal.patient_created:
         wanted += RX_MISSING_PATIENT
-    if paths.study in journal.created:
+    created = journal.created
+    if created and paths.study in created:  # nothing created: no record's name made
         wanted += RX_MISSING_STUDY
-    if paths.series in journal.created:
+    if created and paths.series in created:
         wanted += RX_MISSING_SERIES
     wanted += RX_MISSING_IMAGE
     return [missing_element(kw) for kw in wanted if kw not in values]

@@ -351,11 +351,15 @@ class Repacker:
         try:
             header = source.header(self.keywords)
             values = header.values
-            held = self._hold(header, source.origin)
+            # the required elements, checked once: none lacking, or the plan refuses it
+            lacking = [
+                k for k in REQUIRED if not (values.get(k) or "").strip() or k in header.empty
+            ]
+            held = None if lacking else self._hold(values["SOPInstanceUID"], source.origin)
             # where this SOP stood before (the index), read under its lock, before this
             # job's own row is written
             where = self._where(values["SOPInstanceUID"]) if held is not None else None
-            folder, name, placed = self._plan_and_place(source, header, out)
+            folder, name, placed = self._plan_and_place(source, header, out, lacking)
             out.dst, out.size = placed.path, placed.stat.st_size
             written = Written()
             try:
@@ -386,14 +390,16 @@ class Repacker:
 
     # -- steps -------------------------------------------------------------------
 
-    def _plan(self, origin: str, header: Header, out: Outcome) -> tuple[Folder, str]:
-        """The instance's folder (created, no link on the way; open) and file name."""
+    def _plan(
+        self, origin: str, header: Header, out: Outcome, lacking: list[str]
+    ) -> tuple[Folder, str]:
+        """The instance's folder (created, no link on the way; open) and file name; refused
+        when a required element is ``lacking``."""
         vals, empty = header.values, header.empty
         out.patient_id = vals.get("PatientID")
         out.study_uid = vals.get("StudyInstanceUID")
         out.series_uid = vals.get("SeriesInstanceUID")
         out.sop_uid = vals.get("SOPInstanceUID")
-        lacking = [k for k in REQUIRED if not (vals.get(k) or "").strip() or k in empty]
         if lacking:
             raise MissingElementError(origin, f"missing or empty {', '.join(lacking)}; not filed")
         plan = self.layout.plan(vals, empty)
@@ -406,9 +412,9 @@ class Repacker:
                 origin, f"cannot create {directory}: {exc.strerror or exc}", errno=exc.errno
             ) from None
 
-    def _hold(self, header: Header, origin: str) -> SopHold | None:
+    def _hold(self, sop: str, origin: str) -> SopHold | None:
         """The lock on this SOPInstanceUID (core/sop_lock.py, beside the index); None
-        without an index, or when a required element is missing (the plan refuses it)."""
+        without an index."""
         index = self.config.index
         if index is None:
             return None
@@ -417,12 +423,9 @@ class Repacker:
                 index = lock_base(index, self.config.logdir)
             except IndexFailure:
                 return None
-        vals, empty = header.values, header.empty
-        if any(not (vals.get(k) or "").strip() or k in empty for k in REQUIRED):
-            return None
         from .sop_lock import hold
 
-        return hold(index, vals["SOPInstanceUID"], origin)
+        return hold(index, sop, origin)
 
     def _where(self, sop: str) -> dict[str, str] | None:
         """Where the index says ``sop`` was last filed (a hint: checked before any retire)."""
@@ -430,7 +433,7 @@ class Repacker:
         return where(sop) if where is not None else None
 
     def _plan_and_place(
-        self, source: Source, header: Header, out: Outcome
+        self, source: Source, header: Header, out: Outcome, lacking: list[str]
     ) -> tuple[Folder, str, Placed]:
         """Plan and place; once more if a folder on the way vanished meanwhile.
 
@@ -443,7 +446,7 @@ class Repacker:
         for attempt in (1, 2):
             folder: Folder | None = None
             try:
-                folder, name = self._plan(source.origin, header, out)
+                folder, name = self._plan(source.origin, header, out, lacking)
                 return folder, name, self._place(source, folder, name)
             except PlacementError as exc:
                 path = folder.path if folder is not None else ""
