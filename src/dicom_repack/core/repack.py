@@ -71,7 +71,6 @@ if TYPE_CHECKING:
     from .index_rows import Folded
     from .pending_tail import PendingTail
     from .place import Placed
-    from .sop_lock import SopHold
     from .source import Source
     from .tree import Folder
 
@@ -347,7 +346,7 @@ class Repacker:
         out = Outcome(source.origin)
         out.host = self.config.host
         folder: Folder | None = None
-        held: SopHold | None = None
+        release: Callable[[], None] | None = None  # the SOP's lock, once held
         try:
             header = source.header(self.keywords)
             values = header.values
@@ -355,10 +354,10 @@ class Repacker:
             lacking = [
                 k for k in REQUIRED if not (values.get(k) or "").strip() or k in header.empty
             ]
-            held = None if lacking else self._hold(values["SOPInstanceUID"], source.origin)
+            release = None if lacking else self._hold(values["SOPInstanceUID"], source.origin)
             # where this SOP stood before (the index), read under its lock, before this
             # job's own row is written
-            where = self._where(values["SOPInstanceUID"]) if held is not None else None
+            where = self._where(values["SOPInstanceUID"]) if release is not None else None
             folder, name, placed = self._plan_and_place(source, header, out, lacking)
             out.dst, out.size = placed.path, placed.stat.st_size
             written = Written()
@@ -381,8 +380,8 @@ class Repacker:
         except RepackError as exc:
             out.fail(exc)
         finally:
-            if held is not None:
-                held.release()
+            if release is not None:
+                release()
             source.close()
             if folder is not None:
                 folder.close()
@@ -412,9 +411,9 @@ class Repacker:
                 origin, f"cannot create {directory}: {exc.strerror or exc}", errno=exc.errno
             ) from None
 
-    def _hold(self, sop: str, origin: str) -> SopHold | None:
-        """The lock on this SOPInstanceUID (core/sop_lock.py, beside the index); None
-        without an index."""
+    def _hold(self, sop: str, origin: str) -> Callable[[], None] | None:
+        """Take the lock on this SOPInstanceUID (core/sop_lock.py, beside the index): the
+        function that releases it; None without an index."""
         index = self.config.index
         if index is None:
             return None

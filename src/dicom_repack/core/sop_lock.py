@@ -40,9 +40,10 @@ from .errors import RecordError, UnsafePathError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-__all__ = ["LOCK_SUFFIX", "SopHold", "hold", "lock_path"]
+__all__ = ["LOCK_SUFFIX", "hold", "lock_path"]
 
 #: the lock file is the index's path plus this
 LOCK_SUFFIX = ".sop-lock"
@@ -115,32 +116,30 @@ def _descriptor(path: str, origin: str) -> int:
     return kept
 
 
-class SopHold:
-    """The lock on one SOPInstanceUID, held until :meth:`release`."""
+def _releaser(fd: int, key: tuple[str, int], entry: list[Any]) -> Callable[[], None]:
+    """The function that lets the byte ``key`` go (a closure, not a class: a class costs
+    the per-instance door ~65,000 instructions to make at every start); a second call
+    does nothing."""
+    held = [entry]
 
-    __slots__ = ("_entry", "_fd", "_key", "sop")
-
-    def __init__(self, sop: str, fd: int, key: tuple[str, int], entry: list[Any]) -> None:
-        self.sop = sop
-        self._fd = fd
-        self._key = key
-        self._entry: list[Any] | None = entry
-
-    def release(self) -> None:
-        entry, self._entry = self._entry, None
-        if entry is None:
+    def release() -> None:
+        if not held:
             return
+        held.clear()
         try:
             with _MUTEX:
-                os.lseek(self._fd, self._key[1], os.SEEK_SET)
-                os.lockf(self._fd, os.F_ULOCK, 1)
+                os.lseek(fd, key[1], os.SEEK_SET)
+                os.lockf(fd, os.F_ULOCK, 1)
         except OSError:
             pass  # the descriptor is gone with its locks
-        _leave(self._key, entry)
+        _leave(key, entry)
+
+    return release
 
 
-def hold(index: str, sop: str, origin: str) -> SopHold:
-    """Take the lock on ``sop`` for the index at ``index`` (waiting for another job of it).
+def hold(index: str, sop: str, origin: str) -> Callable[[], None]:
+    """Take the lock on ``sop`` for the index at ``index`` (waiting for another job of it);
+    returns the function that releases it.
 
     Raises UnsafePathError for a link (or FIFO, ...) planted at the lock file's
     name, RecordError (naming ``origin``) if it cannot be made or locked.
@@ -161,7 +160,7 @@ def hold(index: str, sop: str, origin: str) -> SopHold:
                     pass
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
-        return SopHold(sop, fd, key, entry)
+        return _releaser(fd, key, entry)
     except BaseException as exc:
         _leave(key, entry)
         if isinstance(exc, OSError) and not isinstance(exc, UnsafePathError):
