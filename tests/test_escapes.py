@@ -134,7 +134,7 @@ def test_a_refile_never_removes_an_archived_copy_through_a_linked_patient_folder
 # -- 5: no folder is trusted from one use to the next ----------------------------------------
 
 
-@pytest.mark.parametrize("where", ["patient folder", "seriesData"])
+@pytest.mark.parametrize("where", ["patient folder", "seriesData", "image records"])
 def test_a_link_planted_after_a_folder_was_used_is_refused_at_once(
     tmp_path: Path, where: str
 ) -> None:
@@ -147,13 +147,20 @@ def test_a_link_planted_after_a_folder_was_used_is_refused_at_once(
     repacker = Repacker(Config(str(data), str(log), index=False))
     assert repacker.repack_buffer(first.read_bytes()).error is None
     (patient,) = data.iterdir()
-    planted = patient if where == "patient folder" else log / "seriesData"
+    (images,) = (log / "seriesData").glob("*-img")  # a folder below a folder of the log's
+    planted = {
+        "patient folder": patient,
+        "seriesData": log / "seriesData",
+        "image records": images,
+    }[where]
     outside = tmp_path / "outside"
     shutil.move(planted, outside)
     planted.symlink_to(outside, target_is_directory=True)
     before = snapshot(outside)
     outcome = repacker.repack_buffer(second.read_bytes())
     assert outcome.error is not None and f"{planted} is a symbolic link" in outcome.error
+    folder = f"inside the data folder {data};" if planted == patient else f"log folder {log};"
+    assert folder in outcome.error, outcome.error  # the root named, not the folder walked from
     assert not outcome.retryable
     assert snapshot(outside) == before, "written through the link"
 

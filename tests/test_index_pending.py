@@ -229,7 +229,7 @@ def test_the_tail_finds_the_newest_row_of_each_sop_look_after_look(tmp_path: Pat
     """PendingTail: the first look searches, the next ones key lines as they arrive; both
     give the newest row, for UIDs with quotes, commas and backslashes, across a torn
     line completed later, an old-form line, and a fold that moves the file away."""
-    from dicom_repack.core.index_rows import PendingTail
+    from dicom_repack.core.pending_tail import PendingTail
 
     pending = str(tmp_path / "idx.sqlite.pending")
     tail = PendingTail(pending)
@@ -266,3 +266,43 @@ def append_line(r: tuple[object, ...]) -> bytes:
     from dicom_repack.core.index_rows import line_of
 
     return line_of(r)
+
+
+def test_a_pending_index_answers_the_same_at_its_first_look_and_after(tmp_path: Path) -> None:
+    """PendingIndex.where: the first look reads the file once (last_pending, what the
+    per-instance door does), the next ones through the PendingTail its caller gives (or
+    again once each, without one); all give the newest row, and a FIFO planted at the
+    pending file's name is never waited on."""
+    from dicom_repack.core.index_rows import PendingIndex
+    from dicom_repack.core.pending_tail import PendingTail
+
+    index = str(tmp_path / "idx.sqlite")
+    pending = pending_path(index)
+    for tail in (PendingTail, None):
+        for first in ("1.1", "1.2"):  # the first look finds a row; the first look finds none
+            idx = PendingIndex(index, tail=tail)
+            try:
+                append_row(pending, row("1.1", 1.0, path="/old"))
+                append_row(pending, row("1.1", 2.0, path="/new"))
+                found = idx.where(first)
+                assert (found or {}).get("path") == ("/new" if first == "1.1" else None)
+                assert idx.where("1.1") == {
+                    "path": "/new",
+                    "PatientID": "P\n'\"\\ é\ufffd",
+                    "StudyInstanceUID": "1.2",
+                    "SeriesInstanceUID": "1.2.3",
+                    "file": "new",
+                }
+                append_row(pending, row("1.1", 3.0, path="/newer"))
+                assert (idx.where("1.1") or {}).get("path") == "/newer"
+            finally:
+                idx.close()
+                os.unlink(pending)
+        os.mkfifo(pending)  # nobody writes it: an open for reading without O_NONBLOCK hangs
+        idx = PendingIndex(index, tail=tail)
+        try:
+            assert idx.where("1.1") is None
+            assert idx.where("1.1") is None
+        finally:
+            idx.close()
+            os.unlink(pending)

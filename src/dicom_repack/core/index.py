@@ -59,7 +59,6 @@ from .index_rows import (
     INDEX_KEYWORDS,
     IndexFailure,
     IndexRefused,
-    PendingTail,
     default_path,
     is_url,
     local_path,
@@ -67,6 +66,7 @@ from .index_rows import (
     row_for,
     where_of,
 )
+from .pending_tail import PendingTail
 from .series_claims import CLAIM, SERIES_HOSTS, SERIES_NOW, SeriesNow
 from .tree import kind_of
 

@@ -51,6 +51,7 @@ from .index_rows import (
     shown,
     where_of,
 )
+from .pending_tail import PendingTail
 from .series_claims import CLAIM, SERIES_HOSTS, SERIES_NOW, SeriesNow
 
 TYPE_CHECKING = False
@@ -203,6 +204,8 @@ class PgIndex:
         self._pending = (
             PendingIndex(local, durable=durable, target=url) if local is not None else None
         )
+        #: this host's pending rows as :meth:`where` keeps reading them
+        self._tail: PendingTail | None = None
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._lock = threading.Lock()
         #: the connection whose lookup statement is prepared (see _lookup)
@@ -321,7 +324,9 @@ class PgIndex:
         100 ms) and its folded row."""
         aside = None
         if self._pending is not None:
-            tail = self._pending._tail
+            if self._tail is None:
+                self._tail = PendingTail(pending_path(self._pending.path))
+            tail = self._tail
             row = tail.last(sop)
             if row is not None:
                 return where_of(row)
@@ -418,6 +423,9 @@ class PgIndex:
         """Close the connection and the pending file's descriptor; safe to call twice."""
         with self._lock:
             self._drop()
+        if self._tail is not None:
+            self._tail.close()
+            self._tail = None
         if self._pending is not None:
             self._pending.close()
 

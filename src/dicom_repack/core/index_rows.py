@@ -14,7 +14,10 @@ the index, and nothing more, so that the per-instance door loads neither backend
   pending file as one line (:func:`append_row`); once that file passes
   :data:`FOLD_AT` it folds it into SQLite (through the ``opener`` its caller
   gives: the index is imported only then). Every reader of the index folds
-  first, so a pending row is as good as a row;
+  first, so a pending row is as good as a row; its :meth:`~PendingIndex.where`
+  reads a SOP's newest pending row (:func:`last_pending`, once; from a second
+  look on through the :class:`.pending_tail.PendingTail` its caller gives, which
+  this module does not import and the per-instance door never loads);
 * the fold itself (:func:`fold_files`), the one protocol of both backends (see
   :mod:`.index` for why it is safe).
 """
@@ -24,7 +27,6 @@ from __future__ import annotations
 import os
 import time
 from _json import encode_basestring_ascii as _encode_str
-from _json import scanstring as _scanstring
 
 from .errors import DicomRepackError
 from .jsonio import JSONError, loads, ndjson_line
@@ -34,6 +36,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Protocol
+
+    from .pending_tail import PendingTail
 
     class Folded(Protocol):
         """What the pending rows need of the index they fold into (:class:`.index.Index`,
@@ -55,17 +59,19 @@ __all__ = [
     "IndexFailure",
     "IndexRefused",
     "PendingIndex",
-    "PendingTail",
     "append_row",
     "default_path",
+    "find_row",
     "host_name",
     "is_url",
+    "last_pending",
     "line_of",
     "local_path",
     "lock_base",
     "parse_pending",
     "pending_path",
     "row_for",
+    "row_of_line",
     "shown",
     "storable",
     "where_of",
@@ -292,119 +298,34 @@ def where_of(row: tuple[object, ...]) -> dict[str, str] | None:
     }
 
 
-class PendingTail:
-    """The pending rows, each read once: where a SOPInstanceUID's newest row is.
-
-    A process that files many instances (a batch worker, a receiver) asks
-    "where was this SOP filed?" for each; only what was appended since its last
-    look is read (a fold renames the file away: a new file starts over). The
-    first look searches the bytes once (``rfind`` of the line's start: the
-    per-instance door looks once); from the second on, each new line is keyed
-    by its SOPInstanceUID as it is read, so a look costs a dict lookup however
-    long the file has grown (a search of every look cost a batch worker ~20 us
-    an instance near :data:`FOLD_AT`). Only a row found is parsed.
-
-    When a fold has moved the file away, its rows reach the index only once that
-    fold commits: until the next move they are kept aside (:meth:`previous`), with
-    those of any file a fold holds aside at that moment, read then (one listing of
-    the folder per fold, not per look).
-    """
-
-    __slots__ = ("_buf", "_fd", "_ino", "_offset", "_prev", "_rows", "path")
-
-    def __init__(self, pending: str) -> None:
-        self.path = pending
-        self._ino = -1
-        self._fd = -1
-        self._offset = 0  # bytes of whole lines read from the current file
-        self._buf = bytearray()  # read, not keyed yet
-        self._rows: dict[str, bytes] | None = None  # None until the second look
-        self._prev: dict[str, bytes] = {}  # the rows of the files the last fold moved away
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def last(self, sop: str) -> tuple[object, ...] | None:
-        """The newest pending row of ``sop``, or None."""
-        try:
-            st = os.stat(self.path, follow_symlinks=False)
-        except OSError:  # none (folded): the folded index knows the rest
-            if self._fd >= 0:
-                self._retire()
-            return None
-        if st.st_ino != self._ino or st.st_size < self._offset:
-            if self._fd >= 0:
-                self._retire()  # another file (a fold moved the old one away): start over
-            try:
-                self._fd, st = open_file(self.path, os.O_RDONLY)
-            except OSError:  # gone meanwhile, or refused (a link, a FIFO: never read)
-                return None
-            self._ino = st.st_ino
-        if st.st_size > self._offset:
-            self._read_more(st.st_size)
-        if self._rows is None:  # the first look: one search, nothing keyed
-            self._rows = {}
-            return _find(self._buf, sop)
-        if self._buf:
-            _key_lines(self._buf, self._rows)
-            self._buf = bytearray()
-        return _parsed(self._rows.get(sop))
-
-    def previous(self, sop: str) -> tuple[object, ...] | None:
-        """The newest row of ``sop`` in the files the last fold seen moved away (perhaps
-        not committed yet), or None."""
-        return _parsed(self._prev.get(sop))
-
-    def _read_more(self, size: int) -> None:
-        data = os.pread(self._fd, size - self._offset, self._offset)
-        whole = data[: data.rfind(b"\n") + 1]  # whole lines: the rest is being written
-        self._buf += whole
-        self._offset += len(whole)
-
-    def _retire(self) -> None:
-        """The file read so far was moved away by a fold: keep its rows (read to its end
-        through the open descriptor) and those of the files held aside now, keyed."""
-        kept: dict[str, bytes] = dict(self._rows or {})
-        try:
-            size = os.fstat(self._fd).st_size
-            if size > self._offset:
-                self._read_more(size)
-            _key_lines(self._buf, kept)
-            folder, base = os.path.split(self.path)
-            for name in os.listdir(folder):
-                if name.startswith(base + "."):
-                    try:
-                        fd, st = open_file(os.path.join(folder, name), os.O_RDONLY)
-                    except OSError:
-                        continue  # committed and deleted meanwhile, or not ours to read
-                    try:
-                        if st.st_ino != self._ino:
-                            data = os.pread(fd, st.st_size, 0)
-                            _key_lines(bytearray(data[: data.rfind(b"\n") + 1]), kept)
-                    finally:
-                        os.close(fd)
-        except OSError:
-            pass
-        self._prev = kept
-        self.close()
-        self._ino, self._offset, self._buf = -1, 0, bytearray()
-        if self._rows is not None:
-            self._rows = {}
+def last_pending(pending: str, sop: str) -> tuple[object, ...] | None:
+    """The newest row of ``sop`` in the pending file ``pending`` (None: none, or no file),
+    read once: a process's first look (the per-instance door looks once). A process that
+    looks again keeps a :class:`.pending_tail.PendingTail`, which reads only what was
+    appended since. The file is opened with :func:`.tree.open_file` (a link or a FIFO
+    planted there is never read)."""
+    try:
+        fd, st = open_file(pending, os.O_RDONLY)
+    except OSError:  # none (folded), or refused: the folded index knows the rest
+        return None
+    try:
+        data = os.pread(fd, st.st_size, 0)
+    finally:
+        os.close(fd)
+    return find_row(data[: data.rfind(b"\n") + 1], sop)  # whole lines: the rest is being written
 
 
-def _find(buf: bytes | bytearray, sop: str) -> tuple[object, ...] | None:
+def find_row(buf: bytes | bytearray, sop: str) -> tuple[object, ...] | None:
     """The last row of ``sop`` among the pending lines ``buf`` (either form), or None."""
     at = buf.rfind(b"\n" + _line_start(sop))
     if at < 0 and buf[:2] == b"\n(":  # a file an earlier version started: its lines too
         at = buf.rfind(_old_start(sop))
     if at < 0:
         return None
-    return _parsed(bytes(buf[at : buf.find(b"\n", at + 1)]))
+    return row_of_line(bytes(buf[at : buf.find(b"\n", at + 1)]))
 
 
-def _parsed(line: bytes | None) -> tuple[object, ...] | None:
+def row_of_line(line: bytes | None) -> tuple[object, ...] | None:
     """The row of one pending line, or None (no line, or a torn one)."""
     rows = parse_pending(line) if line else []
     return rows[0] if rows else None
@@ -418,21 +339,6 @@ def _line_start(sop: str) -> bytes:
 def _old_start(sop: str) -> bytes:
     """How a line of ``sop`` written before the JSON lines starts (``ascii()`` of a tuple)."""
     return b"\n(" + ascii(sop).encode("ascii") + b", "
-
-
-def _key_lines(data: bytearray, rows: dict[str, bytes]) -> None:
-    """Key each line of ``data`` by its SOPInstanceUID in ``rows`` (later lines win)."""
-    for line in bytes(data).split(b"\n"):
-        if line[:2] == b'["':
-            try:
-                sop = _scanstring(line.decode("ascii"), 2)[0]
-            except (ValueError, UnicodeDecodeError):
-                continue  # torn or foreign: parse_pending would skip it too
-            rows[sop] = line
-        elif line[:1] == b"(":  # an old line
-            for row in parse_pending(line):
-                if isinstance(row[0], str):
-                    rows[row[0]] = line
 
 
 class PendingIndex:
@@ -450,6 +356,7 @@ class PendingIndex:
         durable: bool = False,
         target: str | None = None,
         opener: Callable[[float], Folded] | None = None,
+        tail: Callable[[str], PendingTail] | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
         self.durable = durable
@@ -465,7 +372,13 @@ class PendingIndex:
         #: folded here (a resident door's flusher, a reader or ``index --fold`` does); the
         #: folded rows are looked up only where psycopg is already loaded
         self.target = target if is_url(target) else None
-        self._tail = PendingTail(pending_path(self.path))
+        #: makes the reader of the pending rows a process keeps from its second look on
+        #: (:class:`.pending_tail.PendingTail`, which reads only what was appended since);
+        #: the caller's, as ``opener`` is, so that this module does not import it (the
+        #: per-instance door looks once); None: every look reads the file once
+        self._new_tail = tail
+        self._tail: PendingTail | None = None
+        self._looked = False
         self._reader: Folded | None = None
 
     def where(self, sop: str) -> dict[str, str] | None:
@@ -474,7 +387,13 @@ class PendingIndex:
         batch's or watch's workers: their parent loaded it before forking); the
         per-instance door, which does not load SQLite (a quarter of its start), sees
         the pending rows only. None when not known."""
-        row = self._tail.last(sop)
+        if self._looked and self._new_tail is not None:
+            if self._tail is None:
+                self._tail = self._new_tail(pending_path(self.path))
+            row = self._tail.last(sop)
+        else:  # the first look reads the file once and keeps nothing
+            self._looked = True
+            row = last_pending(pending_path(self.path), sop)
         if row is not None:
             return where_of(row)
         import sys
@@ -490,7 +409,8 @@ class PendingIndex:
 
     def close(self) -> None:
         """Close what ``where`` may have opened (the pending file, a reading connection)."""
-        self._tail.close()
+        if self._tail is not None:
+            self._tail.close()
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()

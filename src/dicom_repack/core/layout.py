@@ -323,11 +323,11 @@ class Layout:
         it, or, under px-repack's semantics, ``_Keyword`` (px-repack leaves
         ``%Keyword`` unreplaced). Values are stripped of surrounding whitespace.
         Under rx semantics a value rx-repack decodes differently (``values.rx_text``,
-        see :class:`~.header.RxValues`: ISO 2022 names) is taken as rx-repack reads it.
+        see :class:`~.header_pydicom.RxValues`: ISO 2022 names) is taken as rx-repack reads it.
         """
         empty_set = frozenset(empty) if self.empty_as_absent else frozenset()
         # rx semantics: a value rx-repack reads in another character set is named as it
-        # reads it (an ISO 2022 name with its escape sequences: header.RxValues)
+        # reads it (an ISO 2022 name with its escape sequences: header_pydicom.RxValues)
         rx_text: Mapping[str, str] = (
             getattr(values, "rx_text", None) or {} if self.empty_as_absent else {}
         )

@@ -34,7 +34,7 @@ from . import jsonio
 from .errors import RecordError, RepackError, UnsafePathError
 from .layout import safe_name
 from .place import place_bytes
-from .tree import NotRegularError, Tree, open_file
+from .tree import NotRegularError, Tree, open_below, open_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -337,8 +337,9 @@ class RecordWriter:
         self._filed: dict[tuple[str, str], float] = {}
         self._known: dict[str, float] = {}
         #: Extra lock around a patient record's update, by patient ID: the folder's
-        #: flock is host-local on NFS, so ``batch --dask`` adds a cluster-wide one.
-        self.patient_lock: Callable[[str], AbstractContextManager[object]] | None = None
+        #: flock is host-local on NFS, so ``batch --dask`` adds a cluster-wide one
+        #: (a call that returns None: none this time, the folder's lock alone).
+        self.patient_lock: Callable[[str], AbstractContextManager[object] | None] | None = None
 
     def write(
         self,
@@ -366,9 +367,10 @@ class RecordWriter:
         (:meth:`undo` takes it back), also when the write fails half-way.
         """
         journal = written if written is not None else Written()
+        walked: dict[str, Folder] = {}  # the folders this write opened (see _open)
         try:
             return self._write(
-                values, series_base_dir, file_name, stat, dump, nlink, origin, journal
+                values, series_base_dir, file_name, stat, dump, nlink, origin, journal, walked
             )
         except RepackError:
             raise
@@ -380,6 +382,9 @@ class RecordWriter:
                 f"cannot write records in {self.logdir}: {exc}",
                 errno=exc.errno if isinstance(exc, OSError) else None,
             ) from None
+        finally:
+            for folder in walked.values():
+                folder.close()
 
     def _write(
         self,
@@ -391,6 +396,7 @@ class RecordWriter:
         nlink: int,
         origin: str,
         journal: Written,
+        walked: dict[str, Folder],
     ) -> str | None:
         patient_id = values["PatientID"]
         study_uid = values["StudyInstanceUID"]
@@ -401,10 +407,14 @@ class RecordWriter:
         if self.rx:
             values = rx_values(values)
         journal.study_added = self._patient(
-            patient_id, study_uid, values, paths.patient, origin, journal
+            patient_id, study_uid, values, paths.patient, origin, journal, walked
         )
         self._create_if_absent(
-            paths.study, origin, lambda: {study_uid: _study_model(values)}, created=created
+            paths.study,
+            origin,
+            lambda: {study_uid: _study_model(values)},
+            created=created,
+            walked=walked,
         )
         self._create_if_absent(
             paths.study_series,
@@ -412,28 +422,67 @@ class RecordWriter:
             lambda: {study_uid: _dump_model(series_uid, series_base_dir, dump())},
             serialise=True,
             created=created,
+            walked=walked,
         )
         series_model = _series_model(values)
         self._create_if_absent(
-            paths.series, origin, lambda: {series_uid: series_model}, created=created
+            paths.series, origin, lambda: {series_uid: series_model}, created=created, walked=walked
         )
         location = f"{series_base_dir}/{file_name}"
         image_series = series_model
         if self.rx:  # rx-repack's image record reads these three with to_str(): "" when empty
             image_series = _series_model({**values, **_pick(as_read, RX_MISSING_IMAGE)})
         image = _image_model(image_series, file_name, _stat_record(stat, location, nlink))
-        previous = self._image(paths.image, origin, {series_uid: image}, journal)
-        self._create_if_absent(paths.pack, origin, lambda: {"seriesPack": True}, created=created)
+        previous = self._image(paths.image, origin, {series_uid: image}, journal, walked)
+        self._create_if_absent(
+            paths.pack, origin, lambda: {"seriesPack": True}, created=created, walked=walked
+        )
         journal.previous = previous if previous != location else None
         journal.missing = _rx_missing(as_read, journal, paths)
         return journal.previous
 
-    def _open(self, rel: str, origin: str) -> tuple[Folder, str]:
-        """A record's relative path -> (its folder, open, created, no link on the way; its name)."""
-        folder, _, name = rel.rpartition("/")
-        return self.tree.open(f"{self.logdir}/{folder}", origin), name
+    def _open(self, rel: str, origin: str, walked: dict[str, Folder]) -> tuple[Folder, str]:
+        """A record's relative path -> (its folder, open, created, no link on the way; its name).
 
-    def _image(self, rel: str, origin: str, obj: object, journal: Written) -> str | None:
+        One write opens each folder once (``walked``: relative path -> open folder, all
+        closed by :meth:`write` at its end): each folder is opened in its parent as
+        that write opened it, so the log folder is opened once a write, not once a
+        record (six folders walked from the log folder's root were 14 ``openat`` and
+        14 ``close``; now 6 and 6). Nothing is kept from one write to the next.
+        """
+        folder, _, name = rel.rpartition("/")
+        return self._folder(folder, origin, walked), name
+
+    def _folder(self, rel: str, origin: str, walked: dict[str, Folder]) -> Folder:
+        """The log folder's folder ``rel`` ("" the log folder), opened once per write."""
+        found = walked.get(rel)
+        if found is not None:
+            return found
+        if not rel:
+            found = self.tree.open(self.logdir, origin)
+        else:
+            above, _, part = rel.rpartition("/")
+            parent = self._folder(above, origin, walked)
+            try:
+                found = open_below(
+                    parent.fd, parent.path, [part], create=True, what="log folder", top=self.logdir
+                )
+            except FileNotFoundError:  # the parent removed meanwhile (an empty folder pruned)
+                found = self.tree.open(f"{self.logdir}/{rel}", origin)  # walked anew
+        walked[rel] = found
+        return found
+
+    @staticmethod
+    def _let_go(folder: Folder, walked: dict[str, Folder]) -> None:
+        """Close ``folder`` now (a lock taken on it goes with it), not at the write's end."""
+        for rel, open_folder in list(walked.items()):
+            if open_folder is folder:
+                del walked[rel]
+        folder.close()
+
+    def _image(
+        self, rel: str, origin: str, obj: object, journal: Written, walked: dict[str, Folder]
+    ) -> str | None:
         """Write the image record; return the FSlocation the one it replaced named, if any.
 
         A new instance costs one link, as any new record; only a record that was
@@ -442,19 +491,18 @@ class RecordWriter:
         that an undo can put it back.
         """
         data = self.encode(obj)
-        folder, name = self._open(rel, origin)
-        with folder:
-            try:
-                place_bytes(data, folder, name, replace=False, sync=self.fsync)
-                journal.image = rel
-                return None
-            except FileExistsError:
-                pass
-            from .record_files import location_of, parse_quietly, read_record_bytes
+        folder, name = self._open(rel, origin, walked)
+        try:
+            place_bytes(data, folder, name, replace=False, sync=self.fsync)
+            journal.image = rel
+            return None
+        except FileExistsError:
+            pass
+        from .record_files import location_of, parse_quietly, read_record_bytes
 
-            before = read_record_bytes(folder, name, refuse=True)  # a link or FIFO there: refused
-            previous = location_of(parse_quietly(before))
-            place_bytes(data, folder, name, sync=self.fsync)
+        before = read_record_bytes(folder, name, refuse=True)  # a link or FIFO there: refused
+        previous = location_of(parse_quietly(before))
+        place_bytes(data, folder, name, sync=self.fsync)
         journal.image, journal.image_before = rel, before or None
         return previous
 
@@ -472,6 +520,7 @@ class RecordWriter:
         *,
         serialise: bool = False,
         created: list[str] | None = None,
+        walked: dict[str, Folder] | None = None,
     ) -> None:
         """Write the record ``rel`` unless it exists; the first writer wins, atomically.
 
@@ -482,20 +531,27 @@ class RecordWriter:
         deleted under a long-running receiver is noticed again within that time.
         Whatever stands at the name (a record, a link, a FIFO) counts as there and
         is neither opened nor replaced. ``created`` gets ``rel`` if this call made it.
+        ``walked``: the folders the write opened (:meth:`_open`; None: this call's own).
         """
         now = time.monotonic()
         seen = self._known.get(rel)
         if seen is not None and now - seen < _KNOWN_TTL:
             return
-        folder, name = self._open(rel, origin)
-        with folder:
+        own: dict[str, Folder] = {} if walked is None else walked
+        try:
+            folder, name = self._open(rel, origin, own)
             if not _exists(folder, name):
                 if serialise:
                     made = self._create_serialised(folder, name, make)
+                    self._let_go(folder, own)  # its lock with it
                 else:
                     made = self._write_new(folder, name, make)
                 if made and created is not None:
                     created.append(rel)
+        finally:
+            if walked is None:
+                for open_folder in own.values():
+                    open_folder.close()
         if len(self._known) >= _CACHE_MAX:
             self._known.clear()
         self._known[rel] = now
@@ -534,6 +590,7 @@ class RecordWriter:
         rel: str,
         origin: str,
         journal: Written,
+        walked: dict[str, Folder],
     ) -> bool:
         """Add ``study_uid`` to the patient's StudyList, under the folder lock if it must
         change; True if this call added it."""
@@ -542,16 +599,19 @@ class RecordWriter:
         if seen is not None and time.monotonic() - seen < _KNOWN_TTL:
             return False
         added = False
-        folder, name = self._open(rel, origin)
-        with folder:
-            if not self._patient_has(folder, name, patient_id, study_uid):
-                if self.patient_lock is None:
+        folder, name = self._open(rel, origin, walked)
+        if not self._patient_has(folder, name, patient_id, study_uid):
+            try:
+                extra = self.patient_lock(patient_id) if self.patient_lock is not None else None
+                if extra is None:
                     added = self._add_study(folder, name, patient_id, study_uid, values, journal)
                 else:
-                    with self.patient_lock(patient_id):
+                    with extra:
                         added = self._add_study(
                             folder, name, patient_id, study_uid, values, journal
                         )
+            finally:
+                self._let_go(folder, walked)  # the folder's lock with it
         if len(self._filed) >= _CACHE_MAX:
             self._filed.clear()
         self._filed[key] = time.monotonic()
@@ -667,9 +727,10 @@ def _rx_missing(
     wanted: list[str] = []
     if journal.patient_created:
         wanted += RX_MISSING_PATIENT
-    if paths.study in journal.created:
+    created = journal.created
+    if created and paths.study in created:  # nothing created: no record's name made
         wanted += RX_MISSING_STUDY
-    if paths.series in journal.created:
+    if created and paths.series in created:
         wanted += RX_MISSING_SERIES
     wanted += RX_MISSING_IMAGE
     return [missing_element(kw) for kw in wanted if kw not in values]

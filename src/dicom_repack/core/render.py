@@ -22,7 +22,7 @@ pydicom made.
 
 from __future__ import annotations
 
-import struct
+from _struct import unpack  # struct's C half: its wrapper is one module more at start
 
 from .walker import Unsupported
 
@@ -253,14 +253,14 @@ def decode(vr: str, raw: bytes, little: bool, codec: str | None) -> tuple[str, o
         count, rest = divmod(len(raw), size)
         if rest:
             raise Unsupported(f"{vr} value of {len(raw)} bytes")
-        return "n", struct.unpack(("<" if little else ">") + str(count) + code, raw)
+        return "n", unpack(("<" if little else ">") + str(count) + code, raw)
     if vr in BYTES_VRS:
         return "b", raw
     if vr == "AT":
         count, rest = divmod(len(raw), 4)
         if rest:
             raise Unsupported(f"AT value of {len(raw)} bytes")
-        pairs = struct.unpack(("<" if little else ">") + str(2 * count) + "H", raw)
+        pairs = unpack(("<" if little else ">") + str(2 * count) + "H", raw)
         return "at", tuple(pairs[i] << 16 | pairs[i + 1] for i in range(0, len(pairs), 2))
     raise Unsupported(f"VR {vr}")
 

@@ -69,8 +69,8 @@ if TYPE_CHECKING:
     from .index import Index
     from .index_pg import PgIndex
     from .index_rows import Folded
+    from .pending_tail import PendingTail
     from .place import Placed
-    from .sop_lock import SopHold
     from .source import Source
     from .tree import Folder
 
@@ -103,34 +103,30 @@ def _opener(index: str, logdir: str | None, durable: bool) -> Callable[[float], 
     return open_index
 
 
-def _cluster_patient_lock(url: str) -> Callable[[str], AbstractContextManager[object]]:
+def _pending_tail(pending: str) -> PendingTail:
+    """The reader of the pending rows a process keeps from its second look on (a batch's,
+    watch's workers); the per-instance door looks once and never imports it."""
+    from .pending_tail import PendingTail
+
+    return PendingTail(pending)
+
+
+def _cluster_patient_lock(url: str) -> Callable[[str], AbstractContextManager[object] | None]:
     """With a PostgreSQL index, a patient's record is updated under a PostgreSQL advisory
     lock too (core/index_pg.py: ``patient_lock``), where psycopg is already loaded (every
     resident door: it checked the index at start, or its index connection did); the
-    per-instance door, which never connects, keeps the host-local lock alone."""
+    per-instance door, which never connects, keeps the host-local lock alone (None: no
+    lock of a class of its own to make at every start)."""
     import sys
 
-    def lock(patient_id: str) -> AbstractContextManager[object]:
+    def lock(patient_id: str) -> AbstractContextManager[object] | None:
         if "psycopg" not in sys.modules:
-            return _NO_LOCK
+            return None
         from .index_pg import patient_lock
 
         return patient_lock(url, patient_id)
 
     return lock
-
-
-class _NoLock:
-    """A lock that is none (``contextlib.nullcontext`` without importing contextlib)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 class Config:
@@ -257,6 +253,7 @@ class Repacker:
                     durable=config.fsync,
                     target=config.index,
                     opener=_opener(config.index, config.logdir, config.fsync),
+                    tail=_pending_tail,
                 )
             # group commit (a flusher thread); no log folder: every add fails, saying so
             from .index_pg import PgIndex
@@ -267,6 +264,7 @@ class Repacker:
                 config.index,
                 durable=config.fsync,
                 opener=_opener(config.index, None, config.fsync),
+                tail=_pending_tail,
             )
         if config.index:
             from .index import Index
@@ -348,15 +346,19 @@ class Repacker:
         out = Outcome(source.origin)
         out.host = self.config.host
         folder: Folder | None = None
-        held: SopHold | None = None
+        release: Callable[[], None] | None = None  # the SOP's lock, once held
         try:
             header = source.header(self.keywords)
             values = header.values
-            held = self._hold(header, source.origin)
+            # the required elements, checked once: none lacking, or the plan refuses it
+            lacking = [
+                k for k in REQUIRED if not (values.get(k) or "").strip() or k in header.empty
+            ]
+            release = None if lacking else self._hold(values["SOPInstanceUID"], source.origin)
             # where this SOP stood before (the index), read under its lock, before this
             # job's own row is written
-            where = self._where(values["SOPInstanceUID"]) if held is not None else None
-            folder, name, placed = self._plan_and_place(source, header, out)
+            where = self._where(values["SOPInstanceUID"]) if release is not None else None
+            folder, name, placed = self._plan_and_place(source, header, out, lacking)
             out.dst, out.size = placed.path, placed.stat.st_size
             written = Written()
             try:
@@ -378,8 +380,8 @@ class Repacker:
         except RepackError as exc:
             out.fail(exc)
         finally:
-            if held is not None:
-                held.release()
+            if release is not None:
+                release()
             source.close()
             if folder is not None:
                 folder.close()
@@ -387,14 +389,16 @@ class Repacker:
 
     # -- steps -------------------------------------------------------------------
 
-    def _plan(self, origin: str, header: Header, out: Outcome) -> tuple[Folder, str]:
-        """The instance's folder (created, no link on the way; open) and file name."""
+    def _plan(
+        self, origin: str, header: Header, out: Outcome, lacking: list[str]
+    ) -> tuple[Folder, str]:
+        """The instance's folder (created, no link on the way; open) and file name; refused
+        when a required element is ``lacking``."""
         vals, empty = header.values, header.empty
         out.patient_id = vals.get("PatientID")
         out.study_uid = vals.get("StudyInstanceUID")
         out.series_uid = vals.get("SeriesInstanceUID")
         out.sop_uid = vals.get("SOPInstanceUID")
-        lacking = [k for k in REQUIRED if not (vals.get(k) or "").strip() or k in empty]
         if lacking:
             raise MissingElementError(origin, f"missing or empty {', '.join(lacking)}; not filed")
         plan = self.layout.plan(vals, empty)
@@ -407,9 +411,9 @@ class Repacker:
                 origin, f"cannot create {directory}: {exc.strerror or exc}", errno=exc.errno
             ) from None
 
-    def _hold(self, header: Header, origin: str) -> SopHold | None:
-        """The lock on this SOPInstanceUID (core/sop_lock.py, beside the index); None
-        without an index, or when a required element is missing (the plan refuses it)."""
+    def _hold(self, sop: str, origin: str) -> Callable[[], None] | None:
+        """Take the lock on this SOPInstanceUID (core/sop_lock.py, beside the index): the
+        function that releases it; None without an index."""
         index = self.config.index
         if index is None:
             return None
@@ -418,12 +422,9 @@ class Repacker:
                 index = lock_base(index, self.config.logdir)
             except IndexFailure:
                 return None
-        vals, empty = header.values, header.empty
-        if any(not (vals.get(k) or "").strip() or k in empty for k in REQUIRED):
-            return None
         from .sop_lock import hold
 
-        return hold(index, vals["SOPInstanceUID"], origin)
+        return hold(index, sop, origin)
 
     def _where(self, sop: str) -> dict[str, str] | None:
         """Where the index says ``sop`` was last filed (a hint: checked before any retire)."""
@@ -431,7 +432,7 @@ class Repacker:
         return where(sop) if where is not None else None
 
     def _plan_and_place(
-        self, source: Source, header: Header, out: Outcome
+        self, source: Source, header: Header, out: Outcome, lacking: list[str]
     ) -> tuple[Folder, str, Placed]:
         """Plan and place; once more if a folder on the way vanished meanwhile.
 
@@ -444,7 +445,7 @@ class Repacker:
         for attempt in (1, 2):
             folder: Folder | None = None
             try:
-                folder, name = self._plan(source.origin, header, out)
+                folder, name = self._plan(source.origin, header, out, lacking)
                 return folder, name, self._place(source, folder, name)
             except PlacementError as exc:
                 path = folder.path if folder is not None else ""

@@ -3,7 +3,7 @@
 * **Retire** the earlier copy of a SOP filed again elsewhere (a changed layout tag,
   a changed InstanceNumber or SeriesInstanceUID), found through the image record the
   job replaced or through the index; removed through the folders it stands in, never
-  by path (:func:`.tree.remove_beneath`).
+  by path (:func:`remove_beneath`).
 * **Sync the folders** naming the new file and its records, with ``--fsync`` or
   before a source on another filesystem goes (a move that had to copy).
 
@@ -18,18 +18,18 @@ import os
 
 from .errors import PlacementError, RepackError
 from .source import PathSource
-from .tree import remove_beneath
+from .tree import DIR_FLAGS, NotRegularError, open_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .place import Placed
     from .records import Written
     from .repack import Repacker
     from .source import Source
 
-__all__ = ["retire", "retire_earlier", "sync_folders"]
+__all__ = ["remove_beneath", "retire", "retire_earlier", "sync_folders"]
 
 
 def retire_earlier(
@@ -110,7 +110,7 @@ def retire(root: str, earlier: str, placed: Placed, source: Source, sop_uid: str
     tree without ``--cleanup`` modifies no input). Its image record was the
     one just replaced. Folders it leaves empty go too. It is removed through
     the folders it stands in, each opened without following a link
-    (:func:`.tree.remove_beneath`): a patient folder replaced by a link to
+    (:func:`remove_beneath`): a patient folder replaced by a link to
     an archive makes it stay, never a file of the archive go. Best effort:
     the new copy and its records are complete whatever happens here. Returns
     True when no copy of this SOP is left at ``earlier`` (removed, or gone before).
@@ -150,3 +150,64 @@ def _sop_of(fd: int, size: int, name: str) -> str | None:
     from .header import read_header_fd
 
     return read_header_fd(fd, size, ("SOPInstanceUID",), name=name).values.get("SOPInstanceUID")
+
+
+def remove_beneath(
+    root: str,
+    relpath: str,
+    check: Callable[[int, os.stat_result], bool] | None = None,
+) -> bool:
+    """Remove the file ``root/relpath`` and the folders it leaves empty, never leaving ``root``.
+
+    Each folder on the way is opened in the previous one without following a
+    link; the file is opened the same way (:func:`open_file`) and must be a
+    regular file for which ``check(fd, stat)`` (if given) returns True; it is then
+    removed with ``unlinkat`` in its folder, if that name still is that file, and
+    each folder above it, up to but not including ``root``, with ``rmdir`` in its
+    parent while it is empty. Returns True when the file was removed; False when
+    anything on the way is missing, a link, not a folder or not a regular file,
+    or ``check`` said no (nothing is removed then). Other OSErrors propagate.
+    """
+    parts = [p for p in relpath.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        return False
+    name = parts.pop()
+    try:
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    fds = [top]
+    try:
+        for part in parts:
+            try:
+                fds.append(os.open(part, DIR_FLAGS, dir_fd=fds[-1]))
+            except OSError as exc:
+                if exc.errno in (2, 20, 40):  # ENOENT, ENOTDIR, ELOOP
+                    return False
+                raise
+        folder = fds[-1]
+        try:
+            fd, st = open_file(name, os.O_RDONLY, dir_fd=folder)
+        except (NotRegularError, FileNotFoundError):
+            return False
+        try:
+            if check is not None and not check(fd, st):
+                return False
+        finally:
+            os.close(fd)
+        try:
+            now = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if now.st_ino != st.st_ino or now.st_dev != st.st_dev:
+            return False  # replaced meanwhile: not the file that was checked
+        os.unlink(name, dir_fd=folder)
+        for i in range(len(parts) - 1, -1, -1):
+            try:
+                os.rmdir(parts[i], dir_fd=fds[i])
+            except OSError:
+                break  # not empty (or gone): the climb stops
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)

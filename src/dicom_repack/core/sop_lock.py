@@ -38,7 +38,12 @@ import time
 
 from .errors import RecordError, UnsafePathError
 
-__all__ = ["LOCK_SUFFIX", "SopHold", "hold", "lock_path"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = ["LOCK_SUFFIX", "hold", "lock_path"]
 
 #: the lock file is the index's path plus this
 LOCK_SUFFIX = ".sop-lock"
@@ -52,18 +57,10 @@ _FILES: dict[str, int] = {}
 _MUTEX = _thread.allocate_lock()
 
 
-class _Local:
-    """A byte taken by threads of this process: its lock, and how many want it."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = _thread.allocate_lock()
-        self.users = 0
-
-
-#: bytes taken by threads of this process: (lock file, offset) -> _Local
-_LOCAL: dict[tuple[str, int], _Local] = {}
+#: bytes taken by threads of this process: (lock file, offset) -> [its in-process lock,
+#: how many threads want it] (a list, not a class: a class costs the per-instance door
+#: ~65,000 instructions to make at every start)
+_LOCAL: dict[tuple[str, int], list[Any]] = {}
 
 
 def lock_path(index: str) -> str:
@@ -79,22 +76,22 @@ def _offset(sop: str) -> int:
     return h % _SPAN
 
 
-def _enter(key: tuple[str, int]) -> _Local:
+def _enter(key: tuple[str, int]) -> list[Any]:
     """Take the in-process lock on ``key`` (waiting for another thread of this SOP)."""
     with _MUTEX:
         entry = _LOCAL.get(key)
         if entry is None:
-            entry = _LOCAL[key] = _Local()
-        entry.users += 1
-    entry.lock.acquire()
+            entry = _LOCAL[key] = [_thread.allocate_lock(), 0]
+        entry[1] += 1
+    entry[0].acquire()
     return entry
 
 
-def _leave(key: tuple[str, int], entry: _Local) -> None:
-    entry.lock.release()
+def _leave(key: tuple[str, int], entry: list[Any]) -> None:
+    entry[0].release()
     with _MUTEX:
-        entry.users -= 1
-        if entry.users == 0 and _LOCAL.get(key) is entry:
+        entry[1] -= 1
+        if entry[1] == 0 and _LOCAL.get(key) is entry:
             del _LOCAL[key]
 
 
@@ -119,32 +116,30 @@ def _descriptor(path: str, origin: str) -> int:
     return kept
 
 
-class SopHold:
-    """The lock on one SOPInstanceUID, held until :meth:`release`."""
+def _releaser(fd: int, key: tuple[str, int], entry: list[Any]) -> Callable[[], None]:
+    """The function that lets the byte ``key`` go (a closure, not a class: a class costs
+    the per-instance door ~65,000 instructions to make at every start); a second call
+    does nothing."""
+    held = [entry]
 
-    __slots__ = ("_entry", "_fd", "_key", "sop")
-
-    def __init__(self, sop: str, fd: int, key: tuple[str, int], entry: _Local) -> None:
-        self.sop = sop
-        self._fd = fd
-        self._key = key
-        self._entry: _Local | None = entry
-
-    def release(self) -> None:
-        entry, self._entry = self._entry, None
-        if entry is None:
+    def release() -> None:
+        if not held:
             return
+        held.clear()
         try:
             with _MUTEX:
-                os.lseek(self._fd, self._key[1], os.SEEK_SET)
-                os.lockf(self._fd, os.F_ULOCK, 1)
+                os.lseek(fd, key[1], os.SEEK_SET)
+                os.lockf(fd, os.F_ULOCK, 1)
         except OSError:
             pass  # the descriptor is gone with its locks
-        _leave(self._key, entry)
+        _leave(key, entry)
+
+    return release
 
 
-def hold(index: str, sop: str, origin: str) -> SopHold:
-    """Take the lock on ``sop`` for the index at ``index`` (waiting for another job of it).
+def hold(index: str, sop: str, origin: str) -> Callable[[], None]:
+    """Take the lock on ``sop`` for the index at ``index`` (waiting for another job of it);
+    returns the function that releases it.
 
     Raises UnsafePathError for a link (or FIFO, ...) planted at the lock file's
     name, RecordError (naming ``origin``) if it cannot be made or locked.
@@ -165,7 +160,7 @@ def hold(index: str, sop: str, origin: str) -> SopHold:
                     pass
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
-        return SopHold(sop, fd, key, entry)
+        return _releaser(fd, key, entry)
     except BaseException as exc:
         _leave(key, entry)
         if isinstance(exc, OSError) and not isinstance(exc, UnsafePathError):

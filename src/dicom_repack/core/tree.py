@@ -20,8 +20,10 @@ under those folders is used by path:
   it, and never blocks the caller (a FIFO without a writer would otherwise hang
   a door forever). ``O_NONBLOCK`` is left set: it changes nothing for a regular
   file's reads, writes or locks.
-* :func:`remove_beneath` removes a file and the folders it leaves empty, with
-  ``unlinkat``/``rmdir`` relative to the walked folders, never by path.
+* :func:`.retire.remove_beneath` removes a file and the folders it leaves empty,
+  with ``unlinkat``/``rmdir`` relative to the walked folders, never by path (it
+  lives with the one job step that removes: retire.py, loaded only by a job that
+  retires an earlier copy).
 
 The roots themselves (``--datadir``, ``--logdir``, ``--index``) are the
 operator's choice and may be links. Cost: one ``open`` of the root and one
@@ -37,18 +39,14 @@ import os
 
 from .errors import DicomRepackError, UnsafePathError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
 __all__ = [
+    "DIR_FLAGS",
     "OWN_PREFIX",
     "Folder",
     "NotRegularError",
     "Tree",
     "open_below",
     "open_file",
-    "remove_beneath",
 ]
 
 #: The project's own folders inside the data folder (the receiver's spool, batch
@@ -58,7 +56,7 @@ __all__ = [
 OWN_PREFIX = ".dicom-repack-"
 
 #: a folder below a root: opened only if it is a folder and not a link
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: every file open: never through a link, never blocking, never inherited
 _FILE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
@@ -165,22 +163,25 @@ def open_below(
     *,
     create: bool,
     what: str,
+    top: str | None = None,
 ) -> Folder:
     """The folder ``root_path/parts...``, each part opened in the previous one.
 
     ``root`` is the open root folder (not closed here). A part that is missing is
     created (``create``) or raises FileNotFoundError; a part that is a symbolic
     link or not a folder raises :class:`NotRegularError` ("... is a symbolic
-    link inside the <what> <root>; refusing to use it"). ``parts`` are names
+    link inside the <what> <top>; refusing to use it": ``top`` is the data or log
+    folder, ``root_path`` unless ``root`` is a folder below it). ``parts`` are names
     made by the layout's sanitising rule (no ``/``, never ``..``).
     """
+    named = top or root_path
     fd = root
     path = root_path
     try:
         for part in parts:
             path = f"{path}/{part}"
             try:
-                nfd = os.open(part, _DIR, dir_fd=fd)
+                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
                 if not create:
                     raise
@@ -189,15 +190,15 @@ def open_below(
                 except FileExistsError:
                     pass  # another process made it meanwhile: opened (and checked) below
                 try:
-                    nfd = os.open(part, _DIR, dir_fd=fd)
+                    nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno not in (20, 40):
                         raise
-                    raise _unsafe(path, part, fd, root_path, what) from None
+                    raise _unsafe(path, part, fd, named, what) from None
             except OSError as exc:
                 if exc.errno not in (20, 40):  # ENOTDIR, ELOOP: a link or not a folder
                     raise
-                raise _unsafe(path, part, fd, root_path, what) from None
+                raise _unsafe(path, part, fd, named, what) from None
             if fd != root:
                 os.close(fd)
             fd = nfd
@@ -219,67 +220,6 @@ def _unsafe(path: str, part: str, dir_fd: int, root_path: str, what: str) -> Not
     return NotRegularError(
         f"{path} is {kind} inside the {what} {root_path}; refusing to write through it"
     )
-
-
-def remove_beneath(
-    root: str,
-    relpath: str,
-    check: Callable[[int, os.stat_result], bool] | None = None,
-) -> bool:
-    """Remove the file ``root/relpath`` and the folders it leaves empty, never leaving ``root``.
-
-    Each folder on the way is opened in the previous one without following a
-    link; the file is opened the same way (:func:`open_file`) and must be a
-    regular file for which ``check(fd, stat)`` (if given) returns True; it is then
-    removed with ``unlinkat`` in its folder, if that name still is that file, and
-    each folder above it, up to but not including ``root``, with ``rmdir`` in its
-    parent while it is empty. Returns True when the file was removed; False when
-    anything on the way is missing, a link, not a folder or not a regular file,
-    or ``check`` said no (nothing is removed then). Other OSErrors propagate.
-    """
-    parts = [p for p in relpath.split("/") if p]
-    if not parts or any(p in (".", "..") for p in parts):
-        return False
-    name = parts.pop()
-    try:
-        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    fds = [top]
-    try:
-        for part in parts:
-            try:
-                fds.append(os.open(part, _DIR, dir_fd=fds[-1]))
-            except OSError as exc:
-                if exc.errno in (2, 20, 40):  # ENOENT, ENOTDIR, ELOOP
-                    return False
-                raise
-        folder = fds[-1]
-        try:
-            fd, st = open_file(name, os.O_RDONLY, dir_fd=folder)
-        except (NotRegularError, FileNotFoundError):
-            return False
-        try:
-            if check is not None and not check(fd, st):
-                return False
-        finally:
-            os.close(fd)
-        try:
-            now = os.stat(name, dir_fd=folder, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        if now.st_ino != st.st_ino or now.st_dev != st.st_dev:
-            return False  # replaced meanwhile: not the file that was checked
-        os.unlink(name, dir_fd=folder)
-        for i in range(len(parts) - 1, -1, -1):
-            try:
-                os.rmdir(parts[i], dir_fd=fds[i])
-            except OSError:
-                break  # not empty (or gone): the climb stops
-        return True
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 class Tree:
