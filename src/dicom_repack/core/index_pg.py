@@ -55,7 +55,7 @@ from .series_claims import CLAIM, SERIES_HOSTS, SERIES_NOW, SeriesNow
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     import psycopg
 
@@ -478,7 +478,7 @@ def _newer(a: object, b: object) -> bool:
 
 
 def _many(
-    conn: psycopg.Connection[tuple[object, ...]], sql: str, rows: list[tuple[object, ...]]
+    conn: psycopg.Connection[tuple[object, ...]], sql: str, rows: Iterable[tuple[object, ...]]
 ) -> None:
     with conn.cursor() as cur:
         cur.executemany(sql, rows)
