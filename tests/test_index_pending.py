@@ -348,3 +348,35 @@ def test_the_tail_keeps_no_copy_of_the_pending_lines(tmp_path: Path) -> None:
         assert (tail.last(str(_fat_row(10_001)[0])) or ())[0] == _fat_row(10_001)[0]
     finally:
         tail.close()
+
+
+def _uids(i: int) -> dict[str, str]:
+    keys = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID")
+    return {k: str(v) for k, v in zip(keys, _fat_row(i)[:4], strict=True)}
+
+
+def test_a_resident_doors_rows_wait_until_its_own_fold_size(tmp_path: Path) -> None:
+    """``Config(fold_at=...)`` (watch's workers: RESIDENT_FOLD_AT): an add folds when its
+    line takes the pending file past that size, not past FOLD_AT (fewer, larger
+    transactions); every row is in the index once it does, none lost or doubled."""
+    from dicom_repack.core.index_rows import FOLD_AT
+    from dicom_repack.core.repack import Config, Repacker
+
+    index = tmp_path / "idx.sqlite"
+    config = Config(str(tmp_path / "data"), index=str(index), index_mode="pending")
+    roomy = config.replace(fold_at=4 * FOLD_AT)
+    assert roomy.fold_at == 4 * FOLD_AT and roomy.replace(host="h").fold_at == 4 * FOLD_AT
+    with Repacker(roomy) as repacker:
+        pending = repacker.index
+        assert pending is not None and hasattr(pending, "add")
+        n = 0
+        while not os.path.exists(pending_path(str(index))) or (
+            os.path.getsize(pending_path(str(index))) < 2 * FOLD_AT
+        ):
+            pending.add(_uids(n), path=f"/data/{n}.dcm", size=1, source=None)
+            n += 1
+        assert not os.path.exists(index)  # past FOLD_AT, not folded: still waiting
+        while os.path.exists(pending_path(str(index))):
+            pending.add(_uids(n), path=f"/data/{n}.dcm", size=1, source=None)
+            n += 1
+    assert len(rows_in(index)) == n  # folded past 4 x FOLD_AT, in one go: every row

@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_NAME",
     "FOLD_AT",
     "INDEX_KEYWORDS",
+    "RESIDENT_FOLD_AT",
     "URL_SCHEMES",
     "IndexFailure",
     "IndexRefused",
@@ -177,8 +178,18 @@ def shown(index: str) -> str:
 
 
 #: A pending add whose line leaves ``<index>.pending`` at least this big folds it
-#: (~150 rows: one fold, ~5 ms, per ~150 instances).
+#: (~150 rows: one fold, ~5 ms, per ~150 instances). Small, for the per-instance door:
+#: its one look at the pending rows is a search of the whole file.
 FOLD_AT = 64 << 10
+
+#: The same for a resident door's workers (``watch``), whose looks are keyed as lines
+#: arrive (:class:`PendingTail`): one transaction per ~7,000 rows instead of ~150. Each
+#: transaction rewrites the pages it touches into SQLite's WAL, and a WAL past 1,000
+#: pages is checkpointed with two fsyncs: at 64 KiB, a quarter of a worker's time went
+#: to folds (COMMIT alone ~11%, much of it waiting on the disk: idle cores). A process's
+#: memory does not grow with it: a fold streams the file (:mod:`.index_files`), a
+#: look keeps offsets, not lines.
+RESIDENT_FOLD_AT = 4 << 20
 
 #: the pending rows' file is the index's name plus this
 PENDING_SUFFIX = ".pending"
@@ -513,8 +524,11 @@ class PendingIndex:
         durable: bool = False,
         target: str | None = None,
         opener: Callable[[float], Folded] | None = None,
+        fold_at: int | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
+        #: an add whose line takes the pending file to this size folds it (None: FOLD_AT)
+        self.fold_at = FOLD_AT if fold_at is None else fold_at
         self.durable = durable
         #: opens the index these rows fold into (given a timeout), for a fold past FOLD_AT
         #: and for lookups of folded rows; the caller's (core/repack.py), so that this
@@ -582,7 +596,7 @@ class PendingIndex:
             raise IndexFailure(
                 f"cannot write the index {pending}: {exc.strerror or exc}", errno=exc.errno
             ) from None
-        if size_after >= FOLD_AT and not self.shared and self.target is None and self.opener:
+        if size_after >= self.fold_at and not self.shared and self.target is None and self.opener:
             index = self.opener(60.0)
             try:
                 index.fold()
