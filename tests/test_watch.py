@@ -436,3 +436,38 @@ def test_sigterm_mid_burst_exits_0_and_a_restart_files_the_rest(tmp_path: Path, 
         wait_filed(data, len(files), w.proc)
         assert w.stop() == 0
     assert not list(incoming.iterdir())
+
+
+def test_a_burst_is_taken_a_share_at_a_time_each_file_once(tmp_path: Path) -> None:
+    """``Arrivals.take(most)``: a burst comes out at most ``most`` files a take (the
+    watcher hands the first out before it looks at the last), what is left says so
+    (``ready``), and every file comes out exactly once, the events' and the scan's."""
+    from dicom_repack.watch.arrivals import Arrivals
+
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    (incoming / "before.dcm").write_bytes(b"x")  # there at start: the scan's
+    os.utime(incoming / "before.dcm", (1, 1))  # settled long ago
+    arrivals = Arrivals([str(incoming)], settle=0.0)
+    try:
+        arrivals.start()
+        staged = tmp_path / "staged"
+        staged.mkdir()
+        for i in range(25):
+            (staged / f"{i:02d}.dcm").write_bytes(b"x")
+            os.rename(staged / f"{i:02d}.dcm", incoming / f"{i:02d}.dcm")  # IN_MOVED_TO
+        seen: list[str] = []
+        shares = []
+        while len(seen) < 26:
+            got = arrivals.take(10)
+            assert len(got) <= 10
+            shares.append(len(got))
+            seen += got
+            if len(seen) < 26:
+                assert arrivals.ready() or arrivals.wake_after() is not None
+        assert sorted(os.path.basename(p) for p in seen) == sorted(
+            ["before.dcm", *(f"{i:02d}.dcm" for i in range(25))]
+        )
+        assert max(shares) == 10 and arrivals.ready() == 0 and arrivals.take(10) == []
+    finally:
+        arrivals.close()

@@ -30,6 +30,7 @@ timer), except the settle check of a file that appeared without a close event.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import time
 
@@ -141,6 +142,10 @@ class Arrivals:
         self._taken: dict[str, Signature] = {}
         self._ready: dict[str, None] = {}  # ordered set
         self._next_scan = 0.0
+        #: the kernel's event queue overflowed: the folders are scanned at the next take,
+        #: once what the events said is handed out (:meth:`take`)
+        self._rescan_due = False
+        self._rescan_waited = False
         self.rescans = 0
         self.overflows = 0
 
@@ -182,7 +187,7 @@ class Arrivals:
         an event): the next settle check, or the next scan when polling."""
         now = time.monotonic()
         due: list[float] = []
-        if self._ready:
+        if self._ready or self._rescan_due:
             return 0.0
         if self._settling:
             due.append(min(t for _, t in self._settling.values()) + self.settle - now)
@@ -202,18 +207,43 @@ class Arrivals:
 
         return bool(select.select([fd], [], [], 0)[0])
 
-    def take(self) -> list[str]:
-        """The files complete now and not taken before as they are (never blocks)."""
+    def take(self, most: int | None = None) -> list[str]:
+        """The files complete now and not taken before as they are (never blocks); at
+        most ``most`` of them (the rest wait for the next take: :meth:`ready`).
+
+        A burst (thousands of files renamed in) is taken a share at a time, so that its
+        first files are handed out before the last are looked at; and a scan after an
+        overflow of the kernel's queue (a listing and a stat of every file, ~0.3 s for
+        50,000) runs only at the take after the one that gave out what the events had
+        said: the workers hold those while this process lists the folders, instead of
+        waiting for it (one take later, whatever arrives meanwhile: never put off longer).
+        """
         now = time.monotonic()
         if self._inotify is not None:
             self._read_events(now)
+        if self._rescan_due:
+            if self._ready and most is not None and not self._rescan_waited:
+                self._rescan_waited = True  # this take's paths first; the scan at the next
+            else:
+                self._rescan_due = self._rescan_waited = False
+                self._scan_all(now)
         if self.polling_because and now >= self._next_scan:
             self._scan_all(now)
         if self._settling:
             self._check_settling(now)
-        out = [path for path in self._ready if self.mark(path) is not None]
-        self._ready.clear()
-        return out
+        if most is None or len(self._ready) <= most:
+            batch = list(self._ready)
+            self._ready.clear()
+        else:
+            batch = list(itertools.islice(self._ready, most))
+            for path in batch:
+                del self._ready[path]
+        return [path for path in batch if self.mark(path) is not None]
+
+    def ready(self) -> int:
+        """Files complete and not taken yet (a take's ``most`` left them for the next);
+        one more when a scan is due (an overflow)."""
+        return len(self._ready) + self._rescan_due
 
     def forget(self, path: str) -> None:
         """Let ``path`` be taken again even unchanged (filed by a move; --retry-failed)."""
@@ -282,7 +312,7 @@ class Arrivals:
             if overflow:
                 self.overflows += 1
                 self.say("the kernel's event queue overflowed; rescanning the watched folders")
-                self._scan_all(now)
+                self._rescan_due = True  # at the next take (see take)
 
     def _fall_back(self, why: str) -> None:
         if self.polling_because:

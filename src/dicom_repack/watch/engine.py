@@ -63,6 +63,10 @@ FOLD_EVERY_S = 1.0
 #: rescan) travels in chunks sized by the backlog, as a batch's do; a trickle goes one
 #: by one (a pause ends a chunk early)
 CHUNK_MAX = 128
+#: the most paths taken from the arrivals at once: a burst's first chunks go out to the
+#: workers before this process has looked at (lstat) its last files, and a scan after an
+#: overflow waits until the workers hold what the events said (watch/arrivals.py: take)
+TAKE_AT_MOST = 1024
 
 
 class Watcher:
@@ -165,14 +169,17 @@ class Watcher:
             self._drain_wake()
             if self._stopping:
                 return
-            paths = self.arrivals.take()
+            paths = self.arrivals.take(TAKE_AT_MOST)
+            more = self.arrivals.ready()
             for i, path in enumerate(paths):
-                self._backlog = len(paths) - i
+                self._backlog = len(paths) - i + more
                 self._out += 1
                 yield path
                 if self._stopping:
                     return
             self._backlog = 0
+            if more:
+                continue  # the rest of a burst: no pause (a short chunk) in between
             if (
                 self._filed_since_fold
                 and not self._out
