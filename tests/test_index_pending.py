@@ -22,7 +22,7 @@ import pytest
 
 from dicom_repack.core.index import Index
 from dicom_repack.core.index_rows import COLUMNS, append_row, parse_pending, pending_path
-from helpers import dicom_files, run_cli, sqlite_db
+from helpers import dicom_files, open_files, run_cli, sqlite_db
 
 WRITERS, ROWS_EACH, FOLDERS = 6, 300, 2
 
@@ -346,8 +346,12 @@ def test_the_tail_keeps_no_copy_of_the_pending_lines(tmp_path: Path) -> None:
         assert tail.last(str(_fat_row(5)[0])) is None
         assert (tail.previous(str(_fat_row(5)[0])) or ())[0] == _fat_row(5)[0]
         assert (tail.last(str(_fat_row(10_001)[0])) or ())[0] == _fat_row(10_001)[0]
+        os.unlink(pending + ".1-2")  # the fold committed: the next look lets the file go
+        assert tail.last(str(_fat_row(5)[0])) is None and tail.previous(str(_fat_row(5)[0])) is None
+        assert open_files("self", str(tmp_path)) == [pending]
     finally:
         tail.close()
+    assert open_files("self", str(tmp_path)) == []
 
 
 def _uids(i: int) -> dict[str, str]:

@@ -347,6 +347,8 @@ class PendingTail:
 
     def last(self, sop: str) -> tuple[object, ...] | None:
         """The newest pending row of ``sop``, or None."""
+        if self._prev:
+            self._drop_committed()
         try:
             st = os.stat(self.path, follow_symlinks=False)
         except OSError:  # none (folded): the folded index knows the rest
@@ -376,6 +378,21 @@ class PendingTail:
             if row is not None:
                 return row
         return None
+
+    def _drop_committed(self) -> None:
+        """Close the files moved away whose fold has committed and deleted them (their rows
+        are in the index now): no deleted file is held open longer than one look."""
+        kept = []
+        for entry in self._prev:
+            try:
+                gone = os.fstat(entry[0]).st_nlink == 0
+            except OSError:
+                gone = True
+            if gone:
+                os.close(entry[0])
+            else:
+                kept.append(entry)
+        self._prev = kept
 
     def _close_prev(self) -> None:
         for fd, _keys, _end in self._prev:
