@@ -146,6 +146,8 @@ class Arrivals:
         #: once what the events said is handed out (:meth:`take`)
         self._rescan_due = False
         self._rescan_waited = False
+        #: a scan after an overflow, under way: a take advances it by what it hands out
+        self._rescanning: Iterator[tuple[str, os.stat_result]] | None = None
         self.rescans = 0
         self.overflows = 0
 
@@ -187,7 +189,7 @@ class Arrivals:
         an event): the next settle check, or the next scan when polling."""
         now = time.monotonic()
         due: list[float] = []
-        if self._ready or self._rescan_due:
+        if self._ready or self._rescan_due or self._rescanning is not None:
             return 0.0
         if self._settling:
             due.append(min(t for _, t in self._settling.values()) + self.settle - now)
@@ -212,21 +214,28 @@ class Arrivals:
         most ``most`` of them (the rest wait for the next take: :meth:`ready`).
 
         A burst (thousands of files renamed in) is taken a share at a time, so that its
-        first files are handed out before the last are looked at; and a scan after an
+        first files are handed out before the last are looked at. A scan after an
         overflow of the kernel's queue (a listing and a stat of every file, ~0.3 s for
-        50,000) runs only at the take after the one that gave out what the events had
-        said: the workers hold those while this process lists the folders, instead of
-        waiting for it (one take later, whatever arrives meanwhile: never put off longer).
+        50,000) starts only at the take after the one that gave out what the events had
+        said (one take later, whatever arrives meanwhile: never put off longer), and with
+        ``most`` goes on a share per take: the workers file the first files found while
+        this process stats the next, instead of all of them waiting for the whole scan.
         """
         now = time.monotonic()
         if self._inotify is not None:
             self._read_events(now)
         if self._rescan_due:
-            if self._ready and most is not None and not self._rescan_waited:
+            if most is None:
+                self._rescan_due = self._rescan_waited = False
+                self._scan_all(now)
+            elif self._ready and not self._rescan_waited:
                 self._rescan_waited = True  # this take's paths first; the scan at the next
             else:
                 self._rescan_due = self._rescan_waited = False
-                self._scan_all(now)
+                self.rescans += 1
+                self._rescanning = itertools.chain.from_iterable(map(self._walk, self.roots))
+        if self._rescanning is not None:
+            self._scan_some(most, now)
         if self.polling_because and now >= self._next_scan:
             self._scan_all(now)
         if self._settling:
@@ -242,8 +251,8 @@ class Arrivals:
 
     def ready(self) -> int:
         """Files complete and not taken yet (a take's ``most`` left them for the next);
-        one more when a scan is due (an overflow)."""
-        return len(self._ready) + self._rescan_due
+        one more when a scan is due or under way (an overflow)."""
+        return len(self._ready) + (self._rescan_due or self._rescanning is not None)
 
     def forget(self, path: str) -> None:
         """Let ``path`` be taken again even unchanged (filed by a move; --retry-failed)."""
@@ -338,14 +347,32 @@ class Arrivals:
         order: each file becomes ready now if it has not changed for ``settle`` s, else
         it settles first."""
         for path, st in self._walk(top):
-            sig = (st.st_size, st.st_mtime_ns)
-            if self._taken.get(path) == sig or path in self._ready:
-                continue
-            if time.time() - st.st_mtime >= self.settle:
-                self._settling.pop(path, None)
-                self._ready[path] = None
-            else:
-                self._settle(path, now)
+            self._found(path, st, now)
+
+    def _scan_some(self, most: int | None, now: float) -> None:
+        """Advance the scan under way until ``most`` files are ready (None: to its end): a
+        take after an overflow gives out a share of the folder, stat'ed as it goes,
+        instead of every file of it first (~0.3 s for 50,000, the workers waiting)."""
+        assert self._rescanning is not None
+        if most is not None and len(self._ready) >= most:
+            return
+        for path, st in self._rescanning:
+            self._found(path, st, now)
+            if most is not None and len(self._ready) >= most:
+                return
+        self._rescanning = None  # done
+
+    def _found(self, path: str, st: os.stat_result, now: float) -> None:
+        """A file a scan found: ready now if it has not changed for ``settle`` s, else it
+        settles first; nothing if taken as it is or ready already."""
+        sig = (st.st_size, st.st_mtime_ns)
+        if self._taken.get(path) == sig or path in self._ready:
+            return
+        if time.time() - st.st_mtime >= self.settle:
+            self._settling.pop(path, None)
+            self._ready[path] = None
+        else:
+            self._settle(path, now)
 
     def _walk(self, top: str) -> Iterator[tuple[str, os.stat_result]]:
         if os.path.realpath(top) in self._exclude:
