@@ -22,7 +22,7 @@ import pytest
 
 from dicom_repack.core.index import Index
 from dicom_repack.core.index_rows import COLUMNS, append_row, parse_pending, pending_path
-from helpers import dicom_files, run_cli, sqlite_db
+from helpers import dicom_files, open_files, run_cli, sqlite_db
 
 WRITERS, ROWS_EACH, FOLDERS = 6, 300, 2
 
@@ -306,3 +306,121 @@ def test_a_pending_index_answers_the_same_at_its_first_look_and_after(tmp_path: 
         finally:
             idx.close()
             os.unlink(pending)
+
+
+def _fat_row(i: int) -> tuple[object, ...]:
+    """A row as long as a real one (~600 bytes as a line): long path and source."""
+    sop = f"1.2.826.0.1.3680043.8.498.{i:012d}"
+    r = list(row(sop, float(i), path=f"/data/{'p' * 200}/{sop}.dcm"))
+    r[COLUMNS.index("source")] = f"/incoming/{'s' * 200}/{i}.dcm"
+    return tuple(r)
+
+
+def _write_pending(pending: str, n: int) -> int:
+    with open(pending, "wb") as fh:
+        for i in range(n):
+            fh.write(append_line(_fat_row(i)))
+        return fh.tell()
+
+
+def _fold_peak_kib(tmp_path: Path, n: int) -> int:
+    """The peak resident set (KiB) of ``dicom-repack index --fold`` folding ``n`` rows."""
+    folder = tmp_path / f"fold-{n}"
+    folder.mkdir()
+    index = folder / "idx.sqlite"
+    _write_pending(pending_path(str(index)), n)
+    exe = str(Path(sys.executable).parent / "dicom-repack")
+    probe = textwrap.dedent(
+        """
+        import resource, subprocess, sys
+        proc = subprocess.run(sys.argv[1:])
+        print(proc.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, exe, "index", "--fold", "--index", str(index)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    code, peak = out.stdout.splitlines()[-1].split()  # after what the fold says
+    assert code == "0", out.stderr
+    assert len(rows_in(index)) == n
+    assert not os.path.exists(pending_path(str(index)))
+    return int(peak)
+
+
+def test_a_folds_memory_does_not_grow_with_the_pending_file(tmp_path: Path) -> None:
+    """A fold streams its file in bounded pieces (one transaction still): folding ~30 MB
+    of pending rows takes no more memory than folding ~0.3 MB, give or take a few MB
+    (a watch worker or a receiver folds what waited; issue 18's RSS bound)."""
+    small = _fold_peak_kib(tmp_path, 500)
+    big = _fold_peak_kib(tmp_path, 50_000)
+    assert big - small < 8 << 10, (small, big)
+
+
+def test_the_tail_keeps_no_copy_of_the_pending_lines(tmp_path: Path) -> None:
+    """PendingTail keys each line by where it is in the file, not by a copy of it: a
+    process that looks up every SOP while ~6 MB of rows wait holds far less than that
+    (memory independent of how long rows wait before a fold); every row is still found,
+    before and after a fold moves the file aside."""
+    import tracemalloc
+
+    from dicom_repack.core.pending_tail import PendingTail
+
+    pending = str(tmp_path / "idx.sqlite.pending")
+    append_row(pending, _fat_row(0))
+    tail = PendingTail(pending)
+    try:
+        assert tail.last(str(_fat_row(0)[0])) is not None  # the first look: a search
+        size = _write_pending(pending, 10_000)
+        tracemalloc.start()
+        try:
+            for i in range(0, 10_000, 7):
+                found = tail.last(str(_fat_row(i)[0]))
+                assert found is not None and found[5] == 1
+            held, _peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < size // 4, (held, size)
+        os.rename(pending, pending + ".1-2")  # a fold, mid-way: its rows are still known
+        append_row(pending, _fat_row(10_001))
+        assert tail.last(str(_fat_row(5)[0])) is None
+        assert (tail.previous(str(_fat_row(5)[0])) or ())[0] == _fat_row(5)[0]
+        assert (tail.last(str(_fat_row(10_001)[0])) or ())[0] == _fat_row(10_001)[0]
+        os.unlink(pending + ".1-2")  # the fold committed: the next look lets the file go
+        assert tail.last(str(_fat_row(5)[0])) is None and tail.previous(str(_fat_row(5)[0])) is None
+        assert open_files("self", str(tmp_path)) == [pending]
+    finally:
+        tail.close()
+    assert open_files("self", str(tmp_path)) == []
+
+
+def _uids(i: int) -> dict[str, str]:
+    keys = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID")
+    return {k: str(v) for k, v in zip(keys, _fat_row(i)[:4], strict=True)}
+
+
+def test_a_resident_doors_rows_wait_until_its_own_fold_size(tmp_path: Path) -> None:
+    """``Config(fold_at=...)`` (watch's workers: RESIDENT_FOLD_AT): an add folds when its
+    line takes the pending file past that size, not past FOLD_AT (fewer, larger
+    transactions); every row is in the index once it does, none lost or doubled."""
+    from dicom_repack.core.index_rows import FOLD_AT
+    from dicom_repack.core.repack import Config, Repacker
+
+    index = tmp_path / "idx.sqlite"
+    config = Config(str(tmp_path / "data"), index=str(index), index_mode="pending")
+    roomy = config.replace(fold_at=4 * FOLD_AT)
+    assert roomy.fold_at == 4 * FOLD_AT and roomy.replace(host="h").fold_at == 4 * FOLD_AT
+    with Repacker(roomy) as repacker:
+        pending = repacker.index
+        assert pending is not None and hasattr(pending, "add")
+        n = 0
+        while not os.path.exists(pending_path(str(index))) or (
+            os.path.getsize(pending_path(str(index))) < 2 * FOLD_AT
+        ):
+            pending.add(_uids(n), path=f"/data/{n}.dcm", size=1, source=None)
+            n += 1
+        assert not os.path.exists(index)  # past FOLD_AT, not folded: still waiting
+        while os.path.exists(pending_path(str(index))):
+            pending.add(_uids(n), path=f"/data/{n}.dcm", size=1, source=None)
+            n += 1
+    assert len(rows_in(index)) == n  # folded past 4 x FOLD_AT, in one go: every row

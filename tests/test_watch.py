@@ -436,3 +436,70 @@ def test_sigterm_mid_burst_exits_0_and_a_restart_files_the_rest(tmp_path: Path, 
         wait_filed(data, len(files), w.proc)
         assert w.stop() == 0
     assert not list(incoming.iterdir())
+
+
+def test_a_burst_is_taken_a_share_at_a_time_each_file_once(tmp_path: Path) -> None:
+    """``Arrivals.take(most)``: a burst comes out at most ``most`` files a take (the
+    watcher hands the first out before it looks at the last), what is left says so
+    (``ready``), and every file comes out exactly once, the events' and the scan's."""
+    from dicom_repack.watch.arrivals import Arrivals
+
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    (incoming / "before.dcm").write_bytes(b"x")  # there at start: the scan's
+    os.utime(incoming / "before.dcm", (1, 1))  # settled long ago
+    arrivals = Arrivals([str(incoming)], settle=0.0)
+    try:
+        arrivals.start()
+        staged = tmp_path / "staged"
+        staged.mkdir()
+        for i in range(25):
+            (staged / f"{i:02d}.dcm").write_bytes(b"x")
+            os.rename(staged / f"{i:02d}.dcm", incoming / f"{i:02d}.dcm")  # IN_MOVED_TO
+        seen: list[str] = []
+        shares = []
+        while len(seen) < 26:
+            got = arrivals.take(10)
+            assert len(got) <= 10
+            shares.append(len(got))
+            seen += got
+            if len(seen) < 26:
+                assert arrivals.ready() or arrivals.wake_after() is not None
+        assert sorted(os.path.basename(p) for p in seen) == sorted(
+            ["before.dcm", *(f"{i:02d}.dcm" for i in range(25))]
+        )
+        assert max(shares) == 10 and arrivals.ready() == 0 and arrivals.take(10) == []
+    finally:
+        arrivals.close()
+
+
+def test_a_rescan_after_an_overflow_is_given_out_a_share_at_a_time(tmp_path: Path) -> None:
+    """After the kernel's queue overflowed (events lost: the rescan finds the files), the
+    scan runs a share per take (``take(most)``), not the whole folder at once: every file
+    comes out exactly once, at most ``most`` a take, and ``ready`` says more is coming."""
+    from dicom_repack.watch.arrivals import Arrivals
+
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    arrivals = Arrivals([str(incoming)], settle=0.0)
+    try:
+        arrivals.start()
+        for i in range(35):
+            (incoming / f"{i:02d}.dcm").write_bytes(b"x")
+        fd = arrivals.fileno()
+        assert fd is not None
+        os.read(fd, 1 << 20)  # the events lost, as in an overflow ...
+        arrivals._rescan_due = True  # ... which _read_events notes so (IN_Q_OVERFLOW)
+        seen = arrivals.take(10)
+        assert len(seen) == 10
+        assert arrivals.ready() == 1  # the rest not looked at yet: the scan goes on next take
+        for _ in range(10):
+            got = arrivals.take(10)
+            assert len(got) <= 10
+            seen += got
+            if not arrivals.ready():
+                break
+        assert sorted(os.path.basename(p) for p in seen) == [f"{i:02d}.dcm" for i in range(35)]
+        assert arrivals.take(10) == [] and arrivals.ready() == 0
+    finally:
+        arrivals.close()

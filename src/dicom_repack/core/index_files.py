@@ -28,11 +28,13 @@ from .tree import NotRegularError, kind_of, open_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
 __all__ = [
     "COLUMN_KINDS",
     "NOT_NULL",
+    "READ_AT_ONCE",
+    "PendingRows",
     "column_decls",
     "every_host_pending",
     "fold_files",
@@ -101,9 +103,11 @@ def pending_rows(pending: str) -> int:
     return count
 
 
-def fold_files(pending: str, insert: Callable[[list[tuple[object, ...]]], None]) -> int:
+def fold_files(pending: str, insert: Callable[[Iterable[tuple[object, ...]]], None]) -> int:
     """Fold the pending rows of ``pending`` (and files an interrupted fold left beside
     it) through ``insert`` (one transaction per file, upserting); return how many.
+    ``insert`` gets the rows as an iterable (:class:`PendingRows`) read in bounded
+    pieces as it goes: never the whole file at once, whatever its size.
 
     The protocol of every backend (see the module doc): the file is renamed aside,
     its lock waited on for a writer that opened it before the rename, its rows
@@ -142,7 +146,42 @@ def fold_files(pending: str, insert: Callable[[list[tuple[object, ...]]], None])
     return folded
 
 
-def _fold_file(path: str, insert: Callable[[list[tuple[object, ...]]], None]) -> int:
+#: how much of a pending file a fold reads and parses at a time: its memory is bounded
+#: by this, not by how long the file grew (a receiver's fold after an outage, a watch
+#: worker's); the rows still go in as one transaction
+READ_AT_ONCE = 256 << 10
+
+
+class PendingRows:
+    """The rows of one pending file, read from its start each time they are iterated, in
+    pieces of :data:`READ_AT_ONCE` (an ``insert`` retried after a busy database reads
+    them again); :attr:`count`: the rows of the last whole pass."""
+
+    __slots__ = ("count", "fd")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.count: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[object, ...]]:
+        self.count = None
+        count, offset, rest = 0, 0, b""
+        while chunk := os.pread(self.fd, READ_AT_ONCE, offset):
+            offset += len(chunk)
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1  # whole lines; a line longer than a piece waits
+            rest = data[cut:]
+            rows = parse_pending(data[:cut])
+            del data
+            count += len(rows)
+            yield from rows
+        rows = parse_pending(rest)  # the last line, if its newline never came (torn)
+        count += len(rows)
+        yield from rows
+        self.count = count
+
+
+def _fold_file(path: str, insert: Callable[[Iterable[tuple[object, ...]]], None]) -> int:
     try:
         fd, _ = open_file(path, os.O_RDWR)
     except FileNotFoundError:
@@ -155,21 +194,17 @@ def _fold_file(path: str, insert: Callable[[list[tuple[object, ...]]], None]) ->
         # a writer that opened the file before it was renamed holds or wants this
         # lock: wait for its line; any later writer sees the name moved and goes
         os.lockf(fd, os.F_LOCK, 0)
-        if os.fstat(fd).st_nlink == 0:
+        st = os.fstat(fd)
+        if st.st_nlink == 0:
             return 0  # folded meanwhile by another fold
-        rows = parse_pending(_read_fd(fd))
-        if rows:
+        rows = PendingRows(fd)
+        if st.st_size:
             insert(rows)
+            if rows.count is None:  # an insert that did not read them all
+                rows.count = sum(1 for _ in rows)
         os.unlink(path)
-        return len(rows)
+        return rows.count or 0
     except OSError as exc:
         raise IndexFailure(f"cannot fold {path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-
-
-def _read_fd(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -56,7 +56,7 @@ from .series_claims import CLAIM, SERIES_HOSTS, SERIES_NOW, SeriesNow
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     import psycopg
 
@@ -547,42 +547,52 @@ def _pq_error(res: object, pgconn: object) -> str:
     return message or "the index lookup failed"
 
 
-def _upsert(conn: psycopg.Connection[tuple[object, ...]], rows: list[tuple[object, ...]]) -> None:
+def _upsert(
+    conn: psycopg.Connection[tuple[object, ...]], rows: Iterable[tuple[object, ...]]
+) -> None:
     """Upsert a fold's rows (as :data:`UPSERT` row by row: a row replaces one only if it
-    is not older) in one statement: the rows sent as one JSON text, unpacked and cast
-    by the server. psycopg's ``executemany`` adapted every value in Python, ~40 us a
-    row in a batch's flusher thread; this is one encode (the C encoder) per fold.
+    is not older), :data:`_UPSERT_ROWS` at a time in one statement: the rows sent as
+    one JSON text, unpacked and cast by the server. psycopg's ``executemany`` adapted
+    every value in Python, ~40 us a row in a batch's flusher thread; this is one
+    encode (the C encoder) per statement. ``rows`` is read once, as it streams (a
+    backlog folded after an outage is never held whole).
 
-    One statement may not touch a row twice, so a SOP pending twice is sent once: its
-    newest row (of equal times, the later line), which row-by-row upserts would have
-    kept. A row JSON cannot carry (a NaN or infinite number from a forged line) goes
-    row by row, where PostgreSQL judges it as before."""
+    One statement may not touch a row twice, so a SOP twice among a statement's rows
+    is sent once: its newest row (of equal times, the later line), which row-by-row
+    upserts would have kept; statements go in the file's order. Rows JSON cannot carry
+    (a NaN or infinite number, from a forged line) go row by row, where PostgreSQL
+    judges them as before."""
     import json
 
-    newest: dict[object, tuple[object, ...]] = {}
-    try:
-        for row in rows:
-            kept = newest.get(row[0])
-            if kept is None or _newer(row[_FILED_AT], kept[_FILED_AT]):
-                newest[row[0]] = row
-        unique = list(newest.values())
-        payloads = [
-            json.dumps(unique[at : at + _UPSERT_ROWS], allow_nan=False, separators=(",", ":"))
-            for at in range(0, len(unique), _UPSERT_ROWS)
-        ]
-    except (TypeError, ValueError):  # unhashable, NaN: not a row row_for wrote
-        _many(conn, UPSERT, rows)
-        return
-    for payload in payloads:
+    def send(chunk: list[tuple[object, ...]]) -> None:
+        newest: dict[object, tuple[object, ...]] = {}
+        try:
+            for row in chunk:
+                kept = newest.get(row[0])
+                if kept is None or _newer(row[_FILED_AT], kept[_FILED_AT]):
+                    newest[row[0]] = row
+            payload = json.dumps(list(newest.values()), allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError):  # unhashable, NaN: not a row row_for wrote
+            _many(conn, UPSERT, chunk)
+            return
         conn.execute(_UPSERT_JSON, (payload,))
 
+    chunk: list[tuple[object, ...]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= _UPSERT_ROWS:
+            send(chunk)
+            chunk = []
+    if chunk:
+        send(chunk)
 
-#: rows per statement of :func:`_upsert` (a backlog folded after an outage: a few MB each)
-_UPSERT_ROWS = 10_000
+
+#: rows per statement of :func:`_upsert` (a few MB of JSON)
+_UPSERT_ROWS = 5_000
 
 
 def _many(
-    conn: psycopg.Connection[tuple[object, ...]], sql: str, rows: list[tuple[object, ...]]
+    conn: psycopg.Connection[tuple[object, ...]], sql: str, rows: Iterable[tuple[object, ...]]
 ) -> None:
     with conn.cursor() as cur:
         cur.executemany(sql, rows)

@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_NAME",
     "FOLD_AT",
     "INDEX_KEYWORDS",
+    "RESIDENT_FOLD_AT",
     "URL_SCHEMES",
     "IndexFailure",
     "IndexRefused",
@@ -66,8 +67,10 @@ __all__ = [
     "is_url",
     "last_pending",
     "line_of",
+    "line_start",
     "local_path",
     "lock_base",
+    "old_start",
     "parse_pending",
     "pending_path",
     "row_for",
@@ -183,8 +186,18 @@ def shown(index: str) -> str:
 
 
 #: A pending add whose line leaves ``<index>.pending`` at least this big folds it
-#: (~150 rows: one fold, ~5 ms, per ~150 instances).
+#: (~150 rows: one fold, ~5 ms, per ~150 instances). Small, for the per-instance door:
+#: its one look at the pending rows is a search of the whole file.
 FOLD_AT = 64 << 10
+
+#: The same for a resident door's workers (``watch``), whose looks are keyed as lines
+#: arrive (:class:`PendingTail`): one transaction per ~7,000 rows instead of ~150. Each
+#: transaction rewrites the pages it touches into SQLite's WAL, and a WAL past 1,000
+#: pages is checkpointed with two fsyncs: at 64 KiB, a quarter of a worker's time went
+#: to folds (COMMIT alone ~11%, much of it waiting on the disk: idle cores). A process's
+#: memory does not grow with it: a fold streams the file (:mod:`.index_files`), a
+#: look keeps offsets, not lines.
+RESIDENT_FOLD_AT = 4 << 20
 
 #: the pending rows' file is the index's name plus this
 PENDING_SUFFIX = ".pending"
@@ -317,9 +330,9 @@ def last_pending(pending: str, sop: str) -> tuple[object, ...] | None:
 
 def find_row(buf: bytes | bytearray, sop: str) -> tuple[object, ...] | None:
     """The last row of ``sop`` among the pending lines ``buf`` (either form), or None."""
-    at = buf.rfind(b"\n" + _line_start(sop))
+    at = buf.rfind(b"\n" + line_start(sop))
     if at < 0 and buf[:2] == b"\n(":  # a file an earlier version started: its lines too
-        at = buf.rfind(_old_start(sop))
+        at = buf.rfind(old_start(sop))
     if at < 0:
         return None
     return row_of_line(bytes(buf[at : buf.find(b"\n", at + 1)]))
@@ -331,12 +344,12 @@ def row_of_line(line: bytes | None) -> tuple[object, ...] | None:
     return rows[0] if rows else None
 
 
-def _line_start(sop: str) -> bytes:
+def line_start(sop: str) -> bytes:
     """How a pending line of ``sop`` starts (after its leading newline)."""
     return b"[" + _encode_str(sop).encode("ascii") + b","
 
 
-def _old_start(sop: str) -> bytes:
+def old_start(sop: str) -> bytes:
     """How a line of ``sop`` written before the JSON lines starts (``ascii()`` of a tuple)."""
     return b"\n(" + ascii(sop).encode("ascii") + b", "
 
@@ -357,8 +370,11 @@ class PendingIndex:
         target: str | None = None,
         opener: Callable[[float], Folded] | None = None,
         tail: Callable[[str], PendingTail] | None = None,
+        fold_at: int | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
+        #: an add whose line takes the pending file to this size folds it (None: FOLD_AT)
+        self.fold_at = FOLD_AT if fold_at is None else fold_at
         self.durable = durable
         #: opens the index these rows fold into (given a timeout), for a fold past FOLD_AT
         #: and for lookups of folded rows; the caller's (core/repack.py), so that this
@@ -439,7 +455,7 @@ class PendingIndex:
             raise IndexFailure(
                 f"cannot write the index {pending}: {exc.strerror or exc}", errno=exc.errno
             ) from None
-        if size_after >= FOLD_AT and not self.shared and self.target is None and self.opener:
+        if size_after >= self.fold_at and not self.shared and self.target is None and self.opener:
             index = self.opener(60.0)
             try:
                 index.fold()

@@ -138,7 +138,7 @@ class Config:
         workers = config.replace(index_mode="pending")      # the same, rows appended
     """
 
-    __slots__ = ("datadir", "fsync", "host", "index", "index_mode", "layout", "logdir")
+    __slots__ = ("datadir", "fold_at", "fsync", "host", "index", "index_mode", "layout", "logdir")
 
     def __init__(
         self,
@@ -150,6 +150,7 @@ class Config:
         index: str | bool = True,
         index_mode: str = "direct",
         host: str | None = None,
+        fold_at: int | None = None,
     ) -> None:
         if index_mode not in INDEX_MODES:
             raise ValueError(f"index_mode must be one of {', '.join(INDEX_MODES)}: {index_mode!r}")
@@ -175,6 +176,10 @@ class Config:
         #: who files (``--host-id``): in each index row and outcome, so that receivers
         #: sharing one tree and index can be told apart (None: not said)
         self.host = host
+        #: ``pending`` mode: the pending file's size past which the process whose row takes
+        #: it there folds it (None: :data:`.index_rows.FOLD_AT`; a resident door's workers:
+        #: :data:`.index_rows.RESIDENT_FOLD_AT`, fewer and larger transactions)
+        self.fold_at = fold_at
 
     def replace(self, **changes: object) -> Config:
         """A copy with ``changes`` (any keyword of the constructor): every field carried
@@ -187,6 +192,7 @@ class Config:
             "index": self.index or False,
             "index_mode": self.index_mode if self.index else "direct",
             "host": self.host,
+            "fold_at": self.fold_at,
         }
         unknown = set(changes) - set(fields)
         if unknown:
@@ -254,6 +260,7 @@ class Repacker:
                     target=config.index,
                     opener=_opener(config.index, config.logdir, config.fsync),
                     tail=_pending_tail,
+                    fold_at=config.fold_at,
                 )
             # group commit (a flusher thread); no log folder: every add fails, saying so
             from .index_pg import PgIndex
@@ -265,6 +272,7 @@ class Repacker:
                 durable=config.fsync,
                 opener=_opener(config.index, None, config.fsync),
                 tail=_pending_tail,
+                fold_at=config.fold_at,
             )
         if config.index:
             from .index import Index

@@ -37,7 +37,7 @@ import select
 import time
 
 from ..core.errors import WORKER_LOST
-from ..core.index_rows import is_url
+from ..core.index_rows import RESIDENT_FOLD_AT, is_url
 from ..core.outcome import Outcome
 from ..core.repack import Config, Repacker
 from ..doors.batch_engine import Summary
@@ -53,12 +53,20 @@ if TYPE_CHECKING:
 
 __all__ = ["Watcher"]
 
-#: fold the workers' pending index rows at most this often while instances arrive
+#: fold the workers' pending index rows here at most this often, and only while no path
+#: is out with a worker: a fold here holds up the feeding of the workers (waiting on
+#: SQLite's write lock, a checkpoint's fsyncs), so while they are busy they fold their
+#: own rows (at :data:`~..core.index_rows.RESIDENT_FOLD_AT`) and this process waits for
+#: a lull (readers fold what waits: ``status``, a series' event)
 FOLD_EVERY_S = 1.0
 #: the most paths per message to a worker: a burst (a start with a full folder, a
 #: rescan) travels in chunks sized by the backlog, as a batch's do; a trickle goes one
 #: by one (a pause ends a chunk early)
 CHUNK_MAX = 128
+#: the most paths taken from the arrivals at once: a burst's first chunks go out to the
+#: workers before this process has looked at (lstat) its last files, and a scan after an
+#: overflow waits until the workers hold what the events said (watch/arrivals.py: take)
+TAKE_AT_MOST = 1024
 
 
 class Watcher:
@@ -103,6 +111,8 @@ class Watcher:
         self._last_fold = 0.0
         #: paths taken from the arrivals and not yet handed out (sizes the chunks)
         self._backlog = 0
+        #: paths handed out whose outcome has not come back yet
+        self._out = 0
         self._failures: Index | PgIndex | None = None
 
     # -- control -------------------------------------------------------------------------
@@ -146,9 +156,10 @@ class Watcher:
         return self.summary
 
     def _config(self) -> Config:
-        """The job's config: index rows appended to the pending file (~20 us) and folded
-        here once a second, instead of one SQLite commit per instance."""
-        return self.config.replace(index_mode="pending")
+        """The job's config: index rows appended to the pending file (~20 us), folded by
+        the workers as it passes RESIDENT_FOLD_AT and here in a lull, instead of one
+        SQLite commit per instance."""
+        return self.config.replace(index_mode="pending", fold_at=RESIDENT_FOLD_AT)
 
     def _items(self) -> Iterator[object]:
         """Paths as they become complete; PAUSE when there are none now; ends on stop."""
@@ -158,14 +169,22 @@ class Watcher:
             self._drain_wake()
             if self._stopping:
                 return
-            paths = self.arrivals.take()
+            paths = self.arrivals.take(TAKE_AT_MOST)
+            more = self.arrivals.ready()
             for i, path in enumerate(paths):
-                self._backlog = len(paths) - i
+                self._backlog = len(paths) - i + more
+                self._out += 1
                 yield path
                 if self._stopping:
                     return
             self._backlog = 0
-            if self._filed_since_fold and time.monotonic() - self._last_fold >= FOLD_EVERY_S:
+            if more:
+                continue  # the rest of a burst: no pause (a short chunk) in between
+            if (
+                self._filed_since_fold
+                and not self._out
+                and time.monotonic() - self._last_fold >= FOLD_EVERY_S
+            ):
                 self._fold()
             yield PAUSE
 
@@ -231,6 +250,7 @@ class Watcher:
                 if self._stopping and not pool.stopped:
                     pool.stop()  # chunks queued to a worker come back untouched: in hand only
                 if result is NOT_ATTEMPTED:
+                    self._out -= 1
                     self.arrivals.forget(str(path))  # untouched: the next start takes it
                     self.summary.not_attempted += 1
                     continue
@@ -253,6 +273,7 @@ class Watcher:
         return max(1, min(CHUNK_MAX, self._backlog // (4 * self.jobs)))
 
     def _take(self, outcome: Outcome) -> None:
+        self._out -= 1
         self.summary.add(outcome)
         if outcome.error is None:
             self._filed_since_fold += 1
