@@ -190,7 +190,7 @@ def shown(index: str) -> str:
 #: its one look at the pending rows is a search of the whole file.
 FOLD_AT = 64 << 10
 
-#: The same for a resident door's workers (``watch``), whose looks are keyed as lines
+#: The same for a resident door's workers (``watch``, ``batch``), whose looks are keyed as lines
 #: arrive (:class:`PendingTail`): one transaction per ~7,000 rows instead of ~150. Each
 #: transaction rewrites the pages it touches into SQLite's WAL, and a WAL past 1,000
 #: pages is checkpointed with two fsyncs: at 64 KiB, a quarter of a worker's time went

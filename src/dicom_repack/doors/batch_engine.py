@@ -251,13 +251,16 @@ def _run_pooled(
     summary: Summary,
 ) -> None:
     """``run`` on ``jobs`` forked workers (doors/fork_pool.py)."""
+    from ..core.index_rows import RESIDENT_FOLD_AT
     from .fork_pool import LOST, NOT_ATTEMPTED, ForkPool
 
     # The workers append their index rows to the pending file (core/index_rows.py)
     # and this process folds them into SQLite at the end, in one transaction: two
     # workers inserting a row per instance into SQLite wait on its write lock, whose
     # busy handler sleeps (10,000 small instances: +2.5-3 s wall, +2 s of kernel CPU).
-    deferred = config.replace(index_mode="pending")
+    # A worker folds on the way only past RESIDENT_FOLD_AT (4 MiB), as watch's do: at
+    # 64 KiB a quarter of a worker's time went to folds (each commit a WAL checkpoint).
+    deferred = config.replace(index_mode="pending", fold_at=RESIDENT_FOLD_AT)
 
     def start() -> Callable[[object], object]:
         """In each worker, after the fork: its own Repacker."""
