@@ -44,6 +44,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seeds", type=Path, default=None, help="corpus --from (default: its own)")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work folder (delete it after the last timed run: a large "
+                         "deletion slows this disk's file creation for minutes)")  # fmt: skip
     args = ap.parse_args()
     py = sys.executable
     work = Path(tempfile.mkdtemp(prefix="batch-scale-ab-", dir=args.workdir))
@@ -93,7 +96,10 @@ def main() -> int:
                 f"{cpu / n * 1e3:.3f} ms CPU per instance (walls: {walls} s)"
             )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -88,6 +88,9 @@ def main() -> int:
     ap.add_argument("--pg-url", help="an existing server's database (default: a throwaway one)")
     ap.add_argument("--workdir", help="where corpus and outputs go (default: the temporary folder;"
                     " never tmpfs: it is RAM)")  # fmt: skip
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work folder (delete it after the last timed run: a large "
+                         "deletion slows this disk's file creation for minutes)")  # fmt: skip
     ap.add_argument("--smoke", action="store_true", help="20 instances, once: does it run?")
     args = ap.parse_args()
     if args.smoke:
@@ -123,7 +126,10 @@ def main() -> int:
             print(f"{name:<12} {wall:8.2f} {user:8.2f} {system:8.2f} {per * 1e3:12.3f} "
                   f"{(per - floor) * 1e3:+9.3f}ms")  # fmt: skip
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
