@@ -9,7 +9,9 @@ group commit by the flusher thread) three ways, each repetition into fresh folde
 - ``--no-index``                       the floor;
 - the default SQLite index             ``dicom-repack-index.sqlite`` in the log folder;
 - ``--index postgresql://...``         a server given by ``--pg-url``, else a throwaway one
-                                       started here (tests/postgres.py: initdb + pg_ctl).
+                                       started here (tests/postgres.py: initdb + pg_ctl);
+- with ``--no-lookup``, PostgreSQL again with the job's "where was this SOP filed" answered
+  "nowhere" without a round trip (an experiment: what the rest of the index costs).
 
 Prints, per backend, the median wall and CPU-seconds of the batch process (wait4
 rusage: the client's CPU only; the PostgreSQL server's own CPU is not counted, say
@@ -46,10 +48,23 @@ def _children_cpu() -> tuple[float, float]:
     return ru.ru_utime, ru.ru_stime
 
 
-def run_batch(corpus: Path, out: Path, index: list[str]) -> tuple[float, float, float]:
+#: ``--no-lookup``'s contestant: the console script's ``run``, with the PostgreSQL index's
+#: "where was this SOP filed" answering "nowhere" without asking the server (an
+#: experiment: what the index costs without that round trip; never a way to run)
+NO_LOOKUP = (
+    "from dicom_repack.core import index_pg; "
+    "index_pg.PgIndex._folded = lambda self, sop: None; "
+    "from dicom_repack.cli import run; run()"
+)
+
+
+def run_batch(
+    corpus: Path, out: Path, index: list[str], *, no_lookup: bool = False
+) -> tuple[float, float, float]:
     """(wall, user CPU-seconds, system CPU-seconds) of one ``batch --jobs 1`` over
     ``corpus`` into ``out``."""
-    argv = [EXE, "batch", str(corpus), "-d", str(out / "data"), "-l", str(out / "log")]
+    start = [sys.executable, "-c", NO_LOOKUP] if no_lookup else [EXE]
+    argv = [*start, "batch", str(corpus), "-d", str(out / "data"), "-l", str(out / "log")]
     argv += ["--jobs", "1", "--no-progress", "--parents", *index]
     user, system = _children_cpu()
     wall = time.perf_counter()
@@ -88,6 +103,9 @@ def main() -> int:
     ap.add_argument("--pg-url", help="an existing server's database (default: a throwaway one)")
     ap.add_argument("--workdir", help="where corpus and outputs go (default: the temporary folder;"
                     " never tmpfs: it is RAM)")  # fmt: skip
+    ap.add_argument("--no-lookup", action="store_true",
+                    help="a fourth contestant: PostgreSQL with the job's lookup of where a SOP "
+                         "was filed answered 'nowhere' (what the rest of the index costs)")  # fmt: skip
     ap.add_argument("--keep", action="store_true",
                     help="keep the work folder (delete it after the last timed run: a large "
                          "deletion slows this disk's file creation for minutes)")  # fmt: skip
@@ -105,12 +123,15 @@ def main() -> int:
         with _server(args.pg_url) as database:
             results: dict[str, list[tuple[float, float, float]]] = {}
             for rep in range(args.repeat):
-                for name in ("no index", "SQLite", "PostgreSQL"):
+                names = ["no index", "SQLite", "PostgreSQL"]
+                names += ["PG no lookup"] if args.no_lookup else []
+                for name in names:
                     out = work / f"{rep}-{name.replace(' ', '-')}"
                     index = {"no index": ["--no-index"], "SQLite": []}.get(name)
                     if index is None:
-                        index = ["--index", database(f"bench{rep}")]
-                    results.setdefault(name, []).append(run_batch(corpus, out, index))
+                        index = ["--index", database(f"bench{rep}{name[:2].strip()}")]
+                    done = run_batch(corpus, out, index, no_lookup=name == "PG no lookup")
+                    results.setdefault(name, []).append(done)
                     # set aside, not deleted: ext4 creates files 10-30x slower for minutes
                     # after a large deletion (the work folder goes after the last run)
         floor = statistics.median(u + s for _, u, s in results["no index"]) / n
