@@ -83,22 +83,25 @@ def sync_folders(repacker: Repacker, placed: Placed, source: Source, written: Wr
             f"cannot sync {os.path.dirname(placed.path)}: {exc.strerror or exc}",
             errno=exc.errno,
         ) from None
-    folders = _up_to(os.path.dirname(placed.path), repacker.datadir)[1:]
+    folders = [
+        (repacker.data, folder)
+        for folder in _up_to(os.path.dirname(placed.path), repacker.datadir)[1:]
+    ]
     if repacker.records is not None:
-        folders += repacker.records.folders(written)
-    for folder in folders:
-        try:  # a link planted meanwhile is not followed (a root that is a link: skipped)
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        tree = repacker.records.tree
+        folders += [(tree, folder) for folder in repacker.records.folders(written)]
+    for tree, folder in folders:
+        try:  # walked from its root as every use is: a link planted meanwhile is skipped
+            opened = tree.folder_at(folder, create=False)
         except OSError:
             continue
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise PlacementError(
-                source.origin, f"cannot sync {folder}: {exc.strerror or exc}", errno=exc.errno
-            ) from None
-        finally:
-            os.close(fd)
+        with opened:
+            try:
+                os.fsync(opened.fd)
+            except OSError as exc:
+                raise PlacementError(
+                    source.origin, f"cannot sync {folder}: {exc.strerror or exc}", errno=exc.errno
+                ) from None
 
 
 def retire(root: str, earlier: str, placed: Placed, source: Source, sop_uid: str) -> bool:
