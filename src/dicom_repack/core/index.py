@@ -57,6 +57,7 @@ from .index_rows import (
     COLUMNS,
     DEFAULT_NAME,
     INDEX_KEYWORDS,
+    PENDING_SUFFIX,
     IndexFailure,
     IndexRefused,
     default_path,
@@ -452,14 +453,7 @@ def check_index(index: str | None, logdir: str | None) -> str | None:
     if not index:
         return None
     if not is_url(index):
-        check_files(index)
-        pending = pending_path(index)
-        try:
-            mode = os.stat(pending, follow_symlinks=False).st_mode
-        except OSError:
-            return None  # absent (the usual case), or unreadable: the first add says so
-        if (mode & 0o170000) != 0o100000:
-            raise IndexRefused(f"{pending} is {kind_of(mode)}, not a regular file; not opened")
+        check_files(index, pending=True)
         return None
     from .index_pg import check
 
@@ -484,14 +478,15 @@ def fold_pending(path: str, *, durable: bool = False, logdir: str | None = None)
     return None
 
 
-def check_files(path: str) -> None:
+def check_files(path: str, *, pending: bool = False) -> None:
     """Raise IndexRefused unless the database ``path`` and each file SQLite opens beside
-    it (``-wal``, ``-shm``, ``-journal``) is absent or a regular file (not a link).
+    it (``-wal``, ``-shm``, ``-journal``; with ``pending``, its pending rows too: a
+    door's start) is absent or a regular file (not a link).
 
     SQLite opens them itself, by path, following links; checked before every
     connection (one ``lstat`` each).
     """
-    for suffix in _COMPANIONS:
+    for suffix in (*_COMPANIONS, PENDING_SUFFIX) if pending else _COMPANIONS:
         name = path + suffix
         try:
             mode = os.stat(name, follow_symlinks=False).st_mode

@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_NAME",
     "FOLD_AT",
     "INDEX_KEYWORDS",
+    "PENDING_SUFFIX",
     "RESIDENT_FOLD_AT",
     "URL_SCHEMES",
     "IndexFailure",
