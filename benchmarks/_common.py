@@ -97,3 +97,20 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def add_keep(ap: Any) -> None:
+    """``--keep``: the work folder stays, for deletion after the last timed run."""
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work folder (delete it after the last timed run: a large "
+                         "deletion slows this disk's file creation for minutes)")  # fmt: skip
+
+
+def keep_or_remove(work: Path, keep: bool) -> None:
+    """At a script's end: say where the kept work folder is, or remove it."""
+    if keep:
+        print(f"kept: {work}")
+    else:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)

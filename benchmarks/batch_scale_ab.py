@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_keep, keep_or_remove
 
 
 def truncate_tree(root: Path) -> None:
@@ -44,9 +46,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seeds", type=Path, default=None, help="corpus --from (default: its own)")
     ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the work folder (delete it after the last timed run: a large "
-                         "deletion slows this disk's file creation for minutes)")  # fmt: skip
+    add_keep(ap)
     args = ap.parse_args()
     py = sys.executable
     work = Path(tempfile.mkdtemp(prefix="batch-scale-ab-", dir=args.workdir))
@@ -96,10 +96,7 @@ def main() -> int:
                 f"{cpu / n * 1e3:.3f} ms CPU per instance (walls: {walls} s)"
             )
     finally:
-        if args.keep:
-            print(f"kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        keep_or_remove(work, args.keep)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import compile_package, dicom_files  # noqa: E402
+from _common import add_keep, compile_package, dicom_files, keep_or_remove  # noqa: E402
 
 EXE = str(Path(sys.executable).parent / "dicom-repack")
 
@@ -106,9 +105,7 @@ def main() -> int:
     ap.add_argument("--no-lookup", action="store_true",
                     help="a fourth contestant: PostgreSQL with the job's lookup of where a SOP "
                          "was filed answered 'nowhere' (what the rest of the index costs)")  # fmt: skip
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the work folder (delete it after the last timed run: a large "
-                         "deletion slows this disk's file creation for minutes)")  # fmt: skip
+    add_keep(ap)
     ap.add_argument("--smoke", action="store_true", help="20 instances, once: does it run?")
     args = ap.parse_args()
     if args.smoke:
@@ -147,10 +144,7 @@ def main() -> int:
             print(f"{name:<12} {wall:8.2f} {user:8.2f} {system:8.2f} {per * 1e3:12.3f} "
                   f"{(per - floor) * 1e3:+9.3f}ms")  # fmt: skip
     finally:
-        if args.keep:
-            print(f"kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        keep_or_remove(work, args.keep)
     return 0
 
 
