@@ -143,9 +143,10 @@ REPLACE = pg_sql(
 )
 #: a folded pending row replaces one only if it is not older (as :data:`.index.UPSERT`)
 UPSERT = REPLACE + " WHERE excluded.filed_at >= instances.filed_at"
-_WHERE = pg_sql(
-    "SELECT series_instance_uid, study_instance_uid, patient_id, path, filed_at "
-    "FROM instances WHERE sop_instance_uid = ?"
+#: the job's lookup, as libpq takes it (``$1``: prepared once a connection, :func:`_lookup`)
+_WHERE = (
+    b"SELECT series_instance_uid, study_instance_uid, patient_id, path, filed_at "
+    b"FROM instances WHERE sop_instance_uid = $1"
 )
 #: where a row holds its filing time
 _FILED_AT = COLUMNS.index("filed_at")
@@ -525,7 +526,7 @@ def _lookup(
     pq = psycopg.pq  # type: ignore[attr-defined]
     pgconn = conn.pgconn
     if prepare:
-        res = pgconn.prepare(_WHERE_NAME, _WHERE.replace("%s", "$1").encode("ascii"))
+        res = pgconn.prepare(_WHERE_NAME, _WHERE)
         if res.status != pq.ExecStatus.COMMAND_OK:
             raise psycopg.OperationalError(_pq_error(res, pgconn))  # type: ignore[attr-defined]
     res = pgconn.exec_prepared(_WHERE_NAME, [sop.encode("utf-8")])
